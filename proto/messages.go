@@ -1,0 +1,195 @@
+package proto
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
+// Kind names the message type in an envelope.
+type Kind string
+
+// The message kinds.
+const (
+	KindDesired  Kind = "desired"
+	KindGate     Kind = "gate"
+	KindCommand  Kind = "command"
+	KindStatus   Kind = "status"
+	KindPresence Kind = "presence"
+	KindEvent    Kind = "event"
+	KindRollout  Kind = "rollout"
+)
+
+// Envelope is the header of every message. TS is Unix milliseconds.
+type Envelope struct {
+	V    int    `msgpack:"v" json:"v"`
+	Kind Kind   `msgpack:"kind" json:"kind"`
+	ID   string `msgpack:"id" json:"id"`
+	TS   int64  `msgpack:"ts" json:"ts"`
+	From string `msgpack:"from" json:"from"`
+}
+
+// Header returns the envelope; it makes every message a Message.
+func (e *Envelope) Header() *Envelope { return e }
+
+// Message is implemented by every message type.
+type Message interface {
+	Header() *Envelope
+	Validate() error
+}
+
+// Timeouts bound a node's phases, in seconds; 0 means the node's default.
+type Timeouts struct {
+	Fetch    uint32 `msgpack:"fetch" json:"fetch"`
+	Activate uint32 `msgpack:"activate" json:"activate"`
+	Confirm  uint32 `msgpack:"confirm" json:"confirm"`
+}
+
+// Desired is the what: the system a node must run. Retained on
+// <p>/node/<node>/desired and signed by the operator's key.
+type Desired struct {
+	Envelope `msgpack:",inline"`
+	Node     string       `msgpack:"node" json:"node"`
+	Rollout  string       `msgpack:"rollout" json:"rollout"`
+	Gen      uint64       `msgpack:"gen" json:"gen"` // monotonic per node
+	Toplevel string       `msgpack:"toplevel" json:"toplevel"`
+	Action   Action       `msgpack:"action" json:"action"`
+	Reboot   RebootPolicy `msgpack:"reboot" json:"reboot"`
+	Wave     int          `msgpack:"wave" json:"wave"` // 0 = act at once, else wait for a Gate
+	Checks   []string     `msgpack:"checks" json:"checks"`
+	Timeouts Timeouts     `msgpack:"timeouts" json:"timeouts"`
+	Expires  int64        `msgpack:"expires" json:"expires"` // Unix ms; 0 = never
+	KeyID    string       `msgpack:"key_id" json:"key_id"`
+	Sig      []byte       `msgpack:"sig" json:"sig,omitempty"`
+}
+
+// Gate is the when: which wave of a rollout may act. Retained on
+// <p>/group/<group>/gate; one publish fans out to the group.
+type Gate struct {
+	Envelope `msgpack:",inline"`
+	Group    string    `msgpack:"group" json:"group"`
+	Rollout  string    `msgpack:"rollout" json:"rollout"`
+	OpenWave int       `msgpack:"open_wave" json:"open_wave"`
+	State    GateState `msgpack:"state" json:"state"`
+	Seq      uint64    `msgpack:"seq" json:"seq"` // monotonic per group
+	KeyID    string    `msgpack:"key_id" json:"key_id"`
+	Sig      []byte    `msgpack:"sig" json:"sig,omitempty"`
+}
+
+// Command is a one-shot, expiring hint: reboot, check, cancel, rollback,
+// resync. Targets empty means every subscriber of the topic.
+type Command struct {
+	Envelope `msgpack:",inline"`
+	Op       Op                `msgpack:"op" json:"op"`
+	Rollout  string            `msgpack:"rollout" json:"rollout"`
+	Targets  []string          `msgpack:"targets" json:"targets"`
+	Params   map[string]string `msgpack:"params" json:"params"`
+	Expires  int64             `msgpack:"expires" json:"expires"` // Unix ms; required
+	KeyID    string            `msgpack:"key_id" json:"key_id"`
+	Sig      []byte            `msgpack:"sig" json:"sig,omitempty"`
+}
+
+// Execution is the state of a node's latest execution.
+type Execution struct {
+	Rollout  string    `msgpack:"rollout" json:"rollout"`
+	Gen      uint64    `msgpack:"gen" json:"gen"`
+	Toplevel string    `msgpack:"toplevel" json:"toplevel"`
+	Action   Action    `msgpack:"action" json:"action"`
+	State    ExecState `msgpack:"state" json:"state"`
+	Attempt  int       `msgpack:"attempt" json:"attempt"`
+	Since    int64     `msgpack:"since" json:"since"` // Unix ms
+	Error    string    `msgpack:"error" json:"error,omitempty"`
+}
+
+// CheckResult is the last result of one local health check.
+type CheckResult struct {
+	OK     bool   `msgpack:"ok" json:"ok"`
+	Detail string `msgpack:"detail" json:"detail,omitempty"`
+	At     int64  `msgpack:"at" json:"at"`
+}
+
+// NodeStatus is a node's retained status, republished on every connect and
+// on every transition.
+type NodeStatus struct {
+	Envelope     `msgpack:",inline"`
+	Node         string                 `msgpack:"node" json:"node"`
+	Groups       []string               `msgpack:"groups" json:"groups"`
+	Execution    Execution              `msgpack:"execution" json:"execution"`
+	AppliedGen   uint64                 `msgpack:"applied_gen" json:"applied_gen"`
+	Current      string                 `msgpack:"current" json:"current"`
+	Booted       string                 `msgpack:"booted" json:"booted"`
+	Previous     string                 `msgpack:"previous" json:"previous"`
+	Checks       map[string]CheckResult `msgpack:"checks" json:"checks"`
+	NeedsReboot  bool                   `msgpack:"needs_reboot" json:"needs_reboot"`
+	NixOSVersion string                 `msgpack:"nixos_version" json:"nixos_version"`
+	LabdVersion  string                 `msgpack:"labd_version" json:"labd_version"`
+	BootID       string                 `msgpack:"boot_id" json:"boot_id"`
+	UpdatedAt    int64                  `msgpack:"updated_at" json:"updated_at"` // Unix ms
+}
+
+// Presence is a node's retained online flag; the offline copy is the node's
+// MQTT Last Will.
+type Presence struct {
+	Envelope `msgpack:",inline"`
+	Node     string `msgpack:"node" json:"node"`
+	Online   bool   `msgpack:"online" json:"online"`
+	Since    int64  `msgpack:"since" json:"since"` // Unix ms
+}
+
+// Event is one execution transition of a node.
+type Event struct {
+	Envelope `msgpack:",inline"`
+	Node     string    `msgpack:"node" json:"node"`
+	Rollout  string    `msgpack:"rollout" json:"rollout"`
+	Gen      uint64    `msgpack:"gen" json:"gen"`
+	Prev     ExecState `msgpack:"from_state" json:"from_state"`
+	State    ExecState `msgpack:"to_state" json:"to_state"`
+	Detail   string    `msgpack:"detail" json:"detail,omitempty"`
+}
+
+// NodeProgress is one target's line in a RolloutState.
+type NodeProgress struct {
+	Wave     int       `msgpack:"wave" json:"wave"`
+	Gen      uint64    `msgpack:"gen" json:"gen"`
+	Toplevel string    `msgpack:"toplevel" json:"toplevel"`
+	State    ExecState `msgpack:"state" json:"state"`
+	Error    string    `msgpack:"error" json:"error,omitempty"`
+	Online   bool      `msgpack:"online" json:"online"`
+}
+
+// Counters summarise a rollout's targets.
+type Counters struct {
+	Total      int `msgpack:"total" json:"total"`
+	Succeeded  int `msgpack:"succeeded" json:"succeeded"`
+	Failed     int `msgpack:"failed" json:"failed"`
+	RolledBack int `msgpack:"rolled_back" json:"rolled_back"`
+	Running    int `msgpack:"running" json:"running"`
+	Pending    int `msgpack:"pending" json:"pending"` // not started: offline, asleep or waiting for a gate
+}
+
+// RolloutState is a rollout's retained state on <p>/rollout/<id>.
+type RolloutState struct {
+	Envelope  `msgpack:",inline"`
+	Rollout   string                  `msgpack:"rollout" json:"rollout"`
+	CreatedAt int64                   `msgpack:"created_at" json:"created_at"`
+	Strategy  string                  `msgpack:"strategy" json:"strategy"`
+	Action    Action                  `msgpack:"action" json:"action"`
+	State     RolloutPhase            `msgpack:"state" json:"state"`
+	OpenWave  int                     `msgpack:"open_wave" json:"open_wave"`
+	Waves     [][]string              `msgpack:"waves" json:"waves"`
+	Nodes     map[string]NodeProgress `msgpack:"nodes" json:"nodes"`
+	Counters  Counters                `msgpack:"counters" json:"counters"`
+	Reason    string                  `msgpack:"reason" json:"reason,omitempty"`
+}
+
+// Stamp fills the envelope's id (random), timestamp and sender.
+func (e *Envelope) Stamp(from string, now time.Time) {
+	e.ID, e.TS, e.From = NewID(), now.UnixMilli(), from
+}
+
+// NewID returns a random 128-bit identifier in hex.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

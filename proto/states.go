@@ -1,0 +1,123 @@
+package proto
+
+// ExecState is a node's execution state for one (rollout, gen) (DESIGN §6).
+type ExecState string
+
+// The execution states. Idle means no execution has been recorded.
+const (
+	StateIdle           ExecState = "idle"
+	StateQueued         ExecState = "queued"
+	StateDeferred       ExecState = "deferred"
+	StateFetching       ExecState = "fetching"
+	StateActivating     ExecState = "activating"
+	StateRebooting      ExecState = "rebooting"
+	StateVerifying      ExecState = "verifying"
+	StateSucceeded      ExecState = "succeeded"
+	StateFailed         ExecState = "failed" // failed before the profile moved: nothing to undo
+	StateRollingBack    ExecState = "rolling-back"
+	StateRolledBack     ExecState = "rolled-back"
+	StateRollbackFailed ExecState = "rollback-failed"
+	StateRejected       ExecState = "rejected"
+	StateTimedOut       ExecState = "timed-out"
+	StateCancelled      ExecState = "cancelled"
+	StateAlreadyCurrent ExecState = "already-current"
+)
+
+var execStates = map[ExecState]struct{ terminal, ok bool }{
+	StateIdle: {}, StateQueued: {}, StateDeferred: {}, StateFetching: {}, StateActivating: {},
+	StateRebooting: {}, StateVerifying: {}, StateRollingBack: {},
+	StateSucceeded:      {terminal: true, ok: true},
+	StateAlreadyCurrent: {terminal: true, ok: true},
+	StateFailed:         {terminal: true},
+	StateRolledBack:     {terminal: true},
+	StateRollbackFailed: {terminal: true},
+	StateRejected:       {terminal: true},
+	StateTimedOut:       {terminal: true},
+	StateCancelled:      {terminal: true},
+}
+
+// Valid reports whether s is a known state.
+func (s ExecState) Valid() bool { _, ok := execStates[s]; return ok }
+
+// Terminal reports whether nothing more happens to this execution.
+func (s ExecState) Terminal() bool { return execStates[s].terminal }
+
+// OK reports whether the execution ended with the desired toplevel running.
+func (s ExecState) OK() bool { return execStates[s].ok }
+
+// Action is what switch-to-configuration is asked to do.
+type Action string
+
+// The actions.
+const (
+	ActionSwitch Action = "switch"
+	ActionBoot   Action = "boot"
+	ActionTest   Action = "test"
+)
+
+// Valid reports whether a is a known action.
+func (a Action) Valid() bool { return a == ActionSwitch || a == ActionBoot || a == ActionTest }
+
+// RebootPolicy says when a node reboots after activation.
+type RebootPolicy string
+
+// The reboot policies. The empty policy means RebootNever.
+const (
+	RebootNever    RebootPolicy = "never"
+	RebootIfNeeded RebootPolicy = "if-needed"
+	RebootAlways   RebootPolicy = "always"
+)
+
+// Valid reports whether p is a known policy ("" counts as never).
+func (p RebootPolicy) Valid() bool {
+	return p == "" || p == RebootNever || p == RebootIfNeeded || p == RebootAlways
+}
+
+// GateState is the state a Gate announces for its rollout.
+type GateState string
+
+// The gate states.
+const (
+	GateRunning   GateState = "running"
+	GatePaused    GateState = "paused"
+	GateCancelled GateState = "cancelled"
+)
+
+// Valid reports whether g is a known gate state.
+func (g GateState) Valid() bool { return g == GateRunning || g == GatePaused || g == GateCancelled }
+
+// Op is the operation of a one-shot Command.
+type Op string
+
+// The command operations.
+const (
+	OpReboot   Op = "reboot"
+	OpCheck    Op = "check"
+	OpCancel   Op = "cancel"
+	OpRollback Op = "rollback"
+	OpResync   Op = "resync"
+)
+
+// Valid reports whether o is a known operation.
+func (o Op) Valid() bool {
+	switch o {
+	case OpReboot, OpCheck, OpCancel, OpRollback, OpResync:
+		return true
+	}
+	return false
+}
+
+// RolloutPhase is the overall state of a rollout.
+type RolloutPhase string
+
+// The rollout phases.
+const (
+	RolloutRunning   RolloutPhase = "running"
+	RolloutSucceeded RolloutPhase = "succeeded" // every reachable target succeeded (some may be pending)
+	RolloutFailed    RolloutPhase = "failed"    // finished with failures
+	RolloutHalted    RolloutPhase = "halted"    // stopped by a failure threshold
+	RolloutCancelled RolloutPhase = "cancelled"
+)
+
+// Terminal reports whether the rollout is over.
+func (p RolloutPhase) Terminal() bool { return p != RolloutRunning && p != "" }
