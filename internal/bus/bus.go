@@ -1,0 +1,247 @@
+package bus
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// ContentType is set on every publish.
+const ContentType = "application/msgpack"
+
+// Message is one publish, sent or received.
+type Message struct {
+	Topic   string
+	Payload []byte
+	Retain  bool
+}
+
+// Config describes a connection.
+type Config struct {
+	URLs          []string // mqtt://host:port, tls://host:port, ws://, wss://
+	ClientID      string
+	Username      string
+	Password      []byte
+	TLS           *tls.Config
+	CleanStart    bool          // clean start on the first connect (never on reconnects)
+	SessionExpiry time.Duration // how long the broker keeps the session after a disconnect
+	KeepAlive     time.Duration // default 30s
+	Will          *Message      // Last Will, published by the broker if the connection is lost
+
+	// OnMessage receives every publish, in order, on the client's goroutine.
+	OnMessage func(Message)
+	// OnUp runs after every (re)connect, once the remembered subscriptions
+	// were sent again. It runs on its own goroutine and may block.
+	OnUp func(ctx context.Context)
+	// OnDown runs when a connection is lost. It must not block.
+	OnDown func()
+
+	Logger *slog.Logger
+}
+
+// Client is a self-healing MQTT v5 connection.
+type Client struct {
+	cfg    Config
+	cm     *autopaho.ConnectionManager
+	log    *slog.Logger
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	filters []string
+	up      bool
+}
+
+// ErrNotConnected is returned by Publish and Subscribe while the connection is down.
+var ErrNotConnected = autopaho.ConnectionDownError
+
+// Dial validates cfg and starts connecting in the background. It does not
+// wait for the connection: see AwaitConnection.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("bus: no broker URL")
+	}
+	if cfg.ClientID == "" {
+		return nil, errors.New("bus: empty client id")
+	}
+	urls := make([]*url.URL, 0, len(cfg.URLs))
+	for _, s := range cfg.URLs {
+		u, err := url.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("bus: broker url %q: %w", s, err)
+		}
+		switch u.Scheme {
+		case "mqtt", "tcp", "tls", "ssl", "mqtts", "ws", "wss":
+		default:
+			return nil, fmt.Errorf("bus: broker url %q: scheme must be mqtt, tls, ws or wss", s)
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("bus: broker url %q has no host", s)
+		}
+		urls = append(urls, u)
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID)}
+	ctx, c.cancel = context.WithCancel(ctx)
+
+	ac := autopaho.ClientConfig{
+		ServerUrls:                    urls,
+		TlsCfg:                        cfg.TLS,
+		KeepAlive:                     uint16(cfg.KeepAlive / time.Second),
+		CleanStartOnInitialConnection: cfg.CleanStart,
+		SessionExpiryInterval:         uint32(cfg.SessionExpiry / time.Second),
+		ReconnectBackoff:              autopaho.NewExponentialBackoff(200*time.Millisecond, 30*time.Second, time.Second, 2),
+		ConnectTimeout:                10 * time.Second,
+		ConnectUsername:               cfg.Username,
+		ConnectPassword:               cfg.Password,
+		OnConnectionUp:                c.onUp,
+		OnConnectionDown:              c.onDown,
+		OnConnectError: func(err error) {
+			c.log.Warn("mqtt connect failed", "err", err)
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID:          cfg.ClientID,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublish},
+			OnClientError:     func(err error) { c.log.Warn("mqtt client error", "err", err) },
+		},
+	}
+	if w := cfg.Will; w != nil {
+		ac.WillMessage = &paho.WillMessage{Topic: w.Topic, Payload: w.Payload, Retain: w.Retain, QoS: 1}
+		ac.WillProperties = &paho.WillProperties{ContentType: ContentType}
+	}
+	cm, err := autopaho.NewConnection(ctx, ac)
+	if err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("bus: connect: %w", err)
+	}
+	c.cm = cm
+	return c, nil
+}
+
+func (c *Client) onUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+	c.mu.Lock()
+	c.up = true
+	filters := slices.Clone(c.filters)
+	c.mu.Unlock()
+	c.log.Info("mqtt connected")
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if len(filters) > 0 {
+			if err := c.subscribe(ctx, filters); err != nil {
+				c.log.Warn("mqtt resubscribe failed", "err", err)
+			}
+		}
+		if c.cfg.OnUp != nil {
+			c.cfg.OnUp(ctx)
+		}
+	}()
+}
+
+func (c *Client) onDown() bool {
+	c.mu.Lock()
+	c.up = false
+	c.mu.Unlock()
+	c.log.Warn("mqtt connection lost")
+	if c.cfg.OnDown != nil {
+		c.cfg.OnDown()
+	}
+	return true
+}
+
+func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
+	if c.cfg.OnMessage != nil {
+		p := pr.Packet
+		c.cfg.OnMessage(Message{Topic: p.Topic, Payload: p.Payload, Retain: p.Retain})
+	}
+	return true, nil
+}
+
+// AwaitConnection blocks until the client is connected or ctx ends.
+func (c *Client) AwaitConnection(ctx context.Context) error {
+	if err := c.cm.AwaitConnection(ctx); err != nil {
+		return fmt.Errorf("bus: await connection: %w", err)
+	}
+	return nil
+}
+
+// Connected reports whether the connection is up now.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.up
+}
+
+// Subscribe subscribes to filters at QoS 1 and remembers them, so they are
+// sent again on every reconnect. Retained messages arrive on every
+// subscribe, which is what reconciliation relies on. If the connection is
+// down the filters are remembered and ErrNotConnected is returned.
+func (c *Client) Subscribe(ctx context.Context, filters ...string) error {
+	c.mu.Lock()
+	for _, f := range filters {
+		if !slices.Contains(c.filters, f) {
+			c.filters = append(c.filters, f)
+		}
+	}
+	c.mu.Unlock()
+	return c.subscribe(ctx, filters)
+}
+
+func (c *Client) subscribe(ctx context.Context, filters []string) error {
+	opts := make([]paho.SubscribeOptions, len(filters))
+	for i, f := range filters {
+		opts[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
+	}
+	ack, err := c.cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
+	if err != nil {
+		return fmt.Errorf("bus: subscribe %v: %w", filters, err)
+	}
+	for i, code := range ack.Reasons {
+		if code >= 0x80 {
+			return fmt.Errorf("bus: subscribe %s refused: reason 0x%02x", filters[min(i, len(filters)-1)], code)
+		}
+	}
+	return nil
+}
+
+// Publish sends one QoS 1 message and waits for the broker's PUBACK.
+func (c *Client) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
+	resp, err := c.cm.Publish(ctx, &paho.Publish{
+		QoS: 1, Retain: retain, Topic: topic, Payload: payload,
+		Properties: &paho.PublishProperties{ContentType: ContentType},
+	})
+	if err != nil {
+		return fmt.Errorf("bus: publish %s: %w", topic, err)
+	}
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		return fmt.Errorf("bus: publish %s refused: reason 0x%02x", topic, resp.ReasonCode)
+	}
+	return nil
+}
+
+// Close disconnects cleanly (the broker does not send the Last Will) and
+// stops reconnecting.
+func (c *Client) Close(ctx context.Context) error {
+	err := c.cm.Disconnect(ctx)
+	c.cancel()
+	if err != nil && !errors.Is(err, autopaho.ConnectionDownError) {
+		return fmt.Errorf("bus: disconnect: %w", err)
+	}
+	return nil
+}
+
+// Done is closed when the client has shut down.
+func (c *Client) Done() <-chan struct{} { return c.cm.Done() }

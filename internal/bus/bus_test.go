@@ -1,0 +1,96 @@
+package bus
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/lab-fleet/lab/internal/testbroker"
+)
+
+func dial(t *testing.T, url, id string, cfg Config) *Client {
+	t.Helper()
+	cfg.URLs, cfg.ClientID = []string{url}, id
+	c, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestRetainedAndWill(t *testing.T) {
+	b := testbroker.Start(t)
+	got := make(chan Message, 10)
+	sub := dial(t, b.URL(), "sub", Config{CleanStart: true, OnMessage: func(m Message) { got <- m }})
+	ctx := context.Background()
+
+	pub := dial(t, b.URL(), "pub", Config{Will: &Message{Topic: "x/will", Payload: []byte("gone"), Retain: true}})
+	if err := pub.Publish(ctx, "x/retained", []byte("hello"), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Subscribe(ctx, "x/#"); err != nil {
+		t.Fatal(err)
+	}
+	m := recv(t, got)
+	if m.Topic != "x/retained" || string(m.Payload) != "hello" || !m.Retain {
+		t.Fatalf("got %+v", m)
+	}
+	// Kill the publisher's connection without a DISCONNECT: the broker sends the will.
+	b.Kick(t, "pub")
+	m = recv(t, got)
+	if m.Topic != "x/will" || string(m.Payload) != "gone" {
+		t.Fatalf("got %+v, want will", m)
+	}
+}
+
+func TestResubscribeOnReconnect(t *testing.T) {
+	b := testbroker.Start(t)
+	got := make(chan Message, 10)
+	ups := make(chan struct{}, 10)
+	c := dial(t, b.URL(), "n1", Config{SessionExpiry: 0, CleanStart: true,
+		OnMessage: func(m Message) { got <- m }, OnUp: func(context.Context) { ups <- struct{}{} }})
+	<-ups
+	ctx := context.Background()
+	if err := c.Subscribe(ctx, "a/b"); err != nil {
+		t.Fatal(err)
+	}
+	// Drop the connection; the session is gone (expiry 0), so only a
+	// re-subscribe brings messages back.
+	b.Kick(t, "n1")
+	select {
+	case <-ups:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reconnect")
+	}
+	if err := b.Server.Publish("a/b", []byte("after"), true, 1); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, got); string(m.Payload) != "after" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+func TestDialRejectsBadURL(t *testing.T) {
+	for _, u := range []string{"http://x:1", "mqtt://", "::"} {
+		if _, err := Dial(context.Background(), Config{URLs: []string{u}, ClientID: "x"}); err == nil {
+			t.Errorf("%q accepted", u)
+		}
+	}
+}
+
+func recv(t *testing.T, ch <-chan Message) Message {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("timeout waiting for a message")
+		return Message{}
+	}
+}

@@ -1,0 +1,12 @@
+// Package bus is lab's MQTT v5 client: one connection that keeps itself up
+// (autopaho, exponential backoff with jitter), remembers its subscriptions
+// and re-sends them on every connect, and publishes QoS 1 msgpack payloads.
+//
+// It is shared by the node daemon and the controller. It uses plain MQTT v5
+// only — nothing broker-specific — so both run unchanged against the embedded
+// broker or an external one (mosquitto, EMQX, VerneMQ, HiveMQ).
+//
+// Received messages are handed to Config.OnMessage on the client's own
+// goroutine, in order; a consumer that has work to do hands them off to its
+// own loop.
+package bus
