@@ -112,19 +112,19 @@ type CheckResult struct {
 // on every transition.
 type NodeStatus struct {
 	Envelope     `msgpack:",inline"`
-	Node         string                 `msgpack:"node" json:"node"`
-	Groups       []string               `msgpack:"groups" json:"groups"`
-	Execution    Execution              `msgpack:"execution" json:"execution"`
-	AppliedGen   uint64                 `msgpack:"applied_gen" json:"applied_gen"`
-	Current      string                 `msgpack:"current" json:"current"`
-	Booted       string                 `msgpack:"booted" json:"booted"`
-	Previous     string                 `msgpack:"previous" json:"previous"`
-	Checks       map[string]CheckResult `msgpack:"checks" json:"checks"`
-	NeedsReboot  bool                   `msgpack:"needs_reboot" json:"needs_reboot"`
-	NixOSVersion string                 `msgpack:"nixos_version" json:"nixos_version"`
-	LabdVersion  string                 `msgpack:"labd_version" json:"labd_version"`
-	BootID       string                 `msgpack:"boot_id" json:"boot_id"`
-	UpdatedAt    int64                  `msgpack:"updated_at" json:"updated_at"` // Unix ms
+	Node         string       `msgpack:"node" json:"node"`
+	Groups       []string     `msgpack:"groups" json:"groups"`
+	Execution    Execution    `msgpack:"execution" json:"execution"`
+	AppliedGen   uint64       `msgpack:"applied_gen" json:"applied_gen"`
+	Current      string       `msgpack:"current" json:"current"`
+	Booted       string       `msgpack:"booted" json:"booted"`
+	Previous     string       `msgpack:"previous" json:"previous"`
+	Checks       CheckResults `msgpack:"checks" json:"checks"`
+	NeedsReboot  bool         `msgpack:"needs_reboot" json:"needs_reboot"`
+	NixOSVersion string       `msgpack:"nixos_version" json:"nixos_version"`
+	LabdVersion  string       `msgpack:"labd_version" json:"labd_version"`
+	BootID       string       `msgpack:"boot_id" json:"boot_id"`
+	UpdatedAt    int64        `msgpack:"updated_at" json:"updated_at"` // Unix ms
 }
 
 // Presence is a node's retained online flag; the offline copy is the node's
@@ -170,16 +170,16 @@ type Counters struct {
 // RolloutState is a rollout's retained state on <p>/rollout/<id>.
 type RolloutState struct {
 	Envelope  `msgpack:",inline"`
-	Rollout   string                  `msgpack:"rollout" json:"rollout"`
-	CreatedAt int64                   `msgpack:"created_at" json:"created_at"`
-	Strategy  string                  `msgpack:"strategy" json:"strategy"`
-	Action    Action                  `msgpack:"action" json:"action"`
-	State     RolloutPhase            `msgpack:"state" json:"state"`
-	OpenWave  int                     `msgpack:"open_wave" json:"open_wave"`
-	Waves     [][]string              `msgpack:"waves" json:"waves"`
-	Nodes     map[string]NodeProgress `msgpack:"nodes" json:"nodes"`
-	Counters  Counters                `msgpack:"counters" json:"counters"`
-	Reason    string                  `msgpack:"reason" json:"reason,omitempty"`
+	Rollout   string          `msgpack:"rollout" json:"rollout"`
+	CreatedAt int64           `msgpack:"created_at" json:"created_at"`
+	Strategy  string          `msgpack:"strategy" json:"strategy"`
+	Action    Action          `msgpack:"action" json:"action"`
+	State     RolloutPhase    `msgpack:"state" json:"state"`
+	OpenWave  int             `msgpack:"open_wave" json:"open_wave"`
+	Waves     [][]string      `msgpack:"waves" json:"waves"`
+	Nodes     NodeProgressMap `msgpack:"nodes" json:"nodes"`
+	Counters  Counters        `msgpack:"counters" json:"counters"`
+	Reason    string          `msgpack:"reason" json:"reason,omitempty"`
 }
 
 // Stamp fills the envelope's id (random), timestamp and sender.

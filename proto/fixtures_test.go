@@ -1,0 +1,104 @@
+package proto
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/fixtures from the fixture table")
+
+// fixtureKey is a fixed signing key, so that signed fixtures are byte-stable
+// (ed25519 signatures are deterministic).
+var fixtureKey = PrivateKey{ID: "op-2026", Key: ed25519.NewKeyFromSeed([]byte("lab fixture seed 0123456789abcde"))}
+
+const (
+	tl1 = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-n1-25.05"
+	tl2 = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-nixos-system-n1-25.11"
+)
+
+func env(id string) Envelope { return Envelope{ID: id, TS: 1764000000000, From: "labctl"} }
+
+// fixtures is the table of one canonical message per kind. Its encodings are
+// stored in testdata/fixtures/<name>.hex; codec, signature and fuzz tests use
+// them. Change a message type → run `go test ./proto -run Fixtures -update`
+// and review the diff: every changed byte is a wire change.
+func fixtures() []struct {
+	name string
+	msg  Message
+} {
+	d := &Desired{Envelope: env("d1"), Node: "n1", Rollout: "r-1", Gen: 1764000000000, Toplevel: tl2,
+		Action: ActionSwitch, Reboot: RebootIfNeeded, Wave: 1, Checks: []string{"web", "ssh"},
+		Timeouts: Timeouts{Fetch: 1800, Activate: 600, Confirm: 300}, Expires: 1764086400000}
+	must(Sign(d, fixtureKey))
+	g := &Gate{Envelope: env("g1"), Group: "canary", Rollout: "r-1", OpenWave: 1, State: GateRunning, Seq: 3}
+	must(Sign(g, fixtureKey))
+	c := &Command{Envelope: env("c1"), Op: OpReboot, Rollout: "r-1", Targets: []string{"n1", "n2"},
+		Params: map[string]string{"delay": "30s", "reason": "kernel"}, Expires: 1764000060000}
+	must(Sign(c, fixtureKey))
+	s := &NodeStatus{Envelope: env("s1"), Node: "n1", Groups: []string{"canary", "servers"},
+		Execution:  Execution{Rollout: "r-1", Gen: 1764000000000, Toplevel: tl2, Action: ActionSwitch, State: StateSucceeded, Attempt: 1, Since: 1764000001000},
+		AppliedGen: 1764000000000, Current: tl2, Booted: tl1, Previous: tl1,
+		Checks:      CheckResults{"web": {OK: true, At: 1764000002000}, "ssh": {OK: false, Detail: "connection refused", At: 1764000002000}},
+		NeedsReboot: true, NixOSVersion: "25.11.20261120.abcdef", LabdVersion: "0.1.0", BootID: "5c1c2b3e-0000-4000-8000-000000000001", UpdatedAt: 1764000002000}
+	p := &Presence{Envelope: env("p1"), Node: "n1", Online: true, Since: 1764000000000}
+	e := &Event{Envelope: env("e1"), Node: "n1", Rollout: "r-1", Gen: 1764000000000, Prev: StateVerifying, State: StateRollingBack, Detail: `check "web": GET http://127.0.0.1/ → 500`}
+	r := &RolloutState{Envelope: env("r1"), Rollout: "r-1", CreatedAt: 1764000000000, Strategy: "all", Action: ActionSwitch,
+		State: RolloutFailed, OpenWave: 0, Waves: [][]string{{"n1", "n2"}},
+		Nodes: NodeProgressMap{
+			"n1": {Gen: 1764000000000, Toplevel: tl2, State: StateSucceeded, Online: true},
+			"n2": {Gen: 1764000000001, Toplevel: tl2, State: StateRolledBack, Error: "check web failed", Online: true},
+		},
+		Counters: Counters{Total: 2, Succeeded: 1, RolledBack: 1}, Reason: "1 node rolled back"}
+	return []struct {
+		name string
+		msg  Message
+	}{{"desired", d}, {"gate", g}, {"command", c}, {"status", s}, {"presence", p}, {"event", e}, {"rollout", r}}
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+func fixturePath(name string) string { return filepath.Join("testdata", "fixtures", name+".hex") }
+
+// readFixture returns the stored canonical bytes of a fixture.
+func readFixture(t testing.TB, name string) []byte {
+	t.Helper()
+	h, err := os.ReadFile(fixturePath(name))
+	if err != nil {
+		t.Fatalf("read fixture (run with -update to create): %v", err)
+	}
+	b, err := hex.DecodeString(strings.TrimSpace(string(h)))
+	if err != nil {
+		t.Fatalf("fixture %s: %v", name, err)
+	}
+	return b
+}
+
+// newOf returns a zero message of the same type as m.
+func newOf(m Message) Message {
+	switch m.(type) {
+	case *Desired:
+		return new(Desired)
+	case *Gate:
+		return new(Gate)
+	case *Command:
+		return new(Command)
+	case *NodeStatus:
+		return new(NodeStatus)
+	case *Presence:
+		return new(Presence)
+	case *Event:
+		return new(Event)
+	case *RolloutState:
+		return new(RolloutState)
+	}
+	panic("unknown message type")
+}
