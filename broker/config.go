@@ -1,0 +1,147 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+)
+
+// Defaults applied by Config.Validate to zero values.
+const (
+	DefaultListen        = "127.0.0.1:1883"
+	DefaultMaxPacketSize = 256 << 10 // 256 KiB
+	DefaultClientQueue   = 1024
+	DefaultClientBufSize = 2048
+	DefaultSessionExpiry = 7 * 24 * time.Hour
+)
+
+// Bounds checked by Config.Validate.
+const (
+	minPacketSize = 1 << 10
+	maxPacketSize = 268435455 // MQTT's largest remaining length
+	minBufSize    = 256
+	maxBufSize    = 1 << 20
+	maxQueue      = 1 << 20
+)
+
+// ErrInvalidConfig is wrapped by every error Config.Validate returns.
+var ErrInvalidConfig = errors.New("invalid value")
+
+// Config configures the embedded broker. The zero value, after Validate, is
+// an in-memory broker on 127.0.0.1:1883.
+type Config struct {
+	Listen        string        // TCP listener address, default "127.0.0.1:1883" (":1883" allowed)
+	DataDir       string        // persistence dir (bolt file broker.db inside); "" = in-memory
+	MaxPacketSize uint32        // largest packet accepted, default 256 KiB
+	ClientQueue   int           // per-client outbound queue slots, default 1024
+	ClientBufSize int           // per-client read and write buffer bytes, default 2048
+	SessionExpiry time.Duration // longest session expiry granted, default 7 days
+	Logger        *slog.Logger  // nil = slog.Default(); mochi logs through it too
+}
+
+// Validate fills defaults and checks every field. Each error names the
+// configuration key (e.g. "broker.listen: ...") and wraps ErrInvalidConfig;
+// all problems are reported at once, joined.
+func (c *Config) Validate() error {
+	c.fillDefaults()
+	return errors.Join(
+		check("broker.listen", validateListen(c.Listen)),
+		check("broker.data_dir", validateDataDir(c.DataDir)),
+		check("broker.max_packet_size", between(int64(c.MaxPacketSize), minPacketSize, maxPacketSize)),
+		check("broker.client_queue", between(int64(c.ClientQueue), 1, maxQueue)),
+		check("broker.client_buf_size", between(int64(c.ClientBufSize), minBufSize, maxBufSize)),
+		check("broker.session_expiry", validateExpiry(c.SessionExpiry)),
+	)
+}
+
+func (c *Config) fillDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.MaxPacketSize == 0 {
+		c.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if c.ClientQueue == 0 {
+		c.ClientQueue = DefaultClientQueue
+	}
+	if c.ClientBufSize == 0 {
+		c.ClientBufSize = DefaultClientBufSize
+	}
+	if c.SessionExpiry == 0 {
+		c.SessionExpiry = DefaultSessionExpiry
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func check(key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: %w", key, ErrInvalidConfig, err)
+}
+
+func validateListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > math.MaxUint16 {
+		return fmt.Errorf("port %q is not a number between 0 and 65535", port)
+	}
+	return nil
+}
+
+func validateDataDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // created by New
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
+}
+
+func between(v, lo, hi int64) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%d is outside [%d, %d]", v, lo, hi)
+	}
+	return nil
+}
+
+func validateExpiry(d time.Duration) error {
+	if d < time.Second || d > math.MaxUint32*time.Second {
+		return fmt.Errorf("%s is outside [1s, %ds]", d, uint32(math.MaxUint32))
+	}
+	return nil
+}
+
+// capabilities derives mochi's capabilities from a validated Config.
+func (c *Config) capabilities() *mqtt.Capabilities {
+	caps := mqtt.NewDefaultServerCapabilities()
+	// 0 disables mochi's forced expiry of retained and queued messages
+	// (default 24 h); a publisher's own Message Expiry Interval still applies.
+	// DESIGN §4: desired state is retained and must outlive a sleeping laptop.
+	caps.MaximumMessageExpiryInterval = 0
+	caps.MaximumClientWritesPending = int32(c.ClientQueue)
+	caps.MaximumSessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
+	caps.MaximumPacketSize = c.MaxPacketSize
+	caps.MaximumQos = 1 // lab uses QoS 1 only (DESIGN §4)
+	return caps
+}

@@ -1,0 +1,28 @@
+// Package broker owns lab's embedded MQTT v5 broker: a mochi-mqtt server with
+// its TCP listener, the persistence of retained messages, sessions,
+// subscriptions and inflight messages across restarts (a bolt file,
+// broker.db, in Config.DataDir), the limits that bound each connection's
+// memory and packet size, and an inline client through which code running in
+// the same process (the controller service) publishes and subscribes without
+// a network connection or a per-client queue (DESIGN §8, fan-in).
+//
+// The broker is a convenience, not a dependency: lab's nodes and controller
+// speak plain MQTT v5 and run unchanged against an external broker. Nothing
+// here may be needed for correctness on the data path.
+//
+// Decisions that differ from mochi's defaults (see capabilities in config.go):
+//   - Retained messages and queued QoS 1 messages never expire unless the
+//     publisher set a Message Expiry Interval (mochi deletes them after 24 h).
+//   - QoS 2 is not offered (MaximumQos 1): lab uses QoS 1 everywhere.
+//   - Small per-client queues and buffers (ClientQueue, ClientBufSize), and a
+//     maximum packet size that is enforced and advertised in CONNACK.
+//   - mochi's own log lines are passed on at WARN and above only, unless the
+//     logger is enabled for DEBUG.
+//
+// Hooks are installed in one place, (*Server).addHooks: today an allow-all
+// authenticator, the limits hook and the store; the auth/ACL hook of
+// DESIGN §9 replaces the allow-all hook there.
+//
+// There is no main loop of our own: mochi runs one goroutine per connection
+// plus its housekeeping loop; Start and Close bracket them.
+package broker

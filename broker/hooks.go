@@ -1,0 +1,54 @@
+package broker
+
+import (
+	"bytes"
+	"fmt"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// addHooks installs every hook, in order. This is the one place to change
+// when the auth/ACL hook (DESIGN §9) replaces the allow-all one.
+func (s *Server) addHooks() error {
+	if err := s.mochi.AddHook(new(auth.AllowHook), nil); err != nil {
+		return fmt.Errorf("add auth hook: %w", err)
+	}
+	limits := &limitsHook{maxPacket: s.cfg.MaxPacketSize}
+	if err := s.mochi.AddHook(limits, nil); err != nil {
+		return fmt.Errorf("add limits hook: %w", err)
+	}
+	if s.cfg.DataDir == "" {
+		return nil
+	}
+	opts, err := storeOptions(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := s.mochi.AddHook(newStoreHook(), opts); err != nil {
+		return fmt.Errorf("open store %s: %w", opts.Path, err)
+	}
+	return nil
+}
+
+// limitsHook advertises the maximum packet size in CONNACK ([MQTT-3.2.2.3.6]):
+// mochi enforces Capabilities.MaximumPacketSize on every inbound packet but
+// does not tell v5 clients about it.
+type limitsHook struct {
+	mqtt.HookBase
+	maxPacket uint32
+}
+
+func (h *limitsHook) ID() string { return "lab-limits" }
+
+func (h *limitsHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnPacketEncode}, []byte{b})
+}
+
+func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion == 5 {
+		pk.Properties.MaximumPacketSize = h.maxPacket
+	}
+	return pk
+}

@@ -1,0 +1,201 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Errors returned by Server methods; check them with errors.Is.
+var (
+	ErrNotStarted   = errors.New("broker not started")
+	ErrStarted      = errors.New("broker already started")
+	ErrClosed       = errors.New("broker closed")
+	ErrInvalidTopic = errors.New("invalid topic")
+	ErrTooLarge     = errors.New("message larger than the maximum packet size")
+)
+
+// sysTopicInterval is the $SYS publish period in seconds (mochi: 1). lab
+// does not use $SYS; a slower tick saves wakeups on small machines.
+const sysTopicInterval = 10
+
+// listenerID names the TCP listener inside mochi.
+const listenerID = "tcp"
+
+type state int
+
+const (
+	stateNew state = iota
+	stateStarted
+	stateClosed
+)
+
+// Server is the embedded broker. Create it with New, then Start; Close it
+// once. Publish and Subscribe are safe for concurrent use.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	mochi *mqtt.Server
+	tcp   *listeners.TCP
+
+	mu    sync.Mutex
+	state state
+	ops   sync.WaitGroup // Publish/Subscribe calls in progress
+	subID atomic.Int64   // inline subscription identifiers
+	close sync.Once
+}
+
+// New validates cfg, creates the broker and opens its store. Nothing
+// listens until Start.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	s.mochi = mqtt.New(&mqtt.Options{
+		Capabilities:             cfg.capabilities(),
+		ClientNetWriteBufferSize: cfg.ClientBufSize,
+		ClientNetReadBufferSize:  cfg.ClientBufSize,
+		Logger:                   mochiLogger(cfg.Logger),
+		SysTopicResendInterval:   sysTopicInterval,
+		InlineClient:             true,
+	})
+	if err := s.addHooks(); err != nil {
+		_ = s.mochi.Close() // stops the hooks added so far
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start binds the listener, loads the store and serves in the background.
+// Addr is valid once Start returns nil.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case stateStarted:
+		return ErrStarted
+	case stateClosed:
+		return ErrClosed
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: listenerID, Address: s.cfg.Listen})
+	if err := s.mochi.AddListener(tcp); err != nil {
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	s.tcp = tcp
+	if err := s.mochi.Serve(); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	s.state = stateStarted
+	s.log.Info("broker listening", "addr", tcp.Address(), "data_dir", s.cfg.DataDir)
+	return nil
+}
+
+// Addr returns the listener's real host:port ("" before Start).
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tcp == nil {
+		return ""
+	}
+	return s.tcp.Address()
+}
+
+// Close disconnects every client, waits for Publish and Subscribe calls in
+// progress, and closes the store. It is safe to call more than once; it must
+// not be called from a Subscribe callback.
+func (s *Server) Close() error {
+	s.close.Do(func() {
+		s.mu.Lock()
+		s.state = stateClosed
+		s.mu.Unlock()
+		s.ops.Wait()
+		_ = s.mochi.Close() // always nil in mochi v2.7.9
+		s.log.Info("broker stopped")
+	})
+	return nil
+}
+
+// Mochi returns the underlying mochi server, for hooks added later (auth,
+// JSON mirror, metrics). Add hooks before Start.
+func (s *Server) Mochi() *mqtt.Server { return s.mochi }
+
+// enter admits a Publish or Subscribe call; leave must follow.
+func (s *Server) enter() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case stateNew:
+		return ErrNotStarted
+	case stateClosed:
+		return ErrClosed
+	}
+	s.ops.Add(1)
+	return nil
+}
+
+func (s *Server) leave() { s.ops.Done() }
+
+// Publish publishes through the inline client at QoS 1, retained if asked.
+// Subscribers, inline ones included, see it before Publish returns or have
+// it queued.
+func (s *Server) Publish(topic string, payload []byte, retain bool) error {
+	if !mqtt.IsValidFilter(topic, true) || topic == "" {
+		return fmt.Errorf("publish %q: %w", topic, ErrInvalidTopic)
+	}
+	if uint64(len(topic))+uint64(len(payload)) > uint64(s.cfg.MaxPacketSize) {
+		return fmt.Errorf("publish %q (%d bytes): %w", topic, len(payload), ErrTooLarge)
+	}
+	if err := s.enter(); err != nil {
+		return fmt.Errorf("publish %q: %w", topic, err)
+	}
+	defer s.leave()
+	if err := s.mochi.Publish(topic, payload, retain, 1); err != nil {
+		return fmt.Errorf("publish %q: %w", topic, err)
+	}
+	return nil
+}
+
+// Subscribe calls fn for every message matching filter, retained messages
+// first (synchronously, before Subscribe returns). There is no queue: fn
+// runs on the publisher's goroutine, so it must return quickly, must not
+// call Close, and must not modify payload. retained is the message's retain
+// flag as published. The subscription is not persisted; call unsubscribe to
+// end it (it is a no-op after Close).
+func (s *Server) Subscribe(filter string, fn func(topic string, payload []byte, retained bool)) (unsubscribe func(), err error) {
+	if fn == nil {
+		return nil, fmt.Errorf("subscribe %q: nil callback", filter)
+	}
+	if !mqtt.IsValidFilter(filter, false) {
+		return nil, fmt.Errorf("subscribe %q: %w", filter, ErrInvalidTopic)
+	}
+	if err := s.enter(); err != nil {
+		return nil, fmt.Errorf("subscribe %q: %w", filter, err)
+	}
+	defer s.leave()
+	id := int(s.subID.Add(1))
+	handler := func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		fn(pk.TopicName, pk.Payload, pk.FixedHeader.Retain)
+	}
+	if err := s.mochi.Subscribe(filter, id, handler); err != nil {
+		return nil, fmt.Errorf("subscribe %q: %w", filter, err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { s.unsubscribe(filter, id) }) }, nil
+}
+
+func (s *Server) unsubscribe(filter string, id int) {
+	if s.enter() != nil {
+		return
+	}
+	defer s.leave()
+	if err := s.mochi.Unsubscribe(filter, id); err != nil {
+		s.log.Warn("inline unsubscribe failed", "filter", filter, "error", err)
+	}
+}
