@@ -1,0 +1,53 @@
+# A fake "NixOS system" toplevel for the demo and the tests: no nixpkgs, the
+# builder is the host's /bin/sh. Its bin/switch-to-configuration behaves like
+# the real one as far as lab can see: it takes an action, logs
+# "<action> <toplevel>" to $FAKE_NIXOS_LOG, and can fail or be slow.
+#
+#   nix-build fake-system.nix --argstr name n1 --arg gen 2
+#   nix-build fake-system.nix --argstr name n1 --arg gen 3 --arg failSwitch true
+#
+# failSwitch: switch-to-configuration always exits 1 ("baked failure").
+# failHealth: the toplevel contains a `fail-health` marker a health check can test.
+# sleepSwitch: switch-to-configuration sleeps that many seconds first.
+# At run time, switching fails while the file named by $FAKE_NIXOS_FAIL exists.
+{ name ? "node1", gen ? 1, failSwitch ? false, failHealth ? false, sleepSwitch ? 0
+, system ? builtins.currentSystem }:
+let
+  switchScript = builtins.toFile "switch-to-configuration" ''
+    #!/bin/sh
+    # Fake switch-to-configuration: records its action, can be made to fail.
+    action="$1"
+    self=$(cd "$(dirname "$0")/.." && pwd -P)
+    log="''${FAKE_NIXOS_LOG:-/dev/null}"
+    case "$action" in switch|boot|test|dry-activate) ;; *) echo "unknown action $action" >&2; exit 2;; esac
+    if [ -s "$self/sleep-switch" ]; then sleep "$(cat "$self/sleep-switch")"; fi
+    echo "$action $self" >> "$log"
+    if [ -e "$self/fail-switch" ]; then echo "switch-to-configuration: baked failure" >&2; exit 1; fi
+    if [ -n "$FAKE_NIXOS_FAIL" ] && [ -e "$FAKE_NIXOS_FAIL" ]; then echo "switch-to-configuration: injected failure" >&2; exit 1; fi
+    echo "switch-to-configuration: $action done"
+    exit 0
+  '';
+in
+derivation {
+  name = "nixos-system-${name}-${toString gen}";
+  inherit system switchScript;
+  builder = "/bin/sh";
+  PATH = "/usr/bin:/bin";
+  hostName = name;
+  generation = toString gen;
+  failSwitch = if failSwitch then "1" else "";
+  failHealth = if failHealth then "1" else "";
+  sleepSwitch = toString sleepSwitch;
+  args = [ "-c" ''
+    set -e
+    mkdir -p $out/bin
+    cp $switchScript $out/bin/switch-to-configuration
+    chmod 0555 $out/bin/switch-to-configuration
+    echo "25.05.$generation-fake" > $out/nixos-version
+    echo "$system" > $out/system
+    echo "$hostName" > $out/hostname
+    if [ -n "$failSwitch" ]; then touch $out/fail-switch; fi
+    if [ -n "$failHealth" ]; then touch $out/fail-health; fi
+    if [ "$sleepSwitch" != "0" ]; then echo "$sleepSwitch" > $out/sleep-switch; fi
+  '' ];
+}
