@@ -157,4 +157,3 @@ func tail(s string, n int) string {
 	}
 	return s
 }
-
