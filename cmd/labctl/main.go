@@ -1,0 +1,47 @@
+// Command labctl is the operator's CLI: it runs the embedded broker and
+// drives rollouts (DESIGN §2, §10).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes labctl with args and returns the process exit code.
+func run(ctx context.Context, args []string, out, errOut io.Writer) int {
+	root := newRootCmd(newGlobals(out, errOut))
+	root.SetArgs(args)
+	root.SetOut(out)
+	root.SetErr(errOut)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(errOut, "labctl: %v\n", err)
+		return exitCode(err)
+	}
+	return 0
+}
+
+func newRootCmd(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "labctl",
+		Short:         "NixOS fleet rollouts over MQTT",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.init(cmd)
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.String("config", "", "config `FILE` (YAML or TOML); every key can also be set as LAB_<KEY>")
+	pf.String("log-level", "info", "log level: debug, info, warn or error")
+	root.AddCommand(newBrokerCmd(g))
+	root.AddCommand(newKeyCmd(g))
+	return root
+}
