@@ -92,4 +92,3 @@ func readPrivateKey(path string) (proto.PrivateKey, error) {
 	}
 	return k, nil
 }
-
