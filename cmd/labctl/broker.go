@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cast"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/lab-fleet/lab/broker"
+)
+
+// Viper keys of the broker section (config file, LAB_BROKER_* env).
+const (
+	keyListen        = "broker.listen"
+	keyDataDir       = "broker.data_dir"
+	keyMaxPacketSize = "broker.max_packet_size"
+	keyClientQueue   = "broker.client_queue"
+	keyClientBufSize = "broker.client_buf_size"
+	keySessionExpiry = "broker.session_expiry"
+)
+
+var brokerKeys = []string{keyListen, keyDataDir, keyMaxPacketSize, keyClientQueue, keyClientBufSize, keySessionExpiry}
+
+func newBrokerCmd(g *globals) *cobra.Command {
+	var checkOnly bool
+	cmd := &cobra.Command{
+		Use:   "broker [--config FILE] [--listen ADDR] [--data-dir DIR]",
+		Short: "Run the embedded MQTT broker until SIGINT or SIGTERM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := brokerConfig(g.v)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = g.logger
+			if checkOnly {
+				return checkBrokerConfig(g, cfg)
+			}
+			return runBroker(cmd.Context(), g, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.String("listen", broker.DefaultListen, "TCP listen `ADDR` (host:port)")
+	f.String("data-dir", "", "persistence `DIR` (bolt file broker.db inside); empty = in memory")
+	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 valid, 1 invalid)")
+	mustBind(g.v, keyListen, cmd, "listen")
+	mustBind(g.v, keyDataDir, cmd, "data-dir")
+	return cmd
+}
+
+func mustBind(v *viper.Viper, key string, cmd *cobra.Command, flag string) {
+	if err := v.BindPFlag(key, cmd.Flags().Lookup(flag)); err != nil {
+		panic(err) // a programming error: the flag is defined just above
+	}
+}
+
+// brokerConfig reads the broker keys strictly: a value of the wrong type is
+// an error naming the key and where it came from, as is an unknown key in
+// the broker section of the config file.
+func brokerConfig(v *viper.Viper) (broker.Config, error) {
+	var cfg broker.Config
+	var errs []error
+	get := func(key string, conv func(any) error) {
+		if raw := v.Get(key); raw != nil {
+			if err := conv(raw); err != nil {
+				errs = append(errs, fmt.Errorf("%s%s: %w", source(v, key), key, err))
+			}
+		}
+	}
+	get(keyListen, func(x any) (err error) { cfg.Listen, err = cast.ToStringE(x); return })
+	get(keyDataDir, func(x any) (err error) { cfg.DataDir, err = cast.ToStringE(x); return })
+	get(keyMaxPacketSize, func(x any) (err error) { cfg.MaxPacketSize, err = cast.ToUint32E(x); return })
+	get(keyClientQueue, func(x any) (err error) { cfg.ClientQueue, err = cast.ToIntE(x); return })
+	get(keyClientBufSize, func(x any) (err error) { cfg.ClientBufSize, err = cast.ToIntE(x); return })
+	get(keySessionExpiry, func(x any) (err error) { cfg.SessionExpiry, err = toDuration(x); return })
+	errs = append(errs, unknownKeys(v)...)
+	return cfg, errors.Join(errs...)
+}
+
+// toDuration accepts "36h"-style strings only: a bare number is ambiguous.
+func toDuration(x any) (time.Duration, error) {
+	s, ok := x.(string)
+	if !ok {
+		return 0, fmt.Errorf("%v is not a duration string like \"168h\"", x)
+	}
+	return time.ParseDuration(s)
+}
+
+// source names where a key's value came from, as an error prefix.
+func source(v *viper.Viper, key string) string {
+	if v.InConfig(key) {
+		return v.ConfigFileUsed() + ": "
+	}
+	return ""
+}
+
+func unknownKeys(v *viper.Viper) []error {
+	known := make(map[string]bool, len(brokerKeys))
+	for _, k := range brokerKeys {
+		known[k] = true
+	}
+	var errs []error
+	keys := v.AllKeys()
+	sort.Strings(keys)
+	for _, k := range keys {
+		if strings.HasPrefix(k, "broker.") && !known[k] && v.InConfig(k) {
+			errs = append(errs, fmt.Errorf("%s: %s: unknown key", v.ConfigFileUsed(), k))
+		}
+	}
+	return errs
+}
+
+func checkBrokerConfig(g *globals, cfg broker.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid broker config:\n%w", err)
+	}
+	fmt.Fprintf(g.out, "broker config ok: listen %s, data dir %q\n", cfg.Listen, cfg.DataDir)
+	return nil
+}
+
+// runBroker serves until ctx ends or SIGINT/SIGTERM arrives, then closes
+// the broker, which flushes its store.
+func runBroker(ctx context.Context, g *globals, cfg broker.Config) error {
+	s, err := broker.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Start(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	g.logger.Info("broker shutting down", "cause", context.Cause(ctx))
+	return s.Close()
+}
