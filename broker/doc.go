@@ -19,6 +19,14 @@
 //   - mochi's own log lines are passed on at WARN and above only, unless the
 //     logger is enabled for DEBUG.
 //
+// Known limits of mochi's bolt store (v2.7.9), kept rather than patched:
+//   - a restored session forgets the expiry its client asked for and is
+//     kept for Config.SessionExpiry after the restart;
+//   - a retained message restored from the store no longer honours its
+//     publisher's Message Expiry Interval (the expiry time is not stored);
+//   - every retained or QoS 1 queued message is one bbolt write transaction
+//     (an fsync).
+//
 // Hooks are installed in one place, (*Server).addHooks: today an allow-all
 // authenticator, the limits hook and the store; the auth/ACL hook of
 // DESIGN §9 replaces the allow-all hook there.
