@@ -38,7 +38,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := brokerConfig(g.v)
 			if err != nil {
-				return err
+				return usageError{err}
 			}
 			cfg.Logger = g.logger
 			if checkOnly {
@@ -50,7 +50,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.String("listen", broker.DefaultListen, "TCP listen `ADDR` (host:port)")
 	f.String("data-dir", "", "persistence `DIR` (bolt file broker.db inside); empty = in memory")
-	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 valid, 1 invalid)")
+	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")
 	mustBind(g.v, keyListen, cmd, "listen")
 	mustBind(g.v, keyDataDir, cmd, "data-dir")
 	return cmd
@@ -120,7 +120,7 @@ func unknownKeys(v *viper.Viper) []error {
 
 func checkBrokerConfig(g *globals, cfg broker.Config) error {
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid broker config:\n%w", err)
+		return usageError{fmt.Errorf("invalid broker config:\n%w", err)}
 	}
 	fmt.Fprintf(g.out, "broker config ok: listen %s, data dir %q\n", cfg.Listen, cfg.DataDir)
 	return nil

@@ -35,12 +35,12 @@ func (g *globals) init(cmd *cobra.Command) error {
 	if path, _ := cmd.Flags().GetString("config"); path != "" {
 		g.v.SetConfigFile(path)
 		if err := g.v.ReadInConfig(); err != nil {
-			return fmt.Errorf("read config %s: %w", path, err)
+			return usageError{fmt.Errorf("read config %s: %w", path, err)}
 		}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(g.v.GetString("log_level"))); err != nil {
-		return fmt.Errorf("log_level: %w", err)
+		return usageError{fmt.Errorf("log_level: %w", err)}
 	}
 	h := slog.NewTextHandler(g.errOut, &slog.HandlerOptions{Level: level})
 	g.logger = slog.New(h)
