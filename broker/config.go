@@ -11,12 +11,14 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/lab-fleet/lab/proto"
 )
 
 // Defaults applied by Config.Validate to zero values.
 const (
 	DefaultListen        = "127.0.0.1:1883"
-	DefaultMaxPacketSize = 256 << 10 // 256 KiB
+	DefaultMaxPacketSize = proto.MaxPayload + 64<<10 // the largest lab payload (a rollout state) plus headers
 	DefaultClientQueue   = 1024
 	DefaultClientBufSize = 2048
 	DefaultSessionExpiry = 7 * 24 * time.Hour

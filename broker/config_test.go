@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lab-fleet/lab/proto"
 )
 
 func TestValidateDefaults(t *testing.T) {
@@ -12,7 +14,7 @@ func TestValidateDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "127.0.0.1:1883" || c.MaxPacketSize != 256<<10 || c.ClientQueue != 1024 ||
+	if c.Listen != "127.0.0.1:1883" || c.MaxPacketSize != DefaultMaxPacketSize || DefaultMaxPacketSize < proto.MaxPayload || c.ClientQueue != 1024 ||
 		c.ClientBufSize != 2048 || c.SessionExpiry != 7*24*time.Hour || c.Logger == nil || c.DataDir != "" {
 		t.Fatalf("defaults: %+v", c)
 	}

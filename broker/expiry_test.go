@@ -53,7 +53,7 @@ func TestCapabilities(t *testing.T) {
 	if caps.MaximumMessageExpiryInterval != 0 {
 		t.Errorf("MaximumMessageExpiryInterval = %d, want 0 (never force expiry)", caps.MaximumMessageExpiryInterval)
 	}
-	if caps.MaximumSessionExpiryInterval != 7*24*3600 || caps.MaximumPacketSize != 256<<10 ||
+	if caps.MaximumSessionExpiryInterval != 7*24*3600 || caps.MaximumPacketSize != DefaultMaxPacketSize ||
 		caps.MaximumClientWritesPending != 1024 || caps.MaximumQos != 1 {
 		t.Errorf("capabilities = %+v", caps)
 	}
