@@ -32,6 +32,9 @@
 //     when labd's unit changed. nixos-rebuild runs switch-to-configuration
 //     through systemd-run for the same reason.
 //
+// os.Executable resolves to labd's own store path, so the helper is the
+// binary that started it even when the switch replaces labd's package.
+//
 // "auto" (the default) picks systemd-run when labd runs under systemd
 // (INVOCATION_ID is set and systemd-run is on $PATH), else setsid.
 //
