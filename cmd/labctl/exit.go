@@ -31,3 +31,13 @@ func exitCode(err error) int {
 	}
 	return exitError
 }
+
+// exitErr carries an explicit exit code.
+type exitErr struct {
+	code int
+	err  error
+}
+
+func (e exitErr) Error() string { return e.err.Error() }
+func (e exitErr) Unwrap() error { return e.err }
+func (e exitErr) ExitCode() int { return e.code }

@@ -43,5 +43,6 @@ func newRootCmd(g *globals) *cobra.Command {
 	pf.String("log-level", "info", "log level: debug, info, warn or error")
 	root.AddCommand(newBrokerCmd(g))
 	root.AddCommand(newKeyCmd(g))
+	root.AddCommand(newPublishCmd(g), newStatusCmd(g))
 	return root
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/proto"
+	"github.com/spf13/cobra"
+)
+
+// Client flags shared by the commands that talk to a broker.
+const (
+	keyBrokerURL    = "broker.url"
+	keyUsername     = "username"
+	keyPasswordFile = "password_file"
+	keyPrefix       = "prefix"
+)
+
+func addClientFlags(g *globals, cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.String("broker", "mqtt://127.0.0.1:1883", "broker `URL` (mqtt://, tls://, ws://; env LAB_BROKER_URL)")
+	f.String("username", "", "MQTT username (env LAB_USERNAME)")
+	f.String("password-file", "", "read the MQTT password from `FILE` (env LAB_PASSWORD_FILE)")
+	f.String("prefix", proto.DefaultPrefix, "topic prefix")
+	// Bind when the command runs: several commands share these keys, and
+	// viper keeps one flag per key.
+	cmd.PreRun = func(cmd *cobra.Command, _ []string) {
+		mustBind(g.v, keyBrokerURL, cmd, "broker")
+		mustBind(g.v, keyUsername, cmd, "username")
+		mustBind(g.v, keyPasswordFile, cmd, "password-file")
+		mustBind(g.v, keyPrefix, cmd, "prefix")
+	}
+}
+
+// connection is a connected client feeding a fleet view.
+type connection struct {
+	bus    *bus.Client
+	fleet  *controller.Fleet
+	topics proto.Topics
+}
+
+// connect dials the broker, subscribes the fleet view and waits for the
+// retained state to arrive.
+func connect(ctx context.Context, g *globals) (*connection, error) {
+	topics, err := proto.NewTopics(g.v.GetString(keyPrefix))
+	if err != nil {
+		return nil, usageError{fmt.Errorf("prefix: %w", err)}
+	}
+	var password []byte
+	if pf := g.v.GetString(keyPasswordFile); pf != "" {
+		b, err := os.ReadFile(pf)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("password_file: %w", err)}
+		}
+		password = []byte(strings.TrimSpace(string(b)))
+	}
+	fleet := controller.NewFleet(topics, g.logger)
+	c, err := bus.Dial(ctx, bus.Config{
+		URLs:       []string{g.v.GetString(keyBrokerURL)},
+		ClientID:   "labctl-" + proto.NewID()[:12],
+		Username:   g.v.GetString(keyUsername),
+		Password:   password,
+		CleanStart: true,
+		OnMessage:  func(m bus.Message) { fleet.Handle(m.Topic, m.Payload) },
+		Logger:     g.logger,
+	})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(wctx); err != nil {
+		_ = c.Close(context.Background())
+		return nil, fmt.Errorf("connect to %s: %w", g.v.GetString(keyBrokerURL), err)
+	}
+	if err := fleet.Subscribe(ctx, c); err != nil {
+		_ = c.Close(context.Background())
+		return nil, err
+	}
+	fleet.Settle(ctx, 300*time.Millisecond, 3*time.Second)
+	return &connection{bus: c, fleet: fleet, topics: topics}, nil
+}
+
+func (c *connection) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.bus.Close(ctx)
+}

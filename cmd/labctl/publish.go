@@ -1,0 +1,177 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/proto"
+	"github.com/spf13/cobra"
+)
+
+type publishFlags struct {
+	toplevels []string
+	on        string
+	action    string
+	timeout   time.Duration
+	keyFile   string
+	id        string
+	noWait    bool
+	asJSON    bool
+}
+
+func newPublishCmd(g *globals) *cobra.Command {
+	var pf publishFlags
+	cmd := &cobra.Command{
+		Use:   "publish --toplevel NODE=/nix/store/... [--on @group|node,...] [--key FILE]",
+		Short: "Roll a new system out to nodes and follow it to the end",
+		Long: `publish signs a Desired state for every target with the operator key,
+publishes it retained (a node that is asleep finds it when it wakes), and
+follows the targets' retained status until every one is done or --timeout
+passes. It prints a line per change and a summary table.
+
+Exit codes: 0 every target succeeded; 3 some failed (including timed out,
+rejected or a failed rollback); 4 some rolled back to their previous system;
+5 some are offline or still busy — they converge when they connect;
+1 the command itself failed; 2 bad usage.`,
+		Example: `  # one system per node
+  labctl publish --key operator.key --toplevel n1=/nix/store/...-nixos-system-n1 --toplevel n2=/nix/store/...
+  # the same system for every member of a group (known from retained status)
+  labctl publish --key operator.key --on @web --toplevel /nix/store/...-nixos-system-web
+  # publish and return at once; follow later with labctl status
+  labctl publish --key operator.key --toplevel n1=/nix/store/... --no-wait`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runPublish(cmd, g, pf) },
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&pf.toplevels, "toplevel", nil, "`NODE=PATH` (repeatable), or one bare store PATH for every node selected by --on")
+	f.StringVar(&pf.on, "on", "", "targets: @group or node names, comma-separated (e.g. @web,db1)")
+	f.StringVar(&pf.action, "action", "switch", "switch-to-configuration action: switch, boot or test")
+	f.DurationVar(&pf.timeout, "timeout", 10*time.Minute, "stop following after this long (offline nodes stay pending)")
+	f.StringVar(&pf.keyFile, "key", "", "operator signing key `FILE` (labctl key generate); without it Desired states are unsigned")
+	f.StringVar(&pf.id, "id", "", "rollout `ID` (default r-<date>-<time>-<random>)")
+	f.BoolVar(&pf.noWait, "no-wait", false, "publish and exit without following")
+	f.BoolVar(&pf.asJSON, "json", false, "print the result as JSON")
+	addClientFlags(g, cmd)
+	return cmd
+}
+
+func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
+	plan := controller.Plan{ID: pf.id, Action: proto.Action(pf.action), Targets: map[string]string{}}
+	if plan.ID == "" {
+		plan.ID = controller.NewID(time.Now())
+	}
+	var key *proto.PrivateKey
+	if pf.keyFile != "" {
+		k, err := readPrivateKey(pf.keyFile)
+		if err != nil {
+			return usageError{err}
+		}
+		key = &k
+	} else {
+		fmt.Fprintln(g.errOut, "warning: no --key: Desired states are unsigned; nodes that pin keys will reject them")
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	conn, err := connect(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer conn.close()
+	if err := resolveTargets(&plan, pf, conn.fleet); err != nil {
+		return usageError{err}
+	}
+	if err := plan.Validate(); err != nil {
+		return usageError{err}
+	}
+	ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
+	res, err := ctl.Run(ctx, plan, controller.Options{
+		Key: key, Timeout: pf.timeout, NoWait: pf.noWait, Logger: g.logger,
+		Progress: func(r controller.NodeResult) {
+			if !pf.asJSON {
+				state := string(r.State)
+				if state == "" {
+					state = "pending (" + r.Detail + ")"
+				}
+				fmt.Fprintf(g.errOut, "%s  %-8s %s\n", time.Now().Format("15:04:05"), r.Node, state)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if pf.noWait {
+		if pf.asJSON {
+			return controller.WriteJSON(g.out, map[string]string{"rollout": plan.ID})
+		}
+		fmt.Fprintf(g.out, "rollout %s published to %d nodes\n", plan.ID, len(plan.Targets))
+		return nil
+	}
+	if pf.asJSON {
+		err = controller.WriteJSON(g.out, res)
+	} else {
+		err = controller.WriteResult(g.out, res)
+	}
+	if err != nil {
+		return err
+	}
+	if code := res.Outcome.ExitCode(); code != 0 {
+		return exitErr{code: code, err: fmt.Errorf("rollout %s %s", res.Rollout, res.Outcome)}
+	}
+	return nil
+}
+
+// resolveTargets fills plan.Targets from --toplevel and --on.
+func resolveTargets(plan *controller.Plan, pf publishFlags, fleet *controller.Fleet) error {
+	var bare string
+	for _, t := range pf.toplevels {
+		node, path, ok := strings.Cut(t, "=")
+		if !ok {
+			if bare != "" {
+				return errors.New("--toplevel: only one bare store path is allowed (use NODE=PATH for more)")
+			}
+			bare = t
+			continue
+		}
+		plan.Targets[node] = path
+	}
+	if pf.on == "" {
+		if bare != "" {
+			return errors.New("--toplevel PATH without NODE= needs --on to say which nodes")
+		}
+		if len(plan.Targets) == 0 {
+			return errors.New("nothing to publish: give --toplevel NODE=PATH (and/or --on)")
+		}
+		return nil
+	}
+	var selected []string
+	for _, sel := range strings.Split(pf.on, ",") {
+		sel = strings.TrimSpace(sel)
+		if g, ok := strings.CutPrefix(sel, "@"); ok {
+			members := fleet.Members(g)
+			if len(members) == 0 {
+				return fmt.Errorf("--on @%s: no node has reported membership of group %q", g, g)
+			}
+			selected = append(selected, members...)
+		} else if sel != "" {
+			selected = append(selected, sel)
+		}
+	}
+	picked := map[string]string{}
+	for _, n := range selected {
+		p, ok := plan.Targets[n]
+		if !ok {
+			p = bare
+		}
+		if p == "" {
+			return fmt.Errorf("--on selects %s but no --toplevel names a system for it", n)
+		}
+		picked[n] = p
+	}
+	plan.Targets = picked
+	return nil
+}

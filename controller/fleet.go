@@ -1,0 +1,190 @@
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// Bus is what the controller needs from an MQTT connection. *bus.Client
+// implements it; received messages are fed to Fleet.Handle.
+type Bus interface {
+	Publish(ctx context.Context, topic string, payload []byte, retain bool) error
+	Subscribe(ctx context.Context, filters ...string) error
+}
+
+// NodeView is everything known about one node.
+type NodeView struct {
+	Name       string
+	Status     *proto.NodeStatus // latest retained status, nil if none
+	Online     bool
+	Seen       bool         // presence was received
+	DesiredGen uint64       // gen of its retained desired state
+	LastEvent  *proto.Event // latest event
+}
+
+// Fleet is the live view of every node, built from retained messages.
+// It is safe for concurrent use; Handle is called from the bus.
+type Fleet struct {
+	topics proto.Topics
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	nodes   map[string]*NodeView
+	invalid int
+	last    time.Time
+	changed chan struct{}
+}
+
+// NewFleet returns an empty view for a topic layout.
+func NewFleet(topics proto.Topics, log *slog.Logger) *Fleet {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Fleet{topics: topics, log: log, nodes: map[string]*NodeView{}, changed: make(chan struct{}, 1)}
+}
+
+// Filters are the subscriptions the view needs.
+func (f *Fleet) Filters() []string {
+	t := f.topics
+	return []string{t.AllStatus(), t.AllPresence(), t.AllDesired(), t.AllEvents()}
+}
+
+// Subscribe subscribes b to the view's filters.
+func (f *Fleet) Subscribe(ctx context.Context, b Bus) error { return b.Subscribe(ctx, f.Filters()...) }
+
+// Handle feeds one received message to the view. Invalid payloads are
+// counted and logged, never applied.
+func (f *Fleet) Handle(topic string, payload []byte) {
+	r, err := f.topics.Parse(topic)
+	if err != nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = time.Now()
+	n := f.node(r.Node)
+	switch r.Kind {
+	case proto.TopicStatus:
+		var s proto.NodeStatus
+		if err = proto.Decode(payload, &s); err == nil {
+			if n.Status == nil || s.UpdatedAt >= n.Status.UpdatedAt {
+				n.Status = &s
+			}
+		}
+	case proto.TopicPresence:
+		var p proto.Presence
+		if err = proto.Decode(payload, &p); err == nil {
+			n.Online, n.Seen = p.Online, true
+		}
+	case proto.TopicDesired:
+		var d proto.Desired
+		if len(payload) == 0 {
+			return
+		}
+		if err = proto.Decode(payload, &d); err == nil && d.Gen > n.DesiredGen {
+			n.DesiredGen = d.Gen
+		}
+	case proto.TopicEvents:
+		var e proto.Event
+		if err = proto.Decode(payload, &e); err == nil {
+			n.LastEvent = &e
+		}
+	default:
+		return
+	}
+	if err != nil {
+		f.invalid++
+		f.log.Warn("ignoring invalid message", "topic", topic, "err", err)
+		return
+	}
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (f *Fleet) node(name string) *NodeView {
+	n, ok := f.nodes[name]
+	if !ok {
+		n = &NodeView{Name: name}
+		f.nodes[name] = n
+	}
+	return n
+}
+
+// Changed is signalled (coalesced) after every applied message.
+func (f *Fleet) Changed() <-chan struct{} { return f.changed }
+
+// Invalid is the number of invalid payloads ignored so far.
+func (f *Fleet) Invalid() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.invalid
+}
+
+// Get returns a copy of one node's view.
+func (f *Fleet) Get(name string) (NodeView, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, ok := f.nodes[name]
+	if !ok {
+		return NodeView{Name: name}, false
+	}
+	return *n, true
+}
+
+// Snapshot returns every node known with a status or presence, by name.
+func (f *Fleet) Snapshot() []NodeView {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]NodeView, 0, len(f.nodes))
+	for _, n := range f.nodes {
+		if n.Status != nil || n.Seen {
+			out = append(out, *n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Members returns the nodes whose retained status lists group, by name.
+func (f *Fleet) Members(group string) []string {
+	var out []string
+	for _, n := range f.Snapshot() {
+		if n.Status != nil && slices.Contains(n.Status.Groups, group) {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// Settle waits until retained messages stopped arriving for quiet, or max
+// passed: after a subscribe, the broker sends every retained message at
+// once, so a short quiet period means the view is complete.
+func (f *Fleet) Settle(ctx context.Context, quiet, max time.Duration) {
+	deadline := time.Now().Add(max)
+	start := time.Now()
+	for {
+		f.mu.Lock()
+		last := f.last
+		f.mu.Unlock()
+		if last.IsZero() {
+			last = start
+		}
+		now := time.Now()
+		if now.Sub(last) >= quiet || now.After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,140 @@
+package controller
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// ShortPath shortens a store path for tables: hash prefix + name.
+func ShortPath(p string) string {
+	rest, ok := strings.CutPrefix(p, proto.StoreDir)
+	if !ok || len(rest) < 34 {
+		return p
+	}
+	return rest[:7] + "…" + rest[32:]
+}
+
+// WriteResult renders a rollout's end as a table and a summary line.
+func WriteResult(w io.Writer, r *Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tGEN\tTOPLEVEL\tDETAIL")
+	for _, n := range r.Nodes {
+		state := string(n.State)
+		if state == "" {
+			state = "pending"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n.Node, state, n.Gen, ShortPath(n.Toplevel), oneLine(n.Detail, 100))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	c := r.Counters
+	_, err := fmt.Fprintf(w, "rollout %s %s: %d targets, %d succeeded, %d failed, %d rolled back, %d pending, %d still running\n",
+		r.Rollout, r.Outcome, c.Total, c.Succeeded, c.Failed, c.RolledBack, c.Pending, c.Running)
+	return err
+}
+
+// WriteJSON writes v as indented JSON.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// StatusRow is one line of `labctl status`.
+type StatusRow struct {
+	Node       string             `json:"node"`
+	Online     bool               `json:"online"`
+	Groups     []string           `json:"groups"`
+	State      proto.ExecState    `json:"state"`
+	Rollout    string             `json:"rollout,omitempty"`
+	Gen        uint64             `json:"gen,omitempty"`
+	AppliedGen uint64             `json:"applied_gen"`
+	Current    string             `json:"current"`
+	Checks     proto.CheckResults `json:"checks,omitempty"`
+	Error      string             `json:"error,omitempty"`
+	Updated    time.Time          `json:"updated"`
+	Status     *proto.NodeStatus  `json:"-"`
+}
+
+// StatusRows turns the fleet view into rows, by node name.
+func StatusRows(views []NodeView) []StatusRow {
+	rows := make([]StatusRow, 0, len(views))
+	for _, v := range views {
+		r := StatusRow{Node: v.Name, Online: v.Online, State: proto.StateIdle, Status: v.Status}
+		if s := v.Status; s != nil {
+			r.Groups, r.State, r.Rollout, r.Gen = s.Groups, s.Execution.State, s.Execution.Rollout, s.Execution.Gen
+			r.AppliedGen, r.Current, r.Checks, r.Error = s.AppliedGen, s.Current, s.Checks, s.Execution.Error
+			r.Updated = time.UnixMilli(s.UpdatedAt).UTC()
+			if r.State == "" {
+				r.State = proto.StateIdle
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// WriteStatus renders the fleet as a table.
+func WriteStatus(w io.Writer, rows []StatusRow, now time.Time) error {
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(w, "no nodes have reported yet")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tONLINE\tSTATE\tROLLOUT\tCURRENT\tCHECKS\tUPDATED")
+	for _, r := range rows {
+		online := "no"
+		if r.Online {
+			online = "yes"
+		}
+		updated := "-"
+		if !r.Updated.IsZero() {
+			updated = now.Sub(r.Updated).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, online, r.State, dash(r.Rollout), dash(ShortPath(r.Current)), checks(r.Checks), updated)
+	}
+	return tw.Flush()
+}
+
+func checks(c proto.CheckResults) string {
+	if len(c) == 0 {
+		return "-"
+	}
+	names := make([]string, 0, len(c))
+	for n := range c {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		mark := "ok"
+		if !c[n].OK {
+			mark = "FAIL"
+		}
+		parts[i] = n + ":" + mark
+	}
+	return strings.Join(parts, ",")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}

@@ -1,0 +1,94 @@
+package controller
+
+import "github.com/lab-fleet/lab/proto"
+
+// Outcome classifies a finished rollout for the operator and for scripts.
+type Outcome string
+
+// The outcomes, from best to worst; ExitCode maps each to labctl's exit code.
+const (
+	OutcomeSucceeded  Outcome = "succeeded"   // every target runs the new system
+	OutcomePending    Outcome = "pending"     // the rest are offline or still busy; they converge later
+	OutcomeRolledBack Outcome = "rolled-back" // some targets rolled back, none failed worse
+	OutcomeFailed     Outcome = "failed"      // some failed, timed out, were rejected or could not roll back
+)
+
+// Exit codes of `labctl publish`: 0 succeeded, 3 failed, 4 rolled back,
+// 5 pending (offline nodes converge when they wake). 1 and 2 are labctl's
+// own (the command failed; bad usage).
+func (o Outcome) ExitCode() int {
+	switch o {
+	case OutcomeSucceeded:
+		return 0
+	case OutcomeFailed:
+		return 3
+	case OutcomeRolledBack:
+		return 4
+	case OutcomePending:
+		return 5
+	}
+	return 1
+}
+
+// NodeResult is one target's end state in a rollout.
+type NodeResult struct {
+	Node     string          `json:"node"`
+	Gen      uint64          `json:"gen"`
+	Toplevel string          `json:"toplevel"`
+	State    proto.ExecState `json:"state"`
+	Pending  bool            `json:"pending"` // not terminal when the rollout ended
+	Online   bool            `json:"online"`
+	Detail   string          `json:"detail,omitempty"`
+}
+
+// Result is a rollout's end.
+type Result struct {
+	Rollout  string         `json:"rollout"`
+	Outcome  Outcome        `json:"outcome"`
+	Counters proto.Counters `json:"counters"`
+	Nodes    []NodeResult   `json:"nodes"`
+}
+
+// count tallies node results.
+func count(nodes []NodeResult) proto.Counters {
+	c := proto.Counters{Total: len(nodes)}
+	for _, n := range nodes {
+		switch {
+		case n.Pending && n.State == "":
+			c.Pending++
+		case n.Pending:
+			c.Running++
+		case n.State.OK():
+			c.Succeeded++
+		case n.State == proto.StateRolledBack:
+			c.RolledBack++
+		default:
+			c.Failed++
+		}
+	}
+	return c
+}
+
+// classify is the outcome of a set of node results: the worst one wins.
+func classify(c proto.Counters) Outcome {
+	switch {
+	case c.Failed > 0:
+		return OutcomeFailed
+	case c.RolledBack > 0:
+		return OutcomeRolledBack
+	case c.Pending > 0 || c.Running > 0:
+		return OutcomePending
+	}
+	return OutcomeSucceeded
+}
+
+// phase is the RolloutState phase for counters; done says the rollout is over.
+func phase(c proto.Counters, done bool) proto.RolloutPhase {
+	if !done {
+		return proto.RolloutRunning
+	}
+	if c.Failed > 0 || c.RolledBack > 0 {
+		return proto.RolloutFailed
+	}
+	return proto.RolloutSucceeded
+}
