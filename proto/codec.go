@@ -76,6 +76,9 @@ func Decode(b []byte, m Message) error {
 	if limit := maxSize[want]; len(b) > limit {
 		return fmt.Errorf("%w: %s payload is %d bytes, limit %d", ErrTooLarge, want, len(b), limit)
 	}
+	if err := wellFormed(b); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrMalformed, want, err)
+	}
 	var p peek
 	if err := msgpack.Unmarshal(b, &p); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -106,6 +109,9 @@ func Decode(b []byte, m Message) error {
 func PeekKind(b []byte) (Kind, error) {
 	if len(b) > MaxPayload {
 		return "", fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
+	}
+	if err := wellFormed(b); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	var p peek
 	if err := msgpack.Unmarshal(b, &p); err != nil {
