@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"reflect"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/lab-fleet/lab/node"
+	"github.com/lab-fleet/lab/node/health"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+)
+
+// fileConfig is the shape of labd's config file; every key is documented
+// in docs/labd.md.
+type fileConfig struct {
+	Name         string         `mapstructure:"name"`
+	Groups       []string       `mapstructure:"groups"`
+	Broker       []string       `mapstructure:"broker"`
+	Username     string         `mapstructure:"username"`
+	PasswordFile string         `mapstructure:"password_file"`
+	Prefix       string         `mapstructure:"prefix"`
+	StateDir     string         `mapstructure:"state_dir"`
+	Profile      string         `mapstructure:"profile"`
+	Nix          nixConfig      `mapstructure:"nix"`
+	Checks       []health.Check `mapstructure:"checks"`
+	Timeouts     struct {
+		Fetch    time.Duration `mapstructure:"fetch"`
+		Activate time.Duration `mapstructure:"activate"`
+		Confirm  time.Duration `mapstructure:"confirm"`
+	} `mapstructure:"timeouts"`
+	TrustedKeys   []string      `mapstructure:"trusted_keys"`
+	BootIDFile    string        `mapstructure:"boot_id_file"`
+	LogLevel      string        `mapstructure:"log_level"`
+	KeepAlive     time.Duration `mapstructure:"keepalive"`
+	SessionExpiry time.Duration `mapstructure:"session_expiry"`
+}
+
+type nixConfig struct {
+	Options []string `mapstructure:"options"`
+	Env     []string `mapstructure:"env"`
+	Detach  string   `mapstructure:"detach"`
+	BinDir  string   `mapstructure:"bin_dir"`
+}
+
+// loadConfig reads the file (if any), env and flags, decodes strictly
+// (unknown keys and wrong types are errors naming the key) and validates.
+func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Config, error) {
+	if path, _ := cmd.Flags().GetString("config"); path != "" {
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			return node.Config{}, fmt.Errorf("read config %s: %w", path, err)
+		}
+	}
+	for _, k := range []string{"name", "broker", "username", "password_file", "prefix", "state_dir", "profile",
+		"timeouts.fetch", "timeouts.activate", "timeouts.confirm", "boot_id_file", "log_level", "keepalive", "session_expiry",
+		"nix.detach", "nix.bin_dir"} {
+		_ = v.BindEnv(k)
+	}
+	var fc fileConfig
+	err := v.Unmarshal(&fc, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.WeaklyTypedInput = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), stringToSlice)
+	})
+	if err != nil {
+		return node.Config{}, fmt.Errorf("config %s: %w", v.ConfigFileUsed(), err)
+	}
+	logger, err := newLogger(orDefault(fc.LogLevel, "info"), logOut)
+	if err != nil {
+		return node.Config{}, err
+	}
+	cfg := node.Config{
+		Name: fc.Name, Groups: fc.Groups, Broker: fc.Broker, Username: fc.Username, PasswordFile: fc.PasswordFile,
+		Prefix: fc.Prefix, StateDir: fc.StateDir, Checks: fc.Checks,
+		FetchTimeout: fc.Timeouts.Fetch, ActivateTimeout: fc.Timeouts.Activate, ConfirmTimeout: fc.Timeouts.Confirm,
+		TrustedKeys: fc.TrustedKeys, BootIDFile: fc.BootIDFile, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
+		Version: version, Logger: logger,
+	}
+	cfg.Nix.Profile, cfg.Nix.Options, cfg.Nix.Env, cfg.Nix.Detach, cfg.Nix.NixBinDir = fc.Profile, fc.Nix.Options, fc.Nix.Env, fc.Nix.Detach, fc.Nix.BinDir
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// stringToSlice lets a single string stand for a one-element list
+// (broker: mqtt://x:1883, or LAB_BROKER=mqtt://x:1883).
+func stringToSlice(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() == reflect.String && to.Kind() == reflect.Slice && to.Elem().Kind() == reflect.String {
+		if s := data.(string); s != "" {
+			return []string{s}, nil
+		}
+		return []string{}, nil
+	}
+	return data, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}

@@ -1,0 +1,115 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lab-fleet/lab/node/health"
+	"github.com/lab-fleet/lab/node/nixsys"
+	"github.com/lab-fleet/lab/proto"
+)
+
+// ErrInvalidConfig wraps every configuration error; the message names the key.
+var ErrInvalidConfig = errors.New("invalid labd config")
+
+// Config is labd's configuration. Validate fills the defaults.
+type Config struct {
+	Name            string         // node id, [a-z0-9-]{1,63}; also MQTT client id and username
+	Groups          []string       // groups whose gates and commands the node follows
+	Broker          []string       // broker URLs, e.g. mqtt://broker:1883
+	Username        string         // default Name
+	PasswordFile    string         // MQTT password, read from a file (never from argv)
+	Prefix          string         // topic prefix, default lab/v1
+	StateDir        string         // default /var/lib/labd
+	Nix             nixsys.Config  // profile path, Nix options, environment
+	Checks          []health.Check // local health checks
+	FetchTimeout    time.Duration  // default 30m
+	ActivateTimeout time.Duration  // default 10m
+	ConfirmTimeout  time.Duration  // default 5m
+	TrustedKeys     []string       // operator public keys "id:base64"; empty = accept unsigned (warned)
+	BootIDFile      string         // default /proc/sys/kernel/random/boot_id
+	KeepAlive       time.Duration  // default 30s
+	SessionExpiry   time.Duration  // default 24h
+	Version         string         // labd version reported in status
+	Logger          *slog.Logger
+}
+
+// Validate checks every key and fills defaults; errors name the key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...)))
+	}
+	if err := proto.ValidID(c.Name); err != nil {
+		bad("name", "%v", err)
+	}
+	for i, g := range c.Groups {
+		if err := proto.ValidID(g); err != nil {
+			bad(fmt.Sprintf("groups[%d]", i), "%v", err)
+		}
+	}
+	if len(c.Broker) == 0 {
+		bad("broker", "at least one broker URL is required (e.g. mqtt://broker.lan:1883)")
+	}
+	for i, b := range c.Broker {
+		if u, err := url.Parse(b); err != nil || u.Host == "" || !strings.Contains("mqtt tcp tls ssl mqtts ws wss", u.Scheme) || u.Scheme == "" {
+			bad(fmt.Sprintf("broker[%d]", i), "%q is not a broker URL (mqtt://host:port, tls://, ws://, wss://)", b)
+		}
+	}
+	if c.Username == "" {
+		c.Username = c.Name
+	}
+	if c.PasswordFile != "" {
+		if _, err := os.Stat(c.PasswordFile); err != nil {
+			bad("password_file", "%v", err)
+		}
+	}
+	if _, err := proto.NewTopics(c.Prefix); err != nil {
+		bad("prefix", "%v", err)
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/labd"
+	}
+	setDur(&c.FetchTimeout, 30*time.Minute)
+	setDur(&c.ActivateTimeout, 10*time.Minute)
+	setDur(&c.ConfirmTimeout, 5*time.Minute)
+	setDur(&c.KeepAlive, 30*time.Second)
+	setDur(&c.SessionExpiry, 24*time.Hour)
+	for k, d := range map[string]time.Duration{"timeouts.fetch": c.FetchTimeout, "timeouts.activate": c.ActivateTimeout,
+		"timeouts.confirm": c.ConfirmTimeout, "keepalive": c.KeepAlive, "session_expiry": c.SessionExpiry} {
+		if d < 0 {
+			bad(k, "negative duration %s", d)
+		}
+	}
+	if c.BootIDFile == "" {
+		c.BootIDFile = "/proc/sys/kernel/random/boot_id"
+	}
+	if _, err := proto.NewKeyring(c.TrustedKeys...); err != nil {
+		bad("trusted_keys", "%v", err)
+	}
+	for i := range c.Checks {
+		if err := c.Checks[i].Validate(); err != nil {
+			bad(fmt.Sprintf("checks[%d]", i), "%v", err)
+		} else if err := proto.ValidID(c.Checks[i].Name); err != nil {
+			bad(fmt.Sprintf("checks[%d].name", i), "%v", err)
+		}
+	}
+	if err := health.ValidateAll(c.Checks); err != nil && len(errs) == 0 {
+		bad("checks", "%v", err)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return errors.Join(errs...)
+}
+
+func setDur(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}

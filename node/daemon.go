@@ -1,0 +1,201 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/node/health"
+	"github.com/lab-fleet/lab/node/nixsys"
+	"github.com/lab-fleet/lab/proto"
+)
+
+// Daemon is one running labd.
+type Daemon struct {
+	cfg    Config
+	log    *slog.Logger
+	topics proto.Topics
+	keys   proto.Keyring
+	nix    nixsys.System
+	checks *health.Runner
+	m      machine
+
+	events chan any
+	bus    *bus.Client
+
+	mu     sync.Mutex // guards st for status snapshots taken outside the loop
+	st     state
+	checkR proto.CheckResults
+	pubq   chan func(context.Context)
+}
+
+// New validates cfg and prepares a daemon. sys is the Nix implementation
+// (nil: real Nix from cfg.Nix).
+func New(cfg Config, sys nixsys.System) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	if sys == nil {
+		cfg.Nix.Logger = cfg.Logger
+		n, err := nixsys.New(cfg.Nix)
+		if err != nil {
+			return nil, fmt.Errorf("nix: %w", err)
+		}
+		sys = n
+	}
+	topics, _ := proto.NewTopics(cfg.Prefix)
+	keys, _ := proto.NewKeyring(cfg.TrustedKeys...)
+	st, err := loadState(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), topics: topics, keys: keys, nix: sys,
+		checks: &health.Runner{}, events: make(chan any, 64), st: st, pubq: make(chan func(context.Context), 256),
+		m: machine{groups: cfg.Groups, now: time.Now, timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout}}}
+	if len(keys) == 0 {
+		d.log.Warn("no trusted_keys configured: accepting UNSIGNED desired states; pin the operator's public key")
+	}
+	return d, nil
+}
+
+// Run connects and serves until ctx ends; then it publishes presence
+// offline and disconnects cleanly.
+func (d *Daemon) Run(ctx context.Context) error {
+	var password []byte
+	if d.cfg.PasswordFile != "" {
+		b, err := os.ReadFile(d.cfg.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("password_file: %w", err)
+		}
+		password = []byte(strings.TrimSpace(string(b)))
+	}
+	will, err := d.presence(false)
+	if err != nil {
+		return err
+	}
+	c, err := bus.Dial(ctx, bus.Config{
+		URLs: d.cfg.Broker, ClientID: d.cfg.Name, Username: d.cfg.Username, Password: password,
+		CleanStart: false, SessionExpiry: d.cfg.SessionExpiry, KeepAlive: d.cfg.KeepAlive,
+		Will:      &bus.Message{Topic: d.topics.NodePresence(d.cfg.Name), Payload: will, Retain: true},
+		OnMessage: d.receive, OnUp: d.onUp, Logger: d.log,
+	})
+	if err != nil {
+		return err
+	}
+	d.bus = c
+	if err := c.Subscribe(ctx, d.filters()...); err != nil && !errors.Is(err, bus.ErrNotConnected) {
+		d.log.Warn("subscribe", "err", err)
+	}
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	pubDone := make(chan struct{})
+	go func() { d.publisher(pubCtx); close(pubDone) }()
+	d.send(evResume{})
+	d.log.Info("labd started", "groups", d.cfg.Groups, "state", d.st.Exec.State, "applied_gen", d.st.AppliedGen)
+	d.loop(ctx)
+
+	// Shut down: drain queued publishes, say goodbye, disconnect.
+	stopPub()
+	<-pubDone
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if off, err := d.presence(false); err == nil {
+		_ = c.Publish(sctx, d.topics.NodePresence(d.cfg.Name), off, true)
+	}
+	return c.Close(sctx)
+}
+
+func (d *Daemon) filters() []string {
+	t, n := d.topics, d.cfg.Name
+	f := []string{t.NodeDesired(n), t.NodeCmd(n), t.AllCmd()}
+	for _, g := range d.cfg.Groups {
+		f = append(f, t.GroupGate(g), t.GroupCmd(g))
+	}
+	return f
+}
+
+// onUp runs after every (re)connect: presence online and a fresh status.
+// The subscriptions were re-sent by the bus, so retained desired state and
+// gates arrive again and are reconciled by the loop.
+func (d *Daemon) onUp(ctx context.Context) {
+	if on, err := d.presence(true); err == nil {
+		if err := d.bus.Publish(ctx, d.topics.NodePresence(d.cfg.Name), on, true); err != nil {
+			d.log.Warn("publish presence", "err", err)
+		}
+	}
+	d.enqueueStatus()
+}
+
+func (d *Daemon) send(ev any) { d.events <- ev }
+
+// loop is the one goroutine that owns the state.
+func (d *Daemon) loop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-d.events:
+			if ed, ok := ev.(evDesired); ok {
+				ed.current, _ = d.nix.Current()
+				ev = ed
+			}
+			d.mu.Lock()
+			old := d.st
+			next, effs := d.m.next(d.st, ev)
+			d.st = next
+			d.mu.Unlock()
+			if next.Exec.State != old.Exec.State {
+				d.log.Info("execution", "rollout", next.Exec.Rollout, "gen", next.Exec.Gen, "from", old.Exec.State, "to", next.Exec.State, "error", next.Exec.Error)
+			}
+			d.perform(ctx, next, effs)
+		}
+	}
+}
+
+// perform runs the effects of one transition, in order. Persisting comes
+// first and is synchronous; long work runs in goroutines that report back.
+func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
+	for _, e := range effs {
+		switch e := e.(type) {
+		case effPersist:
+			if err := saveState(d.cfg.StateDir, s); err != nil {
+				d.log.Error("cannot persist state", "err", err)
+			}
+		case effStatus:
+			d.enqueueStatus()
+		case effEvent:
+			d.enqueueEvent(s.Exec.Rollout, s.Exec.Gen, e.from, e.to, e.detail)
+		case effReject:
+			d.reject(e.rollout, e.gen, e.reason)
+		case effTimer:
+			ev := evTimeout{gen: e.gen, phase: e.phase}
+			time.AfterFunc(e.d, func() { d.sendCtx(ctx, ev) })
+		case effFetch:
+			go func() { d.sendCtx(ctx, d.fetch(ctx, e)) }()
+		case effActivate:
+			go func() { d.sendCtx(ctx, d.activate(ctx, e)) }()
+		case effChecks:
+			go func() { d.sendCtx(ctx, d.verify(ctx, e)) }()
+		case effRollback:
+			go func() { d.sendCtx(ctx, d.rollback(ctx, e)) }()
+		}
+	}
+}
+
+func (d *Daemon) sendCtx(ctx context.Context, ev any) {
+	select {
+	case d.events <- ev:
+	case <-ctx.Done():
+	}
+}
+
+func (d *Daemon) runDir() string { return filepath.Join(d.cfg.StateDir, "activation") }

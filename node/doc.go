@@ -1,0 +1,22 @@
+// Package node is labd, the daemon on every machine: it holds an outbound
+// MQTT connection, reconciles the retained desired state against what it
+// has applied, and drives one execution at a time through the states of
+// DESIGN §6 — fetching (nix-store --realise), activating (record the
+// previous system, move the profile, run switch-to-configuration detached),
+// verifying (local health checks, broker reachable again) and succeeded, or
+// rolling back to the recorded previous system when anything after the
+// profile moved fails.
+//
+// The transition function next (machine.go) is pure and table-tested: it
+// takes the state and one event and returns the new state and the effects to
+// perform. One goroutine, Daemon.loop (daemon.go), owns the state: MQTT
+// callbacks, Nix and health-check completions and timers only send it
+// events. Every transition is persisted (write, fsync, rename) before its
+// effects run, so a crash resumes or rolls back and never stays half-done;
+// a detached activation that finished while labd was down is picked up from
+// its result file (package nixsys), never run twice.
+//
+// Any malformed, oversize, invalid, unsigned-when-keys-are-pinned, forged,
+// expired or replayed message is reported as a "rejected" event and changes
+// nothing else.
+package node

@@ -1,0 +1,117 @@
+package node
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/proto"
+)
+
+// receive decodes, verifies and routes one incoming message. It runs on
+// the bus goroutine and only hands events to the loop; anything invalid is
+// reported as a rejected event and changes nothing.
+func (d *Daemon) receive(m bus.Message) {
+	r, err := d.topics.Parse(m.Topic)
+	if err != nil {
+		d.reject("", 0, fmt.Sprintf("message on unexpected topic %q", m.Topic))
+		return
+	}
+	switch r.Kind {
+	case proto.TopicDesired:
+		if len(m.Payload) == 0 {
+			return // retained desired state cleared by an operator
+		}
+		var dsr proto.Desired
+		if err := d.checkDesired(m.Payload, &dsr); err != nil {
+			d.reject(dsr.Rollout, dsr.Gen, "desired: "+err.Error())
+			return
+		}
+		d.send(evDesired{d: &dsr})
+	case proto.TopicGate:
+		if len(m.Payload) == 0 {
+			return
+		}
+		var g proto.Gate
+		if err := proto.Decode(m.Payload, &g); err != nil {
+			d.reject("", 0, "gate: "+err.Error())
+			return
+		}
+		if g.Group != r.Group {
+			d.reject(g.Rollout, 0, fmt.Sprintf("gate: names group %q but came on %s", g.Group, m.Topic))
+			return
+		}
+		d.send(evGate{group: g.Group, g: gate{Rollout: g.Rollout, OpenWave: g.OpenWave, State: g.State}})
+	case proto.TopicNodeCmd, proto.TopicGroupCmd, proto.TopicAllCmd:
+		d.command(m.Payload)
+	}
+}
+
+// checkDesired decodes strictly and verifies what the payload cannot prove
+// by itself: it is for this node, signed by a pinned key, not expired.
+func (d *Daemon) checkDesired(payload []byte, dsr *proto.Desired) error {
+	if err := proto.Decode(payload, dsr); err != nil {
+		return err
+	}
+	if dsr.Node != d.cfg.Name {
+		return fmt.Errorf("%w: addressed to node %q, this is %q", proto.ErrInvalidField, dsr.Node, d.cfg.Name)
+	}
+	if len(d.keys) > 0 {
+		if err := d.keys.Verify(dsr); err != nil {
+			return err
+		}
+	}
+	if proto.Expired(dsr.Expires, time.Now()) {
+		return fmt.Errorf("%w: expired at %s", proto.ErrExpired, time.UnixMilli(dsr.Expires).UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// command handles one-shot commands. This version acts on cancel and
+// resync; the others are reported as not supported yet.
+func (d *Daemon) command(payload []byte) {
+	var c proto.Command
+	if err := proto.Decode(payload, &c); err != nil {
+		d.reject("", 0, "command: "+err.Error())
+		return
+	}
+	if proto.Expired(c.Expires, time.Now()) {
+		d.reject(c.Rollout, 0, "command "+string(c.Op)+": "+proto.ErrExpired.Error())
+		return
+	}
+	if len(c.Targets) > 0 && !contains(c.Targets, d.cfg.Name) {
+		return
+	}
+	switch c.Op {
+	case proto.OpCancel:
+		d.send(evCancel{rollout: c.Rollout})
+	case proto.OpResync:
+		d.enqueueStatus()
+	default:
+		d.log.Warn("command not supported yet", "op", c.Op)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// reject reports a refused message as a rejected event.
+func (d *Daemon) reject(rollout string, gen uint64, reason string) {
+	if proto.ValidID(rollout) != nil {
+		rollout = ""
+	}
+	d.log.Warn("rejected message", "reason", reason)
+	d.mu.Lock()
+	cur := d.st.Exec.State
+	d.mu.Unlock()
+	if !cur.Valid() {
+		cur = proto.StateIdle
+	}
+	d.enqueueEvent(rollout, gen, cur, proto.StateRejected, reason)
+}

@@ -1,0 +1,329 @@
+package node
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// state is what the daemon persists (state.json) and what next transforms.
+type state struct {
+	Exec       proto.Execution `json:"exec"`
+	Desired    *proto.Desired  `json:"desired,omitempty"`  // the Desired being executed
+	Held       *proto.Desired  `json:"held,omitempty"`     // a newer Desired waiting for the current one
+	Previous   string          `json:"previous,omitempty"` // recorded before the profile moved
+	AppliedGen uint64          `json:"applied_gen"`
+	HighGen    uint64          `json:"high_gen"`        // highest gen accepted: older ones are replays
+	Gates      map[string]gate `json:"gates,omitempty"` // by group
+}
+
+type gate struct {
+	Rollout  string          `json:"rollout"`
+	OpenWave int             `json:"open_wave"`
+	State    proto.GateState `json:"state"`
+}
+
+// Events: what happened. Each carries the gen it is about where a stale
+// completion must be told apart.
+type (
+	evDesired struct {
+		d       *proto.Desired
+		current string // toplevel the profile points at now
+	}
+	evGate struct {
+		group string
+		g     gate
+	}
+	evFetched struct {
+		gen     uint64
+		err     error
+		current string
+	}
+	evActivated struct {
+		gen          uint64
+		profileMoved bool
+		ok           bool
+		detail       string
+	}
+	evChecked struct {
+		gen    uint64
+		ok     bool
+		detail string
+	}
+	evRolledBack struct {
+		gen uint64
+		err error
+	}
+	evTimeout struct {
+		gen   uint64
+		phase proto.ExecState
+	}
+	evCancel struct{ rollout string }
+	evResume struct{}
+)
+
+// Effects: what the loop must do, in order, after persisting.
+type (
+	effPersist struct{}
+	effStatus  struct{}
+	effEvent   struct {
+		from, to proto.ExecState
+		detail   string
+	}
+	effFetch struct {
+		gen      uint64
+		toplevel string
+	}
+	effActivate struct {
+		gen      uint64
+		toplevel string
+		action   proto.Action
+		resume   bool
+	}
+	effChecks struct {
+		gen      uint64
+		names    []string
+		toplevel string
+	}
+	effRollback struct {
+		gen      uint64
+		previous string
+		action   proto.Action
+	}
+	effTimer struct {
+		gen   uint64
+		phase proto.ExecState
+		d     time.Duration
+	}
+	effReject struct {
+		rollout string
+		gen     uint64
+		reason  string
+	}
+)
+
+type effect any
+
+// timeouts are the node's defaults, overridden per Desired.
+type timeouts struct{ fetch, activate, confirm time.Duration }
+
+func (t timeouts) of(d *proto.Desired, phase proto.ExecState) time.Duration {
+	pick := func(sec uint32, def time.Duration) time.Duration {
+		if sec > 0 {
+			return time.Duration(sec) * time.Second
+		}
+		return def
+	}
+	switch phase {
+	case proto.StateFetching:
+		return pick(d.Timeouts.Fetch, t.fetch)
+	case proto.StateActivating:
+		return pick(d.Timeouts.Activate, t.activate)
+	default:
+		return pick(d.Timeouts.Confirm, t.confirm)
+	}
+}
+
+// machine holds what next needs besides the state: the node's own facts.
+type machine struct {
+	groups   []string
+	timeouts timeouts
+	now      func() time.Time
+}
+
+// busy reports whether an execution is past the point where it can be
+// superseded (the profile may have moved).
+func busy(s proto.ExecState) bool {
+	return s == proto.StateActivating || s == proto.StateVerifying || s == proto.StateRollingBack || s == proto.StateRebooting
+}
+
+// next is the transition function: pure, no I/O.
+func (m machine) next(s state, ev any) (state, []effect) {
+	switch e := ev.(type) {
+	case evDesired:
+		return m.onDesired(s, e)
+	case evGate:
+		if s.Gates == nil {
+			s.Gates = map[string]gate{}
+		}
+		s.Gates[e.group] = e.g
+		if e.g.State == proto.GateCancelled && e.g.Rollout == s.Exec.Rollout && !busy(s.Exec.State) && !s.Exec.State.Terminal() && s.Exec.State != proto.StateIdle {
+			return m.to(s, proto.StateCancelled, "cancelled by the rollout's gate")
+		}
+		if s.Exec.State == proto.StateQueued && m.open(s, s.Desired) {
+			return m.fetch(s)
+		}
+		return s, []effect{effPersist{}}
+	case evFetched:
+		if s.Exec.State != proto.StateFetching || e.gen != s.Exec.Gen {
+			return s, nil
+		}
+		if e.err != nil {
+			return m.to(s, proto.StateFailed, "fetch: "+e.err.Error())
+		}
+		s.Previous = e.current
+		s.Exec.Attempt++
+		s, eff := m.to(s, proto.StateActivating, "")
+		return s, append(eff, effActivate{gen: s.Exec.Gen, toplevel: s.Exec.Toplevel, action: s.Exec.Action},
+			effTimer{s.Exec.Gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)})
+	case evActivated:
+		if s.Exec.State != proto.StateActivating || e.gen != s.Exec.Gen {
+			return s, nil
+		}
+		if !e.profileMoved {
+			return m.to(s, proto.StateFailed, "activate: "+e.detail)
+		}
+		if !e.ok {
+			return m.rollback(s, "activation failed: "+e.detail)
+		}
+		s, eff := m.to(s, proto.StateVerifying, "")
+		return s, append(eff, effChecks{gen: s.Exec.Gen, names: s.Desired.Checks, toplevel: s.Exec.Toplevel},
+			effTimer{s.Exec.Gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)})
+	case evChecked:
+		if s.Exec.State != proto.StateVerifying || e.gen != s.Exec.Gen {
+			return s, nil
+		}
+		if !e.ok {
+			return m.rollback(s, "health check failed: "+e.detail)
+		}
+		s.AppliedGen = s.Exec.Gen
+		return m.to(s, proto.StateSucceeded, e.detail)
+	case evRolledBack:
+		if s.Exec.State != proto.StateRollingBack || e.gen != s.Exec.Gen {
+			return s, nil
+		}
+		if e.err != nil {
+			return m.to(s, proto.StateRollbackFailed, s.Exec.Error+"; rollback failed: "+e.err.Error())
+		}
+		return m.to(s, proto.StateRolledBack, s.Exec.Error)
+	case evTimeout:
+		if s.Exec.State != e.phase || e.gen != s.Exec.Gen {
+			return s, nil
+		}
+		if e.phase == proto.StateFetching {
+			return m.to(s, proto.StateTimedOut, "fetch timed out")
+		}
+		return m.rollback(s, fmt.Sprintf("%s timed out", e.phase))
+	case evCancel:
+		if s.Exec.State.Terminal() || s.Exec.State == proto.StateIdle || busy(s.Exec.State) || (e.rollout != "" && e.rollout != s.Exec.Rollout) {
+			return s, nil
+		}
+		return m.to(s, proto.StateCancelled, "cancelled")
+	case evResume:
+		return m.resume(s)
+	}
+	return s, nil
+}
+
+func (m machine) onDesired(s state, e evDesired) (state, []effect) {
+	d := e.d
+	switch {
+	case d.Gen == s.HighGen || d.Gen == s.AppliedGen || (s.Held != nil && d.Gen == s.Held.Gen):
+		return s, nil // the same Desired again (retained, re-delivered): nothing to do
+	case d.Gen < s.HighGen:
+		return s, []effect{effReject{d.Rollout, d.Gen, fmt.Sprintf("replayed or stale: gen %d is not newer than %d", d.Gen, s.HighGen)}}
+	case busy(s.Exec.State):
+		s.Held = d
+		return s, []effect{effPersist{}}
+	}
+	s.HighGen, s.Desired, s.Held = d.Gen, d, nil
+	s.Exec = proto.Execution{Rollout: d.Rollout, Gen: d.Gen, Toplevel: d.Toplevel, Action: d.Action, State: proto.StateQueued, Since: m.now().UnixMilli()}
+	if d.Toplevel == e.current && d.Action != proto.ActionBoot {
+		s.AppliedGen = d.Gen
+		return m.to(s, proto.StateAlreadyCurrent, "the system already runs this toplevel")
+	}
+	if !m.open(s, d) {
+		return m.to(s, proto.StateQueued, fmt.Sprintf("waiting for wave %d to open", d.Wave))
+	}
+	return m.fetch(s)
+}
+
+// open reports whether d may act: wave 0, or a running gate of one of the
+// node's groups for its rollout has opened its wave.
+func (m machine) open(s state, d *proto.Desired) bool {
+	if d == nil {
+		return false
+	}
+	if d.Wave == 0 {
+		return true
+	}
+	for _, g := range m.groups {
+		if gt, ok := s.Gates[g]; ok && gt.Rollout == d.Rollout && gt.State == proto.GateRunning && gt.OpenWave >= d.Wave {
+			return true
+		}
+	}
+	return false
+}
+
+func (m machine) fetch(s state) (state, []effect) {
+	s, eff := m.to(s, proto.StateFetching, "")
+	return s, append(eff, effFetch{s.Exec.Gen, s.Exec.Toplevel},
+		effTimer{s.Exec.Gen, proto.StateFetching, m.timeouts.of(s.Desired, proto.StateFetching)})
+}
+
+func (m machine) rollback(s state, why string) (state, []effect) {
+	s.Exec.Error = why
+	if s.Previous == "" {
+		return m.to(s, proto.StateRollbackFailed, why+"; no previous system recorded")
+	}
+	action := proto.ActionSwitch
+	if s.Exec.Action == proto.ActionBoot {
+		action = proto.ActionBoot
+	}
+	s, eff := m.to(s, proto.StateRollingBack, why)
+	return s, append(eff, effRollback{s.Exec.Gen, s.Previous, action})
+}
+
+// to moves to a new state: persist first, then tell the world. Reaching a
+// terminal state releases a held Desired.
+func (m machine) to(s state, st proto.ExecState, detail string) (state, []effect) {
+	from := s.Exec.State
+	s.Exec.State, s.Exec.Since = st, m.now().UnixMilli()
+	if detail != "" && !st.OK() {
+		s.Exec.Error = detail
+	}
+	if st.OK() {
+		s.Exec.Error = ""
+	}
+	eff := []effect{effPersist{}, effEvent{from, st, detail}, effStatus{}}
+	if st.Terminal() && s.Held != nil {
+		held := s.Held
+		s.Held = nil
+		s2, more := m.onDesired(s, evDesired{d: held})
+		return s2, append(eff, more...)
+	}
+	return s, eff
+}
+
+// resume continues a persisted execution after a restart.
+func (m machine) resume(s state) (state, []effect) {
+	gen := s.Exec.Gen
+	switch s.Exec.State {
+	case proto.StateFetching:
+		return s, []effect{effFetch{gen, s.Exec.Toplevel}, effTimer{gen, proto.StateFetching, m.timeouts.of(s.Desired, proto.StateFetching)}}
+	case proto.StateActivating:
+		return s, []effect{effActivate{gen: gen, toplevel: s.Exec.Toplevel, action: s.Exec.Action, resume: true},
+			effTimer{gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)}}
+	case proto.StateVerifying:
+		return s, []effect{effChecks{gen, s.Desired.Checks, s.Exec.Toplevel}, effTimer{gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)}}
+	case proto.StateRollingBack:
+		action := proto.ActionSwitch
+		if s.Exec.Action == proto.ActionBoot {
+			action = proto.ActionBoot
+		}
+		return s, []effect{effRollback{gen, s.Previous, action}}
+	}
+	return s, nil
+}
+
+// hasAll reports whether every required check name is configured.
+func hasAll(configured, required []string) (bool, string) {
+	for _, r := range required {
+		if !slices.Contains(configured, r) {
+			return false, r
+		}
+	}
+	return true, ""
+}

@@ -1,0 +1,114 @@
+package node
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// publisher sends queued status and event publishes in order, so the loop
+// never waits for the network. It returns when ctx ends, after draining.
+func (d *Daemon) publisher(ctx context.Context) {
+	for {
+		select {
+		case f := <-d.pubq:
+			pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			f(pctx)
+			cancel()
+		case <-ctx.Done():
+			for {
+				select {
+				case f := <-d.pubq:
+					pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					f(pctx)
+					cancel()
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (d *Daemon) enqueue(topic string, m proto.Message, retain bool) {
+	b, err := proto.Seal(m)
+	if err != nil {
+		d.log.Error("cannot encode own message", "topic", topic, "err", err)
+		return
+	}
+	f := func(ctx context.Context) {
+		if d.bus == nil {
+			return
+		}
+		if err := d.bus.Publish(ctx, topic, b, retain); err != nil {
+			d.log.Debug("publish failed (republished on reconnect)", "topic", topic, "err", err)
+		}
+	}
+	select {
+	case d.pubq <- f:
+	default:
+		d.log.Warn("publish queue full, dropping (status is republished on reconnect)", "topic", topic)
+	}
+}
+
+// enqueueStatus publishes the retained status as it is now.
+func (d *Daemon) enqueueStatus() {
+	d.enqueue(d.topics.NodeStatus(d.cfg.Name), d.status(), true)
+}
+
+func (d *Daemon) enqueueEvent(rollout string, gen uint64, from, to proto.ExecState, detail string) {
+	e := &proto.Event{Node: d.cfg.Name, Rollout: rollout, Gen: gen, Prev: from, State: to, Detail: tail(detail, 2000)}
+	e.Stamp(d.cfg.Name, time.Now())
+	d.enqueue(d.topics.NodeEvents(d.cfg.Name), e, false)
+}
+
+// status builds the NodeStatus from the state and the machine's facts.
+func (d *Daemon) status() *proto.NodeStatus {
+	d.mu.Lock()
+	st, checks := d.st, d.checkR
+	d.mu.Unlock()
+	s := &proto.NodeStatus{Node: d.cfg.Name, Groups: d.cfg.Groups, Execution: st.Exec, AppliedGen: st.AppliedGen,
+		Checks: checks, LabdVersion: d.cfg.Version, UpdatedAt: time.Now().UnixMilli()}
+	if !s.Execution.State.Valid() {
+		s.Execution.State = proto.StateIdle
+	}
+	s.Execution.Error = tail(s.Execution.Error, 2000)
+	s.Current = storePathOrEmpty(d.nix.Current())
+	s.Booted = storePathOrEmpty(d.nix.Booted())
+	s.Previous = storePathOrEmpty(st.Previous, nil)
+	if s.Current != "" {
+		if b, err := os.ReadFile(filepath.Join(s.Current, "nixos-version")); err == nil {
+			s.NixOSVersion = clip(strings.TrimSpace(string(b)), 128)
+		}
+	}
+	if b, err := os.ReadFile(d.cfg.BootIDFile); err == nil {
+		s.BootID = clip(strings.TrimSpace(string(b)), 128)
+	}
+	s.NeedsReboot = s.Booted != "" && s.Current != "" && s.Booted != s.Current
+	s.Stamp(d.cfg.Name, time.Now())
+	return s
+}
+
+func (d *Daemon) presence(online bool) ([]byte, error) {
+	p := &proto.Presence{Node: d.cfg.Name, Online: online, Since: time.Now().UnixMilli()}
+	p.Stamp(d.cfg.Name, time.Now())
+	return proto.Seal(p)
+}
+
+func storePathOrEmpty(p string, err error) string {
+	if err != nil || proto.ValidStorePath(p) != nil {
+		return ""
+	}
+	return p
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,131 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lab-fleet/lab/node/health"
+	"github.com/lab-fleet/lab/node/nixsys"
+	"github.com/lab-fleet/lab/proto"
+)
+
+// fetch realises the toplevel's closure.
+func (d *Daemon) fetch(ctx context.Context, e effFetch) evFetched {
+	err := d.nix.Realise(ctx, e.toplevel)
+	cur, _ := d.nix.Current()
+	return evFetched{gen: e.gen, err: err, current: cur}
+}
+
+// activate moves the profile (not for action test) and runs the detached
+// switch, or reattaches to one started before a restart.
+func (d *Daemon) activate(ctx context.Context, e effActivate) evActivated {
+	var act *nixsys.Activation
+	if e.resume {
+		a, ok, err := d.nix.ResumeActivation(d.runDir())
+		if err == nil && ok && a.Toplevel == e.toplevel {
+			act = a
+		}
+	}
+	if act == nil {
+		if e.action != proto.ActionTest {
+			if cur, _ := d.nix.Current(); cur != e.toplevel {
+				if err := d.nix.SetProfile(ctx, e.toplevel); err != nil {
+					return evActivated{gen: e.gen, detail: err.Error()}
+				}
+			}
+		}
+		a, err := d.nix.StartActivation(ctx, e.toplevel, string(e.action), d.runDir())
+		if err != nil {
+			// The profile moved: the machine rolls it back.
+			return evActivated{gen: e.gen, profileMoved: true, detail: err.Error()}
+		}
+		act = a
+	}
+	res, err := act.Wait(ctx)
+	if err != nil {
+		return evActivated{gen: e.gen, profileMoved: true, detail: err.Error()}
+	}
+	return evActivated{gen: e.gen, profileMoved: true, ok: res.OK(), detail: tail(fmt.Sprintf("exit %d: %s", res.ExitCode, res.OutputTail), 1500)}
+}
+
+// verify waits for the broker to be reachable again, then runs the
+// required and configured checks.
+func (d *Daemon) verify(ctx context.Context, e effChecks) evChecked {
+	for d.bus != nil && !d.bus.Connected() {
+		select {
+		case <-ctx.Done():
+			return evChecked{gen: e.gen, detail: "cancelled"}
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	names := make([]string, len(d.cfg.Checks))
+	for i, c := range d.cfg.Checks {
+		names[i] = c.Name
+	}
+	if ok, missing := hasAll(names, e.names); !ok {
+		return evChecked{gen: e.gen, detail: fmt.Sprintf("required check %q is not configured on this node", missing)}
+	}
+	runner := *d.checks
+	runner.Env = append(runner.Env, "LAB_TOPLEVEL="+e.toplevel)
+	results := runner.Run(ctx, d.cfg.Checks)
+	d.recordChecks(results)
+	var failed []string
+	for _, r := range results {
+		if !r.OK {
+			failed = append(failed, fmt.Sprintf("%s: %s", r.Name, r.Detail))
+		}
+	}
+	if len(failed) > 0 {
+		return evChecked{gen: e.gen, detail: tail(strings.Join(failed, "; "), 1500)}
+	}
+	return evChecked{gen: e.gen, ok: true, detail: fmt.Sprintf("%d checks passed", len(results))}
+}
+
+func (d *Daemon) recordChecks(results []health.Result) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.checkR = proto.CheckResults{}
+	for _, r := range results {
+		d.checkR[r.Name] = proto.CheckResult{OK: r.OK, Detail: tail(r.Detail, 512), At: r.At.UnixMilli()}
+	}
+}
+
+// rollback points the profile back at the recorded previous system and
+// activates it.
+func (d *Daemon) rollback(ctx context.Context, e effRollback) evRolledBack {
+	if err := proto.ValidStorePath(e.previous); err != nil {
+		return evRolledBack{gen: e.gen, err: fmt.Errorf("previous system: %w", err)}
+	}
+	if cur, _ := d.nix.Current(); cur != e.previous {
+		if err := d.nix.SetProfile(ctx, e.previous); err != nil {
+			return evRolledBack{gen: e.gen, err: err}
+		}
+	}
+	act, err := d.nix.StartActivation(ctx, e.previous, string(e.action), d.runDir())
+	if errors.Is(err, nixsys.ErrActivationRunning) {
+		// The failed activation is still running (e.g. it timed out): wait for it first.
+		if a, ok, rerr := d.nix.ResumeActivation(d.runDir()); rerr == nil && ok {
+			_, _ = a.Wait(ctx)
+		}
+		act, err = d.nix.StartActivation(ctx, e.previous, string(e.action), d.runDir())
+	}
+	if err != nil {
+		return evRolledBack{gen: e.gen, err: err}
+	}
+	res, err := act.Wait(ctx)
+	if err != nil {
+		return evRolledBack{gen: e.gen, err: err}
+	}
+	return evRolledBack{gen: e.gen, err: res.Err()}
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
