@@ -1,6 +1,11 @@
 package main
 
-import "errors"
+import (
+	"errors"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
 
 // Exit codes of labctl. `labctl publish` adds its own outcome codes
 // (see controller.ExitCode); these are the ones every command shares.
@@ -26,7 +31,7 @@ func exitCode(err error) int {
 		return coded.ExitCode()
 	}
 	var u usageError
-	if errors.As(err, &u) {
+	if errors.As(err, &u) || isCobraUsage(err) {
 		return exitUsage
 	}
 	return exitError
@@ -41,3 +46,26 @@ type exitErr struct {
 func (e exitErr) Error() string { return e.err.Error() }
 func (e exitErr) Unwrap() error { return e.err }
 func (e exitErr) ExitCode() int { return e.code }
+
+// markUsageErrors makes cobra's own errors about flags, arguments and
+// unknown commands usage errors (exit 2), on cmd and every subcommand.
+func markUsageErrors(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			if err := args(c, a); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		markUsageErrors(sub)
+	}
+}
+
+// isCobraUsage recognises the errors cobra returns before any of our code
+// runs (an unknown subcommand of the root).
+func isCobraUsage(err error) bool {
+	return strings.HasPrefix(err.Error(), "unknown command ")
+}

@@ -8,10 +8,14 @@ import (
 	"io"
 	"os"
 
+	"github.com/lab-fleet/lab/node/nixsys"
 	"github.com/spf13/cobra"
 )
 
 func main() {
+	// labctl demo runs activations in-process; their detached helper is
+	// this same binary.
+	nixsys.MaybeRunHelper()
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -44,5 +48,7 @@ func newRootCmd(g *globals) *cobra.Command {
 	root.AddCommand(newBrokerCmd(g))
 	root.AddCommand(newKeyCmd(g))
 	root.AddCommand(newPublishCmd(g), newStatusCmd(g))
+	root.AddCommand(newDemoCmd(g))
+	markUsageErrors(root)
 	return root
 }

@@ -64,7 +64,10 @@ type Client struct {
 var ErrNotConnected = autopaho.ConnectionDownError
 
 // Dial validates cfg and starts connecting in the background. It does not
-// wait for the connection: see AwaitConnection.
+// wait for the connection: see AwaitConnection. The connection lives until
+// Close, not until ctx ends, so that a program being stopped can still say
+// goodbye (publish its offline presence, then disconnect) after its own
+// context is cancelled.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("bus: no broker URL")
@@ -95,7 +98,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID)}
-	ctx, c.cancel = context.WithCancel(ctx)
+	ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	ac := autopaho.ClientConfig{
 		ServerUrls:                    urls,

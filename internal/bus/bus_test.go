@@ -94,3 +94,39 @@ func recv(t *testing.T, ch <-chan Message) Message {
 		return Message{}
 	}
 }
+
+// A program stopping (its context cancelled) can still publish a goodbye
+// before Close: the connection is not tied to the Dial context.
+func TestConnectionOutlivesDialContext(t *testing.T) {
+	b := testbroker.Start(t)
+	got := make(chan Message, 10)
+	sub := dial(t, b.URL(), "sub", Config{CleanStart: true, OnMessage: func(m Message) { got <- m }})
+	if err := sub.Subscribe(context.Background(), "x/#"); err != nil {
+		t.Fatal(err)
+	}
+	dctx, stop := context.WithCancel(context.Background())
+	c, err := Dial(dctx, Config{URLs: []string{b.URL()}, ClientID: "leaving"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(actx); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if err := c.Publish(actx, "x/bye", []byte("offline"), false); err != nil {
+		t.Fatalf("publish after the Dial context ended: %v", err)
+	}
+	if m := recv(t, got); m.Topic != "x/bye" {
+		t.Fatalf("got %+v", m)
+	}
+	if err := c.Close(actx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not stop the client")
+	}
+}
