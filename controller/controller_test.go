@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,5 +214,22 @@ func TestMembersFromRetainedStatus(t *testing.T) {
 	}
 	if len(r.fleet.Members("db")) != 0 {
 		t.Fatal("db has members")
+	}
+}
+
+func TestPendingDetailSaysWhy(t *testing.T) {
+	const tl = "/nix/store/mz6x2w0aq4sb8c0a5wgpvqsn3hp3kl2b-nixos-system-n1-2"
+	for _, tc := range []struct {
+		v    NodeView
+		want string
+	}{
+		{NodeView{Name: "ghost"}, "never seen on this broker"},
+		{NodeView{Name: "n1", Seen: true}, "offline: will converge"},
+		{NodeView{Name: "n1", Seen: true, Online: true}, "online, not started"},
+	} {
+		r := progress(tc.v, "r-1", 7, tl)
+		if !r.Pending || r.State != "" || !strings.HasPrefix(r.Detail, tc.want) {
+			t.Errorf("%+v → %+v, want pending with %q", tc.v, r, tc.want)
+		}
 	}
 }

@@ -70,7 +70,7 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 		}
 		tr.gens[n] = d.Gen
 	}
-	log.Info("rollout published", "targets", len(plan.Targets))
+	log.Debug("rollout published", "targets", len(plan.Targets))
 	tr.update(c.fleet, opts.Progress)
 	if err := c.publishState(ctx, tr, false); err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	log.Info("rollout ended", "outcome", res.Outcome)
+	log.Debug("rollout ended", "outcome", res.Outcome)
 	return res, nil
 }
 

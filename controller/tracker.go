@@ -34,9 +34,12 @@ func progress(v NodeView, rollout string, gen uint64, toplevel string) NodeResul
 		r.State, r.Pending, r.Detail = proto.StateRejected, false, ev.Detail
 	}
 	if r.Pending && r.State == "" {
-		if v.Online {
+		switch {
+		case v.Online:
 			r.Detail = "online, not started"
-		} else {
+		case v.Status == nil && !v.Seen:
+			r.Detail = "never seen on this broker: check the name; it converges if a labd of this name connects"
+		default:
 			r.Detail = "offline: will converge when it connects"
 		}
 	}

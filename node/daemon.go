@@ -127,6 +127,7 @@ func (d *Daemon) filters() []string {
 // The subscriptions were re-sent by the bus, so retained desired state and
 // gates arrive again and are reconciled by the loop.
 func (d *Daemon) onUp(ctx context.Context) {
+	d.log.Info("connected to the broker")
 	if on, err := d.presence(true); err == nil {
 		if err := d.bus.Publish(ctx, d.topics.NodePresence(d.cfg.Name), on, true); err != nil {
 			d.log.Warn("publish presence", "err", err)

@@ -36,6 +36,19 @@ func newRootCmd(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "labctl",
 		Short:         "NixOS fleet rollouts over MQTT",
+		Long: `labctl is the operator's side of lab: it runs the broker, signs and
+publishes rollouts, and shows live fleet state. Every machine runs labd,
+which applies what is published for it, checks its health and rolls back
+by itself.
+
+New here? Run "labctl demo": a broker, three local nodes and a real rollout
+(one node rolls back) on this machine, with nothing to configure.
+
+Then, for a real fleet:
+  labctl key generate --out operator.key    # pin the printed key in every labd
+  labctl broker --data-dir /var/lib/lab-broker
+  labctl publish --key operator.key --on @web --toplevel /nix/store/...
+  labctl status`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {

@@ -139,7 +139,7 @@ func (c *Client) onUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 	c.up = true
 	filters := slices.Clone(c.filters)
 	c.mu.Unlock()
-	c.log.Info("mqtt connected")
+	c.log.Debug("mqtt connected")
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
