@@ -23,6 +23,44 @@ type Plan struct {
 	Reboot   proto.RebootPolicy
 	Checks   []string       // local checks every target must pass (names)
 	Timeouts proto.Timeouts // 0 = the node's defaults
+
+	Strategy Strategy           // how targets are split into waves (default: all at once)
+	Machines map[string]Machine // planning metadata by node (reboot order, dependencies); missing = defaults
+	// MaxFailures is how many failed targets (failed, rolled back, timed
+	// out, rejected) are tolerated; one more halts the rollout: no further
+	// wave opens. The zero value halts at the first failure.
+	MaxFailures Size
+	// MinExecuted is how many targets must have finished before a
+	// percentage MaxFailures counts (default 5, at most the number of
+	// targets), so that one early failure of a large fleet is not 100%.
+	MinExecuted int
+	// WaveDeadline is how long a wave waits for targets that are offline
+	// or still busy before the next wave opens (default 10m). They stay
+	// pending, not failed, and converge when they can.
+	WaveDeadline time.Duration
+	// OnFailure is what a halt does to the targets that already switched:
+	// OnFailureHalt leaves them, OnFailureRollback switches them back.
+	OnFailure string
+}
+
+// What a halted rollout does to targets that already switched.
+const (
+	OnFailureHalt     = "halt"
+	OnFailureRollback = "rollback"
+)
+
+// DefaultWaveDeadline is how long a wave waits for pending targets.
+const DefaultWaveDeadline = 10 * time.Minute
+
+// Waves plans the rollout's waves from its strategy and machine metadata.
+func (p *Plan) Waves() ([][]string, error) {
+	ms := make([]Machine, 0, len(p.Targets))
+	for _, n := range p.Nodes() {
+		m := p.Machines[n]
+		m.Name = n
+		ms = append(ms, m)
+	}
+	return PlanWaves(ms, p.Strategy)
 }
 
 // NewID returns a rollout id like r-20261124-153012-ab12.
@@ -56,6 +94,31 @@ func (p *Plan) Validate() error {
 		if err := proto.ValidStorePath(p.Targets[n]); err != nil {
 			return fmt.Errorf("%w: toplevel of %s: %v", ErrInvalidPlan, n, err)
 		}
+	}
+	switch p.OnFailure {
+	case "":
+		p.OnFailure = OnFailureHalt
+	case OnFailureHalt, OnFailureRollback:
+	default:
+		return fmt.Errorf("%w: on-failure %q: want halt or rollback", ErrInvalidPlan, p.OnFailure)
+	}
+	if p.WaveDeadline < 0 {
+		return fmt.Errorf("%w: wave deadline %s is negative", ErrInvalidPlan, p.WaveDeadline)
+	}
+	if p.WaveDeadline == 0 {
+		p.WaveDeadline = DefaultWaveDeadline
+	}
+	if p.MinExecuted < 0 {
+		return fmt.Errorf("%w: min-executed %d is negative", ErrInvalidPlan, p.MinExecuted)
+	}
+	if p.MinExecuted == 0 {
+		p.MinExecuted = 5
+	}
+	if _, err := p.Waves(); err != nil {
+		if !errors.Is(err, ErrInvalidPlan) {
+			err = fmt.Errorf("%w: %w", ErrInvalidPlan, err)
+		}
+		return err
 	}
 	for _, c := range p.Checks {
 		if err := proto.ValidID(c); err != nil {

@@ -33,6 +33,7 @@ func (o Outcome) ExitCode() int {
 // NodeResult is one target's end state in a rollout.
 type NodeResult struct {
 	Node     string          `json:"node"`
+	Wave     int             `json:"wave"` // 1-based
 	Gen      uint64          `json:"gen"`
 	Toplevel string          `json:"toplevel"`
 	State    proto.ExecState `json:"state"`
@@ -47,6 +48,10 @@ type Result struct {
 	Outcome  Outcome        `json:"outcome"`
 	Counters proto.Counters `json:"counters"`
 	Nodes    []NodeResult   `json:"nodes"`
+	Waves    [][]string     `json:"waves"`
+	Halted   bool           `json:"halted,omitempty"`
+	Reason   string         `json:"reason,omitempty"`   // why it halted
+	Rollback *Result        `json:"rollback,omitempty"` // the rollout that switched the succeeded targets back (--on-failure rollback)
 }
 
 // count tallies node results.
@@ -54,6 +59,8 @@ func count(nodes []NodeResult) proto.Counters {
 	c := proto.Counters{Total: len(nodes)}
 	for _, n := range nodes {
 		switch {
+		case n.State == proto.StateCancelled:
+			c.Cancelled++
 		case n.Pending && n.State == "":
 			c.Pending++
 		case n.Pending:

@@ -2,8 +2,10 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/lab-fleet/lab/proto"
@@ -11,13 +13,27 @@ import (
 
 // Options tune a rollout run.
 type Options struct {
-	Key      *proto.PrivateKey // operator key signing every Desired; nil = unsigned
-	Timeout  time.Duration     // overall deadline for waiting, default 10m
-	NoWait   bool              // publish and return at once
+	Key      *proto.PrivateKey // operator key signing every Desired and Gate; nil = unsigned
+	Timeout  time.Duration     // overall limit for following the rollout; 0 = only the wave deadlines
+	NoWait   bool              // publish and return at once (single-wave plans only)
 	Progress func(NodeResult)  // called on every change of a target's state
+	OnWave   func(WaveEvent)   // called when a wave opens and when the rollout halts
 	Clock    func() time.Time  // default time.Now
 	Logger   *slog.Logger
 }
+
+// WaveEvent tells that wave Index (0-based) of Total opened, or that the
+// rollout halted (Halted, with Reason).
+type WaveEvent struct {
+	Index, Total int
+	Nodes        []string
+	Halted       bool
+	Reason       string
+}
+
+// ErrNoWaitNeedsOneWave refuses --no-wait for plans of several waves: the
+// later waves need a controller to open them.
+var ErrNoWaitNeedsOneWave = errors.New("publishing without waiting needs a single-wave plan: later waves are opened by a running controller")
 
 // Controller drives rollouts over a Bus, reading progress from a Fleet fed
 // by the same connection.
@@ -33,14 +49,32 @@ func New(b Bus, fleet *Fleet, topics proto.Topics, from string) *Controller {
 	return &Controller{bus: b, fleet: fleet, topics: topics, from: from}
 }
 
-// Run publishes the plan's Desired states and follows the targets until
-// each is terminal or opts.Timeout passes.
+// run is one rollout in progress.
+type run struct {
+	c     *Controller
+	plan  Plan
+	opts  Options
+	log   *slog.Logger
+	tr    *tracker
+	gated map[string]bool // targets opened by a group gate (their Desired is published at start)
+	gates []string        // the groups whose gates open the gated targets
+	seq   uint64          // last gate seq
+}
+
+// Run publishes the plan and follows it: every target's Desired at start
+// (retained; targets of later waves wait for their group's gate), then one
+// wave after another until every wave is done, the failure threshold halts
+// the rollout, or opts.Timeout passes.
 func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result, error) {
 	if err := plan.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.Timeout == 0 {
-		opts.Timeout = 10 * time.Minute
+	waves, err := plan.Waves()
+	if err != nil {
+		return nil, err
+	}
+	if opts.NoWait && len(waves) > 1 {
+		return nil, ErrNoWaitNeedsOneWave
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
@@ -48,80 +82,248 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	log := opts.Logger.With("rollout", plan.ID)
-	now := opts.Clock()
-	tr := newTracker(plan, now)
-	for _, n := range plan.Nodes() {
-		v, _ := c.fleet.Get(n)
-		d := &proto.Desired{Node: n, Rollout: plan.ID, Gen: nextGen(now, v.DesiredGen), Toplevel: plan.Targets[n],
-			Action: plan.Action, Reboot: plan.Reboot, Checks: plan.Checks, Timeouts: plan.Timeouts}
-		d.Stamp(c.from, now)
-		if opts.Key != nil {
-			if err := proto.Sign(d, *opts.Key); err != nil {
-				return nil, fmt.Errorf("sign desired for %s: %w", n, err)
-			}
-		}
-		b, err := proto.Seal(d)
-		if err != nil {
-			return nil, fmt.Errorf("desired for %s: %w", n, err)
-		}
-		if err := c.bus.Publish(ctx, c.topics.NodeDesired(n), b, true); err != nil {
-			return nil, fmt.Errorf("publish desired for %s: %w", n, err)
-		}
-		tr.gens[n] = d.Gen
+	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
+		tr: newTracker(plan, waves, opts.Clock()), gated: map[string]bool{}}
+	r.chooseGates()
+	if err := r.publishDesired(ctx, func(n string) bool { return len(waves) == 1 || r.gated[n] }); err != nil {
+		return nil, err
 	}
-	log.Debug("rollout published", "targets", len(plan.Targets))
-	tr.update(c.fleet, opts.Progress)
-	if err := c.publishState(ctx, tr, false); err != nil {
+	r.log.Debug("rollout published", "targets", len(plan.Targets), "waves", len(waves), "gates", r.gates)
+	if err := r.openWave(ctx, 0); err != nil {
 		return nil, err
 	}
 	if opts.NoWait {
-		return tr.result(false), nil
+		r.tr.update(c.fleet, nil)
+		return r.tr.result(false), nil
 	}
-	res, err := c.follow(ctx, tr, opts)
+	res, err := r.follow(ctx)
 	if err != nil {
 		return nil, err
 	}
-	log.Debug("rollout ended", "outcome", res.Outcome)
+	if res.Halted && plan.OnFailure == OnFailureRollback {
+		res.Rollback, err = r.rollbackSwitched(ctx)
+		if err != nil {
+			return res, err
+		}
+	}
 	return res, nil
 }
 
-// follow waits for every target to be terminal, recomputing progress from
-// the retained status on every change and once a second.
-func (c *Controller) follow(ctx context.Context, tr *tracker, opts Options) (*Result, error) {
-	deadline := time.NewTimer(opts.Timeout)
-	defer deadline.Stop()
+// chooseGates decides how each target's wave opens. A single wave needs no
+// gate. Otherwise a target whose groups are known from its retained status
+// is opened by its group's Gate (one publish per group per wave); a target
+// with no known group gets its Desired, for wave 0, when its wave opens.
+func (r *run) chooseGates() {
+	if len(r.tr.waves) == 1 {
+		return
+	}
+	chosen := map[string]bool{}
+	for _, wave := range r.tr.waves {
+		for _, n := range wave {
+			v, _ := r.c.fleet.Get(n)
+			if v.Status == nil || len(v.Status.Groups) == 0 {
+				continue
+			}
+			r.gated[n] = true
+			if slices.ContainsFunc(v.Status.Groups, func(g string) bool { return chosen[g] }) {
+				continue
+			}
+			g := v.Status.Groups[0]
+			chosen[g] = true
+			r.gates = append(r.gates, g)
+		}
+	}
+}
+
+// publishDesired signs and publishes the Desired of every target that
+// include selects, retained.
+func (r *run) publishDesired(ctx context.Context, include func(string) bool) error {
+	now := r.opts.Clock()
+	for i, wave := range r.tr.waves {
+		for _, n := range wave {
+			if !include(n) {
+				continue
+			}
+			w := 0
+			if r.gated[n] {
+				w = i + 1
+			}
+			if err := r.publishOne(ctx, n, r.plan.Targets[n], w, now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (r *run) publishOne(ctx context.Context, n, toplevel string, wave int, now time.Time) error {
+	v, _ := r.c.fleet.Get(n)
+	p := r.plan
+	d := &proto.Desired{Node: n, Rollout: p.ID, Gen: nextGen(now, max(v.DesiredGen, r.tr.gens[n])), Toplevel: toplevel,
+		Action: p.Action, Reboot: p.Reboot, Wave: wave, Checks: p.Checks, Timeouts: p.Timeouts}
+	d.Stamp(r.c.from, now)
+	if r.opts.Key != nil {
+		if err := proto.Sign(d, *r.opts.Key); err != nil {
+			return fmt.Errorf("sign desired for %s: %w", n, err)
+		}
+	}
+	b, err := proto.Seal(d)
+	if err != nil {
+		return fmt.Errorf("desired for %s: %w", n, err)
+	}
+	if err := r.c.bus.Publish(ctx, r.c.topics.NodeDesired(n), b, true); err != nil {
+		return fmt.Errorf("publish desired for %s: %w", n, err)
+	}
+	r.tr.gens[n] = d.Gen
+	return nil
+}
+
+// openWave opens wave i: the gates of the gated groups move to i+1, and
+// the ungated targets of the wave get their Desired.
+func (r *run) openWave(ctx context.Context, i int) error {
+	if err := r.publishGates(ctx, i+1, proto.GateRunning); err != nil {
+		return err
+	}
+	wave := r.tr.waves[i]
+	if err := r.publishDesired(ctx, func(n string) bool {
+		return len(r.tr.waves) > 1 && !r.gated[n] && slices.Contains(wave, n)
+	}); err != nil {
+		return err
+	}
+	r.tr.open(i, r.opts.Clock())
+	r.log.Debug("wave opened", "wave", i+1, "of", len(r.tr.waves), "nodes", wave)
+	if r.opts.OnWave != nil {
+		r.opts.OnWave(WaveEvent{Index: i, Total: len(r.tr.waves), Nodes: wave})
+	}
+	return r.c.publishState(ctx, r.tr, false)
+}
+
+func (r *run) publishGates(ctx context.Context, openWave int, state proto.GateState) error {
+	for _, g := range r.gates {
+		seq := uint64(r.opts.Clock().UnixMilli())
+		if seq <= r.seq {
+			seq = r.seq + 1
+		}
+		r.seq = seq
+		gt := &proto.Gate{Group: g, Rollout: r.plan.ID, OpenWave: openWave, State: state, Seq: seq}
+		gt.Stamp(r.c.from, r.opts.Clock())
+		if r.opts.Key != nil {
+			if err := proto.Sign(gt, *r.opts.Key); err != nil {
+				return fmt.Errorf("sign gate for %s: %w", g, err)
+			}
+		}
+		b, err := proto.Seal(gt)
+		if err != nil {
+			return fmt.Errorf("gate for %s: %w", g, err)
+		}
+		if err := r.c.bus.Publish(ctx, r.c.topics.GroupGate(g), b, true); err != nil {
+			return fmt.Errorf("publish gate for %s: %w", g, err)
+		}
+	}
+	return nil
+}
+
+// follow recomputes progress from the retained status on every change and
+// once a second, opens the next wave when the current one is done, and
+// halts when the failure threshold is crossed.
+func (r *run) follow(ctx context.Context) (*Result, error) {
+	var overall <-chan time.Time
+	if r.opts.Timeout > 0 {
+		t := time.NewTimer(r.opts.Timeout)
+		defer t.Stop()
+		overall = t.C
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lastPublish := time.Time{}
 	for {
-		changed := tr.update(c.fleet, opts.Progress)
-		if tr.done() {
-			break
+		changed := r.tr.update(r.c.fleet, r.opts.Progress)
+		now := r.opts.Clock()
+		if !r.tr.halted && r.tr.exceeded() {
+			if err := r.halt(ctx, r.tr.failureReason()); err != nil {
+				return nil, err
+			}
+			changed = true
+		}
+		if r.tr.waveDone(now) {
+			next := r.tr.opened
+			if r.tr.halted || next >= len(r.tr.waves) {
+				return r.finish(ctx)
+			}
+			if err := r.openWave(ctx, next); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if changed && time.Since(lastPublish) > 200*time.Millisecond {
-			if err := c.publishState(ctx, tr, false); err != nil {
-				opts.Logger.Warn("publish rollout state", "err", err)
+			if err := r.c.publishState(ctx, r.tr, false); err != nil {
+				r.log.Warn("publish rollout state", "err", err)
 			}
 			lastPublish = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("rollout %s: %w", tr.plan.ID, ctx.Err())
-		case <-deadline.C:
-			return c.finish(ctx, tr, opts)
-		case <-c.fleet.Changed():
+			return nil, fmt.Errorf("rollout %s: %w", r.plan.ID, ctx.Err())
+		case <-overall:
+			return r.finish(ctx)
+		case <-r.c.fleet.Changed():
 		case <-tick.C:
 		}
 	}
-	return c.finish(ctx, tr, opts)
 }
 
-func (c *Controller) finish(ctx context.Context, tr *tracker, opts Options) (*Result, error) {
-	if err := c.publishState(ctx, tr, true); err != nil {
-		opts.Logger.Warn("publish final rollout state", "err", err)
+// halt stops the rollout: no further wave opens, and the gates say
+// cancelled, so that gated targets of later waves report cancelled instead
+// of waiting forever. Targets already running finish (or roll back).
+func (r *run) halt(ctx context.Context, reason string) error {
+	r.tr.halt(reason)
+	r.log.Warn("rollout halted", "reason", reason)
+	if r.opts.OnWave != nil {
+		r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: reason})
 	}
-	return tr.result(true), nil
+	return r.publishGates(ctx, r.tr.opened, proto.GateCancelled)
+}
+
+func (r *run) finish(ctx context.Context) (*Result, error) {
+	if err := r.c.publishState(ctx, r.tr, true); err != nil {
+		r.log.Warn("publish final rollout state", "err", err)
+	}
+	res := r.tr.result(true)
+	r.log.Debug("rollout ended", "outcome", res.Outcome)
+	return res, nil
+}
+
+// rollbackSwitched sends every target that succeeded back to the system it
+// ran before, as a rollout of its own (<id>-rollback, one wave).
+func (r *run) rollbackSwitched(ctx context.Context) (*Result, error) {
+	back := Plan{ID: rollbackID(r.plan.ID), Targets: map[string]string{}, Action: r.plan.Action, Reboot: r.plan.Reboot,
+		MaxFailures: Size{Percent: 100}, WaveDeadline: r.plan.WaveDeadline}
+	for _, n := range r.tr.list() {
+		if n.State != proto.StateSucceeded {
+			continue
+		}
+		v, _ := r.c.fleet.Get(n.Node)
+		if v.Status == nil || proto.ValidStorePath(v.Status.Previous) != nil {
+			r.log.Warn("cannot roll back: no previous system recorded", "node", n.Node)
+			continue
+		}
+		back.Targets[n.Node] = v.Status.Previous
+	}
+	if len(back.Targets) == 0 {
+		return nil, nil
+	}
+	r.log.Info("rolling back the targets that switched", "rollout", back.ID, "targets", len(back.Targets))
+	opts := r.opts
+	opts.OnWave = nil
+	return r.c.Run(ctx, back, opts)
+}
+
+func rollbackID(id string) string {
+	const suffix = "-rollback"
+	if len(id)+len(suffix) > 63 {
+		id = id[:63-len(suffix)]
+	}
+	return id + suffix
 }
 
 // publishState publishes the retained RolloutState.

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/lab-fleet/lab/proto"
@@ -9,14 +10,94 @@ import (
 // tracker computes each target's progress from the fleet view. It is pure
 // bookkeeping: the latest retained status decides, whatever was missed.
 type tracker struct {
-	plan    Plan
-	created time.Time
-	gens    map[string]uint64
-	nodes   map[string]NodeResult
+	plan     Plan
+	created  time.Time
+	waves    [][]string
+	wave     map[string]int // node → its wave index
+	opened   int            // waves opened so far
+	openedAt time.Time      // when the last one opened
+	halted   bool
+	reason   string
+	gens     map[string]uint64
+	nodes    map[string]NodeResult
 }
 
-func newTracker(p Plan, now time.Time) *tracker {
-	return &tracker{plan: p, created: now, gens: map[string]uint64{}, nodes: map[string]NodeResult{}}
+func newTracker(p Plan, waves [][]string, now time.Time) *tracker {
+	t := &tracker{plan: p, created: now, waves: waves, wave: map[string]int{}, gens: map[string]uint64{}, nodes: map[string]NodeResult{}}
+	for i, w := range waves {
+		for _, n := range w {
+			t.wave[n] = i
+		}
+	}
+	return t
+}
+
+// open records that wave i opened at now.
+func (t *tracker) open(i int, now time.Time) {
+	t.opened, t.openedAt = i+1, now
+}
+
+// halt stops further waves; targets of waves not opened are cancelled.
+func (t *tracker) halt(reason string) {
+	t.halted, t.reason = true, reason
+	for i := t.opened; i < len(t.waves); i++ {
+		for _, n := range t.waves[i] {
+			t.nodes[n] = NodeResult{Node: n, Wave: i + 1, Toplevel: t.plan.Targets[n], State: proto.StateCancelled,
+				Detail: "not started: the rollout halted (" + reason + ")"}
+		}
+	}
+}
+
+// waveDone reports whether the last opened wave is over: every target in
+// it finished, or the wave deadline passed (the rest stay pending).
+func (t *tracker) waveDone(now time.Time) bool {
+	if t.opened == 0 {
+		return false
+	}
+	if now.Sub(t.openedAt) >= t.plan.WaveDeadline {
+		return true
+	}
+	for _, n := range t.waves[t.opened-1] {
+		if t.nodes[n].Pending {
+			return false
+		}
+	}
+	return true
+}
+
+// failures counts finished targets and the failures among them.
+func (t *tracker) failures() (failed, finished int) {
+	for _, r := range t.nodes {
+		if r.Pending || r.State == "" || r.State == proto.StateCancelled {
+			continue
+		}
+		finished++
+		if !r.State.OK() {
+			failed++
+		}
+	}
+	return failed, finished
+}
+
+// exceeded reports whether the failures cross the plan's threshold.
+func (t *tracker) exceeded() bool {
+	failed, finished := t.failures()
+	if failed == 0 {
+		return false
+	}
+	m := t.plan.MaxFailures
+	if m.Percent > 0 {
+		if finished < min(t.plan.MinExecuted, len(t.plan.Targets)) {
+			return false
+		}
+		return float64(failed)*100 > m.Percent*float64(finished)
+	}
+	return failed > m.N
+}
+
+func (t *tracker) failureReason() string {
+	failed, finished := t.failures()
+	return fmt.Sprintf("%d of %d finished targets failed, more than --max-failures %s", failed, finished, t.plan.MaxFailures)
 }
 
 // progress derives a target's result from its view.
@@ -51,8 +132,15 @@ func progress(v NodeView, rollout string, gen uint64, toplevel string) NodeResul
 func (t *tracker) update(f *Fleet, onChange func(NodeResult)) bool {
 	changed := false
 	for _, n := range t.plan.Nodes() {
+		if t.wave[n] >= t.opened && t.halted {
+			continue // cancelled before its wave opened
+		}
 		v, _ := f.Get(n)
 		r := progress(v, t.plan.ID, t.gens[n], t.plan.Targets[n])
+		r.Wave = t.wave[n] + 1
+		if r.Pending && r.State == "" && t.wave[n] >= t.opened {
+			r.Detail = fmt.Sprintf("waiting for wave %d", r.Wave)
+		}
 		old, seen := t.nodes[n]
 		if !seen || old.State != r.State || old.Online != r.Online {
 			changed = true
@@ -78,7 +166,11 @@ func (t *tracker) done() bool {
 func (t *tracker) list() []NodeResult {
 	out := make([]NodeResult, 0, len(t.nodes))
 	for _, n := range t.plan.Nodes() {
-		out = append(out, t.nodes[n])
+		r, ok := t.nodes[n]
+		if !ok {
+			r = NodeResult{Node: n, Wave: t.wave[n] + 1, Gen: t.gens[n], Toplevel: t.plan.Targets[n], Pending: true}
+		}
+		out = append(out, r)
 	}
 	return out
 }
@@ -90,19 +182,29 @@ func (t *tracker) result(done bool) *Result {
 	if !done {
 		o = OutcomePending
 	}
-	return &Result{Rollout: t.plan.ID, Outcome: o, Counters: c, Nodes: nodes}
+	return &Result{Rollout: t.plan.ID, Outcome: o, Counters: c, Nodes: nodes, Waves: t.waves, Halted: t.halted, Reason: t.reason}
 }
 
 func (t *tracker) state(done bool) *proto.RolloutState {
 	nodes := t.list()
 	c := count(nodes)
-	s := &proto.RolloutState{Rollout: t.plan.ID, CreatedAt: t.created.UnixMilli(), Strategy: "all",
-		Action: t.plan.Action, State: phase(c, done), Waves: [][]string{t.plan.Nodes()},
+	strategy := t.plan.Strategy.Kind
+	if strategy == "" {
+		strategy = StrategyAll
+	}
+	s := &proto.RolloutState{Rollout: t.plan.ID, CreatedAt: t.created.UnixMilli(), Strategy: strategy,
+		Action: t.plan.Action, State: phase(c, done), OpenWave: t.opened, Waves: t.waves,
 		Nodes: proto.NodeProgressMap{}, Counters: c}
+	if t.halted {
+		s.State = proto.RolloutHalted
+	}
 	for _, r := range nodes {
 		s.Nodes[r.Node] = proto.NodeProgress{Gen: r.Gen, Toplevel: r.Toplevel, State: r.State, Error: clip(r.Detail, 512), Online: r.Online}
 	}
-	if done {
+	switch {
+	case t.halted:
+		s.Reason = t.reason
+	case done:
 		s.Reason = reason(c)
 	}
 	return s

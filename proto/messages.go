@@ -164,7 +164,8 @@ type Counters struct {
 	Failed     int `msgpack:"failed" json:"failed"`
 	RolledBack int `msgpack:"rolled_back" json:"rolled_back"`
 	Running    int `msgpack:"running" json:"running"`
-	Pending    int `msgpack:"pending" json:"pending"` // not started: offline, asleep or waiting for a gate
+	Pending    int `msgpack:"pending" json:"pending"`     // not started: offline, asleep or waiting for a gate
+	Cancelled  int `msgpack:"cancelled" json:"cancelled"` // not run: the rollout was halted or cancelled first
 }
 
 // RolloutState is a rollout's retained state on <p>/rollout/<id>.
