@@ -161,7 +161,7 @@ func TestWaves(t *testing.T) {
 			outcome: OutcomeRolledBack, halted: true, acted: []string{"a", "b", "c"},
 			states: map[string]proto.ExecState{"d": proto.StateCancelled, "e": proto.StateCancelled}},
 		{name: "dependencies go first", nodes: map[string]proto.ExecState{"app": ok, "db": ok, "cache": ok},
-			plan: Plan{Machines: map[string]Machine{"app": {Dependencies: []string{"db"}}, "db": {Dependencies: []string{"cache"}}}},
+			plan:    Plan{Machines: map[string]Machine{"app": {Dependencies: []string{"db"}}, "db": {Dependencies: []string{"cache"}}}},
 			outcome: OutcomeSucceeded, acted: []string{"cache", "db", "app"}},
 		{name: "offline node: wave moves on after its deadline", nodes: map[string]proto.ExecState{"a": "", "b": ok, "c": ok},
 			plan:    Plan{Strategy: Strategy{Kind: StrategyRolling, Batch: Size{N: 2}}, WaveDeadline: 1500 * time.Millisecond},

@@ -34,8 +34,8 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 
 func newRootCmd(g *globals) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "labctl",
-		Short:         "NixOS fleet rollouts over MQTT",
+		Use:   "labctl",
+		Short: "NixOS fleet rollouts over MQTT",
 		Long: `labctl is the operator's side of lab: it runs the broker, signs and
 publishes rollouts, and shows live fleet state. Every machine runs labd,
 which applies what is published for it, checks its health and rolls back
