@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -21,24 +22,61 @@ func ShortPath(p string) string {
 	return rest[:7] + "…" + rest[32:]
 }
 
-// WriteResult renders a rollout's end as a table and a summary line.
+// WriteResult renders a rollout's end: a table by wave, a summary line,
+// every target that did not succeed with the reason, and the rollback
+// rollout when there was one.
 func WriteResult(w io.Writer, r *Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tGEN\tTOPLEVEL\tDETAIL")
-	for _, n := range r.Nodes {
-		state := string(n.State)
-		if state == "" {
-			state = "pending"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n.Node, state, n.Gen, ShortPath(n.Toplevel), oneLine(n.Detail, 100))
+	fmt.Fprintln(tw, "WAVE\tNODE\tSTATE\tTOPLEVEL\tDETAIL")
+	nodes := slices.Clone(r.Nodes)
+	slices.SortStableFunc(nodes, func(a, b NodeResult) int { return a.Wave - b.Wave })
+	for _, n := range nodes {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", n.Wave, n.Node, stateName(n), ShortPath(n.Toplevel), oneLine(n.Detail, 100))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	c := r.Counters
-	_, err := fmt.Fprintf(w, "rollout %s %s: %d targets, %d succeeded, %d failed, %d rolled back, %d pending, %d still running\n",
-		r.Rollout, r.Outcome, c.Total, c.Succeeded, c.Failed, c.RolledBack, c.Pending, c.Running)
-	return err
+	waves := "1 wave"
+	if len(r.Waves) != 1 {
+		waves = fmt.Sprintf("%d waves", len(r.Waves))
+	}
+	fmt.Fprintf(w, "rollout %s %s: %d targets in %s, %d succeeded, %d failed, %d rolled back, %d pending, %d still running, %d not started\n",
+		r.Rollout, r.Outcome, c.Total, waves, c.Succeeded, c.Failed, c.RolledBack, c.Pending, c.Running, c.Cancelled)
+	if r.Halted {
+		fmt.Fprintf(w, "halted: %s\n", r.Reason)
+	}
+	var notOK []string
+	for _, n := range r.Nodes {
+		if !n.State.OK() || n.Pending {
+			notOK = append(notOK, fmt.Sprintf("  %s: %s — %s", n.Node, stateName(n), oneLine(orDash(n.Detail), 160)))
+		}
+	}
+	if len(notOK) > 0 {
+		fmt.Fprintf(w, "did not succeed:\n%s\n", strings.Join(notOK, "\n"))
+	}
+	if r.Rollback != nil {
+		fmt.Fprintf(w, "\nswitching the targets that succeeded back (--on-failure rollback):\n")
+		return WriteResult(w, r.Rollback)
+	}
+	return nil
+}
+
+func stateName(n NodeResult) string {
+	switch {
+	case n.State == "":
+		return "pending"
+	case n.Pending:
+		return string(n.State) + "…"
+	}
+	return string(n.State)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // WriteJSON writes v as indented JSON.

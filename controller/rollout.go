@@ -239,7 +239,9 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	for {
 		changed := r.tr.update(r.c.fleet, r.opts.Progress)
 		now := r.opts.Clock()
-		if !r.tr.halted && r.tr.exceeded() {
+		// Crossing the threshold halts what is left to open; in the last
+		// wave there is nothing left, unless switched targets must go back.
+		if !r.tr.halted && r.tr.exceeded() && (r.tr.opened < len(r.tr.waves) || r.plan.OnFailure == OnFailureRollback) {
 			if err := r.halt(ctx, r.tr.failureReason()); err != nil {
 				return nil, err
 			}

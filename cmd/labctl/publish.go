@@ -22,6 +22,14 @@ type publishFlags struct {
 	id        string
 	noWait    bool
 	asJSON    bool
+
+	strategy     string
+	batch        string
+	canary       string
+	maxFailures  string
+	minExecuted  int
+	waveDeadline time.Duration
+	onFailure    string
 }
 
 func newPublishCmd(g *globals) *cobra.Command {
@@ -34,6 +42,17 @@ publishes it retained (a node that is asleep finds it when it wakes), and
 follows the targets' retained status until every one is done or --timeout
 passes. It prints a line per change and a summary table.
 
+Waves: --strategy all (default) opens every target at once; rolling opens
+--batch N (or P%) targets per wave; canary opens --canary N (default 1)
+first, then the rest (in --batch waves when given). Targets are ordered by
+their dependencies (a machine after what it depends on), then by reboot
+order, then by name. A wave opens the next when every target in it has
+finished or --wave-deadline passed (offline targets stay pending and
+converge when they wake; they are never failures). One failure more than
+--max-failures (N, or P% once --min-executed targets finished) halts the
+rollout: no further wave opens, and with --on-failure rollback the targets
+that already switched go back to their previous system.
+
 Exit codes: 0 every target succeeded; 3 some failed (including timed out,
 rejected or a failed rollback); 4 some rolled back to their previous system;
 5 some are offline or still busy — they converge when they connect;
@@ -42,6 +61,9 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
   labctl publish --key operator.key --toplevel n1=/nix/store/...-nixos-system-n1 --toplevel n2=/nix/store/...
   # the same system for every member of a group (known from retained status)
   labctl publish --key operator.key --on @web --toplevel /nix/store/...-nixos-system-web
+  # one canary, then batches of 25%; stop at the second failure
+  labctl publish --key operator.key --on @servers --toplevel /nix/store/... \
+      --strategy canary --batch 25% --max-failures 1
   # publish and return at once; follow later with labctl status
   labctl publish --key operator.key --toplevel n1=/nix/store/... --no-wait`,
 		Args: cobra.NoArgs,
@@ -51,19 +73,56 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f.StringArrayVar(&pf.toplevels, "toplevel", nil, "`NODE=PATH` (repeatable), or one bare store PATH for every node selected by --on")
 	f.StringVar(&pf.on, "on", "", "targets: @group or node names, comma-separated (e.g. @web,db1)")
 	f.StringVar(&pf.action, "action", "switch", "switch-to-configuration action: switch, boot or test")
-	f.DurationVar(&pf.timeout, "timeout", 10*time.Minute, "stop following after this long (offline nodes stay pending)")
+	f.DurationVar(&pf.timeout, "timeout", 0, "stop following after this long; 0 = until every wave is done (each waits at most --wave-deadline)")
 	f.StringVar(&pf.keyFile, "key", "", "operator signing key `FILE` (labctl key generate); without it Desired states are unsigned")
 	f.StringVar(&pf.id, "id", "", "rollout `ID` (default r-<date>-<time>-<random>)")
 	f.BoolVar(&pf.noWait, "no-wait", false, "publish and exit without following")
 	f.BoolVar(&pf.asJSON, "json", false, "print the result as JSON")
+	f.StringVar(&pf.strategy, "strategy", "all", "waves: all, rolling or canary")
+	f.StringVar(&pf.batch, "batch", "", "wave size `N|P%` for rolling (and canary after the canaries)")
+	f.StringVar(&pf.canary, "canary", "", "canary wave size `N|P%` (default 1)")
+	f.StringVar(&pf.maxFailures, "max-failures", "0", "failures tolerated before halting, `N|P%`")
+	f.IntVar(&pf.minExecuted, "min-executed", 5, "finished targets needed before a percentage --max-failures counts")
+	f.DurationVar(&pf.waveDeadline, "wave-deadline", controller.DefaultWaveDeadline, "how long a wave waits for offline or busy targets")
+	f.StringVar(&pf.onFailure, "on-failure", "halt", "on halt: halt (leave switched targets) or rollback (switch them back)")
 	addClientFlags(g, cmd)
 	return cmd
 }
 
-func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
-	plan := controller.Plan{ID: pf.id, Action: proto.Action(pf.action), Targets: map[string]string{}}
+// plan builds the rollout plan from the flags (targets come later).
+func (pf publishFlags) plan() (controller.Plan, error) {
+	plan := controller.Plan{ID: pf.id, Action: proto.Action(pf.action), Targets: map[string]string{},
+		Strategy: controller.Strategy{Kind: pf.strategy}, MinExecuted: pf.minExecuted,
+		WaveDeadline: pf.waveDeadline, OnFailure: pf.onFailure}
 	if plan.ID == "" {
 		plan.ID = controller.NewID(time.Now())
+	}
+	for _, sz := range []struct {
+		flag, val string
+		dst       *controller.Size
+	}{{"--batch", pf.batch, &plan.Strategy.Batch}, {"--canary", pf.canary, &plan.Strategy.Canary}, {"--max-failures", pf.maxFailures, &plan.MaxFailures}} {
+		if sz.val == "" {
+			continue
+		}
+		v, err := controller.ParseSize(sz.val)
+		if err != nil {
+			return plan, fmt.Errorf("%s %w", sz.flag, err)
+		}
+		*sz.dst = v
+	}
+	if pf.batch != "" && pf.strategy == controller.StrategyAll {
+		return plan, errors.New("--batch needs --strategy rolling or canary")
+	}
+	if pf.canary != "" && pf.strategy != controller.StrategyCanary {
+		return plan, errors.New("--canary needs --strategy canary")
+	}
+	return plan, nil
+}
+
+func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
+	plan, err := pf.plan()
+	if err != nil {
+		return usageError{err}
 	}
 	var key *proto.PrivateKey
 	if pf.keyFile != "" {
@@ -91,6 +150,18 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
 	res, err := ctl.Run(ctx, plan, controller.Options{
 		Key: key, Timeout: pf.timeout, NoWait: pf.noWait, Logger: g.logger,
+		OnWave: func(e controller.WaveEvent) {
+			if pf.asJSON {
+				return
+			}
+			if e.Halted {
+				fmt.Fprintf(g.errOut, "%s  HALTED: %s\n", time.Now().Format("15:04:05"), e.Reason)
+				return
+			}
+			if e.Total > 1 {
+				fmt.Fprintf(g.errOut, "%s  wave %d/%d: %s\n", time.Now().Format("15:04:05"), e.Index+1, e.Total, strings.Join(e.Nodes, " "))
+			}
+		},
 		Progress: func(r controller.NodeResult) {
 			if !pf.asJSON {
 				state := string(r.State)
@@ -101,6 +172,9 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 			}
 		},
 	})
+	if errors.Is(err, controller.ErrInvalidPlan) || errors.Is(err, controller.ErrNoWaitNeedsOneWave) {
+		return usageError{err}
+	}
 	if err != nil {
 		return err
 	}
