@@ -1,0 +1,68 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// A canary that fails its health check rolls back and halts the rollout:
+// the other nodes never switch, they report cancelled (their group's gate
+// says so), and publish exits 4.
+func TestCanaryFailureHaltsBeforeWave2(t *testing.T) {
+	f := newFleet(t, []string{"n1", "n2", "n3"}, map[string][]string{"n1": {"--arg", "failHealth", "true"}})
+	f.startAll()
+	code, out := f.publish("r-canary", "--strategy", "canary", "--timeout", "90s")
+	if code != exitRolledBack {
+		t.Fatalf("publish exit %d, want %d (rolled back)", code, exitRolledBack)
+	}
+	f.Watch().AwaitState(t, "n1", "r-canary", proto.StateRolledBack, 10*time.Second)
+	for _, n := range f.nodes[1:] {
+		f.Watch().AwaitState(t, n.Name, "r-canary", proto.StateCancelled, 10*time.Second)
+		if len(n.Switches()) != 0 {
+			t.Errorf("%s switched although the canary failed: %v", n.Name, n.Switches())
+		}
+		if n.Current() != f.gen1[n.Name] {
+			t.Errorf("%s left generation 1", n.Name)
+		}
+	}
+	for _, want := range []string{"halted", "n2: cancelled", "n3: cancelled"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// Rolling batches of one: each node switches only after the one before it
+// finished, and a tolerated failure (--max-failures 1) does not stop it.
+func TestRollingInOrderWithToleratedFailure(t *testing.T) {
+	f := newFleet(t, []string{"n1", "n2", "n3"}, map[string][]string{"n2": {"--arg", "failHealth", "true"}})
+	f.startAll()
+	code, _ := f.publish("r-roll", "--strategy", "rolling", "--batch", "1", "--max-failures", "1", "--timeout", "90s")
+	if code != exitRolledBack {
+		t.Fatalf("publish exit %d, want %d", code, exitRolledBack)
+	}
+	s1 := f.Watch().AwaitState(t, "n1", "r-roll", proto.StateSucceeded, 10*time.Second)
+	s2 := f.Watch().AwaitState(t, "n2", "r-roll", proto.StateRolledBack, 10*time.Second)
+	s3 := f.Watch().AwaitState(t, "n3", "r-roll", proto.StateSucceeded, 10*time.Second)
+	// Each wave starts after the previous one ended: the fetching event
+	// of the next node comes after the terminal event of the one before.
+	start := func(node string) int64 {
+		for _, ev := range f.Watch().Events(node) {
+			if ev.Rollout == "r-roll" && ev.State == proto.StateFetching {
+				return ev.TS
+			}
+		}
+		t.Fatalf("%s: no fetching event", node)
+		return 0
+	}
+	if start("n2") < s1.Execution.Since || start("n3") < s2.Execution.Since {
+		t.Errorf("waves overlapped: n1 done %d, n2 started %d, n2 done %d, n3 started %d",
+			s1.Execution.Since, start("n2"), s2.Execution.Since, start("n3"))
+	}
+	if s3.AppliedGen != s3.Execution.Gen {
+		t.Errorf("n3 did not apply its generation: %+v", s3)
+	}
+}
