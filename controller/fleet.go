@@ -34,11 +34,13 @@ type Fleet struct {
 	topics proto.Topics
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	nodes   map[string]*NodeView
-	invalid int
-	last    time.Time
-	changed chan struct{}
+	mu       sync.Mutex
+	nodes    map[string]*NodeView
+	gates    map[string]proto.Gate         // latest retained gate by group
+	rollouts map[string]proto.RolloutState // latest retained rollout state by id
+	invalid  int
+	last     time.Time
+	changed  chan struct{}
 }
 
 // NewFleet returns an empty view for a topic layout.
@@ -46,13 +48,13 @@ func NewFleet(topics proto.Topics, log *slog.Logger) *Fleet {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Fleet{topics: topics, log: log, nodes: map[string]*NodeView{}, changed: make(chan struct{}, 1)}
+	return &Fleet{topics: topics, log: log, nodes: map[string]*NodeView{}, gates: map[string]proto.Gate{}, rollouts: map[string]proto.RolloutState{}, changed: make(chan struct{}, 1)}
 }
 
 // Filters are the subscriptions the view needs.
 func (f *Fleet) Filters() []string {
 	t := f.topics
-	return []string{t.AllStatus(), t.AllPresence(), t.AllDesired(), t.AllEvents()}
+	return []string{t.AllStatus(), t.AllPresence(), t.AllDesired(), t.AllEvents(), t.AllGates(), t.AllRollouts()}
 }
 
 // Subscribe subscribes b to the view's filters.
@@ -68,6 +70,37 @@ func (f *Fleet) Handle(topic string, payload []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.last = time.Now()
+	if r.Kind == proto.TopicRollout {
+		var rs proto.RolloutState
+		if len(payload) == 0 {
+			delete(f.rollouts, r.ID)
+		} else if err := proto.Decode(payload, &rs); err != nil || rs.Rollout != r.ID {
+			f.invalid++
+			f.log.Warn("ignoring invalid rollout state", "topic", topic, "err", err)
+			return
+		} else {
+			f.rollouts[r.ID] = rs
+		}
+		f.signal()
+		return
+	}
+	if r.Kind == proto.TopicGate {
+		if len(payload) == 0 {
+			delete(f.gates, r.Group)
+			return
+		}
+		var g proto.Gate
+		if err := proto.Decode(payload, &g); err != nil || g.Group != r.Group {
+			f.invalid++
+			f.log.Warn("ignoring invalid gate", "topic", topic, "err", err)
+			return
+		}
+		if old, ok := f.gates[r.Group]; !ok || g.Seq >= old.Seq {
+			f.gates[r.Group] = g
+		}
+		f.signal()
+		return
+	}
 	n := f.node(r.Node)
 	switch r.Kind {
 	case proto.TopicStatus:
@@ -103,10 +136,30 @@ func (f *Fleet) Handle(topic string, payload []byte) {
 		f.log.Warn("ignoring invalid message", "topic", topic, "err", err)
 		return
 	}
+	f.signal()
+}
+
+func (f *Fleet) signal() {
 	select {
 	case f.changed <- struct{}{}:
 	default:
 	}
+}
+
+// Rollout returns the latest retained state of a rollout.
+func (f *Fleet) Rollout(id string) (proto.RolloutState, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rs, ok := f.rollouts[id]
+	return rs, ok
+}
+
+// Gate returns the latest retained gate of a group.
+func (f *Fleet) Gate(group string) (proto.Gate, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	g, ok := f.gates[group]
+	return g, ok
 }
 
 func (f *Fleet) node(name string) *NodeView {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -20,6 +21,7 @@ type Options struct {
 	OnWave   func(WaveEvent)   // called when a wave opens and when the rollout halts
 	Clock    func() time.Time  // default time.Now
 	Logger   *slog.Logger
+	Store    Store // where the rollout's record is saved at every step (nil: nowhere)
 }
 
 // WaveEvent tells that wave Index (0-based) of Total opened, or that the
@@ -85,6 +87,9 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
 		tr: newTracker(plan, waves, opts.Clock()), gated: map[string]bool{}}
 	r.chooseGates()
+	if err := r.save(); err != nil {
+		return nil, err // nothing is published before the record is safe
+	}
 	if err := r.publishDesired(ctx, func(n string) bool { return len(waves) == 1 || r.gated[n] }); err != nil {
 		return nil, err
 	}
@@ -94,19 +99,96 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	}
 	if opts.NoWait {
 		r.tr.update(c.fleet, nil)
-		return r.tr.result(false), nil
+		return r.tr.result(false), r.save()
 	}
+	return r.followAndFinish(ctx)
+}
+
+// Resume continues a rollout from its record: the Desired states are
+// already retained, so it republishes the gates of the waves opened so far
+// and follows from there. A finished rollout is refused.
+func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Result, error) {
+	if rec.Done() {
+		return nil, fmt.Errorf("rollout %s already ended (%s)", rec.Plan.ID, rec.State)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	plan := rec.Plan
+	if err := plan.Validate(); err != nil {
+		return nil, err
+	}
+	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
+		tr: newTracker(plan, rec.Waves, rec.Created), gated: map[string]bool{}, gates: rec.Gates}
+	for _, n := range rec.Gated {
+		r.gated[n] = true
+	}
+	maps.Copy(r.tr.gens, rec.Gens)
+	// A run stopped between saving its record and publishing: publish
+	// what is missing (a gen is recorded only once published).
+	if err := r.publishDesired(ctx, func(n string) bool {
+		due := len(rec.Waves) == 1 || r.gated[n] || r.tr.wave[n] < rec.Opened
+		return due && r.tr.gens[n] == 0
+	}); err != nil {
+		return nil, err
+	}
+	if rec.Opened == 0 {
+		if err := r.openWave(ctx, 0); err != nil {
+			return nil, err
+		}
+	} else {
+		r.tr.open(rec.Opened-1, rec.OpenedAt)
+		if err := r.publishGates(ctx, rec.Opened, proto.GateRunning); err != nil {
+			return nil, err
+		}
+		r.log.Info("rollout resumed", "wave", rec.Opened, "of", len(rec.Waves))
+	}
+	return r.followAndFinish(ctx)
+}
+
+func (r *run) followAndFinish(ctx context.Context) (*Result, error) {
 	res, err := r.follow(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if res.Halted && plan.OnFailure == OnFailureRollback {
+	plan := r.plan
+	if res.Halted && plan.OnFailure == OnFailureRollback && !r.tr.cancelled {
 		res.Rollback, err = r.rollbackSwitched(ctx)
 		if err != nil {
 			return res, err
 		}
 	}
 	return res, nil
+}
+
+// record is the run's state for the store.
+func (r *run) record(done bool) *Record {
+	t := r.tr
+	rec := &Record{Plan: r.plan, Waves: t.waves, Gates: r.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
+		Created: t.created, Updated: r.opts.Clock(), State: proto.RolloutRunning, Reason: t.reason, Result: t.result(done)}
+	for n := range r.gated {
+		rec.Gated = append(rec.Gated, n)
+	}
+	slices.Sort(rec.Gated)
+	if done {
+		rec.State = t.state(true).State
+	}
+	return rec
+}
+
+func (r *run) save() error { return r.saveDone(false) }
+
+func (r *run) saveDone(done bool) error {
+	if r.opts.Store == nil {
+		return nil
+	}
+	if err := r.opts.Store.Save(r.record(done)); err != nil {
+		return fmt.Errorf("save rollout %s: %w", r.plan.ID, err)
+	}
+	return nil
 }
 
 // chooseGates decides how each target's wave opens. A single wave needs no
@@ -195,6 +277,9 @@ func (r *run) openWave(ctx context.Context, i int) error {
 	if r.opts.OnWave != nil {
 		r.opts.OnWave(WaveEvent{Index: i, Total: len(r.tr.waves), Nodes: wave})
 	}
+	if err := r.save(); err != nil {
+		return err
+	}
 	return r.c.publishState(ctx, r.tr, false)
 }
 
@@ -239,6 +324,15 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	for {
 		changed := r.tr.update(r.c.fleet, r.opts.Progress)
 		now := r.opts.Clock()
+		if by, ok := r.cancelledElsewhere(); ok && !r.tr.halted {
+			r.tr.cancelled = true
+			r.tr.halt("cancelled by " + by)
+			r.log.Warn("rollout cancelled", "by", by)
+			if r.opts.OnWave != nil {
+				r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: r.tr.reason})
+			}
+			changed = true
+		}
 		// Crossing the threshold halts what is left to open; in the last
 		// wave there is nothing left, unless switched targets must go back.
 		if !r.tr.halted && r.tr.exceeded() && (r.tr.opened < len(r.tr.waves) || r.plan.OnFailure == OnFailureRollback) {
@@ -260,6 +354,9 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 		if changed && time.Since(lastPublish) > 200*time.Millisecond {
 			if err := r.c.publishState(ctx, r.tr, false); err != nil {
 				r.log.Warn("publish rollout state", "err", err)
+			}
+			if err := r.save(); err != nil {
+				r.log.Warn("save rollout", "err", err)
 			}
 			lastPublish = time.Now()
 		}
@@ -283,12 +380,49 @@ func (r *run) halt(ctx context.Context, reason string) error {
 	if r.opts.OnWave != nil {
 		r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: reason})
 	}
-	return r.publishGates(ctx, r.tr.opened, proto.GateCancelled)
+	if err := r.publishGates(ctx, r.tr.opened, proto.GateCancelled); err != nil {
+		return err
+	}
+	return r.clearUnstarted(ctx)
+}
+
+// clearUnstarted clears the retained Desired of every target that has not
+// started this rollout, so that one offline now finds nothing when it
+// wakes. A node that already took it (queued) is told by its gate.
+func (r *run) clearUnstarted(ctx context.Context) error {
+	for _, n := range r.tr.list() {
+		v, _ := r.c.fleet.Get(n.Node)
+		started := v.Status != nil && v.Status.Execution.Rollout == r.plan.ID && v.Status.Execution.State != proto.StateQueued
+		if n.State == "" && !started && v.DesiredGen == r.tr.gens[n.Node] && v.DesiredGen != 0 {
+			if err := r.c.bus.Publish(ctx, r.c.topics.NodeDesired(n.Node), nil, true); err != nil {
+				return fmt.Errorf("clear desired of %s: %w", n.Node, err)
+			}
+		}
+	}
+	return nil
+}
+
+// cancelledElsewhere reports whether one of the rollout's gates was
+// cancelled by someone else (labctl rollout cancel), and by whom.
+func (r *run) cancelledElsewhere() (string, bool) {
+	if rs, ok := r.c.fleet.Rollout(r.plan.ID); ok && rs.State == proto.RolloutCancelled {
+		return rs.From, true
+	}
+	for _, g := range r.gates {
+		gt, ok := r.c.fleet.Gate(g)
+		if ok && gt.Rollout == r.plan.ID && gt.State == proto.GateCancelled && gt.Seq > r.seq {
+			return gt.From, true
+		}
+	}
+	return "", false
 }
 
 func (r *run) finish(ctx context.Context) (*Result, error) {
 	if err := r.c.publishState(ctx, r.tr, true); err != nil {
 		r.log.Warn("publish final rollout state", "err", err)
+	}
+	if err := r.saveDone(true); err != nil {
+		r.log.Warn("save rollout", "err", err)
 	}
 	res := r.tr.result(true)
 	r.log.Debug("rollout ended", "outcome", res.Outcome)
@@ -326,6 +460,59 @@ func rollbackID(id string) string {
 		id = id[:63-len(suffix)]
 	}
 	return id + suffix
+}
+
+// Cancel stops a rollout that may be followed by another labctl or by
+// nobody: its gates say cancelled (queued targets report cancelled), a
+// cancel command reaches the targets online that have not started, the
+// retained Desired of every target that never started is cleared (so an
+// offline one finds nothing when it wakes), and the retained state and
+// the record say cancelled. Targets already activating finish or roll
+// back: a node refuses a cancel once its profile may have moved.
+func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) error {
+	if rec.Done() {
+		return fmt.Errorf("rollout %s already ended (%s)", rec.Plan.ID, rec.State)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	plan := rec.Plan
+	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
+		tr: newTracker(plan, rec.Waves, rec.Created), gates: rec.Gates, gated: map[string]bool{}}
+	maps.Copy(r.tr.gens, rec.Gens)
+	r.tr.open(max(rec.Opened-1, 0), rec.OpenedAt)
+	r.tr.opened = rec.Opened
+	if err := r.publishGates(ctx, rec.Opened, proto.GateCancelled); err != nil {
+		return err
+	}
+	now := opts.Clock()
+	cmd := &proto.Command{Op: proto.OpCancel, Rollout: plan.ID, Expires: now.Add(time.Hour).UnixMilli()}
+	cmd.Stamp(c.from, now)
+	if opts.Key != nil {
+		if err := proto.Sign(cmd, *opts.Key); err != nil {
+			return fmt.Errorf("sign cancel: %w", err)
+		}
+	}
+	b, err := proto.Seal(cmd)
+	if err != nil {
+		return err
+	}
+	if err := c.bus.Publish(ctx, c.topics.AllCmd(), b, false); err != nil {
+		return fmt.Errorf("publish cancel: %w", err)
+	}
+	r.tr.update(c.fleet, nil)
+	if err := r.clearUnstarted(ctx); err != nil {
+		return err
+	}
+	r.tr.cancelled = true
+	r.tr.halt("cancelled by " + c.from)
+	if err := c.publishState(ctx, r.tr, true); err != nil {
+		return err
+	}
+	return r.saveDone(true)
 }
 
 // publishState publishes the retained RolloutState.

@@ -10,16 +10,17 @@ import (
 // tracker computes each target's progress from the fleet view. It is pure
 // bookkeeping: the latest retained status decides, whatever was missed.
 type tracker struct {
-	plan     Plan
-	created  time.Time
-	waves    [][]string
-	wave     map[string]int // node → its wave index
-	opened   int            // waves opened so far
-	openedAt time.Time      // when the last one opened
-	halted   bool
-	reason   string
-	gens     map[string]uint64
-	nodes    map[string]NodeResult
+	plan      Plan
+	created   time.Time
+	waves     [][]string
+	wave      map[string]int // node → its wave index
+	opened    int            // waves opened so far
+	openedAt  time.Time      // when the last one opened
+	halted    bool
+	cancelled bool // halted by labctl rollout cancel
+	reason    string
+	gens      map[string]uint64
+	nodes     map[string]NodeResult
 }
 
 func newTracker(p Plan, waves [][]string, now time.Time) *tracker {
@@ -58,7 +59,10 @@ func (t *tracker) waveDone(now time.Time) bool {
 		return true
 	}
 	for _, n := range t.waves[t.opened-1] {
-		if t.nodes[n].Pending {
+		r := t.nodes[n]
+		// Once halted, a target that never started will not: its gate
+		// says cancelled. Only the ones already running are waited for.
+		if r.Pending && !(t.halted && r.State == "") {
 			return false
 		}
 	}
@@ -177,6 +181,14 @@ func (t *tracker) list() []NodeResult {
 
 func (t *tracker) result(done bool) *Result {
 	nodes := t.list()
+	if done && t.halted {
+		for i, n := range nodes {
+			if n.Pending && n.State == "" {
+				nodes[i].State, nodes[i].Pending = proto.StateCancelled, false
+				nodes[i].Detail = "not started: the rollout halted (" + t.reason + ")"
+			}
+		}
+	}
 	c := count(nodes)
 	o := classify(c)
 	if !done {
@@ -186,7 +198,7 @@ func (t *tracker) result(done bool) *Result {
 }
 
 func (t *tracker) state(done bool) *proto.RolloutState {
-	nodes := t.list()
+	nodes := t.result(done).Nodes
 	c := count(nodes)
 	strategy := t.plan.Strategy.Kind
 	if strategy == "" {
@@ -197,6 +209,9 @@ func (t *tracker) state(done bool) *proto.RolloutState {
 		Nodes: proto.NodeProgressMap{}, Counters: c}
 	if t.halted {
 		s.State = proto.RolloutHalted
+		if t.cancelled {
+			s.State = proto.RolloutCancelled
+		}
 	}
 	for _, r := range nodes {
 		s.Nodes[r.Node] = proto.NodeProgress{Gen: r.Gen, Toplevel: r.Toplevel, State: r.State, Error: clip(r.Detail, 512), Online: r.Online}

@@ -1,0 +1,134 @@
+package controller
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Record is everything needed to show a rollout later and to resume it:
+// the plan, the waves, which targets a gate opens, the gens published and
+// how far it got. It is saved at every step of a run.
+type Record struct {
+	Plan     Plan               `json:"plan"`
+	Waves    [][]string         `json:"waves"`
+	Gates    []string           `json:"gates,omitempty"` // groups whose gates open the gated targets
+	Gated    []string           `json:"gated,omitempty"`
+	Gens     map[string]uint64  `json:"gens"`
+	Opened   int                `json:"opened"` // waves opened
+	OpenedAt time.Time          `json:"opened_at"`
+	Created  time.Time          `json:"created"`
+	Updated  time.Time          `json:"updated"`
+	State    proto.RolloutPhase `json:"state"`
+	Reason   string             `json:"reason,omitempty"`
+	Result   *Result            `json:"result,omitempty"` // as last seen
+}
+
+// Done reports whether the rollout ended (whatever the outcome).
+func (r *Record) Done() bool { return r.State != proto.RolloutRunning }
+
+// Store keeps rollout records.
+type Store interface {
+	Save(*Record) error
+}
+
+// ErrNoRollout is returned for an unknown rollout id.
+var ErrNoRollout = errors.New("no such rollout")
+
+// BoltStore keeps records in a bbolt file. It opens the file for each
+// operation only, so that `labctl rollout list` works while a `labctl
+// publish` is running.
+type BoltStore struct{ path string }
+
+var bucket = []byte("rollouts")
+
+// OpenStore returns the store at path, creating its directory.
+func OpenStore(path string) (*BoltStore, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("rollout store: %w", err)
+	}
+	s := &BoltStore{path: path}
+	return s, s.with(func(*bolt.Bucket) error { return nil })
+}
+
+// DefaultStorePath is $XDG_STATE_HOME/lab/rollouts.db, or
+// ~/.local/state/lab/rollouts.db.
+func DefaultStorePath() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "lab", "rollouts.db")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = os.TempDir()
+	}
+	return filepath.Join(home, ".local", "state", "lab", "rollouts.db")
+}
+
+func (s *BoltStore) with(fn func(*bolt.Bucket) error) error {
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		return fmt.Errorf("rollout store %s: %w", s.path, err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucket)
+		if err != nil {
+			return err
+		}
+		return fn(b)
+	})
+	if err != nil {
+		return fmt.Errorf("rollout store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Save writes the record.
+func (s *BoltStore) Save(r *Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.with(func(bk *bolt.Bucket) error { return bk.Put([]byte(r.Plan.ID), b) })
+}
+
+// Get returns one record.
+func (s *BoltStore) Get(id string) (*Record, error) {
+	var r *Record
+	err := s.with(func(bk *bolt.Bucket) error {
+		v := bk.Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("%w: %q", ErrNoRollout, id)
+		}
+		r = new(Record)
+		if err := json.Unmarshal(v, r); err != nil {
+			return fmt.Errorf("record %s: %w", id, err)
+		}
+		return nil
+	})
+	return r, err
+}
+
+// List returns every record, newest first.
+func (s *BoltStore) List() ([]*Record, error) {
+	var out []*Record
+	err := s.with(func(bk *bolt.Bucket) error {
+		return bk.ForEach(func(k, v []byte) error {
+			r := new(Record)
+			if err := json.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("record %s: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b *Record) int { return b.Created.Compare(a.Created) })
+	return out, err
+}
