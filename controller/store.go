@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -131,4 +132,19 @@ func (s *BoltStore) List() ([]*Record, error) {
 	})
 	slices.SortFunc(out, func(a, b *Record) int { return b.Created.Compare(a.Created) })
 	return out, err
+}
+
+// Progress recomputes a recorded rollout from the live fleet view: a
+// target that was pending (asleep, offline) when the rollout ended and
+// converged later shows its real state, and so does the outcome.
+func Progress(rec *Record, f *Fleet) *Result {
+	t := newTracker(rec.Plan, rec.Waves, rec.Created)
+	maps.Copy(t.gens, rec.Gens)
+	t.opened, t.openedAt = rec.Opened, rec.OpenedAt
+	if rec.State == proto.RolloutHalted || rec.State == proto.RolloutCancelled {
+		t.cancelled = rec.State == proto.RolloutCancelled
+		t.halt(rec.Reason)
+	}
+	t.update(f, nil)
+	return t.result(rec.Done())
 }

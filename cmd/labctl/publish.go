@@ -77,7 +77,7 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f.StringVar(&pf.keyFile, "key", "", "operator signing key `FILE` (labctl key generate); without it Desired states are unsigned")
 	f.StringVar(&pf.id, "id", "", "rollout `ID` (default r-<date>-<time>-<random>)")
 	f.BoolVar(&pf.noWait, "no-wait", false, "publish and exit without following")
-	f.BoolVar(&pf.asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&pf.asJSON, "json", false, "print JSON lines on stdout: one per wave, halt and node change, then the result")
 	f.StringVar(&pf.strategy, "strategy", "all", "waves: all, rolling or canary")
 	f.StringVar(&pf.batch, "batch", "", "wave size `N|P%` for rolling (and canary after the canaries)")
 	f.StringVar(&pf.canary, "canary", "", "canary wave size `N|P%` (default 1)")
@@ -147,56 +147,30 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	if err := plan.Validate(); err != nil {
 		return usageError{err}
 	}
-	ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
-	res, err := ctl.Run(ctx, plan, controller.Options{
-		Key: key, Timeout: pf.timeout, NoWait: pf.noWait, Logger: g.logger,
-		OnWave: func(e controller.WaveEvent) {
-			if pf.asJSON {
-				return
-			}
-			if e.Halted {
-				fmt.Fprintf(g.errOut, "%s  HALTED: %s\n", time.Now().Format("15:04:05"), e.Reason)
-				return
-			}
-			if e.Total > 1 {
-				fmt.Fprintf(g.errOut, "%s  wave %d/%d: %s\n", time.Now().Format("15:04:05"), e.Index+1, e.Total, strings.Join(e.Nodes, " "))
-			}
-		},
-		Progress: func(r controller.NodeResult) {
-			if !pf.asJSON {
-				state := string(r.State)
-				if state == "" {
-					state = "pending (" + r.Detail + ")"
-				}
-				fmt.Fprintf(g.errOut, "%s  %-8s %s\n", time.Now().Format("15:04:05"), r.Node, state)
-			}
-		},
-	})
-	if errors.Is(err, controller.ErrInvalidPlan) || errors.Is(err, controller.ErrNoWaitNeedsOneWave) {
-		return usageError{err}
-	}
+	store, err := openStore(g)
 	if err != nil {
+		return err
+	}
+	rep := reporter{g: g, asJSON: pf.asJSON}
+	ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
+	res, err := ctl.Run(ctx, plan, rep.options(controller.Options{
+		Key: key, Timeout: pf.timeout, NoWait: pf.noWait, Logger: g.logger, Store: store}))
+	switch {
+	case isUsage(err):
+		return usageError{err}
+	case err != nil && ctx.Err() != nil:
+		return interrupted(plan.ID, err)
+	case err != nil:
 		return err
 	}
 	if pf.noWait {
 		if pf.asJSON {
 			return controller.WriteJSON(g.out, map[string]string{"rollout": plan.ID})
 		}
-		fmt.Fprintf(g.out, "rollout %s published to %d nodes\n", plan.ID, len(plan.Targets))
+		fmt.Fprintf(g.out, "rollout %s published to %d nodes; follow it with `labctl rollout show %s`\n", plan.ID, len(plan.Targets), plan.ID)
 		return nil
 	}
-	if pf.asJSON {
-		err = controller.WriteJSON(g.out, res)
-	} else {
-		err = controller.WriteResult(g.out, res)
-	}
-	if err != nil {
-		return err
-	}
-	if code := res.Outcome.ExitCode(); code != 0 {
-		return exitErr{code: code, err: fmt.Errorf("rollout %s %s", res.Rollout, res.Outcome)}
-	}
-	return nil
+	return rep.result(res)
 }
 
 // resolveTargets fills plan.Targets from --toplevel and --on.

@@ -32,6 +32,9 @@ func (g *globals) init(cmd *cobra.Command) error {
 	if err := g.v.BindPFlag("log_level", cmd.Flags().Lookup("log-level")); err != nil {
 		return err
 	}
+	if err := g.v.BindPFlag(keyRolloutsDB, cmd.Flags().Lookup("rollouts-db")); err != nil {
+		return err
+	}
 	if path, _ := cmd.Flags().GetString("config"); path != "" {
 		g.v.SetConfigFile(path)
 		if err := g.v.ReadInConfig(); err != nil {

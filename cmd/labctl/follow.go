@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lab-fleet/lab/controller"
+)
+
+// Flags shared by the commands that keep rollout records.
+const keyRolloutsDB = "rollouts_db"
+
+// openStore opens the rollout records (--rollouts-db, LAB_ROLLOUTS_DB).
+func openStore(g *globals) (*controller.BoltStore, error) {
+	return controller.OpenStore(storePath(g))
+}
+
+func storePath(g *globals) string {
+	if p := g.v.GetString(keyRolloutsDB); p != "" {
+		return p
+	}
+	return controller.DefaultStorePath()
+}
+
+// reporter prints a rollout's progress while it runs: lines on stderr for
+// people, or JSON lines on stdout for scripts (--json).
+type reporter struct {
+	g      *globals
+	asJSON bool
+}
+
+// event is one JSON line of `--json` output.
+type event struct {
+	Type    string                 `json:"type"` // wave, halt, node, result
+	Time    time.Time              `json:"time"`
+	Wave    int                    `json:"wave,omitempty"`
+	Waves   int                    `json:"waves,omitempty"`
+	Nodes   []string               `json:"nodes,omitempty"`
+	Reason  string                 `json:"reason,omitempty"`
+	Node    *controller.NodeResult `json:"node,omitempty"`
+	Result  *controller.Result     `json:"result,omitempty"`
+	Rollout string                 `json:"rollout,omitempty"`
+}
+
+func (r reporter) emit(e event) {
+	e.Time = time.Now().UTC()
+	b, err := json.Marshal(e)
+	if err == nil {
+		fmt.Fprintln(r.g.out, string(b))
+	}
+}
+
+func (r reporter) options(o controller.Options) controller.Options {
+	stamp := func() string { return time.Now().Format("15:04:05") }
+	o.OnWave = func(e controller.WaveEvent) {
+		switch {
+		case r.asJSON && e.Halted:
+			r.emit(event{Type: "halt", Reason: e.Reason})
+		case r.asJSON:
+			r.emit(event{Type: "wave", Wave: e.Index + 1, Waves: e.Total, Nodes: e.Nodes})
+		case e.Halted:
+			fmt.Fprintf(r.g.errOut, "%s  HALTED: %s\n", stamp(), e.Reason)
+		case e.Total > 1:
+			fmt.Fprintf(r.g.errOut, "%s  wave %d/%d: %s\n", stamp(), e.Index+1, e.Total, strings.Join(e.Nodes, " "))
+		}
+	}
+	o.Progress = func(n controller.NodeResult) {
+		if r.asJSON {
+			r.emit(event{Type: "node", Node: &n})
+			return
+		}
+		state := string(n.State)
+		if state == "" {
+			state = "pending (" + n.Detail + ")"
+		}
+		fmt.Fprintf(r.g.errOut, "%s  %-8s %s\n", stamp(), n.Node, state)
+	}
+	return o
+}
+
+// result prints the end of a rollout and maps its outcome to the exit code.
+func (r reporter) result(res *controller.Result) error {
+	if r.asJSON {
+		r.emit(event{Type: "result", Rollout: res.Rollout, Result: res})
+	} else if err := controller.WriteResult(r.g.out, res); err != nil {
+		return err
+	}
+	if code := res.Outcome.ExitCode(); code != 0 {
+		return exitErr{code: code, err: fmt.Errorf("rollout %s %s", res.Rollout, res.Outcome)}
+	}
+	return nil
+}
+
+// interrupted explains how to pick up a rollout whose follower stopped.
+func interrupted(id string, err error) error {
+	return fmt.Errorf("%w\nthe rollout keeps its state: continue it with `labctl rollout resume %s`, or stop it with `labctl rollout cancel %s`", err, id, id)
+}
+
+func isUsage(err error) bool {
+	return errors.Is(err, controller.ErrInvalidPlan) || errors.Is(err, controller.ErrNoWaitNeedsOneWave)
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/proto"
+	"github.com/spf13/cobra"
+)
+
+func newRolloutCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout",
+		Short: "List, show, cancel and resume rollouts",
+		Long: `Every rollout labctl publishes is recorded, step by step, in the rollout
+records file (--rollouts-db). These commands read those records; show, cancel
+and resume also read the nodes' live state from the broker.`,
+	}
+	cmd.AddCommand(newRolloutListCmd(g), newRolloutShowCmd(g), newRolloutCancelCmd(g), newRolloutResumeCmd(g))
+	return cmd
+}
+
+func newRolloutListCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List recorded rollouts, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, err := openStore(g)
+			if err != nil {
+				return err
+			}
+			recs, err := store.List()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return controller.WriteJSON(g.out, recs)
+			}
+			tw := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tSTRATEGY\tTARGETS\tWAVES\tCREATED\tREASON")
+			for _, r := range recs {
+				strategy := r.Plan.Strategy.Kind
+				if strategy == "" {
+					strategy = controller.StrategyAll
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d/%d\t%s\t%s\n", r.Plan.ID, r.State, strategy, len(r.Plan.Targets),
+					r.Opened, len(r.Waves), r.Created.Local().Format("2006-01-02 15:04"), r.Reason)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as JSON")
+	return cmd
+}
+
+func newRolloutShowCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show ID [--json]",
+		Short: "Show a rollout, with every target's live state",
+		Long: `show reads the rollout's record and every target's live retained status:
+a target that was offline when the rollout ended and converged since shows
+as done. The exit code is the rollout's outcome, as for publish.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rec, err := getRecord(g, args[0])
+			if err != nil {
+				return err
+			}
+			conn, err := connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer conn.close()
+			res := controller.Progress(rec, conn.fleet)
+			if asJSON {
+				if err := controller.WriteJSON(g.out, struct {
+					*controller.Record
+					Live *controller.Result `json:"live"`
+				}{rec, res}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(g.out, "rollout %s: %s, created %s, wave %d of %d opened\n", rec.Plan.ID, rec.State,
+					rec.Created.Local().Format(time.DateTime), rec.Opened, len(rec.Waves))
+				if err := controller.WriteResult(g.out, res); err != nil {
+					return err
+				}
+			}
+			if !rec.Done() {
+				return nil
+			}
+			if code := res.Outcome.ExitCode(); code != 0 {
+				return exitErr{code: code, err: fmt.Errorf("rollout %s %s", res.Rollout, res.Outcome)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the record and the live result as JSON")
+	addClientFlags(g, cmd)
+	return cmd
+}
+
+func newRolloutCancelCmd(g *globals) *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "cancel ID [--key FILE]",
+		Short: "Stop a rollout: no further wave opens, targets not started are cancelled",
+		Long: `cancel stops a running rollout, whether a labctl is still following it or
+not: the gates of its groups say cancelled (targets waiting for their wave
+report cancelled), targets online that have not started get a cancel command,
+and the retained desired state of every target that has not started is
+cleared (an offline one finds nothing when it wakes). Targets already
+activating finish or roll back: a node refuses a cancel once its system
+profile may have moved. A labctl publish following the rollout sees the
+cancel and stops.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rec, err := getRecord(g, args[0])
+			if err != nil {
+				return err
+			}
+			key, err := optionalKey(g, keyFile)
+			if err != nil {
+				return err
+			}
+			store, err := openStore(g)
+			if err != nil {
+				return err
+			}
+			conn, err := connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer conn.close()
+			ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
+			if err := ctl.Cancel(cmd.Context(), rec, controller.Options{Key: key, Store: store, Logger: g.logger}); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "rollout %s cancelled\n", rec.Plan.ID)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "operator signing key `FILE` for the gates and the cancel command")
+	addClientFlags(g, cmd)
+	return cmd
+}
+
+func newRolloutResumeCmd(g *globals) *cobra.Command {
+	var keyFile string
+	var asJSON bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "resume ID [--key FILE]",
+		Short: "Continue following a rollout whose labctl stopped (Ctrl-C, crash)",
+		Long: `resume picks a rollout up where its record says it got: it publishes
+whatever was not published yet, reopens the waves already opened and follows
+the rest exactly as publish would, with the same output and exit codes.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rec, err := getRecord(g, args[0])
+			if err != nil {
+				return err
+			}
+			key, err := optionalKey(g, keyFile)
+			if err != nil {
+				return err
+			}
+			store, err := openStore(g)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			conn, err := connect(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer conn.close()
+			rep := reporter{g: g, asJSON: asJSON}
+			ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
+			res, err := ctl.Resume(ctx, rec, rep.options(controller.Options{Key: key, Store: store, Timeout: timeout, Logger: g.logger}))
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return interrupted(rec.Plan.ID, err)
+			case err != nil:
+				return err
+			}
+			return rep.result(res)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&keyFile, "key", "", "operator signing key `FILE` for what is still to publish")
+	f.BoolVar(&asJSON, "json", false, "print JSON lines, as publish --json")
+	f.DurationVar(&timeout, "timeout", 0, "stop following after this long; 0 = until every wave is done")
+	addClientFlags(g, cmd)
+	return cmd
+}
+
+func getRecord(g *globals, id string) (*controller.Record, error) {
+	if err := proto.ValidID(id); err != nil {
+		return nil, usageError{fmt.Errorf("rollout id %q: %w", id, err)}
+	}
+	store, err := openStore(g)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := store.Get(id)
+	if errors.Is(err, controller.ErrNoRollout) {
+		return nil, usageError{fmt.Errorf("%w (records are in %s; see labctl rollout list)", err, storePath(g))}
+	}
+	return rec, err
+}
+
+func optionalKey(g *globals, file string) (*proto.PrivateKey, error) {
+	if file == "" {
+		fmt.Fprintln(g.errOut, "warning: no --key: what this publishes is unsigned; nodes that pin keys will reject it")
+		return nil, nil
+	}
+	k, err := readPrivateKey(file)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return &k, nil
+}
