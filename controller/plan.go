@@ -24,6 +24,11 @@ type Plan struct {
 	Checks   []string       // local checks every target must pass (names)
 	Timeouts proto.Timeouts // 0 = the node's defaults
 
+	// Groups maps a targeted group to the system of its members: a node
+	// that joins the group while the rollout runs becomes a target of
+	// the current wave (continuous rollout).
+	Groups map[string]string
+
 	Strategy Strategy           // how targets are split into waves (default: all at once)
 	Machines map[string]Machine // planning metadata by node (reboot order, dependencies); missing = defaults
 	// MaxFailures is how many failed targets (failed, rolled back, timed
@@ -93,6 +98,14 @@ func (p *Plan) Validate() error {
 		}
 		if err := proto.ValidStorePath(p.Targets[n]); err != nil {
 			return fmt.Errorf("%w: toplevel of %s: %v", ErrInvalidPlan, n, err)
+		}
+	}
+	for g, tl := range p.Groups {
+		if err := proto.ValidID(g); err != nil {
+			return fmt.Errorf("%w: group %q: %v", ErrInvalidPlan, g, err)
+		}
+		if err := proto.ValidStorePath(tl); err != nil {
+			return fmt.Errorf("%w: toplevel for @%s: %v", ErrInvalidPlan, g, err)
 		}
 	}
 	switch p.OnFailure {

@@ -68,6 +68,7 @@ type run struct {
 // wave after another until every wave is done, the failure threshold halts
 // the rollout, or opts.Timeout passes.
 func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result, error) {
+	plan.Machines = c.machines(plan)
 	if err := plan.Validate(); err != nil {
 		return nil, err
 	}
@@ -187,6 +188,50 @@ func (r *run) saveDone(done bool) error {
 	}
 	if err := r.opts.Store.Save(r.record(done)); err != nil {
 		return fmt.Errorf("save rollout %s: %w", r.plan.ID, err)
+	}
+	return nil
+}
+
+// machines completes the plan's planning metadata with what each target
+// declares in its retained status (its lab.machine options).
+func (c *Controller) machines(plan Plan) map[string]Machine {
+	out := maps.Clone(plan.Machines)
+	if out == nil {
+		out = map[string]Machine{}
+	}
+	for n := range plan.Targets {
+		if _, ok := out[n]; ok {
+			continue
+		}
+		if v, _ := c.fleet.Get(n); v.Status != nil {
+			m := v.Status.Machine
+			out[n] = Machine{Name: n, RebootOrder: m.RebootOrder, Dependencies: m.Dependencies}
+		}
+	}
+	return out
+}
+
+// adopt makes a node that joined a group the rollout targets (--on
+// @group with one system for all) a target of the current wave.
+func (r *run) adopt(ctx context.Context) error {
+	if r.tr.opened == 0 || r.tr.halted {
+		return nil
+	}
+	for group, toplevel := range r.plan.Groups {
+		for _, n := range r.c.fleet.Members(group) {
+			if _, ok := r.plan.Targets[n]; ok {
+				continue
+			}
+			r.plan.Targets[n] = toplevel
+			r.tr.adopt(n, toplevel)
+			if err := r.publishOne(ctx, n, toplevel, 0, r.opts.Clock()); err != nil {
+				return err
+			}
+			r.log.Info("node joined a targeted group: added to the current wave", "node", n, "group", group)
+			if err := r.save(); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -322,6 +367,9 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	defer tick.Stop()
 	lastPublish := time.Time{}
 	for {
+		if err := r.adopt(ctx); err != nil {
+			return nil, err
+		}
 		changed := r.tr.update(r.c.fleet, r.opts.Progress)
 		now := r.opts.Clock()
 		if by, ok := r.cancelledElsewhere(); ok && !r.tr.halted {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/lab-fleet/lab/proto"
@@ -36,6 +37,14 @@ func newTracker(p Plan, waves [][]string, now time.Time) *tracker {
 // open records that wave i opened at now.
 func (t *tracker) open(i int, now time.Time) {
 	t.opened, t.openedAt = i+1, now
+}
+
+// adopt adds a target to the current wave.
+func (t *tracker) adopt(n, toplevel string) {
+	i := t.opened - 1
+	t.waves[i] = append(slices.Clone(t.waves[i]), n)
+	t.wave[n] = i
+	t.plan.Targets[n] = toplevel
 }
 
 // halt stops further waves; targets of waves not opened are cancelled.

@@ -228,3 +228,46 @@ func TestWaves(t *testing.T) {
 		})
 	}
 }
+
+// A node that joins a targeted group while the rollout runs becomes a
+// target of the current wave.
+func TestJoinerOfATargetedGroupConverges(t *testing.T) {
+	r := newRig(t)
+	log := &actLog{}
+	startGateNode(t, r, log, "a", []string{"web"}, proto.StateSucceeded)
+	// b is known but offline: its wave waits, which keeps the rollout open.
+	st := &proto.NodeStatus{Node: "b", Groups: []string{"web"}}
+	st.Stamp("b", time.Now())
+	raw, _ := proto.Seal(st)
+	if err := r.ops.Publish(context.Background(), proto.DefaultTopics.NodeStatus("b"), raw, true); err != nil {
+		t.Fatal(err)
+	}
+	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
+	plan := Plan{ID: "r-join", Targets: map[string]string{"a": tlA, "b": tlA}, Groups: map[string]string{"web": tlA}, WaveDeadline: 3 * time.Second}
+	done := make(chan *Result, 1)
+	go func() {
+		res, err := r.ctl.Run(context.Background(), plan, Options{Timeout: 20 * time.Second})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	eventually(t, 5*time.Second, func() bool { return slices.Contains(log.list(), "a") })
+	startGateNode(t, r, log, "late", []string{"web"}, proto.StateSucceeded)
+	res := <-done
+	if res == nil {
+		t.Fatal("no result")
+	}
+	var late *NodeResult
+	for i := range res.Nodes {
+		if res.Nodes[i].Node == "late" {
+			late = &res.Nodes[i]
+		}
+	}
+	if late == nil || late.State != proto.StateSucceeded {
+		t.Fatalf("the late joiner is not a succeeded target: %+v", res.Nodes)
+	}
+	if !slices.Contains(log.list(), "late") {
+		t.Error("the late joiner never acted")
+	}
+}

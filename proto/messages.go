@@ -124,7 +124,36 @@ type NodeStatus struct {
 	NixOSVersion string       `msgpack:"nixos_version" json:"nixos_version"`
 	LabdVersion  string       `msgpack:"labd_version" json:"labd_version"`
 	BootID       string       `msgpack:"boot_id" json:"boot_id"`
+	Machine      Machine      `msgpack:"machine" json:"machine"`
 	UpdatedAt    int64        `msgpack:"updated_at" json:"updated_at"` // Unix ms
+}
+
+// Machine is what a node declares about itself for rollout planning (the
+// lab.machine options of its NixOS configuration).
+type Machine struct {
+	Role         string   `msgpack:"role" json:"role,omitempty"`
+	RebootOrder  int      `msgpack:"reboot_order" json:"reboot_order"` // lower goes first
+	Dependencies []string `msgpack:"dependencies" json:"dependencies"` // machines that must be healthy first
+	RebootDelay  uint32   `msgpack:"reboot_delay" json:"reboot_delay"` // seconds to wait after this machine rebooted
+	Criticality  string   `msgpack:"criticality" json:"criticality,omitempty"`
+}
+
+// Validate checks the declared metadata.
+func (m Machine) Validate() error {
+	if err := ids("machine.dependencies", m.Dependencies, maxGroups); err != nil {
+		return err
+	}
+	for name, v := range map[string]string{"machine.role": m.Role, "machine.criticality": m.Criticality} {
+		if v != "" {
+			if err := ValidID(v); err != nil {
+				return field(name, err)
+			}
+		}
+	}
+	if m.RebootOrder < -1_000_000 || m.RebootOrder > 1_000_000 {
+		return invalid("machine.reboot_order", "%d is out of range", m.RebootOrder)
+	}
+	return nil
 }
 
 // Presence is a node's retained online flag; the offline copy is the node's

@@ -193,6 +193,9 @@ func (s *NodeStatus) Validate() error {
 	if err := s.Execution.validate(); err != nil {
 		return err
 	}
+	if err := s.Machine.Validate(); err != nil {
+		return err
+	}
 	for name, p := range map[string]string{"current": s.Current, "booted": s.Booted, "previous": s.Previous} {
 		if err := optionalStorePath(name, p); err != nil {
 			return err

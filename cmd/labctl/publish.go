@@ -200,6 +200,12 @@ func resolveTargets(plan *controller.Plan, pf publishFlags, fleet *controller.Fl
 	for _, sel := range strings.Split(pf.on, ",") {
 		sel = strings.TrimSpace(sel)
 		if g, ok := strings.CutPrefix(sel, "@"); ok {
+			if bare != "" {
+				if plan.Groups == nil {
+					plan.Groups = map[string]string{}
+				}
+				plan.Groups[g] = bare // members that join while it runs get it too
+			}
 			members := fleet.Members(g)
 			if len(members) == 0 {
 				return fmt.Errorf("--on @%s: no node has reported membership of group %q", g, g)
