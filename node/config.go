@@ -35,6 +35,7 @@ type Config struct {
 	BootIDFile      string         // default /proc/sys/kernel/random/boot_id
 	KeepAlive       time.Duration  // default 30s
 	SessionExpiry   time.Duration  // default 24h
+	Machine         proto.Machine  // planning metadata reported in status (reboot order, dependencies)
 	Version         string         // labd version reported in status
 	Logger          *slog.Logger
 }
@@ -101,6 +102,9 @@ func (c *Config) Validate() error {
 	}
 	if err := health.ValidateAll(c.Checks); err != nil && len(errs) == 0 {
 		bad("checks", "%v", err)
+	}
+	if err := c.Machine.Validate(); err != nil {
+		bad("machine", "%v", err)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -72,7 +72,7 @@ func (d *Daemon) status() *proto.NodeStatus {
 	st, checks := d.st, d.checkR
 	d.mu.Unlock()
 	s := &proto.NodeStatus{Node: d.cfg.Name, Groups: d.cfg.Groups, Execution: st.Exec, AppliedGen: st.AppliedGen,
-		Checks: checks, LabdVersion: d.cfg.Version, UpdatedAt: time.Now().UnixMilli()}
+		Checks: checks, LabdVersion: d.cfg.Version, Machine: d.cfg.Machine, UpdatedAt: time.Now().UnixMilli()}
 	if !s.Execution.State.Valid() {
 		s.Execution.State = proto.StateIdle
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/lab-fleet/lab/node"
 	"github.com/lab-fleet/lab/node/health"
+	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 )
@@ -36,6 +37,13 @@ type fileConfig struct {
 	LogLevel      string        `mapstructure:"log_level"`
 	KeepAlive     time.Duration `mapstructure:"keepalive"`
 	SessionExpiry time.Duration `mapstructure:"session_expiry"`
+	Machine       struct {
+		Role         string        `mapstructure:"role"`
+		RebootOrder  int           `mapstructure:"reboot_order"`
+		Dependencies []string      `mapstructure:"dependencies"`
+		RebootDelay  time.Duration `mapstructure:"reboot_delay"`
+		Criticality  string        `mapstructure:"criticality"`
+	} `mapstructure:"machine"`
 }
 
 type nixConfig struct {
@@ -79,6 +87,9 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		TrustedKeys: fc.TrustedKeys, BootIDFile: fc.BootIDFile, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
 		Version: version, Logger: logger,
 	}
+	m := fc.Machine
+	cfg.Machine = proto.Machine{Role: m.Role, RebootOrder: m.RebootOrder, Dependencies: m.Dependencies,
+		RebootDelay: uint32(m.RebootDelay / time.Second), Criticality: m.Criticality}
 	cfg.Nix.Profile, cfg.Nix.Options, cfg.Nix.Env, cfg.Nix.Detach, cfg.Nix.NixBinDir = fc.Profile, fc.Nix.Options, fc.Nix.Env, fc.Nix.Detach, fc.Nix.BinDir
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
