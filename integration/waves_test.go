@@ -66,3 +66,25 @@ func TestRollingInOrderWithToleratedFailure(t *testing.T) {
 		t.Errorf("n3 did not apply its generation: %+v", s3)
 	}
 }
+
+// A percentage threshold counts once --min-executed targets finished:
+// one failure in two does not halt, two in three (67% > 40%) does.
+func TestPercentageThresholdHalts(t *testing.T) {
+	bad := []string{"--arg", "failHealth", "true"}
+	f := newFleet(t, []string{"n1", "n2", "n3", "n4", "n5"}, map[string][]string{"n1": bad, "n3": bad})
+	f.startAll()
+	code, out := f.publish("r-pct", "--strategy", "rolling", "--batch", "1", "--max-failures", "40%", "--min-executed", "3", "--timeout", "120s")
+	if code != exitRolledBack {
+		t.Fatalf("publish exit %d, want %d", code, exitRolledBack)
+	}
+	f.Watch().AwaitState(t, "n2", "r-pct", proto.StateSucceeded, 10*time.Second)
+	for _, n := range f.nodes[3:] {
+		f.Watch().AwaitState(t, n.Name, "r-pct", proto.StateCancelled, 10*time.Second)
+		if len(n.Switches()) != 0 {
+			t.Errorf("%s switched after the halt", n.Name)
+		}
+	}
+	if !strings.Contains(out, "halted: 2 of 3 finished targets failed") {
+		t.Errorf("summary does not say why it halted:\n%s", out)
+	}
+}
