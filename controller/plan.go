@@ -80,6 +80,9 @@ func (p *Plan) Validate() error {
 	if p.Action == "" {
 		p.Action = proto.ActionSwitch
 	}
+	if p.Action == proto.ActionBoot && p.Reboot == "" {
+		p.Reboot = proto.RebootAlways // a boot entry is confirmed by booting it
+	}
 	if err := proto.ValidID(p.ID); err != nil {
 		return fmt.Errorf("%w: id: %v", ErrInvalidPlan, err)
 	}

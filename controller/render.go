@@ -154,7 +154,10 @@ func checks(c proto.CheckResults) string {
 	parts := make([]string, len(names))
 	for i, n := range names {
 		mark := "ok"
-		if !c[n].OK {
+		switch {
+		case c[n].At == 0:
+			mark = "?" // configured, not run since labd started
+		case !c[n].OK:
 			mark = "FAIL"
 		}
 		parts[i] = n + ":" + mark

@@ -36,6 +36,7 @@ type Config struct {
 	KeepAlive       time.Duration  // default 30s
 	SessionExpiry   time.Duration  // default 24h
 	Machine         proto.Machine  // planning metadata reported in status (reboot order, dependencies)
+	RebootCommand   []string       // argv that reboots the machine, default systemctl reboot
 	Version         string         // labd version reported in status
 	Logger          *slog.Logger
 }
@@ -86,6 +87,9 @@ func (c *Config) Validate() error {
 		if d < 0 {
 			bad(k, "negative duration %s", d)
 		}
+	}
+	if len(c.RebootCommand) == 0 {
+		c.RebootCommand = []string{"systemctl", "reboot"}
 	}
 	if c.BootIDFile == "" {
 		c.BootIDFile = "/proc/sys/kernel/random/boot_id"

@@ -61,7 +61,15 @@ func New(cfg Config, sys nixsys.System) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), topics: topics, keys: keys, nix: sys,
 		checks: &health.Runner{}, events: make(chan any, 64), st: st, pubq: make(chan func(context.Context), 256),
-		m: machine{groups: cfg.Groups, now: time.Now, timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout}}}
+		m: machine{groups: cfg.Groups, now: time.Now, timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout},
+			bootID: readBootID(cfg.BootIDFile)}}
+	// Every configured check is in the status from the start, "not run"
+	// (At 0) until it runs, so that a watcher can tell "no checks" from
+	// "not checked yet" (labctl reboot waits for results after a boot).
+	d.checkR = proto.CheckResults{}
+	for _, c := range cfg.Checks {
+		d.checkR[c.Name] = proto.CheckResult{Detail: "not run since labd started"}
+	}
 	if len(keys) == 0 {
 		d.log.Warn("no trusted_keys configured: accepting UNSIGNED desired states; pin the operator's public key")
 	}
@@ -188,6 +196,10 @@ func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
 			go func() { d.sendCtx(ctx, d.verify(ctx, e)) }()
 		case effRollback:
 			go func() { d.sendCtx(ctx, d.rollback(ctx, e)) }()
+		case effReboot:
+			go d.reboot(ctx, e.why)
+		case effBootChecks:
+			go d.bootChecks(ctx)
 		}
 	}
 }

@@ -87,6 +87,8 @@ func (d *Daemon) command(payload []byte) {
 		d.send(evCancel{rollout: c.Rollout})
 	case proto.OpResync:
 		d.enqueueStatus()
+	case proto.OpReboot:
+		d.send(evRebootCmd{id: c.ID, rollout: c.Rollout})
 	default:
 		d.log.Warn("command not supported yet", "op", c.Op)
 	}

@@ -17,6 +17,15 @@ type state struct {
 	AppliedGen uint64          `json:"applied_gen"`
 	HighGen    uint64          `json:"high_gen"`        // highest gen accepted: older ones are replays
 	Gates      map[string]gate `json:"gates,omitempty"` // by group
+	// LastBoot is the boot id labd last started under: a different one
+	// at start means the machine rebooted.
+	LastBoot string `json:"last_boot,omitempty"`
+	// BootBefore is the boot id when an execution asked for a reboot;
+	// Rebooted records that the machine came back from it.
+	BootBefore string `json:"boot_before,omitempty"`
+	Rebooted   bool   `json:"rebooted,omitempty"`
+	// Commands are the ids of the last commands acted on (replays are ignored).
+	Commands []string `json:"commands,omitempty"`
 }
 
 type gate struct {
@@ -62,6 +71,8 @@ type (
 	}
 	evCancel struct{ rollout string }
 	evResume struct{}
+	// evRebootCmd is an operator's reboot command (labctl reboot).
+	evRebootCmd struct{ id, rollout string }
 )
 
 // Effects: what the loop must do, in order, after persisting.
@@ -102,6 +113,10 @@ type (
 		gen     uint64
 		reason  string
 	}
+	// effReboot runs the configured reboot command.
+	effReboot struct{ why string }
+	// effBootChecks runs every check once after a reboot and reports them.
+	effBootChecks struct{}
 )
 
 type effect any
@@ -131,6 +146,7 @@ type machine struct {
 	groups   []string
 	timeouts timeouts
 	now      func() time.Time
+	bootID   string // the boot id of this run of labd (fixed for a process)
 }
 
 // busy reports whether an execution is past the point where it can be
@@ -178,6 +194,9 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		if !e.ok {
 			return m.rollback(s, "activation failed: "+e.detail)
 		}
+		if s.Exec.Action == proto.ActionBoot {
+			return m.rebootInto(s)
+		}
 		s, eff := m.to(s, proto.StateVerifying, "")
 		return s, append(eff, effChecks{gen: s.Exec.Gen, names: s.Desired.Checks, toplevel: s.Exec.Toplevel},
 			effTimer{s.Exec.Gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)})
@@ -197,13 +216,23 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		if e.err != nil {
 			return m.to(s, proto.StateRollbackFailed, s.Exec.Error+"; rollback failed: "+e.err.Error())
 		}
-		return m.to(s, proto.StateRolledBack, s.Exec.Error)
+		rebooted := s.Rebooted && s.Exec.Action == proto.ActionBoot
+		s, eff := m.to(s, proto.StateRolledBack, s.Exec.Error)
+		if rebooted {
+			// The machine runs the bad system: the previous boot entry is
+			// back, reboot once more into it.
+			eff = append(eff, effReboot{"boot the previous system again"})
+		}
+		return s, eff
 	case evTimeout:
 		if s.Exec.State != e.phase || e.gen != s.Exec.Gen {
 			return s, nil
 		}
 		if e.phase == proto.StateFetching {
 			return m.to(s, proto.StateTimedOut, "fetch timed out")
+		}
+		if e.phase == proto.StateRebooting {
+			return m.rollback(s, "the machine did not reboot in time")
 		}
 		return m.rollback(s, fmt.Sprintf("%s timed out", e.phase))
 	case evCancel:
@@ -212,9 +241,36 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		}
 		return m.to(s, proto.StateCancelled, "cancelled")
 	case evResume:
-		return m.resume(s)
+		s, eff := m.booted(s)
+		s, more := m.resume(s)
+		return s, append(eff, more...)
+	case evRebootCmd:
+		if slices.Contains(s.Commands, e.id) {
+			return s, nil // the same command again (QoS 1 redelivery)
+		}
+		s.Commands = append(s.Commands, e.id)
+		if len(s.Commands) > 32 {
+			s.Commands = s.Commands[len(s.Commands)-32:]
+		}
+		if busy(s.Exec.State) || s.Exec.State == proto.StateFetching {
+			return s, []effect{effPersist{}, effReject{e.rollout, 0, fmt.Sprintf("reboot refused: the node is %s", s.Exec.State)}}
+		}
+		return s, []effect{effPersist{}, effEvent{s.Exec.State, proto.StateRebooting, "reboot requested by the operator"}, effReboot{"operator command"}}
 	}
 	return s, nil
+}
+
+// rebootInto follows a boot activation: the new system is the boot
+// default; the machine reboots and confirms it after coming back.
+func (m machine) rebootInto(s state) (state, []effect) {
+	if s.Desired.Reboot == "" || s.Desired.Reboot == proto.RebootNever {
+		s.AppliedGen = s.Exec.Gen
+		return m.to(s, proto.StateSucceeded, "the new system is the boot default; it runs after the next reboot")
+	}
+	s.BootBefore, s.Rebooted = m.bootID, false
+	s, eff := m.to(s, proto.StateRebooting, "")
+	return s, append(eff, effReboot{"boot the new system"},
+		effTimer{s.Exec.Gen, proto.StateRebooting, m.timeouts.of(s.Desired, proto.StateActivating)})
 }
 
 func (m machine) onDesired(s state, e evDesired) (state, []effect) {
@@ -314,8 +370,31 @@ func (m machine) resume(s state) (state, []effect) {
 			action = proto.ActionBoot
 		}
 		return s, []effect{effRollback{gen, s.Previous, action}}
+	case proto.StateRebooting:
+		if m.bootID == s.BootBefore {
+			// labd restarted, the machine did not: ask again.
+			return s, []effect{effReboot{"boot the new system"}, effTimer{gen, proto.StateRebooting, m.timeouts.of(s.Desired, proto.StateActivating)}}
+		}
+		s.Rebooted = true
+		s, eff := m.to(s, proto.StateVerifying, "came back after the reboot")
+		return s, append(eff, effChecks{gen, s.Desired.Checks, s.Exec.Toplevel},
+			effTimer{gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)})
 	}
 	return s, nil
+}
+
+// booted records the boot id at start; after a reboot every check runs
+// once, so that whoever waits for the machine sees it healthy (or not).
+func (m machine) booted(s state) (state, []effect) {
+	if s.LastBoot == m.bootID {
+		return s, nil
+	}
+	first := s.LastBoot == ""
+	s.LastBoot = m.bootID
+	if first || s.Exec.State == proto.StateRebooting {
+		return s, []effect{effPersist{}} // resume verifies a rebooting execution itself
+	}
+	return s, []effect{effPersist{}, effBootChecks{}}
 }
 
 // hasAll reports whether every required check name is configured.

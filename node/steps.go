@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -128,4 +130,47 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// reboot runs the configured reboot command once the status saying why
+// is on its way. The process is expected to die with the machine; if the
+// command fails, the execution's timer decides.
+func (d *Daemon) reboot(ctx context.Context, why string) {
+	d.enqueueStatus()
+	time.Sleep(300 * time.Millisecond) // let the publisher send the status first
+	d.log.Warn("rebooting", "why", why, "command", d.cfg.RebootCommand)
+	cmd := exec.CommandContext(ctx, d.cfg.RebootCommand[0], d.cfg.RebootCommand[1:]...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		d.log.Error("reboot command failed", "err", err, "output", tail(string(out), 500))
+		d.enqueueEvent(d.snapshot().Exec.Rollout, 0, proto.StateRebooting, proto.StateRebooting, "reboot command failed: "+err.Error())
+	}
+}
+
+// bootChecks runs every configured check once after the machine rebooted
+// and publishes the results, for labctl reboot to confirm.
+func (d *Daemon) bootChecks(ctx context.Context) {
+	for d.bus != nil && !d.bus.Connected() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	results := d.checks.Run(ctx, d.cfg.Checks)
+	d.recordChecks(results)
+	d.enqueueStatus()
+}
+
+func (d *Daemon) snapshot() state {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.st
+}
+
+func readBootID(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -17,6 +17,7 @@ type publishFlags struct {
 	toplevels []string
 	on        string
 	action    string
+	reboot    string
 	timeout   time.Duration
 	keyFile   string
 	id        string
@@ -73,6 +74,7 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f.StringArrayVar(&pf.toplevels, "toplevel", nil, "`NODE=PATH` (repeatable), or one bare store PATH for every node selected by --on")
 	f.StringVar(&pf.on, "on", "", "targets: @group or node names, comma-separated (e.g. @web,db1)")
 	f.StringVar(&pf.action, "action", "switch", "switch-to-configuration action: switch, boot or test")
+	f.StringVar(&pf.reboot, "reboot", "", "with --action boot: always (default) reboots into the new system and confirms its health after the reboot, never only sets the boot entry")
 	f.DurationVar(&pf.timeout, "timeout", 0, "stop following after this long; 0 = until every wave is done (each waits at most --wave-deadline)")
 	f.StringVar(&pf.keyFile, "key", "", "operator signing key `FILE` (labctl key generate); without it Desired states are unsigned")
 	f.StringVar(&pf.id, "id", "", "rollout `ID` (default r-<date>-<time>-<random>)")
@@ -91,7 +93,7 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 
 // plan builds the rollout plan from the flags (targets come later).
 func (pf publishFlags) plan() (controller.Plan, error) {
-	plan := controller.Plan{ID: pf.id, Action: proto.Action(pf.action), Targets: map[string]string{},
+	plan := controller.Plan{ID: pf.id, Action: proto.Action(pf.action), Reboot: proto.RebootPolicy(pf.reboot), Targets: map[string]string{},
 		Strategy: controller.Strategy{Kind: pf.strategy}, MinExecuted: pf.minExecuted,
 		WaveDeadline: pf.waveDeadline, OnFailure: pf.onFailure}
 	if plan.ID == "" {

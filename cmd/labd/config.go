@@ -34,6 +34,7 @@ type fileConfig struct {
 	} `mapstructure:"timeouts"`
 	TrustedKeys   []string      `mapstructure:"trusted_keys"`
 	BootIDFile    string        `mapstructure:"boot_id_file"`
+	RebootCommand []string      `mapstructure:"reboot_command"`
 	LogLevel      string        `mapstructure:"log_level"`
 	KeepAlive     time.Duration `mapstructure:"keepalive"`
 	SessionExpiry time.Duration `mapstructure:"session_expiry"`
@@ -84,7 +85,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		Name: fc.Name, Groups: fc.Groups, Broker: fc.Broker, Username: fc.Username, PasswordFile: fc.PasswordFile,
 		Prefix: fc.Prefix, StateDir: fc.StateDir, Checks: fc.Checks,
 		FetchTimeout: fc.Timeouts.Fetch, ActivateTimeout: fc.Timeouts.Activate, ConfirmTimeout: fc.Timeouts.Confirm,
-		TrustedKeys: fc.TrustedKeys, BootIDFile: fc.BootIDFile, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
+		TrustedKeys: fc.TrustedKeys, BootIDFile: fc.BootIDFile, RebootCommand: fc.RebootCommand, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
 		Version: version, Logger: logger,
 	}
 	m := fc.Machine

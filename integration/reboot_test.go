@@ -1,0 +1,172 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// A reboot is simulated the way the machine would live it: labd's
+// reboot_command drops a marker; the test then kills labd (SIGKILL, as
+// the power going away would), gives the node a new boot id and starts
+// labd again. On NixOS the command is `systemctl reboot` (the default).
+func (n *Node) rebootable() {
+	n.appendConfig(fmt.Sprintf("reboot_command: [touch, %q]\n", n.rebootMarker()))
+}
+
+func (n *Node) rebootMarker() string { return filepath.Join(n.Dir, "reboot-requested") }
+
+func (n *Node) rebootRequested() bool {
+	_, err := os.Stat(n.rebootMarker())
+	return err == nil
+}
+
+// reboot completes a requested reboot.
+func (n *Node) reboot(boot int) {
+	n.env.t.Helper()
+	n.Kill()
+	if err := os.Remove(n.rebootMarker()); err != nil {
+		n.env.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.Dir, "boot_id"), []byte(fmt.Sprintf("boot-%d\n", boot)), 0o644); err != nil {
+		n.env.t.Fatal(err)
+	}
+	n.Start()
+}
+
+// labctlAsync starts labctl against the env's broker without waiting.
+func (e *Env) labctlAsync(out *strings.Builder, args ...string) *exec.Cmd {
+	e.t.Helper()
+	cmd := e.command(bin.labctl, args...)
+	cmd.Env = append(cmd.Env, "LAB_BROKER_URL="+e.BrokerURL())
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { stopProcess(cmd) })
+	return cmd
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// labctl reboot goes in reboot order, one machine at a time: the next
+// machine is asked only after the previous one came back healthy.
+func TestOrderedReboot(t *testing.T) {
+	f := newFleet(t, []string{"n1", "n2", "n3"}, nil)
+	order := map[string]int{"n3": 1, "n1": 2, "n2": 3}
+	for _, n := range f.nodes {
+		n.rebootable()
+		n.appendConfig(fmt.Sprintf("machine: {reboot_order: %d}\n", order[n.Name]))
+	}
+	f.startAll()
+	eventually(t, 10*time.Second, "reboot orders in status", func() bool {
+		s, ok := f.Watch().Status("n2")
+		return ok && s.Machine.RebootOrder == 3
+	})
+	var out strings.Builder
+	cmd := f.labctlAsync(&out, "reboot", "--on", "@web", "--key", f.KeyFile, "--deadline", "60s")
+	byName := map[string]*Node{}
+	for _, n := range f.nodes {
+		byName[n.Name] = n
+	}
+	for i, name := range []string{"n3", "n1", "n2"} {
+		n := byName[name]
+		eventually(t, 30*time.Second, name+" asked to reboot", n.rebootRequested)
+		for _, other := range f.nodes {
+			if other != n && other.rebootRequested() {
+				t.Fatalf("%s asked to reboot while %s reboots", other.Name, name)
+			}
+		}
+		n.reboot(2 + i)
+	}
+	if code := exitCode(cmd.Wait()); code != 0 {
+		t.Fatalf("labctl reboot exit %d\n%s", code, out.String())
+	}
+	if c := strings.Count(out.String(), "rebooted"); c < 3 {
+		t.Errorf("not every machine reported rebooted:\n%s", out.String())
+	}
+}
+
+// A machine that comes back unhealthy stops the sequence: the rest are
+// skipped and labctl reboot exits 3.
+func TestRebootStopsAtAnUnhealthyMachine(t *testing.T) {
+	f := newFleet(t, []string{"n1", "n2"}, nil)
+	// n1 breaks during the reboot: its second check fails afterwards.
+	// (The checks list ends the harness's config: append to it first.)
+	broken := filepath.Join(f.nodes[0].Dir, "broken")
+	f.nodes[0].appendConfig(fmt.Sprintf("  - {name: after-boot, type: command, command: [test, \"!\", -e, %q], retries: -1}\n", broken))
+	for _, n := range f.nodes {
+		n.rebootable()
+	}
+	f.startAll()
+	var out strings.Builder
+	cmd := f.labctlAsync(&out, "reboot", "--on", "n1,n2", "--key", f.KeyFile, "--deadline", "60s")
+	eventually(t, 30*time.Second, "n1 asked to reboot", f.nodes[0].rebootRequested)
+	if err := os.WriteFile(broken, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.nodes[0].reboot(2)
+	if code := exitCode(cmd.Wait()); code != 3 {
+		t.Fatalf("labctl reboot exit %d, want 3\n%s", code, out.String())
+	}
+	if f.nodes[1].rebootRequested() {
+		t.Error("n2 was asked to reboot after n1 came back unhealthy")
+	}
+	if !strings.Contains(out.String(), "skipped") {
+		t.Errorf("output does not say n2 was skipped:\n%s", out.String())
+	}
+}
+
+// --action boot: the node sets the boot entry, reboots, and confirms the
+// new system's health after the reboot; when it is unhealthy it restores
+// the previous boot entry and reboots once more.
+func TestBootActionConfirmsAfterReboot(t *testing.T) {
+	f := newFleet(t, []string{"n1", "n2"}, map[string][]string{"n2": {"--arg", "failHealth", "true"}})
+	for _, n := range f.nodes {
+		n.rebootable()
+	}
+	f.startAll()
+	var out strings.Builder
+	args := []string{"publish", "--id", "r-boot", "--key", f.KeyFile, "--action", "boot", "--timeout", "120s"}
+	for _, n := range f.nodes {
+		args = append(args, "--toplevel", n.Name+"="+f.gen2[n.Name])
+	}
+	cmd := f.labctlAsync(&out, args...)
+	for _, n := range f.nodes {
+		eventually(t, 30*time.Second, n.Name+" reboots into gen 2", n.rebootRequested)
+		f.Watch().AwaitState(t, n.Name, "r-boot", proto.StateRebooting, 10*time.Second)
+		n.reboot(2)
+	}
+	f.Watch().AwaitState(t, "n1", "r-boot", proto.StateSucceeded, 30*time.Second)
+	// n2 is unhealthy after the reboot: boot entry back, one more reboot.
+	bad := f.nodes[1]
+	eventually(t, 30*time.Second, "n2 reboots into gen 1 again", bad.rebootRequested)
+	bad.reboot(3)
+	f.Watch().AwaitState(t, "n2", "r-boot", proto.StateRolledBack, 30*time.Second)
+	if code := exitCode(cmd.Wait()); code != exitRolledBack {
+		t.Fatalf("publish exit %d, want %d\n%s", code, exitRolledBack, out.String())
+	}
+	if bad.Current() != f.gen1["n2"] {
+		t.Errorf("n2 boot default %s, want gen 1", bad.Current())
+	}
+	if switched(bad, "boot", f.gen2["n2"]) != 1 || switched(bad, "boot", f.gen1["n2"]) != 1 {
+		t.Errorf("n2 switch log: want boot gen 2 then boot gen 1, got %v", bad.Switches())
+	}
+	if switched(f.nodes[0], "boot", f.gen2["n1"]) != 1 || f.nodes[0].Current() != f.gen2["n1"] {
+		t.Errorf("n1 switch log %v, current %s", f.nodes[0].Switches(), f.nodes[0].Current())
+	}
+}
