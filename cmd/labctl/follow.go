@@ -30,6 +30,24 @@ func storePath(g *globals) string {
 type reporter struct {
 	g      *globals
 	asJSON bool
+	bars   *bars // on a terminal
+}
+
+// newReporter draws progress bars when stderr is a terminal.
+func newReporter(g *globals, asJSON bool) *reporter {
+	r := &reporter{g: g, asJSON: asJSON}
+	if !asJSON && isTerminal(g.errOut) {
+		r.bars = newBars(g.errOut, false)
+	}
+	return r
+}
+
+// stop ends the progress display (idempotent).
+func (r *reporter) stop() {
+	if r.bars != nil {
+		r.bars.stop()
+		r.bars = nil
+	}
 }
 
 // event is one JSON line of `--json` output.
@@ -45,7 +63,7 @@ type event struct {
 	Rollout string                 `json:"rollout,omitempty"`
 }
 
-func (r reporter) emit(e event) {
+func (r *reporter) emit(e event) {
 	e.Time = time.Now().UTC()
 	b, err := json.Marshal(e)
 	if err == nil {
@@ -53,10 +71,12 @@ func (r reporter) emit(e event) {
 	}
 }
 
-func (r reporter) options(o controller.Options) controller.Options {
+func (r *reporter) options(o controller.Options) controller.Options {
 	stamp := func() string { return time.Now().Format("15:04:05") }
 	o.OnWave = func(e controller.WaveEvent) {
 		switch {
+		case r.bars != nil:
+			r.bars.wave(e)
 		case r.asJSON && e.Halted:
 			r.emit(event{Type: "halt", Reason: e.Reason})
 		case r.asJSON:
@@ -68,6 +88,10 @@ func (r reporter) options(o controller.Options) controller.Options {
 		}
 	}
 	o.Progress = func(n controller.NodeResult) {
+		if r.bars != nil {
+			r.bars.node(n)
+			return
+		}
 		if r.asJSON {
 			r.emit(event{Type: "node", Node: &n})
 			return
@@ -82,7 +106,8 @@ func (r reporter) options(o controller.Options) controller.Options {
 }
 
 // result prints the end of a rollout and maps its outcome to the exit code.
-func (r reporter) result(res *controller.Result) error {
+func (r *reporter) result(res *controller.Result) error {
+	r.stop()
 	if r.asJSON {
 		r.emit(event{Type: "result", Rollout: res.Rollout, Result: res})
 	} else if err := controller.WriteResult(r.g.out, res); err != nil {

@@ -153,7 +153,8 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	if err != nil {
 		return err
 	}
-	rep := reporter{g: g, asJSON: pf.asJSON}
+	rep := newReporter(g, pf.asJSON)
+	defer rep.stop()
 	ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
 	res, err := ctl.Run(ctx, plan, rep.options(controller.Options{
 		Key: key, Timeout: pf.timeout, NoWait: pf.noWait, Logger: g.logger, Store: store}))

@@ -184,7 +184,8 @@ the rest exactly as publish would, with the same output and exit codes.`,
 				return err
 			}
 			defer conn.close()
-			rep := reporter{g: g, asJSON: asJSON}
+			rep := newReporter(g, asJSON)
+			defer rep.stop()
 			ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
 			res, err := ctl.Resume(ctx, rec, rep.options(controller.Options{Key: key, Store: store, Timeout: timeout, Logger: g.logger}))
 			switch {
