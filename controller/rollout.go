@@ -375,7 +375,7 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 		if by, ok := r.cancelledElsewhere(); ok && !r.tr.halted {
 			r.tr.cancelled = true
 			r.tr.halt("cancelled by " + by)
-			r.log.Warn("rollout cancelled", "by", by)
+			r.log.Debug("rollout cancelled", "by", by)
 			if r.opts.OnWave != nil {
 				r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: r.tr.reason})
 			}
@@ -424,7 +424,7 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 // of waiting forever. Targets already running finish (or roll back).
 func (r *run) halt(ctx context.Context, reason string) error {
 	r.tr.halt(reason)
-	r.log.Warn("rollout halted", "reason", reason)
+	r.log.Debug("rollout halted", "reason", reason)
 	if r.opts.OnWave != nil {
 		r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: reason})
 	}

@@ -13,11 +13,15 @@ import (
 	"golang.org/x/term"
 )
 
-// isTerminal reports whether w is a terminal (progress bars), as opposed
-// to a pipe or a file (plain lines).
+// isTerminal reports whether w is a terminal wide enough for progress
+// bars, as opposed to a pipe or a file (plain lines).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return false
+	}
+	width, _, err := term.GetSize(int(f.Fd()))
+	return err == nil && width >= 40 // a terminal too narrow for bars gets lines
 }
 
 // bars draws a progress bar per wave and a live count of outcomes, on a
