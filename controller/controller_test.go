@@ -193,6 +193,8 @@ func TestClassify(t *testing.T) {
 		{proto.Counters{Total: 2, Succeeded: 1, Running: 1}, OutcomePending, 5},
 		{proto.Counters{Total: 3, RolledBack: 1, Pending: 1}, OutcomeRolledBack, 4},
 		{proto.Counters{Total: 3, Failed: 1, RolledBack: 1}, OutcomeFailed, 3},
+		{proto.Counters{Total: 3, Succeeded: 1, Cancelled: 2}, OutcomeCancelled, 6},
+		{proto.Counters{Total: 3, RolledBack: 1, Cancelled: 2}, OutcomeRolledBack, 4},
 	}
 	for _, c := range cases {
 		if got := classify(c.c); got != c.want || got.ExitCode() != c.code {

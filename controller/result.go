@@ -11,11 +11,12 @@ const (
 	OutcomePending    Outcome = "pending"     // the rest are offline or still busy; they converge later
 	OutcomeRolledBack Outcome = "rolled-back" // some targets rolled back, none failed worse
 	OutcomeFailed     Outcome = "failed"      // some failed, timed out, were rejected or could not roll back
+	OutcomeCancelled  Outcome = "cancelled"   // cancelled before every target ran; none failed
 )
 
 // Exit codes of `labctl publish`: 0 succeeded, 3 failed, 4 rolled back,
-// 5 pending (offline nodes converge when they wake). 1 and 2 are labctl's
-// own (the command failed; bad usage).
+// 5 pending (offline nodes converge when they wake), 6 cancelled. 1 and 2
+// are labctl's own (the command failed; bad usage).
 func (o Outcome) ExitCode() int {
 	switch o {
 	case OutcomeSucceeded:
@@ -26,6 +27,8 @@ func (o Outcome) ExitCode() int {
 		return 4
 	case OutcomePending:
 		return 5
+	case OutcomeCancelled:
+		return 6
 	}
 	return 1
 }
@@ -83,6 +86,8 @@ func classify(c proto.Counters) Outcome {
 		return OutcomeFailed
 	case c.RolledBack > 0:
 		return OutcomeRolledBack
+	case c.Cancelled > 0:
+		return OutcomeCancelled
 	case c.Pending > 0 || c.Running > 0:
 		return OutcomePending
 	}

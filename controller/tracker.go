@@ -53,9 +53,17 @@ func (t *tracker) halt(reason string) {
 	for i := t.opened; i < len(t.waves); i++ {
 		for _, n := range t.waves[i] {
 			t.nodes[n] = NodeResult{Node: n, Wave: i + 1, Toplevel: t.plan.Targets[n], State: proto.StateCancelled,
-				Detail: "not started: the rollout halted (" + reason + ")"}
+				Detail: t.notStarted()}
 		}
 	}
+}
+
+// notStarted explains why a target never started.
+func (t *tracker) notStarted() string {
+	if t.cancelled {
+		return "not started: " + t.reason
+	}
+	return "not started: the rollout halted (" + t.reason + ")"
 }
 
 // waveDone reports whether the last opened wave is over: every target in
@@ -194,7 +202,7 @@ func (t *tracker) result(done bool) *Result {
 		for i, n := range nodes {
 			if n.Pending && n.State == "" {
 				nodes[i].State, nodes[i].Pending = proto.StateCancelled, false
-				nodes[i].Detail = "not started: the rollout halted (" + t.reason + ")"
+				nodes[i].Detail = t.notStarted()
 			}
 		}
 	}

@@ -57,6 +57,7 @@ that already switched go back to their previous system.
 Exit codes: 0 every target succeeded; 3 some failed (including timed out,
 rejected or a failed rollback); 4 some rolled back to their previous system;
 5 some are offline or still busy — they converge when they connect;
+6 cancelled (labctl rollout cancel) before every target ran;
 1 the command itself failed; 2 bad usage.`,
 		Example: `  # one system per node
   labctl publish --key operator.key --toplevel n1=/nix/store/...-nixos-system-n1 --toplevel n2=/nix/store/...
