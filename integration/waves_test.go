@@ -88,3 +88,22 @@ func TestPercentageThresholdHalts(t *testing.T) {
 		t.Errorf("summary does not say why it halted:\n%s", out)
 	}
 }
+
+// A node that exceeds the rollout's activation deadline is timed-out: it
+// rolls itself back (after the running switch ends) and counts as a
+// failure, so publish exits 3.
+func TestActivationDeadlineTimesOut(t *testing.T) {
+	f := newFleet(t, []string{"n1"}, map[string][]string{"n1": {"--arg", "sleepSwitch", "5"}})
+	f.startAll()
+	code, out := f.publish("r-slow", "--activate-timeout", "1s", "--timeout", "90s")
+	if code != exitFailed {
+		t.Fatalf("publish exit %d, want %d\n%s", code, exitFailed, out)
+	}
+	s := f.Watch().AwaitState(t, "n1", "r-slow", proto.StateTimedOut, 10*time.Second)
+	if !strings.Contains(s.Execution.Error, "activating timed out") {
+		t.Errorf("error %q does not say what timed out", s.Execution.Error)
+	}
+	if f.nodes[0].Current() != f.gen1["n1"] {
+		t.Errorf("n1 not back on gen 1: %s", f.nodes[0].Current())
+	}
+}

@@ -24,6 +24,8 @@ type state struct {
 	// Rebooted records that the machine came back from it.
 	BootBefore string `json:"boot_before,omitempty"`
 	Rebooted   bool   `json:"rebooted,omitempty"`
+	// TimedOut records that the execution's rollback was caused by a deadline.
+	TimedOut bool `json:"timed_out,omitempty"`
 	// Commands are the ids of the last commands acted on (replays are ignored).
 	Commands []string `json:"commands,omitempty"`
 }
@@ -217,7 +219,13 @@ func (m machine) next(s state, ev any) (state, []effect) {
 			return m.to(s, proto.StateRollbackFailed, s.Exec.Error+"; rollback failed: "+e.err.Error())
 		}
 		rebooted := s.Rebooted && s.Exec.Action == proto.ActionBoot
-		s, eff := m.to(s, proto.StateRolledBack, s.Exec.Error)
+		final, detail := proto.StateRolledBack, s.Exec.Error
+		if s.TimedOut {
+			// A deadline passed: back on the previous system, and counted
+			// as a failure, not as a clean rollback.
+			final, detail = proto.StateTimedOut, detail+"; rolled back to the previous system"
+		}
+		s, eff := m.to(s, final, detail)
 		if rebooted {
 			// The machine runs the bad system: the previous boot entry is
 			// back, reboot once more into it.
@@ -231,6 +239,7 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		if e.phase == proto.StateFetching {
 			return m.to(s, proto.StateTimedOut, "fetch timed out")
 		}
+		s.TimedOut = true
 		if e.phase == proto.StateRebooting {
 			return m.rollback(s, "the machine did not reboot in time")
 		}
@@ -285,6 +294,7 @@ func (m machine) onDesired(s state, e evDesired) (state, []effect) {
 		return s, []effect{effPersist{}}
 	}
 	s.HighGen, s.Desired, s.Held = d.Gen, d, nil
+	s.TimedOut, s.Rebooted, s.BootBefore = false, false, ""
 	s.Exec = proto.Execution{Rollout: d.Rollout, Gen: d.Gen, Toplevel: d.Toplevel, Action: d.Action, State: proto.StateQueued, Since: m.now().UnixMilli()}
 	if d.Toplevel == e.current && d.Action != proto.ActionBoot {
 		s.AppliedGen = d.Gen

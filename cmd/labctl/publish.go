@@ -31,6 +31,8 @@ type publishFlags struct {
 	minExecuted  int
 	waveDeadline time.Duration
 	onFailure    string
+
+	fetchTimeout, activateTimeout, confirmTimeout time.Duration
 }
 
 func newPublishCmd(g *globals) *cobra.Command {
@@ -87,6 +89,9 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f.StringVar(&pf.maxFailures, "max-failures", "0", "failures tolerated before halting, `N|P%`")
 	f.IntVar(&pf.minExecuted, "min-executed", 5, "finished targets needed before a percentage --max-failures counts")
 	f.DurationVar(&pf.waveDeadline, "wave-deadline", controller.DefaultWaveDeadline, "how long a wave waits for offline or busy targets")
+	f.DurationVar(&pf.fetchTimeout, "fetch-timeout", 0, "per node: realising the closure (0 = the node's own default)")
+	f.DurationVar(&pf.activateTimeout, "activate-timeout", 0, "per node: switch-to-configuration (0 = the node's default)")
+	f.DurationVar(&pf.confirmTimeout, "confirm-timeout", 0, "per node: reconnecting and passing the checks after activation (0 = the node's default)")
 	f.StringVar(&pf.onFailure, "on-failure", "halt", "on halt: halt (leave switched targets) or rollback (switch them back)")
 	addClientFlags(g, cmd)
 	return cmd
@@ -96,7 +101,8 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 func (pf publishFlags) plan() (controller.Plan, error) {
 	plan := controller.Plan{ID: pf.id, Action: proto.Action(pf.action), Reboot: proto.RebootPolicy(pf.reboot), Targets: map[string]string{},
 		Strategy: controller.Strategy{Kind: pf.strategy}, MinExecuted: pf.minExecuted,
-		WaveDeadline: pf.waveDeadline, OnFailure: pf.onFailure}
+		WaveDeadline: pf.waveDeadline, OnFailure: pf.onFailure,
+		Timeouts: proto.Timeouts{Fetch: seconds(pf.fetchTimeout), Activate: seconds(pf.activateTimeout), Confirm: seconds(pf.confirmTimeout)}}
 	if plan.ID == "" {
 		plan.ID = controller.NewID(time.Now())
 	}
@@ -175,6 +181,14 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 		return nil
 	}
 	return rep.result(res)
+}
+
+// seconds rounds a timeout up to whole seconds (the wire unit).
+func seconds(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	return uint32((d + time.Second - 1) / time.Second)
 }
 
 // resolveTargets fills plan.Targets from --toplevel and --on.
