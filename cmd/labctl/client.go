@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
@@ -90,4 +92,34 @@ func (c *connection) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = c.bus.Close(ctx)
+}
+
+// session is what a command acting on the fleet needs: the operator key
+// (optional, warned about), a context that SIGINT and SIGTERM cancel, a
+// connection feeding the fleet view, and a controller on it.
+type session struct {
+	ctx  context.Context
+	key  *proto.PrivateKey
+	conn *connection
+	ctl  *controller.Controller
+	stop context.CancelFunc
+}
+
+func openSession(cmd *cobra.Command, g *globals, keyFile string) (*session, error) {
+	key, err := optionalKey(g, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	conn, err := connect(ctx, g)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return &session{ctx: ctx, key: key, conn: conn, ctl: controller.New(conn.bus, conn.fleet, conn.topics, "labctl"), stop: stop}, nil
+}
+
+func (s *session) close() {
+	s.conn.close()
+	s.stop()
 }

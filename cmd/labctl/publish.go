@@ -3,9 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
@@ -133,23 +131,12 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
-	var key *proto.PrivateKey
-	if pf.keyFile != "" {
-		k, err := readPrivateKey(pf.keyFile)
-		if err != nil {
-			return usageError{err}
-		}
-		key = &k
-	} else {
-		fmt.Fprintln(g.errOut, "warning: no --key: Desired states are unsigned; nodes that pin keys will reject them")
-	}
-	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	conn, err := connect(ctx, g)
+	ss, err := openSession(cmd, g, pf.keyFile)
 	if err != nil {
 		return err
 	}
-	defer conn.close()
+	defer ss.close()
+	ctx, conn := ss.ctx, ss.conn
 	if err := resolveTargets(&plan, pf, conn.fleet); err != nil {
 		return usageError{err}
 	}
@@ -162,9 +149,8 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	}
 	rep := newReporter(g, pf.asJSON)
 	defer rep.stop()
-	ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
-	res, err := ctl.Run(ctx, plan, rep.options(controller.Options{
-		Key: key, Timeout: pf.timeout, NoWait: pf.noWait, Logger: g.logger, Store: store}))
+	res, err := ss.ctl.Run(ctx, plan, rep.options(controller.Options{
+		Key: ss.key, Timeout: pf.timeout, NoWait: pf.noWait, Logger: g.logger, Store: store}))
 	switch {
 	case isUsage(err):
 		return usageError{err}

@@ -3,9 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os/signal"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -39,22 +37,16 @@ did not come back in time; 5 some were skipped because they were offline.`,
 			if on == "" {
 				return usageError{errors.New("--on is required: @group or node names")}
 			}
-			key, err := optionalKey(g, keyFile)
+			ss, err := openSession(cmd, g, keyFile)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			conn, err := connect(ctx, g)
-			if err != nil {
-				return err
-			}
-			defer conn.close()
-			nodes, err := selectNodes(on, conn.fleet)
+			defer ss.close()
+			nodes, err := selectNodes(on, ss.conn.fleet)
 			if err != nil {
 				return usageError{err}
 			}
-			ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
+			ctx, key, ctl := ss.ctx, ss.key, ss.ctl
 			if !asJSON {
 				fmt.Fprintf(g.errOut, "rebooting in this order: %s\n", strings.Join(ctl.RebootOrder(nodes), " "))
 			}

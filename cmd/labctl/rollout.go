@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os/signal"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -127,21 +125,16 @@ cancel and stops.`,
 			if err != nil {
 				return err
 			}
-			key, err := optionalKey(g, keyFile)
-			if err != nil {
-				return err
-			}
 			store, err := openStore(g)
 			if err != nil {
 				return err
 			}
-			conn, err := connect(cmd.Context(), g)
+			ss, err := openSession(cmd, g, keyFile)
 			if err != nil {
 				return err
 			}
-			defer conn.close()
-			ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
-			if err := ctl.Cancel(cmd.Context(), rec, controller.Options{Key: key, Store: store, Logger: g.logger}); err != nil {
+			defer ss.close()
+			if err := ss.ctl.Cancel(ss.ctx, rec, controller.Options{Key: ss.key, Store: store, Logger: g.logger}); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "rollout %s cancelled\n", rec.Plan.ID)
@@ -169,27 +162,20 @@ the rest exactly as publish would, with the same output and exit codes.`,
 			if err != nil {
 				return err
 			}
-			key, err := optionalKey(g, keyFile)
-			if err != nil {
-				return err
-			}
 			store, err := openStore(g)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			conn, err := connect(ctx, g)
+			ss, err := openSession(cmd, g, keyFile)
 			if err != nil {
 				return err
 			}
-			defer conn.close()
+			defer ss.close()
 			rep := newReporter(g, asJSON)
 			defer rep.stop()
-			ctl := controller.New(conn.bus, conn.fleet, conn.topics, "labctl")
-			res, err := ctl.Resume(ctx, rec, rep.options(controller.Options{Key: key, Store: store, Timeout: timeout, Logger: g.logger}))
+			res, err := ss.ctl.Resume(ss.ctx, rec, rep.options(controller.Options{Key: ss.key, Store: store, Timeout: timeout, Logger: g.logger}))
 			switch {
-			case err != nil && ctx.Err() != nil:
+			case err != nil && ss.ctx.Err() != nil:
 				return interrupted(rec.Plan.ID, err)
 			case err != nil:
 				return err
