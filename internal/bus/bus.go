@@ -240,6 +240,12 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, reta
 func (c *Client) Close(ctx context.Context) error {
 	err := c.cm.Disconnect(ctx)
 	c.cancel()
+	// Return only once the manager stopped: no connection attempt is still
+	// in flight (one could otherwise reach a broker that is shutting down).
+	select {
+	case <-c.cm.Done():
+	case <-ctx.Done():
+	}
 	if err != nil && !errors.Is(err, autopaho.ConnectionDownError) {
 		return fmt.Errorf("bus: disconnect: %w", err)
 	}

@@ -2,6 +2,9 @@ package bus
 
 import (
 	"context"
+	"io"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,9 +33,18 @@ func TestRetainedAndWill(t *testing.T) {
 	sub := dial(t, b.URL(), "sub", Config{CleanStart: true, OnMessage: func(m Message) { got <- m }})
 	ctx := context.Background()
 
-	pub := dial(t, b.URL(), "pub", Config{Will: &Message{Topic: "x/will", Payload: []byte("gone"), Retain: true}})
+	// The publisher goes through a link the test can cut for good, so that
+	// it cannot reconnect (a reconnect would take its session over).
+	link := newLink(t, b.Addr)
+	pub := dial(t, "mqtt://"+link.addr(), "pub", Config{Will: &Message{Topic: "x/will", Payload: []byte("gone"), Retain: true}})
 	if err := pub.Publish(ctx, "x/retained", []byte("hello"), true); err != nil {
 		t.Fatal(err)
+	}
+	// mochi may acknowledge before it stored the retained copy: wait for
+	// it, so that the subscription below gets the retained copy.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(b.Server.Topics.Messages("x/retained")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
 	}
 	if err := sub.Subscribe(ctx, "x/#"); err != nil {
 		t.Fatal(err)
@@ -43,7 +55,7 @@ func TestRetainedAndWill(t *testing.T) {
 	}
 	// Kill the publisher's connection without a DISCONNECT: the broker sends
 	// the will. (QoS 1 may deliver x/retained again: at least once.)
-	b.Kick(t, "pub")
+	link.cut()
 	m = recvTopic(t, got, "x/will")
 	if string(m.Payload) != "gone" {
 		t.Fatalf("got %+v, want will", m)
@@ -54,16 +66,28 @@ func TestResubscribeOnReconnect(t *testing.T) {
 	b := testbroker.Start(t)
 	got := make(chan Message, 10)
 	ups := make(chan struct{}, 10)
-	c := dial(t, b.URL(), "n1", Config{SessionExpiry: 0, CleanStart: true,
+	link := newLink(t, b.Addr)
+	c := dial(t, "mqtt://"+link.addr(), "n1", Config{SessionExpiry: 0, CleanStart: true,
 		OnMessage: func(m Message) { got <- m }, OnUp: func(context.Context) { ups <- struct{}{} }})
 	<-ups
 	ctx := context.Background()
 	if err := c.Subscribe(ctx, "a/b"); err != nil {
 		t.Fatal(err)
 	}
-	// Drop the connection; the session is gone (expiry 0), so only a
-	// re-subscribe brings messages back.
-	b.Kick(t, "n1")
+	// Drop the connection and wait until the broker forgot the session
+	// (expiry 0): only a re-subscribe brings messages back.
+	link.drop()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := b.Server.Clients.Get("n1"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the broker still has the session")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	link.restore()
 	select {
 	case <-ups:
 	case <-time.After(10 * time.Second):
@@ -94,6 +118,76 @@ func recv(t *testing.T, ch <-chan Message) Message {
 		t.Fatal("timeout waiting for a message")
 		return Message{}
 	}
+}
+
+// link is a TCP forwarder to the broker that can be cut, after which it
+// refuses new connections.
+type link struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	down  bool // connections are refused until restore
+}
+
+func newLink(t *testing.T, to string) *link {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &link{ln: ln}
+	t.Cleanup(l.cut)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			l.mu.Lock()
+			down := l.down
+			l.mu.Unlock()
+			if down {
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, c, up)
+			l.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return l
+}
+
+func (l *link) addr() string { return l.ln.Addr().String() }
+
+// cut closes the link for good.
+func (l *link) cut() {
+	l.ln.Close()
+	l.drop()
+}
+
+// drop closes the current connections and refuses new ones until restore.
+func (l *link) drop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = true
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
+}
+
+func (l *link) restore() {
+	l.mu.Lock()
+	l.down = false
+	l.mu.Unlock()
 }
 
 // recvTopic waits for a message on topic, skipping others (duplicates).
