@@ -1,0 +1,48 @@
+package node
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lab-fleet/lab/node/health"
+	"github.com/lab-fleet/lab/proto"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	c := Config{Name: "n1", Broker: []string{"mqtt://b:1883"}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Username != "n1" || c.StateDir != "/var/lib/labd" || c.FetchTimeout != 30*time.Minute || c.ConfirmTimeout != 5*time.Minute ||
+		c.KeepAlive != 30*time.Second || c.SessionExpiry != 24*time.Hour || len(c.RebootCommand) == 0 || c.Logger == nil {
+		t.Fatalf("defaults not filled: %+v", c)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	base := func() Config { return Config{Name: "n1", Broker: []string{"mqtt://b:1883"}} }
+	for _, tc := range []struct {
+		key string
+		mod func(*Config)
+	}{
+		{"name", func(c *Config) { c.Name = "N 1" }},
+		{"groups[1]", func(c *Config) { c.Groups = []string{"web", "Bad!"} }},
+		{"broker", func(c *Config) { c.Broker = nil }},
+		{"broker[0]", func(c *Config) { c.Broker = []string{"http://b:80"} }},
+		{"password_file", func(c *Config) { c.PasswordFile = "/nonexistent/pw" }},
+		{"prefix", func(c *Config) { c.Prefix = "a/+/b" }},
+		{"timeouts.fetch", func(c *Config) { c.FetchTimeout = -time.Second }},
+		{"trusted_keys", func(c *Config) { c.TrustedKeys = []string{"op:not-base64"} }},
+		{"checks[0]", func(c *Config) { c.Checks = []health.Check{{Name: "web", Type: "ftp"}} }},
+		{"machine", func(c *Config) { c.Machine = proto.Machine{Dependencies: []string{"DB"}} }},
+	} {
+		c := base()
+		tc.mod(&c)
+		err := c.Validate()
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.key+":") {
+			t.Errorf("%s: err = %v", tc.key, err)
+		}
+	}
+}
