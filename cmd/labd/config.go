@@ -72,7 +72,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 	err := v.Unmarshal(&fc, func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = true
 		dc.WeaklyTypedInput = true
-		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), stringToSlice)
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(stringToDuration, stringToSlice)
 	})
 	if err != nil {
 		return node.Config{}, fmt.Errorf("config %s: %w", v.ConfigFileUsed(), err)
@@ -96,6 +96,18 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// stringToDuration parses durations and says what a good one looks like.
+func stringToDuration(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeOf(time.Duration(0)) {
+		return data, nil
+	}
+	d, err := time.ParseDuration(data.(string))
+	if err != nil {
+		return nil, fmt.Errorf("invalid duration %q (write it like 30s, 10m or 1h30m)", data)
+	}
+	return d, nil
 }
 
 // stringToSlice lets a single string stand for a one-element list

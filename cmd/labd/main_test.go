@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const goodConfig = `name: n1
+groups: [web]
+broker: mqtt://127.0.0.1:1883
+state_dir: STATE
+trusted_keys: ["op:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k="]
+timeouts: {fetch: 45m}
+machine: {reboot_order: 2, dependencies: [db]}
+checks:
+  - {name: web, type: http, url: "http://127.0.0.1:8080/healthz"}
+`
+
+func checkConfig(t *testing.T, yaml string) (int, string) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "labd.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(yaml, "STATE", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"--config", path, "--check-config"}, &out, &errOut)
+	return code, out.String() + errOut.String()
+}
+
+func TestCheckConfig(t *testing.T) {
+	if code, out := checkConfig(t, goodConfig); code != 0 || !strings.Contains(out, "labd config ok: node n1") {
+		t.Fatalf("good config: exit %d\n%s", code, out)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown key", goodConfig + "colour: blue\n", "colour"},
+		{"bad duration", strings.Replace(goodConfig, "fetch: 45m", "fetch: soon", 1), "timeouts.fetch"},
+		{"missing name", strings.Replace(goodConfig, "name: n1\n", "", 1), "name"},
+		{"bad broker", strings.Replace(goodConfig, "mqtt://127.0.0.1:1883", "http://x", 1), "broker[0]"},
+		{"bad trusted key", strings.Replace(goodConfig, "op:3o0Hq", "op:!!!", 1), "trusted_keys"},
+		{"bad check", strings.Replace(goodConfig, "type: http", "type: ftp", 1), "checks[0]"},
+		{"bad dependency", strings.Replace(goodConfig, "[db]", "[DB!]", 1), "machine"},
+		{"not yaml", "name: [unclosed\n", "labd.yaml"},
+	} {
+		code, out := checkConfig(t, tc.yaml)
+		if code != exitConfig || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: exit %d, want %d naming %q:\n%s", tc.name, code, exitConfig, tc.want, out)
+		}
+	}
+}
+
+func TestMissingConfigFile(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"--config", "/nonexistent/labd.yaml", "--check-config"}, &out, &errOut); code != exitConfig {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+}
