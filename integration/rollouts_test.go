@@ -71,3 +71,45 @@ func TestResumeAfterKillingPublish(t *testing.T) {
 		t.Errorf("resuming a finished rollout: exit %d\n%s", code, errOut)
 	}
 }
+
+// labctl rollout cancel while the first wave activates: that node
+// finishes (a node refuses a cancel once its profile may have moved), the
+// others never start, and the publish following it stops with exit 6.
+func TestCancelDuringARollout(t *testing.T) {
+	slow := []string{"--arg", "sleepSwitch", "3"}
+	f := newFleet(t, []string{"n1", "n2", "n3"}, map[string][]string{"n1": slow})
+	f.startAll()
+	args := []string{"publish", "--id", "r-cancel", "--key", f.KeyFile, "--strategy", "rolling", "--batch", "1"}
+	for _, n := range f.nodes {
+		args = append(args, "--toplevel", n.Name+"="+f.gen2[n.Name])
+	}
+	var out strings.Builder
+	cmd := f.labctlAsync(&out, args...)
+	f.Watch().AwaitState(t, "n1", "r-cancel", proto.StateActivating, 30*time.Second)
+	if code, o, e := f.Labctl("rollout", "cancel", "r-cancel", "--key", f.KeyFile); code != 0 {
+		t.Fatalf("cancel exit %d\n%s%s", code, o, e)
+	}
+	if code := exitCode(cmd.Wait()); code != 6 {
+		t.Fatalf("publish exit %d, want 6 (cancelled)\n%s", code, out.String())
+	}
+	f.Watch().AwaitState(t, "n1", "r-cancel", proto.StateSucceeded, 30*time.Second)
+	for _, n := range f.nodes[1:] {
+		if len(n.Switches()) != 0 {
+			t.Errorf("%s switched after the cancel", n.Name)
+		}
+	}
+	// Woken later, n2 finds nothing to do: its Desired was cleared.
+	f.nodes[1].Stop()
+	restarted := time.Now().UnixMilli()
+	f.nodes[1].Start()
+	eventually(t, 30*time.Second, "n2's status after its restart", func() bool {
+		s, ok := f.Watch().Status("n2")
+		return ok && s.UpdatedAt >= restarted && f.Watch().Online("n2")
+	})
+	if s, _ := f.Watch().Status("n2"); s.Execution.State != proto.StateCancelled || len(f.nodes[1].Switches()) != 0 {
+		t.Errorf("n2 after restarting: %s, switches %v", s.Execution.State, f.nodes[1].Switches())
+	}
+	if code, o, _ := f.Labctl("rollout", "show", "r-cancel"); code != 6 || !strings.Contains(o, "cancelled") {
+		t.Errorf("rollout show: exit %d\n%s", code, o)
+	}
+}
