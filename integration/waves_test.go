@@ -107,3 +107,24 @@ func TestActivationDeadlineTimesOut(t *testing.T) {
 		t.Errorf("n1 not back on gen 1: %s", f.nodes[0].Current())
 	}
 }
+
+// --on-failure rollback: when the rollout halts, the nodes that already
+// switched go back to the system they ran before.
+func TestOnFailureRollbackSwitchesBack(t *testing.T) {
+	f := newFleet(t, []string{"n1", "n2", "n3"}, map[string][]string{"n2": {"--arg", "failHealth", "true"}})
+	f.startAll()
+	code, out := f.publish("r-undo", "--strategy", "rolling", "--batch", "1", "--on-failure", "rollback", "--timeout", "120s")
+	if code != exitRolledBack {
+		t.Fatalf("publish exit %d, want %d\n%s", code, exitRolledBack, out)
+	}
+	f.Watch().AwaitState(t, "n1", "r-undo-rollback", proto.StateSucceeded, 30*time.Second)
+	if f.nodes[0].Current() != f.gen1["n1"] {
+		t.Errorf("n1 not switched back to gen 1: %s", f.nodes[0].Current())
+	}
+	if f.nodes[1].Current() != f.gen1["n2"] || len(f.nodes[2].Switches()) != 0 {
+		t.Errorf("n2 at %s, n3 switches %v", f.nodes[1].Current(), f.nodes[2].Switches())
+	}
+	if !strings.Contains(out, "switching the targets that succeeded back") {
+		t.Errorf("summary does not show the rollback:\n%s", out)
+	}
+}
