@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,6 +14,8 @@ import (
 
 type publishFlags struct {
 	toplevels []string
+	flake     string
+	copyTo    string
 	on        string
 	action    string
 	reboot    string
@@ -73,6 +76,8 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&pf.toplevels, "toplevel", nil, "`NODE=PATH` (repeatable), or one bare store PATH for every node selected by --on")
+	f.StringVar(&pf.flake, "flake", "", "take machines and systems from this flake `REF`: one nix eval, one nix build (--on selects; default every machine)")
+	f.StringVar(&pf.copyTo, "copy-to", "", "with --flake: nix copy the built systems to this binary cache `URL` (the machines substitute from it)")
 	f.StringVar(&pf.on, "on", "", "targets: @group or node names, comma-separated (e.g. @web,db1)")
 	f.StringVar(&pf.action, "action", "switch", "switch-to-configuration action: switch, boot or test")
 	f.StringVar(&pf.reboot, "reboot", "", "with --action boot: always (default) reboots into the new system and confirms its health after the reboot, never only sets the boot entry")
@@ -137,7 +142,11 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	}
 	defer ss.close()
 	ctx, conn := ss.ctx, ss.conn
-	if err := resolveTargets(&plan, pf, conn.fleet); err != nil {
+	if pf.flake != "" {
+		if err := flakeTargets(ctx, g, &plan, pf); err != nil {
+			return err
+		}
+	} else if err := resolveTargets(&plan, pf, conn.fleet); err != nil {
 		return usageError{err}
 	}
 	if err := plan.Validate(); err != nil {
@@ -167,6 +176,48 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 		return nil
 	}
 	return rep.result(res)
+}
+
+// flakeTargets fills the plan from the flake: one evaluation, one build of
+// the selected systems, an optional copy to a cache; planning metadata
+// (reboot order, dependencies) comes from lab.machine.
+func flakeTargets(ctx context.Context, g *globals, plan *controller.Plan, pf publishFlags) error {
+	if len(pf.toplevels) > 0 {
+		return usageError{errors.New("--flake and --toplevel exclude each other")}
+	}
+	all, err := evaluate(ctx, g, pf.flake)
+	if err != nil {
+		return err
+	}
+	ms, err := selectFlake(pf.on, all)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := evalErrors(ms); err != nil {
+		return err
+	}
+	nx := newNix(g)
+	fmt.Fprintf(g.errOut, "building %d systems in one nix build\n", len(ms))
+	built, err := nx.Build(ctx, pf.flake, ms)
+	if err != nil {
+		return err
+	}
+	if pf.copyTo != "" {
+		paths := make([]string, 0, len(built))
+		for _, p := range built {
+			paths = append(paths, p)
+		}
+		fmt.Fprintf(g.errOut, "copying %d closures to %s\n", len(paths), pf.copyTo)
+		if err := nx.Copy(ctx, pf.copyTo, paths); err != nil {
+			return err
+		}
+	}
+	plan.Machines = map[string]controller.Machine{}
+	for _, m := range ms {
+		plan.Targets[m.Name] = built[m.Name]
+		plan.Machines[m.Name] = controller.Machine{Name: m.Name, RebootOrder: m.RebootOrder, Dependencies: m.Dependencies}
+	}
+	return nil
 }
 
 // seconds rounds a timeout up to whole seconds (the wire unit).

@@ -51,24 +51,28 @@ type Nix struct {
 // features enables flakes on a Nix that does not by default (Debian's 2.8).
 var features = []string{"--extra-experimental-features", "nix-command flakes"}
 
+// machineMeta is one configuration's metadata and system, as Nix sees it.
+const machineMeta = `c: let
+    m = c.config.lab.machine or {};
+    o = m.orchestration or {};
+  in {
+    role = m.role or "";
+    groups = m.groups or [];
+    rebootOrder = m.rebootOrder or 0;
+    dependencies = m.dependencies or [];
+    rebootDelay = o.rebootDelay or "";
+    criticality = o.criticalityLevel or "";
+    deployStrategy = o.deployStrategy or "";
+    toplevel = c.config.system.build.toplevel.outPath;
+  }`
+
 // evalApply maps every configuration to its metadata. A machine whose
 // metadata or system throws is kept, marked failed, so that one broken
 // machine does not hide the others (errors that tryEval cannot catch
 // fail the whole evaluation, with Nix's message).
 const evalApply = `cs: builtins.mapAttrs (name: c:
   let
-    m = c.config.lab.machine or {};
-    o = m.orchestration or {};
-    meta = {
-      role = m.role or "";
-      groups = m.groups or [];
-      rebootOrder = m.rebootOrder or 0;
-      dependencies = m.dependencies or [];
-      rebootDelay = o.rebootDelay or "";
-      criticality = o.criticalityLevel or "";
-      deployStrategy = o.deployStrategy or "";
-      toplevel = c.config.system.build.toplevel.outPath;
-    };
+    meta = (` + machineMeta + `) c;
     r = builtins.tryEval (builtins.deepSeq meta meta);
   in if r.success then r.value else { failed = true; }) cs`
 
@@ -122,10 +126,10 @@ func (n Nix) Inventory(ctx context.Context, ref string) ([]Machine, time.Duratio
 
 // machineError evaluates one failed machine alone, for Nix's message.
 func (n Nix) machineError(ctx context.Context, ref, name string) string {
-	attr := fmt.Sprintf("%s#nixosConfigurations.%q.config.system.build.toplevel.outPath", ref, name)
-	_, stderr, err := n.run(ctx, append(features, "eval", "--raw", attr))
+	attr := fmt.Sprintf("%s#nixosConfigurations.%q", ref, name)
+	_, stderr, err := n.run(ctx, append(features, "eval", "--json", attr, "--apply", machineMeta))
 	if err == nil {
-		return "its lab.machine options do not evaluate"
+		return "it failed to evaluate with the others but evaluates alone"
 	}
 	return nixMessage(stderr, err)
 }

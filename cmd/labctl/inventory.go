@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/controller/flake"
+	"github.com/spf13/cobra"
+)
+
+func newNix(g *globals) flake.Nix {
+	return flake.Nix{Logger: g.logger}
+}
+
+// evaluate runs the one inventory evaluation and says how long it took.
+func evaluate(ctx context.Context, g *globals, ref string) ([]flake.Machine, error) {
+	ms, took, err := newNix(g).Inventory(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(g.errOut, "evaluated %d machines of %s in one nix eval (%s)\n", len(ms), ref, took.Round(time.Millisecond))
+	return ms, nil
+}
+
+// selectFlake picks machines by "@group,name,..." (empty: all).
+func selectFlake(on string, ms []flake.Machine) ([]flake.Machine, error) {
+	if strings.TrimSpace(on) == "" {
+		return ms, nil
+	}
+	var out []flake.Machine
+	seen := map[string]bool{}
+	add := func(m flake.Machine) {
+		if !seen[m.Name] {
+			seen[m.Name] = true
+			out = append(out, m)
+		}
+	}
+	for _, sel := range strings.Split(on, ",") {
+		sel = strings.TrimSpace(sel)
+		found := false
+		for _, m := range ms {
+			if g, ok := strings.CutPrefix(sel, "@"); ok && slices.Contains(m.Groups, g) || m.Name == sel {
+				add(m)
+				found = true
+			}
+		}
+		if !found && sel != "" {
+			return nil, fmt.Errorf("--on %s: no machine of the flake matches", sel)
+		}
+	}
+	return out, nil
+}
+
+// evalErrors reports the machines whose evaluation failed, with Nix's words.
+func evalErrors(ms []flake.Machine) error {
+	var msgs []string
+	for _, m := range ms {
+		if m.Error != "" {
+			msgs = append(msgs, fmt.Sprintf("%s:\n%s", m.Name, indent(m.Error)))
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("machines that do not evaluate (%d), as Nix says:\n%s", len(msgs), strings.Join(msgs, "\n"))
+}
+
+func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
+
+func newInventoryCmd(g *globals) *cobra.Command {
+	var ref string
+	var asJSON, noLive bool
+	cmd := &cobra.Command{
+		Use:   "inventory --flake REF [--json]",
+		Short: "Show the fleet as the flake declares it, and which machines are behind",
+		Long: `inventory evaluates every nixosConfigurations entry of the flake in ONE
+nix eval — each machine's lab.machine options (role, groups, reboot order,
+dependencies) and the store path of its system — and compares it with the
+machines' live retained status: up to date, behind (runs another system),
+offline, or never seen. Evaluation errors are shown as Nix printed them,
+with the machine's name.`,
+		Example: `  labctl inventory --flake .
+  labctl inventory --flake github:me/fleet --json | jq '.[] | select(.live == "behind") | .name'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ref == "" {
+				return usageError{errors.New("--flake is required (e.g. --flake .)")}
+			}
+			ms, err := evaluate(cmd.Context(), g, ref)
+			if err != nil {
+				return err
+			}
+			live := map[string]string{}
+			if !noLive {
+				conn, err := connect(cmd.Context(), g)
+				if err != nil {
+					return err
+				}
+				defer conn.close()
+				for _, m := range ms {
+					live[m.Name] = liveState(m, conn.fleet)
+				}
+			}
+			rows := make([]inventoryRow, len(ms))
+			for i, m := range ms {
+				rows[i] = inventoryRow{Machine: m, Live: live[m.Name]}
+			}
+			if asJSON {
+				return controller.WriteJSON(g.out, rows)
+			}
+			tw := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tROLE\tGROUPS\tORDER\tDEPENDS ON\tSYSTEM\tLIVE")
+			for _, r := range rows {
+				sys := controller.ShortPath(r.Toplevel)
+				if r.Error != "" {
+					sys = "EVAL ERROR"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, dashed(r.Role), dashed(strings.Join(r.Groups, ",")), r.RebootOrder,
+					dashed(strings.Join(r.Dependencies, ",")), sys, dashed(r.Live))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if err := evalErrors(ms); err != nil {
+				fmt.Fprintln(g.errOut, err)
+				return exitErr{code: exitError, err: errors.New("some machines do not evaluate")}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&ref, "flake", "", "flake `REF` whose nixosConfigurations are the fleet (., path:/dir, github:owner/repo)")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&noLive, "no-live", false, "do not connect to the broker (no live comparison)")
+	addClientFlags(g, cmd)
+	return cmd
+}
+
+type inventoryRow struct {
+	flake.Machine
+	// Live compares with the machine's retained status: up-to-date,
+	// behind, offline (and behind or not), never-seen.
+	Live string `json:"live,omitempty"`
+}
+
+func liveState(m flake.Machine, fleet *controller.Fleet) string {
+	v, ok := fleet.Get(m.Name)
+	switch {
+	case !ok || v.Status == nil:
+		return "never-seen"
+	case m.Toplevel == "":
+		return "unknown"
+	case v.Status.Current == m.Toplevel && v.Online:
+		return "up-to-date"
+	case v.Status.Current == m.Toplevel:
+		return "up-to-date (offline)"
+	case v.Online:
+		return "behind"
+	}
+	return "behind (offline)"
+}
+
+func dashed(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
