@@ -38,7 +38,12 @@ type Config struct {
 	Machine         proto.Machine  // planning metadata reported in status (reboot order, dependencies)
 	RebootCommand   []string       // argv that reboots the machine, default systemctl reboot
 	Version         string         // labd version reported in status
-	Logger          *slog.Logger
+	// RestartCheck is asked after every execution ends; when it says so,
+	// Run returns ErrRestart (labd's main exits and systemd starts the
+	// new version: the unit has restartIfChanged = false, so that a switch
+	// never kills the labd that runs it).
+	RestartCheck func() (restart bool, why string)
+	Logger       *slog.Logger
 }
 
 // Validate checks every key and fills defaults; errors name the key.

@@ -109,17 +109,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { d.publisher(pubCtx); close(pubDone) }()
 	d.send(evResume{})
 	d.log.Info("labd started", "groups", d.cfg.Groups, "state", d.st.Exec.State, "applied_gen", d.st.AppliedGen)
-	d.loop(ctx)
+	runErr := d.loop(ctx)
 
 	// Shut down: drain queued publishes, say goodbye, disconnect.
 	stopPub()
 	<-pubDone
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if off, err := d.presence(false); err == nil {
-		_ = c.Publish(sctx, d.topics.NodePresence(d.cfg.Name), off, true)
+	if runErr == nil { // a restart comes right back: no offline blip
+		if off, err := d.presence(false); err == nil {
+			_ = c.Publish(sctx, d.topics.NodePresence(d.cfg.Name), off, true)
+		}
 	}
-	return c.Close(sctx)
+	if err := c.Close(sctx); err != nil && runErr == nil {
+		return err
+	}
+	return runErr
 }
 
 func (d *Daemon) filters() []string {
@@ -147,11 +152,15 @@ func (d *Daemon) onUp(ctx context.Context) {
 func (d *Daemon) send(ev any) { d.events <- ev }
 
 // loop is the one goroutine that owns the state.
-func (d *Daemon) loop(ctx context.Context) {
+// ErrRestart is returned by Run when labd stopped to be restarted by its
+// supervisor into a new version of itself (see Config.RestartCheck).
+var ErrRestart = errors.New("labd was updated by the activation: restarting into the new version")
+
+func (d *Daemon) loop(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case ev := <-d.events:
 			if ed, ok := ev.(evDesired); ok {
 				ed.current, _ = d.nix.Current()
@@ -166,6 +175,15 @@ func (d *Daemon) loop(ctx context.Context) {
 				d.log.Info("execution", "rollout", next.Exec.Rollout, "gen", next.Exec.Gen, "from", old.Exec.State, "to", next.Exec.State, "error", next.Exec.Error)
 			}
 			d.perform(ctx, next, effs)
+			// An execution just ended: if it updated labd itself, stop so
+			// that the supervisor starts the new version. Status and
+			// events are already queued and are flushed on the way out.
+			if next.Exec.State != old.Exec.State && next.Exec.State.Terminal() && d.cfg.RestartCheck != nil {
+				if restart, why := d.cfg.RestartCheck(); restart {
+					d.log.Info("restarting into the new labd", "why", why)
+					return ErrRestart
+				}
+			}
 		}
 	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"time"
 
@@ -35,6 +37,7 @@ type fileConfig struct {
 	TrustedKeys   []string      `mapstructure:"trusted_keys"`
 	BootIDFile    string        `mapstructure:"boot_id_file"`
 	RebootCommand []string      `mapstructure:"reboot_command"`
+	LabdPath      string        `mapstructure:"labd_path"`
 	LogLevel      string        `mapstructure:"log_level"`
 	KeepAlive     time.Duration `mapstructure:"keepalive"`
 	SessionExpiry time.Duration `mapstructure:"session_expiry"`
@@ -88,6 +91,9 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		TrustedKeys: fc.TrustedKeys, BootIDFile: fc.BootIDFile, RebootCommand: fc.RebootCommand, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
 		Version: version, Logger: logger,
 	}
+	if fc.LabdPath != "" {
+		cfg.RestartCheck = restartCheck(v.ConfigFileUsed())
+	}
 	m := fc.Machine
 	cfg.Machine = proto.Machine{Role: m.Role, RebootOrder: m.RebootOrder, Dependencies: m.Dependencies,
 		RebootDelay: uint32(m.RebootDelay / time.Second), Criticality: m.Criticality}
@@ -96,6 +102,37 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// restartCheck re-reads labd_path from the config file after an
+// execution: when the activation installed a configuration that runs
+// another labd, this one must give way to it.
+func restartCheck(file string) func() (bool, string) {
+	self, err := os.Executable()
+	if err == nil {
+		self, _ = filepath.EvalSymlinks(self)
+	}
+	return func() (bool, string) {
+		if file == "" || self == "" {
+			return false, ""
+		}
+		v := viper.New()
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return false, "" // a broken new config: keep running what works
+		}
+		want := v.GetString("labd_path")
+		if want == "" {
+			return false, ""
+		}
+		if resolved, err := filepath.EvalSymlinks(want); err == nil {
+			want = resolved
+		}
+		if want != self {
+			return true, fmt.Sprintf("the configuration now runs %s, this is %s", want, self)
+		}
+		return false, ""
+	}
 }
 
 // stringToDuration parses durations and says what a good one looks like.

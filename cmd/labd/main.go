@@ -78,7 +78,12 @@ underscores, e.g. LAB_TIMEOUTS_FETCH=45m).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return d.Run(ctx)
+			err = d.Run(ctx)
+			if errors.Is(err, node.ErrRestart) {
+				fmt.Fprintln(errOut, "labd:", err)
+				return nil // exit 0: the supervisor (Restart=always) starts the new labd
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
