@@ -17,7 +17,9 @@ import (
 // plain attrsets shaped like NixOS ones: config.lab.machine and a
 // config.system.build.toplevel that is a /bin/sh derivation. Machines
 // m00..m(n-1) are in group "even" or "odd"; "broken" throws.
-func testFlake(t *testing.T, n int) string {
+func testFlake(t *testing.T, n int) string { return benchFlake(t, n) }
+
+func benchFlake(t testing.TB, n int) string {
 	t.Helper()
 	if _, err := exec.LookPath("nix"); err != nil {
 		t.Skip("SKIPPED: nix not found; install nix-bin (scripts/test does)")
@@ -35,7 +37,7 @@ func testFlake(t *testing.T, n int) string {
         system.build.toplevel = import ./fake-system.nix { inherit name system; gen = 2; };
       };
     };
-    name = i: "m" + (if i < 10 then "0" else "") + toString i;
+    name = i: "m" + (if i < 10 then "00" else if i < 100 then "0" else "") + toString i;
     fleet = builtins.listToAttrs (builtins.genList (i: {
       name = name i;
       value = machine (name i) {
@@ -72,7 +74,9 @@ func (c *counting) run(ctx context.Context, name string, args, env []string) ([]
 	return execRun(ctx, name, args, env)
 }
 
-func testNix(t *testing.T) (Nix, *counting) {
+func testNix(t *testing.T) (Nix, *counting) { return testNixB(t) }
+
+func testNixB(t testing.TB) (Nix, *counting) {
 	home := t.TempDir()
 	c := &counting{calls: map[string]int{}}
 	return Nix{Run: c.run, Env: []string{"NIX_CONFIG=substituters =", "HOME=" + home, "XDG_CACHE_HOME=" + filepath.Join(home, "cache")}}, c
@@ -97,9 +101,9 @@ func TestInventoryIsOneEvaluation(t *testing.T) {
 	for _, m := range ms {
 		byName[m.Name] = m
 	}
-	m3 := byName["m03"]
-	if m3.Role != "web" || len(m3.Groups) != 1 || m3.Groups[0] != "odd" || m3.RebootOrder != 3 || m3.Dependencies[0] != "m02" ||
-		m3.RebootDelay != "5s" || m3.Criticality != "normal" || !strings.HasSuffix(m3.Toplevel, "-nixos-system-m03-2") || m3.Error != "" {
+	m3 := byName["m003"]
+	if m3.Role != "web" || len(m3.Groups) != 1 || m3.Groups[0] != "odd" || m3.RebootOrder != 3 || m3.Dependencies[0] != "m002" ||
+		m3.RebootDelay != "5s" || m3.Criticality != "normal" || !strings.HasSuffix(m3.Toplevel, "-nixos-system-m003-2") || m3.Error != "" {
 		t.Errorf("m03: %+v", m3)
 	}
 	if b := byName["broken"]; b.Toplevel != "" || !strings.Contains(b.Error, "broken's disk layout is wrong") {
@@ -116,7 +120,7 @@ func TestBuildAndCopy(t *testing.T) {
 	}
 	var pick []Machine
 	for _, m := range ms {
-		if m.Name == "m01" || m.Name == "m02" {
+		if m.Name == "m001" || m.Name == "m002" {
 			pick = append(pick, m)
 		}
 	}
@@ -124,14 +128,14 @@ func TestBuildAndCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if calls.calls["build"] != 1 || len(built) != 2 || built["m01"] != pick[0].Toplevel {
+	if calls.calls["build"] != 1 || len(built) != 2 || built["m001"] != pick[0].Toplevel {
 		t.Fatalf("built %v with %d calls", built, calls.calls["build"])
 	}
-	if _, err := os.Stat(filepath.Join(built["m02"], "bin", "switch-to-configuration")); err != nil {
+	if _, err := os.Stat(filepath.Join(built["m002"], "bin", "switch-to-configuration")); err != nil {
 		t.Fatal(err)
 	}
 	cache := t.TempDir()
-	if err := n.Copy(context.Background(), "file://"+cache, []string{built["m01"], built["m02"]}); err != nil {
+	if err := n.Copy(context.Background(), "file://"+cache, []string{built["m001"], built["m002"]}); err != nil {
 		t.Fatal(err)
 	}
 	narinfos, _ := filepath.Glob(filepath.Join(cache, "*.narinfo"))
