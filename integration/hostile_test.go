@@ -70,6 +70,9 @@ func TestHostileMessagesAreRejected(t *testing.T) {
 		{"forged signature", desiredTopic, signed(func(d *proto.Desired) { d.KeyID = f.Key.ID; d.Sig = bytes.Repeat([]byte{1}, 64) }, nil), "signature"},
 		{"replayed older gen", desiredTopic, oldRaw, "replayed"},
 		{"garbage gate", proto.DefaultTopics.GroupGate("web"), []byte{0xc1}, "gate"},
+		{"unsigned gate", proto.DefaultTopics.GroupGate("web"), gateRaw(t, nil), "not signed"},
+		{"gate signed by an unknown key", proto.DefaultTopics.GroupGate("web"), gateRaw(t, &stranger), "unknown key"},
+		{"command signed by an unknown key", proto.DefaultTopics.NodeCmd("n1"), commandRaw(t, &stranger), "unknown key"},
 		{"garbage command", proto.DefaultTopics.NodeCmd("n1"), []byte("rm -rf /"), "command"},
 	}
 	for _, tc := range cases {
@@ -104,4 +107,34 @@ func TestHostileMessagesAreRejected(t *testing.T) {
 	if code != exitSucceeded {
 		t.Fatalf("valid rollout after the attack: exit %d", code)
 	}
+}
+
+func gateRaw(t *testing.T, key *proto.PrivateKey) []byte {
+	t.Helper()
+	g := &proto.Gate{Group: "web", Rollout: "r-evil", OpenWave: 99, State: proto.GateRunning, Seq: uint64(time.Now().UnixMilli())}
+	g.Stamp("attacker", time.Now())
+	if key != nil {
+		if err := proto.Sign(g, *key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := proto.Seal(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func commandRaw(t *testing.T, key *proto.PrivateKey) []byte {
+	t.Helper()
+	c := &proto.Command{Op: proto.OpReboot, Targets: []string{"n1"}, Expires: time.Now().Add(time.Hour).UnixMilli()}
+	c.Stamp("attacker", time.Now())
+	if err := proto.Sign(c, *key); err != nil {
+		t.Fatal(err)
+	}
+	b, err := proto.Seal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

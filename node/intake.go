@@ -37,11 +37,17 @@ func (d *Daemon) receive(m bus.Message) {
 			d.reject("", 0, "gate: "+err.Error())
 			return
 		}
+		if len(d.keys) > 0 {
+			if err := d.keys.Verify(&g); err != nil {
+				d.reject(g.Rollout, 0, "gate: "+err.Error())
+				return
+			}
+		}
 		if g.Group != r.Group {
 			d.reject(g.Rollout, 0, fmt.Sprintf("gate: names group %q but came on %s", g.Group, m.Topic))
 			return
 		}
-		d.send(evGate{group: g.Group, g: gate{Rollout: g.Rollout, OpenWave: g.OpenWave, State: g.State}})
+		d.send(evGate{group: g.Group, g: gate{Rollout: g.Rollout, OpenWave: g.OpenWave, State: g.State, Seq: g.Seq}})
 	case proto.TopicNodeCmd, proto.TopicGroupCmd, proto.TopicAllCmd:
 		d.command(m.Payload)
 	}
@@ -74,6 +80,12 @@ func (d *Daemon) command(payload []byte) {
 	if err := proto.Decode(payload, &c); err != nil {
 		d.reject("", 0, "command: "+err.Error())
 		return
+	}
+	if len(d.keys) > 0 {
+		if err := d.keys.Verify(&c); err != nil {
+			d.reject(c.Rollout, 0, "command "+string(c.Op)+": "+err.Error())
+			return
+		}
 	}
 	if proto.Expired(c.Expires, time.Now()) {
 		d.reject(c.Rollout, 0, "command "+string(c.Op)+": "+proto.ErrExpired.Error())

@@ -34,6 +34,7 @@ type gate struct {
 	Rollout  string          `json:"rollout"`
 	OpenWave int             `json:"open_wave"`
 	State    proto.GateState `json:"state"`
+	Seq      uint64          `json:"seq"` // the gate's high-water mark: older ones are replays
 }
 
 // Events: what happened. Each carries the gen it is about where a stale
@@ -165,6 +166,14 @@ func (m machine) next(s state, ev any) (state, []effect) {
 	case evGate:
 		if s.Gates == nil {
 			s.Gates = map[string]gate{}
+		}
+		if last, ok := s.Gates[e.group]; ok && e.g.Seq != 0 {
+			switch {
+			case e.g.Seq == last.Seq:
+				return s, nil // the retained gate again
+			case e.g.Seq < last.Seq:
+				return s, []effect{effReject{e.g.Rollout, 0, fmt.Sprintf("gate of %s: replayed or stale: seq %d is not newer than %d", e.group, e.g.Seq, last.Seq)}}
+			}
 		}
 		s.Gates[e.group] = e.g
 		if e.g.State == proto.GateCancelled && e.g.Rollout == s.Exec.Rollout && !busy(s.Exec.State) && !s.Exec.State.Terminal() && s.Exec.State != proto.StateIdle {

@@ -93,6 +93,18 @@ func TestTransitions(t *testing.T) {
 			want: proto.StateCancelled},
 		{name: "cancelled gate while activating is ignored", s: at(proto.StateActivating, d), ev: evGate{group: "web", g: gate{Rollout: "r-1", State: proto.GateCancelled}},
 			want: proto.StateActivating},
+		{name: "the retained gate again: nothing", s: func() state {
+			s := at(proto.StateQueued, waved)
+			s.Gates = map[string]gate{"web": {Rollout: "r-1", OpenWave: 1, State: proto.GateRunning, Seq: 5}}
+			return s
+		}(),
+			ev: evGate{group: "web", g: gate{Rollout: "r-1", OpenWave: 1, State: proto.GateRunning, Seq: 5}}, want: proto.StateQueued},
+		{name: "an older gate is a replay", s: func() state {
+			s := at(proto.StateQueued, waved)
+			s.Gates = map[string]gate{"web": {Rollout: "r-1", OpenWave: 1, State: proto.GateRunning, Seq: 5}}
+			return s
+		}(),
+			ev: evGate{group: "web", g: gate{Rollout: "r-1", OpenWave: 2, State: proto.GateRunning, Seq: 4}}, want: proto.StateQueued, effects: []string{"Reject"}},
 		{name: "same gen again: nothing", s: at(proto.StateSucceeded, d), ev: evDesired{d: d, current: tlNew}, want: proto.StateSucceeded},
 		{name: "older gen: rejected as a replay", s: at(proto.StateSucceeded, d), ev: evDesired{d: desired(9, 0, proto.ActionSwitch), current: tlNew},
 			want: proto.StateSucceeded, effects: []string{"Reject"}},
