@@ -1,0 +1,138 @@
+package access
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/lab-fleet/lab/proto"
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Role is what an identity is for.
+type Role string
+
+// The roles.
+const (
+	RoleNode       Role = "node"       // one machine running labd
+	RoleController Role = "controller" // labctl: publishes desired state, gates, commands, rollouts
+	RoleViewer     Role = "viewer"     // dashboards: reads status, presence, rollouts
+)
+
+// Identity is one entry of the identities file.
+type Identity struct {
+	Name         string   `yaml:"name" json:"name"`
+	Role         Role     `yaml:"role" json:"role"`
+	Groups       []string `yaml:"groups,omitempty" json:"groups,omitempty"` // nodes: the groups whose gates and commands it may read
+	PasswordHash string   `yaml:"password_hash" json:"password_hash"`       // bcrypt
+}
+
+// File is the identities file.
+type File struct {
+	Identities []Identity `yaml:"identities"`
+}
+
+// ErrInvalid wraps every problem of an identities file.
+var ErrInvalid = errors.New("invalid identities file")
+
+// Table is a loaded, validated identities file with the topic layout the
+// rules apply to.
+type Table struct {
+	topics proto.Topics
+	byName map[string]Identity
+}
+
+// Load reads and validates an identities file.
+func Load(path string, topics proto.Topics) (*Table, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("identities: %w", err)
+	}
+	var f File
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
+	}
+	return New(f, topics)
+}
+
+// New validates identities: names are lab ids and unique, roles known,
+// groups valid (nodes only), hashes bcrypt.
+func New(f File, topics proto.Topics) (*Table, error) {
+	t := &Table{topics: topics, byName: map[string]Identity{}}
+	var errs []error
+	for i, id := range f.Identities {
+		bad := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%w: identities[%d] (%s): %s", ErrInvalid, i, id.Name, fmt.Sprintf(format, args...)))
+		}
+		if err := proto.ValidID(id.Name); err != nil {
+			bad("name: %v", err)
+		}
+		if _, dup := t.byName[id.Name]; dup {
+			bad("name: listed twice")
+		}
+		switch id.Role {
+		case RoleNode, RoleController, RoleViewer:
+		default:
+			bad("role %q: want node, controller or viewer", id.Role)
+		}
+		if len(id.Groups) > 0 && id.Role != RoleNode {
+			bad("groups: only nodes belong to groups")
+		}
+		for _, g := range id.Groups {
+			if err := proto.ValidID(g); err != nil {
+				bad("groups: %v", err)
+			}
+		}
+		if _, err := bcrypt.Cost([]byte(id.PasswordHash)); err != nil {
+			bad("password_hash: not a bcrypt hash (labctl node add writes one)")
+		}
+		t.byName[id.Name] = id
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// HashPassword returns the bcrypt hash to store for a password.
+func HashPassword(password []byte) (string, error) {
+	h, err := bcrypt.GenerateFromPassword(password, bcrypt.DefaultCost)
+	return string(h), err
+}
+
+// dummyHash is compared against when the user is unknown, so that an
+// unknown user costs as long as a wrong password.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("lab: no such user"), bcrypt.MinCost)
+
+// Authenticate checks a username and password.
+func (t *Table) Authenticate(user string, password []byte) (Identity, bool) {
+	id, ok := t.byName[user]
+	hash := []byte(id.PasswordHash)
+	if !ok {
+		hash = dummyHash
+	}
+	err := bcrypt.CompareHashAndPassword(hash, password)
+	return id, ok && err == nil
+}
+
+// Lookup returns an identity by name.
+func (t *Table) Lookup(name string) (Identity, bool) {
+	id, ok := t.byName[name]
+	return id, ok
+}
+
+// ClientIDAllowed binds client ids to identities: a node's client id is
+// its name; labctl and viewers may run several clients at once, so theirs
+// is the name or the name followed by "-" and anything.
+func ClientIDAllowed(id Identity, clientID string) bool {
+	if subtle.ConstantTimeCompare([]byte(id.Name), []byte(clientID)) == 1 {
+		return true
+	}
+	return id.Role != RoleNode && strings.HasPrefix(clientID, id.Name+"-")
+}

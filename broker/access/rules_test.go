@@ -1,0 +1,161 @@
+package access
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+func testTable(t *testing.T) *Table {
+	t.Helper()
+	h, err := HashPassword([]byte("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := New(File{Identities: []Identity{
+		{Name: "n1", Role: RoleNode, Groups: []string{"web"}, PasswordHash: h},
+		{Name: "n2", Role: RoleNode, Groups: []string{"db"}, PasswordHash: h},
+		{Name: "ops", Role: RoleController, PasswordHash: h},
+		{Name: "grafana", Role: RoleViewer, PasswordHash: h},
+	}}, proto.DefaultTopics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+func TestRules(t *testing.T) {
+	tb := testTable(t)
+	id := func(n string) Identity { i, _ := tb.Lookup(n); return i }
+	type rule struct {
+		who, topic string
+		write, ok  bool
+	}
+	for _, r := range []rule{
+		// A node publishes only its own status, presence and events.
+		{"n1", "lab/v1/node/n1/status", true, true},
+		{"n1", "lab/v1/node/n1/presence", true, true},
+		{"n1", "lab/v1/node/n1/events", true, true},
+		{"n1", "lab/v1/node/n2/status", true, false},
+		{"n1", "lab/v1/node/n2/presence", true, false},
+		{"n1", "lab/v1/node/n1/desired", true, false},
+		{"n1", "lab/v1/group/web/gate", true, false},
+		{"n1", "lab/v1/node/n1/cmd", true, false},
+		{"n1", "lab/v1/all/cmd", true, false},
+		{"n1", "lab/v1/rollout/r-1", true, false},
+		{"n1", "lab/v1/node/+/status", true, false},
+		// It reads only its own desired and commands, its groups' gates and commands, all/cmd.
+		{"n1", "lab/v1/node/n1/desired", false, true},
+		{"n1", "lab/v1/node/n1/cmd", false, true},
+		{"n1", "lab/v1/group/web/gate", false, true},
+		{"n1", "lab/v1/group/web/cmd", false, true},
+		{"n1", "lab/v1/all/cmd", false, true},
+		{"n1", "lab/v1/node/n2/desired", false, false},
+		{"n1", "lab/v1/node/+/desired", false, false},
+		{"n1", "lab/v1/group/db/gate", false, false},
+		{"n1", "lab/v1/group/+/gate", false, false},
+		{"n1", "lab/v1/#", false, false},
+		{"n1", "#", false, false},
+		{"n1", "lab/v1/node/n2/status", false, false},
+		// Controllers publish desired, gates, commands and rollouts, read everything of lab.
+		{"ops", "lab/v1/node/n1/desired", true, true},
+		{"ops", "lab/v1/group/web/gate", true, true},
+		{"ops", "lab/v1/group/web/cmd", true, true},
+		{"ops", "lab/v1/node/n1/cmd", true, true},
+		{"ops", "lab/v1/all/cmd", true, true},
+		{"ops", "lab/v1/rollout/r-1", true, true},
+		{"ops", "lab/v1/node/n1/status", true, false},
+		{"ops", "lab/v1/node/n1/presence", true, false},
+		{"ops", "other/topic", true, false},
+		{"ops", "lab/v1/#", false, true},
+		{"ops", "lab/v1/node/+/status", false, true},
+		{"ops", "#", false, false},
+		{"ops", "$SYS/#", false, false},
+		// Viewers read status, presence, rollouts and the JSON mirror; they publish nothing.
+		{"grafana", "lab/v1/node/+/status", false, true},
+		{"grafana", "lab/v1/node/n1/presence", false, true},
+		{"grafana", "lab/v1/rollout/+", false, true},
+		{"grafana", "lab/v1/json/#", false, true},
+		{"grafana", "lab/v1/node/+/desired", false, false},
+		{"grafana", "lab/v1/node/+/+", false, false},
+		{"grafana", "lab/v1/#", false, false},
+		{"grafana", "lab/v1/node/n1/status", true, false},
+	} {
+		var got bool
+		if r.write {
+			got = tb.CanPublish(id(r.who), r.topic)
+		} else {
+			got = tb.CanSubscribe(id(r.who), r.topic)
+		}
+		if got != r.ok {
+			verb := "subscribe to"
+			if r.write {
+				verb = "publish to"
+			}
+			t.Errorf("%s may %s %s: %v, want %v", r.who, verb, r.topic, got, r.ok)
+		}
+	}
+	if tb.CanPublish(Identity{Name: "ghost"}, "lab/v1/node/ghost/status") || tb.CanSubscribe(Identity{Name: "ghost"}, "lab/v1/#") {
+		t.Error("an identity without a role may do something")
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	tb := testTable(t)
+	if _, ok := tb.Authenticate("n1", []byte("s3cret")); !ok {
+		t.Error("right password refused")
+	}
+	for _, c := range []struct{ user, pass string }{{"n1", "wrong"}, {"nobody", "s3cret"}, {"", ""}} {
+		if _, ok := tb.Authenticate(c.user, []byte(c.pass)); ok {
+			t.Errorf("%q/%q accepted", c.user, c.pass)
+		}
+	}
+	n1, _ := tb.Lookup("n1")
+	ops, _ := tb.Lookup("ops")
+	for _, c := range []struct {
+		id     Identity
+		client string
+		ok     bool
+	}{{n1, "n1", true}, {n1, "n2", false}, {n1, "n1-2", false}, {ops, "ops", true}, {ops, "ops-7f3a", true}, {ops, "opsx", false}} {
+		if got := ClientIDAllowed(c.id, c.client); got != c.ok {
+			t.Errorf("%s as client %q: %v", c.id.Name, c.client, got)
+		}
+	}
+}
+
+func TestLoadRefusesBadFiles(t *testing.T) {
+	h, _ := HashPassword([]byte("x"))
+	for _, c := range []struct{ name, yaml, want string }{
+		{"unknown role", "identities: [{name: a, role: admin, password_hash: '" + h + "'}]", "role"},
+		{"plaintext password", "identities: [{name: a, role: node, password_hash: hunter2}]", "password_hash"},
+		{"bad name", "identities: [{name: A!, role: node, password_hash: '" + h + "'}]", "name"},
+		{"duplicate", "identities: [{name: a, role: node, password_hash: '" + h + "'}, {name: a, role: viewer, password_hash: '" + h + "'}]", "twice"},
+		{"groups on a viewer", "identities: [{name: a, role: viewer, groups: [web], password_hash: '" + h + "'}]", "groups"},
+		{"unknown key", "identities: [{name: a, role: node, password: x, password_hash: '" + h + "'}]", "password"},
+	} {
+		path := filepath.Join(t.TempDir(), "identities.yaml")
+		if err := os.WriteFile(path, []byte(c.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path, proto.DefaultTopics)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}
+
+func FuzzCovers(f *testing.F) {
+	for _, s := range []string{"lab/v1/node/+/status", "lab/v1/#", "#", "+/+", "a/b"} {
+		f.Add(s, s)
+	}
+	f.Fuzz(func(t *testing.T, p, x string) {
+		// A filter covers itself, and "#" covers everything.
+		if !covers(p, p) || !covers("#", x) {
+			t.Fatalf("covers(%q, %q)", p, x)
+		}
+	})
+}
