@@ -45,7 +45,12 @@ type Config struct {
 	ClientQueue   int           // per-client outbound queue slots, default 1024
 	ClientBufSize int           // per-client read and write buffer bytes, default 2048
 	SessionExpiry time.Duration // longest session expiry granted, default 7 days
-	Logger        *slog.Logger  // nil = slog.Default(); mochi logs through it too
+	// Identities is the identities file (broker/access): who may connect
+	// and do what. "" lets every client do everything (a warning is
+	// logged): only for a broker that listens on loopback for a demo.
+	Identities string
+	Prefix     string       // topic prefix the access rules apply to, default lab/v1
+	Logger     *slog.Logger // nil = slog.Default(); mochi logs through it too
 }
 
 // Validate fills defaults and checks every field. Each error names the
@@ -60,6 +65,8 @@ func (c *Config) Validate() error {
 		check("broker.client_queue", between(int64(c.ClientQueue), 1, maxQueue)),
 		check("broker.client_buf_size", between(int64(c.ClientBufSize), minBufSize, maxBufSize)),
 		check("broker.session_expiry", validateExpiry(c.SessionExpiry)),
+		check("broker.identities", validateFile(c.Identities)),
+		check("broker.prefix", validatePrefix(c.Prefix)),
 	)
 }
 
@@ -81,6 +88,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Prefix == "" {
+		c.Prefix = proto.DefaultPrefix
 	}
 }
 
@@ -118,6 +128,19 @@ func validateDataDir(dir string) error {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
 	return nil
+}
+
+func validateFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, err := os.Stat(path)
+	return err
+}
+
+func validatePrefix(p string) error {
+	_, err := proto.NewTopics(p)
+	return err
 }
 
 func between(v, lo, hi int64) error {

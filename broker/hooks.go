@@ -7,13 +7,29 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/lab-fleet/lab/broker/access"
+	"github.com/lab-fleet/lab/proto"
 )
 
 // addHooks installs every hook, in order. This is the one place to change
 // when the auth/ACL hook (DESIGN §9) replaces the allow-all one.
 func (s *Server) addHooks() error {
-	if err := s.mochi.AddHook(new(auth.AllowHook), nil); err != nil {
-		return fmt.Errorf("add auth hook: %w", err)
+	if s.cfg.Identities == "" {
+		s.log.Warn("no identities file: every client may connect and publish anything (set broker.identities)")
+		if err := s.mochi.AddHook(new(auth.AllowHook), nil); err != nil {
+			return fmt.Errorf("add auth hook: %w", err)
+		}
+	} else {
+		topics, _ := proto.NewTopics(s.cfg.Prefix)
+		h, err := access.NewHook(s.cfg.Identities, topics, s.log)
+		if err != nil {
+			return fmt.Errorf("broker.identities: %w", err)
+		}
+		if err := s.mochi.AddHook(h, nil); err != nil {
+			return fmt.Errorf("add access hook: %w", err)
+		}
+		s.access = h
 	}
 	limits := &limitsHook{maxPacket: s.cfg.MaxPacketSize}
 	if err := s.mochi.AddHook(limits, nil); err != nil {
@@ -51,4 +67,13 @@ func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.
 		pk.Properties.MaximumPacketSize = h.maxPacket
 	}
 	return pk
+}
+
+// ReloadIdentities reads the identities file again (SIGHUP). Without an
+// identities file it does nothing.
+func (s *Server) ReloadIdentities() error {
+	if s.access == nil {
+		return nil
+	}
+	return s.access.Reload()
 }

@@ -10,6 +10,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/lab-fleet/lab/broker/access"
 )
 
 // Errors returned by Server methods; check them with errors.Is.
@@ -39,10 +41,11 @@ const (
 // Server is the embedded broker. Create it with New, then Start; Close it
 // once. Publish and Subscribe are safe for concurrent use.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	mochi *mqtt.Server
-	tcp   *listeners.TCP
+	cfg    Config
+	log    *slog.Logger
+	mochi  *mqtt.Server
+	tcp    *listeners.TCP
+	access *access.Hook // nil without an identities file
 
 	mu    sync.Mutex
 	state state

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/signal"
 	"sort"
 	"strings"
@@ -25,9 +26,10 @@ const (
 	keyClientQueue   = "broker.client_queue"
 	keyClientBufSize = "broker.client_buf_size"
 	keySessionExpiry = "broker.session_expiry"
+	keyIdentities    = "broker.identities"
 )
 
-var brokerKeys = []string{keyListen, keyDataDir, keyMaxPacketSize, keyClientQueue, keyClientBufSize, keySessionExpiry}
+var brokerKeys = []string{keyListen, keyDataDir, keyMaxPacketSize, keyClientQueue, keyClientBufSize, keySessionExpiry, keyIdentities, keyBrokerURL}
 
 func newBrokerCmd(g *globals) *cobra.Command {
 	var checkOnly bool
@@ -50,7 +52,9 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.String("listen", broker.DefaultListen, "TCP listen `ADDR` (host:port)")
 	f.String("data-dir", "", "persistence `DIR` (bolt file broker.db inside); empty = in memory")
+	f.String("identities", "", "identities `FILE`: who may connect and do what (labctl node add writes it; reloaded on change and on SIGHUP); without it every client may do anything")
 	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")
+	mustBind(g.v, keyIdentities, cmd, "identities")
 	mustBind(g.v, keyListen, cmd, "listen")
 	mustBind(g.v, keyDataDir, cmd, "data-dir")
 	return cmd
@@ -81,6 +85,8 @@ func brokerConfig(v *viper.Viper) (broker.Config, error) {
 	get(keyClientQueue, func(x any) (err error) { cfg.ClientQueue, err = cast.ToIntE(x); return })
 	get(keyClientBufSize, func(x any) (err error) { cfg.ClientBufSize, err = cast.ToIntE(x); return })
 	get(keySessionExpiry, func(x any) (err error) { cfg.SessionExpiry, err = toDuration(x); return })
+	get(keyIdentities, func(x any) (err error) { cfg.Identities, err = cast.ToStringE(x); return })
+	cfg.Prefix = v.GetString(keyPrefix)
 	errs = append(errs, unknownKeys(v)...)
 	return cfg, errors.Join(errs...)
 }
@@ -139,7 +145,18 @@ func runBroker(ctx context.Context, g *globals, cfg broker.Config) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			if err := s.ReloadIdentities(); err != nil {
+				g.logger.Error("SIGHUP: identities not reloaded", "err", err)
+			}
+		case <-ctx.Done():
+		}
+	}
 	g.logger.Info("broker shutting down", "cause", context.Cause(ctx))
 	return s.Close()
 }

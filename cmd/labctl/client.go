@@ -62,9 +62,15 @@ func connect(ctx context.Context, g *globals) (*connection, error) {
 		password = []byte(strings.TrimSpace(string(b)))
 	}
 	fleet := controller.NewFleet(topics, g.logger)
+	// With a username the broker binds client ids to it: <user>-<random>
+	// lets several labctl commands of one operator run at once.
+	clientID := "labctl-" + proto.NewID()[:12]
+	if u := g.v.GetString(keyUsername); u != "" {
+		clientID = u + "-" + proto.NewID()[:12]
+	}
 	c, err := bus.Dial(ctx, bus.Config{
 		URLs:       []string{g.v.GetString(keyBrokerURL)},
-		ClientID:   "labctl-" + proto.NewID()[:12],
+		ClientID:   clientID,
 		Username:   g.v.GetString(keyUsername),
 		Password:   password,
 		CleanStart: true,

@@ -1,0 +1,160 @@
+package access
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// Hook is the mochi auth and ACL hook over an identities file. It reloads
+// the file when it changes (polled) or when Reload is called (SIGHUP); a
+// file that no longer validates is reported and the previous table kept.
+type Hook struct {
+	mqtt.HookBase
+	path   string
+	topics proto.Topics
+	log    *slog.Logger
+	table  atomic.Pointer[Table]
+
+	mu    sync.Mutex
+	mtime time.Time
+	stop  chan struct{}
+	done  sync.WaitGroup
+}
+
+// PollInterval is how often the identities file is checked for changes.
+var PollInterval = 2 * time.Second
+
+// NewHook loads the identities file; an invalid file is an error.
+func NewHook(path string, topics proto.Topics, log *slog.Logger) (*Hook, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &Hook{path: path, topics: topics, log: log, stop: make(chan struct{})}
+	if err := h.Reload(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// ID names the hook.
+func (h *Hook) ID() string { return "lab-access" }
+
+// Provides says which hook methods are implemented.
+func (h *Hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+}
+
+// Init starts watching the file.
+func (h *Hook) Init(any) error {
+	h.done.Add(1)
+	go func() {
+		defer h.done.Done()
+		t := time.NewTicker(PollInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.stop:
+				return
+			case <-t.C:
+				if h.changed() {
+					_ = h.Reload()
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// Stop stops watching.
+func (h *Hook) Stop() error {
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
+	h.done.Wait()
+	return nil
+}
+
+func (h *Hook) changed() bool {
+	st, err := os.Stat(h.path)
+	if err != nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !st.ModTime().Equal(h.mtime)
+}
+
+// Reload reads the identities file again.
+func (h *Hook) Reload() error {
+	st, statErr := os.Stat(h.path)
+	t, err := Load(h.path, h.topics)
+	if err != nil {
+		if h.table.Load() != nil {
+			h.log.Error("identities file not reloaded: keeping the previous one", "path", h.path, "err", err)
+		}
+		if statErr == nil {
+			h.mu.Lock()
+			h.mtime = st.ModTime() // do not report the same broken file every poll
+			h.mu.Unlock()
+		}
+		return err
+	}
+	h.table.Store(t)
+	if statErr == nil {
+		h.mu.Lock()
+		h.mtime = st.ModTime()
+		h.mu.Unlock()
+	}
+	h.log.Info("identities loaded", "path", h.path, "identities", len(t.byName))
+	return nil
+}
+
+// OnConnectAuthenticate accepts a client whose username and password
+// match an identity, whose client id belongs to it, and whose Last Will,
+// if any, goes to a topic it may publish to.
+func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	t := h.table.Load()
+	user := string(pk.Connect.Username)
+	id, ok := t.Authenticate(user, pk.Connect.Password)
+	switch {
+	case !ok:
+		h.log.Warn("connection refused: bad username or password", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
+		return false
+	case !ClientIDAllowed(id, cl.ID):
+		h.log.Warn("connection refused: client id does not belong to the user", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
+		return false
+	case pk.Connect.WillFlag && !t.CanPublish(id, pk.Connect.WillTopic):
+		h.log.Warn("connection refused: last will on a topic the user may not publish to", "username", user, "topic", pk.Connect.WillTopic)
+		return false
+	}
+	return true
+}
+
+// OnACLCheck applies the rules to a publish (write) or to a subscription
+// filter or delivered topic (read). Inline clients (the broker itself)
+// are trusted.
+func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	t := h.table.Load()
+	id, ok := t.Lookup(string(cl.Properties.Username))
+	if !ok || !ClientIDAllowed(id, cl.ID) {
+		return false // removed from the file since it connected
+	}
+	if write {
+		return t.CanPublish(id, topic)
+	}
+	return t.CanSubscribe(id, topic)
+}
