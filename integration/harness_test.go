@@ -236,11 +236,16 @@ type Watcher struct {
 	events   map[string][]proto.Event
 }
 
-func newWatcher(t *testing.T, url string) *Watcher {
+// newWatcher connects anonymously, or as user (password) when given.
+func newWatcher(t *testing.T, url string, creds ...string) *Watcher {
 	w := &Watcher{status: map[string]proto.NodeStatus{}, presence: map[string]bool{}, events: map[string][]proto.Event{}}
 	tp := proto.DefaultTopics
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{url}, ClientID: "test-watch-" + proto.NewID()[:8], CleanStart: true,
-		OnMessage: func(m bus.Message) { w.handle(tp, m) }})
+	cfg := bus.Config{URLs: []string{url}, ClientID: "test-watch-" + proto.NewID()[:8], CleanStart: true,
+		OnMessage: func(m bus.Message) { w.handle(tp, m) }}
+	if len(creds) == 2 {
+		cfg.Username, cfg.Password, cfg.ClientID = creds[0], []byte(creds[1]), creds[0]+"-watch"
+	}
+	c, err := bus.Dial(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/lab-fleet/lab/proto"
@@ -135,4 +136,60 @@ func ClientIDAllowed(id Identity, clientID string) bool {
 		return true
 	}
 	return id.Role != RoleNode && strings.HasPrefix(clientID, id.Name+"-")
+}
+
+// Save writes the identities file atomically (mode 0600): a temporary file
+// in the same directory, then a rename, so that the broker never reads a
+// half-written file.
+func Save(path string, f File) error {
+	b, err := yaml.Marshal(f)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".identities-*")
+	if err != nil {
+		return fmt.Errorf("identities: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	header := "# lab broker identities: written by `labctl node add`; the broker reloads it on change.\n"
+	if _, err := tmp.WriteString(header + string(b)); err != nil {
+		tmp.Close()
+		return fmt.Errorf("identities: %w", err)
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("identities: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("identities: %w", err)
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// ReadFile reads an identities file without validating it; a missing file
+// is an empty one.
+func ReadFile(path string) (File, error) {
+	var f File
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return f, nil
+	}
+	if err != nil {
+		return f, fmt.Errorf("identities: %w", err)
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		return f, fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
+	}
+	return f, nil
+}
+
+// Put adds or replaces an identity by name.
+func (f *File) Put(id Identity) {
+	for i := range f.Identities {
+		if f.Identities[i].Name == id.Name {
+			f.Identities[i] = id
+			return
+		}
+	}
+	f.Identities = append(f.Identities, id)
 }

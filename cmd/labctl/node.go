@@ -1,0 +1,115 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/lab-fleet/lab/broker/access"
+	"github.com/lab-fleet/lab/proto"
+	"github.com/spf13/cobra"
+)
+
+func newNodeCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Manage who may connect to the broker",
+	}
+	cmd.AddCommand(newNodeAddCmd(g))
+	return cmd
+}
+
+func newNodeAddCmd(g *globals) *cobra.Command {
+	var identities, groups, role, outDir, brokerURL string
+	cmd := &cobra.Command{
+		Use:   "add NAME [--groups a,b] [--role node|controller|viewer] --identities FILE",
+		Short: "Create a broker identity with a new password, and print how to use it",
+		Long: `add creates (or replaces) an identity in the broker's identities file: a
+random password, stored there only as a bcrypt hash. The password itself is
+written to NAME.password in --out (mode 0600) and never printed. A running
+broker picks the change up by itself within seconds (or at once on SIGHUP).
+
+For a node, it prints the NixOS snippet that makes labd use it: copy the
+password file to the machine (e.g. with your secrets tool) and point
+services.labd.passwordFile at it. A node may read only its own desired
+state and commands and its groups' gates; give it the same groups here as
+in its lab.machine options.`,
+		Example: `  labctl node add kitchen-pi --groups family,arm --identities /var/lib/lab-broker/identities.yaml
+  labctl node add ops --role controller --identities /var/lib/lab-broker/identities.yaml`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := proto.ValidID(name); err != nil {
+				return usageError{fmt.Errorf("name %q: %w", name, err)}
+			}
+			if identities == "" {
+				return usageError{errors.New("--identities FILE is required (the file labctl broker --identities reads)")}
+			}
+			id := access.Identity{Name: name, Role: access.Role(role)}
+			if groups != "" {
+				id.Groups = strings.Split(groups, ",")
+			}
+			var raw [24]byte
+			if _, err := rand.Read(raw[:]); err != nil {
+				return err
+			}
+			password := base64.RawURLEncoding.EncodeToString(raw[:])
+			hash, err := access.HashPassword([]byte(password))
+			if err != nil {
+				return err
+			}
+			id.PasswordHash = hash
+			f, err := access.ReadFile(identities)
+			if err != nil {
+				return err
+			}
+			f.Put(id)
+			if _, err := access.New(f, proto.DefaultTopics); err != nil {
+				return usageError{err}
+			}
+			secret := filepath.Join(outDir, name+".password")
+			if err := os.WriteFile(secret, []byte(password+"\n"), 0o600); err != nil {
+				return err
+			}
+			if err := access.Save(identities, f); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "identity %s (%s) written to %s; its password is in %s\n", name, role, identities, secret)
+			if id.Role == access.RoleNode {
+				fmt.Fprintf(g.out, `
+NixOS configuration of %[1]s (copy %[2]s to the machine, e.g. as /run/secrets/labd-mqtt-password):
+
+  services.labd = {
+    enable = true;
+    name = %[3]q;
+    broker = [ %[4]q ];
+    passwordFile = "/run/secrets/labd-mqtt-password";
+  };
+  lab.machine.groups = [ %[5]s ];
+`, name, secret, name, brokerURL, quoted(id.Groups))
+			} else {
+				fmt.Fprintf(g.out, "\nUse it with: labctl --username %s --password-file %s ...\n", name, secret)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&identities, "identities", "", "the broker's identities `FILE` (created if missing)")
+	f.StringVar(&groups, "groups", "", "groups of a node, comma-separated")
+	f.StringVar(&role, "role", "node", "node, controller or viewer")
+	f.StringVar(&outDir, "out", ".", "`DIR` for the NAME.password file")
+	f.StringVar(&brokerURL, "broker-url", "mqtt://broker.lan:1883", "broker URL to put in the NixOS snippet")
+	return cmd
+}
+
+func quoted(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = fmt.Sprintf("%q", x)
+	}
+	return strings.Join(q, " ")
+}
