@@ -1,0 +1,119 @@
+# services.labd: lab's node daemon, configured from these options and from
+# lab.machine (its groups, reboot order, dependencies and health checks).
+{ config, lib, ... }:
+let
+  inherit (lib) mkOption mkIf types;
+  cfg = config.services.labd;
+  m = config.lab.machine;
+  credential = "mqtt-password";
+  nonNull = lib.filterAttrs (_: v: v != null);
+  # labd's config (docs/labd.md). JSON is YAML.
+  settings = nonNull {
+    name = cfg.name;
+    groups = m.groups;
+    broker = cfg.broker;
+    password_file = if cfg.passwordFile == null then null else "/run/credentials/labd.service/${credential}";
+    state_dir = cfg.stateDir;
+    trusted_keys = cfg.trustedKeys;
+    labd_path = "${cfg.package}/bin/labd";
+    timeouts = nonNull { inherit (cfg.timeouts) fetch activate confirm; };
+    machine = nonNull {
+      role = m.role;
+      reboot_order = m.rebootOrder;
+      dependencies = m.dependencies;
+      reboot_delay = m.orchestration.rebootDelay;
+      criticality = m.orchestration.criticalityLevel;
+    };
+    checks = lib.mapAttrsToList (name: c: nonNull {
+      inherit name;
+      inherit (c) type url address command unit timeout interval retries grace;
+      expect_status = c.expectStatus;
+    }) m.healthChecks;
+  } // cfg.extraConfig;
+in {
+  imports = [ ./machine.nix ];
+
+  options.services.labd = {
+    enable = lib.mkEnableOption "labd, lab's node daemon (NixOS rollouts over MQTT)";
+    package = mkOption {
+      type = types.package;
+      description = "The lab package providing bin/labd.";
+    };
+    name = mkOption {
+      type = types.strMatching "[a-z0-9][a-z0-9-]{0,62}";
+      default = config.networking.hostName;
+      defaultText = lib.literalExpression "config.networking.hostName";
+      description = "Node name: its MQTT client id and username, and its name in rollouts.";
+    };
+    broker = mkOption {
+      type = types.listOf types.str;
+      example = [ "tls://lab.example.net:8883" ];
+      description = "Broker URLs (mqtt://, tls://, ws://, wss://). labd holds one outbound connection: NAT is fine.";
+    };
+    passwordFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/labd-mqtt-password";
+      description = "File with this node's broker password (labctl node add writes it). Given to the service with systemd's LoadCredential, never put in the Nix store.";
+    };
+    trustedKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "operator-2026:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=" ];
+      description = "Operator public keys (labctl key public) whose signatures the node accepts; several for rotation. Empty accepts unsigned desired states: do not leave it empty.";
+    };
+    stateDir = mkOption {
+      type = types.str;
+      default = "/var/lib/labd";
+      description = "Where labd keeps its execution state.";
+    };
+    timeouts = {
+      fetch = mkOption { type = types.nullOr types.str; default = null; example = "45m"; description = "Bound on realising a new system's closure (labd default 30m)."; };
+      activate = mkOption { type = types.nullOr types.str; default = null; example = "15m"; description = "Bound on switch-to-configuration (labd default 10m)."; };
+      confirm = mkOption { type = types.nullOr types.str; default = null; example = "5m"; description = "Bound on reconnecting and passing the checks after activation (labd default 5m)."; };
+    };
+    extraConfig = mkOption {
+      type = types.attrsOf types.anything;
+      default = { };
+      example = { log_level = "debug"; };
+      description = "More labd configuration keys (docs/labd.md), merged last.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    environment.etc."labd/labd.yaml".text = builtins.toJSON settings;
+
+    systemd.services.labd = {
+      description = "lab node daemon";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+      # The unit must survive its own activation: switch-to-configuration
+      # runs from labd (detached), and restarting labd in the middle of it
+      # would cut the execution off. When the new system runs another labd,
+      # labd notices after the execution ended (labd_path in its config
+      # changed) and exits 0; Restart=always brings up the new one.
+      restartIfChanged = false;
+      stopIfChanged = false;
+      restartTriggers = [ ];
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/labd --config /etc/labd/labd.yaml";
+        Restart = "always";
+        RestartSec = "2s";
+        # labd is root because switch-to-configuration must be: it changes
+        # the whole system. What can be confined without breaking that:
+        StateDirectory = "labd";
+        StateDirectoryMode = "0700";
+        PrivateTmp = true; # its temporary files are its own
+        ProtectHome = "read-only"; # an activation has no business in /home
+        ProtectClock = true;
+        ProtectHostname = false; # the new system may set the hostname
+        # Not set, on purpose: ProtectSystem (the activation writes /etc,
+        # /boot and the profile), NoNewPrivileges (activation scripts use
+        # setuid wrappers), PrivateDevices (bootloader installs need /dev).
+      } // lib.optionalAttrs (cfg.passwordFile != null) {
+        LoadCredential = [ "${credential}:${cfg.passwordFile}" ];
+      };
+    };
+  };
+}

@@ -1,0 +1,83 @@
+# lab.machine: what lab needs to know about this machine to roll it out.
+# labctl reads these options for every machine of the flake in ONE
+# `nix eval` (labctl inventory, labctl publish --flake); services.labd turns
+# them into labd's configuration.
+{ lib, ... }:
+let
+  inherit (lib) mkOption types;
+  duration = types.strMatching "[0-9]+(ms|s|m|h)([0-9]+(ms|s|m))*";
+  id = types.strMatching "[a-z0-9][a-z0-9-]{0,62}";
+  check = types.submodule {
+    options = {
+      type = mkOption {
+        type = types.enum [ "http" "tcp" "command" "systemd" ];
+        description = "What the check does: an HTTP GET, a TCP connect, a command (argv, no shell), or a systemd unit being active.";
+      };
+      url = mkOption { type = types.nullOr types.str; default = null; example = "http://127.0.0.1:8080/healthz"; description = "http: the URL to GET."; };
+      expectStatus = mkOption { type = types.nullOr types.int; default = null; example = 204; description = "http: the expected status (default 200)."; };
+      address = mkOption { type = types.nullOr types.str; default = null; example = "127.0.0.1:5432"; description = "tcp: host:port to connect to."; };
+      command = mkOption { type = types.nullOr (types.listOf types.str); default = null; example = [ "/run/current-system/sw/bin/pg_isready" "-q" ]; description = "command: argv, run without a shell; healthy on exit 0."; };
+      unit = mkOption { type = types.nullOr types.str; default = null; example = "nginx.service"; description = "systemd: the unit that must be active; null means no unit may have failed."; };
+      timeout = mkOption { type = types.nullOr duration; default = null; example = "5s"; description = "Bound on one attempt (default 10s)."; };
+      interval = mkOption { type = types.nullOr duration; default = null; example = "2s"; description = "Pause between attempts (default 2s)."; };
+      retries = mkOption { type = types.nullOr types.int; default = null; example = 5; description = "Attempts after the first failure (default 2; -1 for none)."; };
+      grace = mkOption { type = types.nullOr duration; default = null; example = "10s"; description = "Wait after the activation before the first attempt."; };
+    };
+  };
+in {
+  options.lab.machine = {
+    role = mkOption {
+      type = types.nullOr id;
+      default = null;
+      example = "web";
+      description = "Free-form role, shown by labctl inventory and status.";
+    };
+    groups = mkOption {
+      type = types.listOf id;
+      default = [ ];
+      example = [ "servers" "eu" ];
+      description = "Groups this machine belongs to: labctl publish --on @group selects them, and the machine follows the gates of these groups. Give the node the same groups in the broker's identities (labctl node add --groups).";
+    };
+    rebootOrder = mkOption {
+      type = types.int;
+      default = 0;
+      example = 10;
+      description = "Rollouts and reboots handle lower numbers first.";
+    };
+    dependencies = mkOption {
+      type = types.listOf id;
+      default = [ ];
+      example = [ "nas" ];
+      description = "Machines that must be rolled out successfully before this one (its wave comes after theirs). A cycle is refused before anything is published.";
+    };
+    healthChecks = mkOption {
+      type = types.attrsOf check;
+      default = { };
+      example = lib.literalExpression ''
+        {
+          web = { type = "http"; url = "http://127.0.0.1/"; retries = 5; interval = "3s"; };
+          db = { type = "tcp"; address = "127.0.0.1:5432"; };
+        }
+      '';
+      description = "Local health checks labd runs after every activation (and after a reboot); when one fails, the machine rolls back by itself. Commands from the network never define what runs: they only name these checks.";
+    };
+    orchestration = {
+      deployStrategy = mkOption {
+        type = types.enum [ "switch" "boot" "test" ];
+        default = "switch";
+        description = "How new systems are activated on this machine by default (switch-to-configuration action).";
+      };
+      rebootDelay = mkOption {
+        type = duration;
+        default = "0s";
+        example = "2m";
+        description = "How long labctl reboot waits after this machine came back healthy before the next one.";
+      };
+      criticalityLevel = mkOption {
+        type = types.enum [ "low" "normal" "high" "critical" ];
+        default = "normal";
+        description = "How much this machine matters; shown in status.";
+      };
+    };
+  };
+}
