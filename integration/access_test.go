@@ -20,12 +20,14 @@ type secureFleet struct {
 	*fleet
 	identities string
 	pw         map[string]string // name → password file
+	mosquitto  bool              // the broker is mosquitto with the exported rules
 }
 
-func newSecureFleet(t *testing.T) *secureFleet {
+func newSecureFleet(t *testing.T, mosquitto bool) *secureFleet {
 	e := NewEnv(t)
-	sf := &secureFleet{identities: filepath.Join(e.Dir, "identities.yaml"), pw: map[string]string{}}
-	for _, id := range []struct{ name, role, groups string }{{"n1", "node", "web"}, {"n2", "node", "db"}, {"ops", "controller", ""}, {"grafana", "viewer", ""}} {
+	sf := &secureFleet{identities: filepath.Join(e.Dir, "identities.yaml"), pw: map[string]string{}, mosquitto: mosquitto}
+	// n3 is a node identity whose credentials were stolen: no labd runs as n3.
+	for _, id := range []struct{ name, role, groups string }{{"n1", "node", "web"}, {"n2", "node", "db"}, {"n3", "node", "db"}, {"ops", "controller", ""}, {"grafana", "viewer", ""}} {
 		args := []string{"node", "add", id.name, "--role", id.role, "--identities", sf.identities, "--out", e.Dir}
 		if id.groups != "" {
 			args = append(args, "--groups", id.groups)
@@ -35,7 +37,11 @@ func newSecureFleet(t *testing.T) *secureFleet {
 		}
 		sf.pw[id.name] = filepath.Join(e.Dir, id.name+".password")
 	}
-	e.startBrokerArgs("--identities", sf.identities)
+	if mosquitto {
+		sf.startMosquitto(t, e)
+	} else {
+		e.startBrokerArgs("--identities", sf.identities)
+	}
 	e.watch = newWatcher(t, e.BrokerURL(), "ops", sf.password(t, "ops"))
 	f := &fleet{Env: e, gen1: map[string]string{}, gen2: map[string]string{}}
 	for _, name := range []string{"n1", "n2"} {
@@ -78,41 +84,109 @@ func (e *Env) startBrokerArgs(extra ...string) {
 	waitPort(e.t, e.Port)
 }
 
-// as connects a client with an identity's credentials (pass "" for none).
-func (sf *secureFleet) as(t *testing.T, user, password, clientID string) (*bus.Client, error) {
+// startMosquitto runs mosquitto with the rules `labctl acl export` writes.
+func (sf *secureFleet) startMosquitto(t *testing.T, e *Env) {
 	t.Helper()
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{sf.BrokerURL()}, ClientID: clientID, Username: user, Password: []byte(password), CleanStart: true})
+	requireTools(t, "mosquitto")
+	dir := filepath.Join(e.Dir, "mosquitto")
+	if code, out, errOut := e.Labctl("acl", "export", "--format", "mosquitto", "--identities", sf.identities, "--passwords", e.Dir, "--out", dir); code != 0 {
+		t.Fatalf("acl export: exit %d\n%s%s", code, out, errOut)
+	}
+	conf := fmt.Sprintf("user root\nper_listener_settings false\nlistener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\npersistence true\npersistence_location %s/\n",
+		e.Port, filepath.Join(dir, "passwd"), filepath.Join(dir, "acl"), dir)
+	if err := os.WriteFile(filepath.Join(dir, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(e.Dir, "broker.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("mosquitto", "-c", filepath.Join(dir, "mosquitto.conf"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopProcess(cmd); logf.Close() })
+	waitPort(t, e.Port)
+}
+
+// as connects a client with an identity's credentials (pass "" for none);
+// messages it receives go to the returned channel.
+func (sf *secureFleet) as(t *testing.T, user, password, clientID string) (*bus.Client, error) {
+	c, _, err := sf.asWithInbox(t, user, password, clientID)
+	return c, err
+}
+
+func (sf *secureFleet) asWithInbox(t *testing.T, user, password, clientID string) (*bus.Client, chan bus.Message, error) {
+	t.Helper()
+	inbox := make(chan bus.Message, 64)
+	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{sf.BrokerURL()}, ClientID: clientID, Username: user, Password: []byte(password), CleanStart: true,
+		OnMessage: func(m bus.Message) {
+			select {
+			case inbox <- m:
+			default:
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return c, c.AwaitConnection(ctx)
+	return c, inbox, c.AwaitConnection(ctx)
 }
 
-func TestBrokerRefusesWhatIdentitiesDoNotAllow(t *testing.T) {
-	sf := newSecureFleet(t)
+func TestBrokerRefusesWhatIdentitiesDoNotAllow(t *testing.T) { breakIn(t, false) }
+
+// The same cases against mosquitto configured with `labctl acl export`:
+// the path to an external (clustered) broker keeps the same rules.
+func TestMosquittoWithExportedRulesRefusesTheSame(t *testing.T) { breakIn(t, true) }
+
+func breakIn(t *testing.T, mosquitto bool) {
+	sf := newSecureFleet(t, mosquitto)
 	sf.startAll()
 	ctx := context.Background()
 	// Who may not connect at all.
-	for _, c := range []struct{ user, pass, client string }{
-		{"n1", "wrong", "n1-x"}, {"nobody", "x", "nobody"}, {"", "", "anon"},
-		{"n1", sf.password(t, "n1"), "n2"}, // n1's password, n2's client id
-	} {
+	cases := []struct{ user, pass, client string }{{"n1", "wrong", "n1-x"}, {"nobody", "x", "nobody"}, {"", "", "anon"}}
+	if !mosquitto { // mosquitto cannot bind client ids to usernames without use_username_as_clientid
+		cases = append(cases, struct{ user, pass, client string }{"n1", sf.password(t, "n1"), "n2"})
+	}
+	for _, c := range cases {
 		if _, err := sf.as(t, c.user, c.pass, c.client); err == nil {
 			t.Errorf("%q (client %q) connected", c.user, c.client)
 		}
 	}
-	// A stolen node credential (n2's) is confined to n2's own topics.
-	node, err := sf.as(t, "n2", sf.password(t, "n2"), "n2")
+	// A stolen node credential (n3's) is confined to n3's own topics.
+	node, nodeInbox, err := sf.asWithInbox(t, "n3", sf.password(t, "n3"), "n3")
 	if err != nil {
-		t.Fatalf("n2 cannot connect: %v", err)
+		t.Fatalf("n3 cannot connect: %v", err)
+	}
+	ops, err := sf.as(t, "ops", sf.password(t, "ops"), "ops-probe")
+	if err != nil {
+		t.Fatalf("ops cannot connect: %v", err)
 	}
 	tp := proto.DefaultTopics
-	refusedSub := func(c *bus.Client, who, filter string) {
-		if err := c.Subscribe(ctx, filter); err == nil {
-			t.Errorf("%s subscribed to %s", who, filter)
+	// A refused subscription either fails (the embedded broker) or is
+	// granted but delivers nothing (mosquitto filters at delivery): either
+	// way, a message the controller publishes there must not arrive.
+	refusedSub := func(c *bus.Client, inbox chan bus.Message, who, filter, topic string) {
+		if err := c.Subscribe(ctx, filter); err != nil {
+			return
+		}
+		if err := ops.Publish(ctx, topic, []byte("probe"), false); err != nil {
+			t.Fatalf("controller publish %s: %v", topic, err)
+		}
+		deadline := time.After(1500 * time.Millisecond)
+		for {
+			select {
+			case m := <-inbox:
+				if m.Topic == topic {
+					t.Errorf("%s received %s through %s", who, topic, filter)
+					return
+				}
+			case <-deadline:
+				return
+			}
 		}
 	}
 	refusedPub := func(c *bus.Client, who, topic string) {
@@ -120,21 +194,21 @@ func TestBrokerRefusesWhatIdentitiesDoNotAllow(t *testing.T) {
 			t.Errorf("%s published to %s", who, topic)
 		}
 	}
-	refusedSub(node, "n2", tp.NodeDesired("n1"))
-	refusedSub(node, "n2", tp.AllDesired())
-	refusedSub(node, "n2", tp.GroupGate("web"))
-	refusedPub(node, "n2", tp.NodeStatus("n1"))
-	refusedPub(node, "n2", tp.NodePresence("n1"))
-	refusedPub(node, "n2", tp.NodeDesired("n2"))
-	refusedPub(node, "n2", tp.GroupGate("db"))
-	refusedPub(node, "n2", tp.AllCmd())
-	viewer, err := sf.as(t, "grafana", sf.password(t, "grafana"), "grafana")
+	refusedSub(node, nodeInbox, "n3", tp.NodeDesired("n1"), tp.NodeDesired("n1"))
+	refusedSub(node, nodeInbox, "n3", tp.AllDesired(), tp.NodeDesired("n1"))
+	refusedSub(node, nodeInbox, "n3", tp.GroupGate("web"), tp.GroupGate("web"))
+	refusedPub(node, "n3", tp.NodeStatus("n1"))
+	refusedPub(node, "n3", tp.NodePresence("n1"))
+	refusedPub(node, "n3", tp.NodeDesired("n3"))
+	refusedPub(node, "n3", tp.GroupGate("db"))
+	refusedPub(node, "n3", tp.AllCmd())
+	viewer, viewerInbox, err := sf.asWithInbox(t, "grafana", sf.password(t, "grafana"), "grafana")
 	if err != nil {
 		t.Fatalf("viewer cannot connect: %v", err)
 	}
 	refusedPub(viewer, "grafana", tp.NodeStatus("n1"))
 	refusedPub(viewer, "grafana", tp.NodeDesired("n1"))
-	refusedSub(viewer, "grafana", tp.AllDesired())
+	refusedSub(viewer, viewerInbox, "grafana", tp.AllDesired(), tp.NodeDesired("n2"))
 	if err := viewer.Subscribe(ctx, tp.AllStatus(), tp.AllPresence()); err != nil {
 		t.Errorf("viewer cannot read status: %v", err)
 	}
@@ -147,6 +221,9 @@ func TestBrokerRefusesWhatIdentitiesDoNotAllow(t *testing.T) {
 	}
 	for _, n := range []string{"n1", "n2"} {
 		sf.Watch().AwaitState(t, n, "r-acl", proto.StateSucceeded, 10*time.Second)
+	}
+	if mosquitto {
+		return // mosquitto reloads its files on SIGHUP, not on change
 	}
 	// A new identity is picked up by the running broker without a restart.
 	if code, out, errOut := sf.Labctl("node", "add", "n3", "--groups", "web", "--identities", sf.identities, "--out", sf.Dir); code != 0 {
