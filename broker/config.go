@@ -12,6 +12,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
+	"github.com/lab-fleet/lab/internal/pki"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -49,8 +50,17 @@ type Config struct {
 	// and do what. "" lets every client do everything (a warning is
 	// logged): only for a broker that listens on loopback for a demo.
 	Identities string
-	Prefix     string       // topic prefix the access rules apply to, default lab/v1
-	Logger     *slog.Logger // nil = slog.Default(); mochi logs through it too
+	Prefix     string // topic prefix the access rules apply to, default lab/v1
+	// TLSListen and WSListen add a TLS listener and a WebSocket-over-TLS
+	// listener ("" = none); both need TLSCert and TLSKey. With
+	// TLSClientCA, clients may present a certificate signed by that CA
+	// instead of a password: its common name is the identity.
+	TLSListen   string
+	WSListen    string
+	TLSCert     string
+	TLSKey      string
+	TLSClientCA string
+	Logger      *slog.Logger // nil = slog.Default(); mochi logs through it too
 }
 
 // Validate fills defaults and checks every field. Each error names the
@@ -67,6 +77,9 @@ func (c *Config) Validate() error {
 		check("broker.session_expiry", validateExpiry(c.SessionExpiry)),
 		check("broker.identities", validateFile(c.Identities)),
 		check("broker.prefix", validatePrefix(c.Prefix)),
+		check("broker.tls_listen", validateOptionalListen(c.TLSListen)),
+		check("broker.ws_listen", validateOptionalListen(c.WSListen)),
+		check("broker.tls_cert", c.validateTLS()),
 	)
 }
 
@@ -128,6 +141,27 @@ func validateDataDir(dir string) error {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
 	return nil
+}
+
+func validateOptionalListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	return validateListen(addr)
+}
+
+func (c *Config) validateTLS() error {
+	if c.TLSListen == "" && c.WSListen == "" {
+		if c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != "" {
+			return errors.New("set broker.tls_listen or broker.ws_listen to use a certificate")
+		}
+		return nil
+	}
+	if c.TLSCert == "" || c.TLSKey == "" {
+		return errors.New("a TLS listener needs broker.tls_cert and broker.tls_key")
+	}
+	_, err := pki.ServerConfig(c.TLSCert, c.TLSKey, c.TLSClientCA)
+	return err
 }
 
 func validateFile(path string) error {

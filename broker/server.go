@@ -12,6 +12,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/lab-fleet/lab/broker/access"
+	"github.com/lab-fleet/lab/internal/pki"
 )
 
 // Errors returned by Server methods; check them with errors.Is.
@@ -92,11 +93,27 @@ func (s *Server) Start() error {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
 	s.tcp = tcp
+	if s.cfg.TLSListen != "" || s.cfg.WSListen != "" {
+		tlsCfg, err := pki.ServerConfig(s.cfg.TLSCert, s.cfg.TLSKey, s.cfg.TLSClientCA)
+		if err != nil {
+			return err
+		}
+		if s.cfg.TLSListen != "" {
+			if err := s.mochi.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: s.cfg.TLSListen, TLSConfig: tlsCfg})); err != nil {
+				return fmt.Errorf("listen %s: %w", s.cfg.TLSListen, err)
+			}
+		}
+		if s.cfg.WSListen != "" {
+			if err := s.mochi.AddListener(listeners.NewWebsocket(listeners.Config{ID: "wss", Address: s.cfg.WSListen, TLSConfig: tlsCfg})); err != nil {
+				return fmt.Errorf("listen %s: %w", s.cfg.WSListen, err)
+			}
+		}
+	}
 	if err := s.mochi.Serve(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	s.state = stateStarted
-	s.log.Info("broker listening", "addr", tcp.Address(), "data_dir", s.cfg.DataDir)
+	s.log.Info("broker listening", "addr", tcp.Address(), "tls", s.cfg.TLSListen, "wss", s.cfg.WSListen, "data_dir", s.cfg.DataDir)
 	return nil
 }
 

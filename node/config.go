@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ type Config struct {
 	Broker          []string       // broker URLs, e.g. mqtt://broker:1883
 	Username        string         // default Name
 	PasswordFile    string         // MQTT password, read from a file (never from argv)
+	TLS             *tls.Config    // for tls:// and wss:// brokers: CA and client certificate (nil: system roots)
 	Prefix          string         // topic prefix, default lab/v1
 	StateDir        string         // default /var/lib/labd
 	Nix             nixsys.Config  // profile path, Nix options, environment

@@ -92,7 +92,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	c, err := bus.Dial(ctx, bus.Config{
-		URLs: d.cfg.Broker, ClientID: d.cfg.Name, Username: d.cfg.Username, Password: password,
+		URLs: d.cfg.Broker, ClientID: d.cfg.Name, Username: d.cfg.Username, Password: password, TLS: d.cfg.TLS,
 		CleanStart: false, SessionExpiry: d.cfg.SessionExpiry, KeepAlive: d.cfg.KeepAlive,
 		Will:      &bus.Message{Topic: d.topics.NodePresence(d.cfg.Name), Payload: will, Retain: true},
 		OnMessage: d.receive, OnUp: d.onUp, Logger: d.log,

@@ -2,6 +2,7 @@ package access
 
 import (
 	"bytes"
+	"crypto/tls"
 	"log/slog"
 	"os"
 	"sync"
@@ -126,7 +127,18 @@ func (h *Hook) Reload() error {
 func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	t := h.table.Load()
 	user := string(pk.Connect.Username)
-	id, ok := t.Authenticate(user, pk.Connect.Password)
+	var id Identity
+	var ok bool
+	if cn, hasCert := certIdentity(cl); hasCert {
+		// A verified client certificate: its common name is the identity
+		// (a username, if given, must agree), no password needed.
+		id, ok = t.Lookup(cn)
+		ok = ok && (user == "" || user == cn)
+		user = cn
+		cl.Properties.Username = []byte(cn) // the ACL checks go by username
+	} else {
+		id, ok = t.Authenticate(user, pk.Connect.Password)
+	}
 	switch {
 	case !ok:
 		h.log.Warn("connection refused: bad username or password", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
@@ -157,4 +169,18 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return t.CanPublish(id, topic)
 	}
 	return t.CanSubscribe(id, topic)
+}
+
+// certIdentity returns the common name of the client's verified TLS
+// certificate, if it presented one.
+func certIdentity(cl *mqtt.Client) (string, bool) {
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	if !ok {
+		return "", false
+	}
+	st := tc.ConnectionState()
+	if len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+		return "", false
+	}
+	return st.PeerCertificates[0].Subject.CommonName, true
 }

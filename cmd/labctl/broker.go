@@ -27,9 +27,15 @@ const (
 	keyClientBufSize = "broker.client_buf_size"
 	keySessionExpiry = "broker.session_expiry"
 	keyIdentities    = "broker.identities"
+	keyTLSListen     = "broker.tls_listen"
+	keyWSListen      = "broker.ws_listen"
+	keyTLSCert       = "broker.tls_cert"
+	keyTLSKey        = "broker.tls_key"
+	keyTLSClientCA   = "broker.tls_client_ca"
 )
 
-var brokerKeys = []string{keyListen, keyDataDir, keyMaxPacketSize, keyClientQueue, keyClientBufSize, keySessionExpiry, keyIdentities, keyBrokerURL}
+var brokerKeys = []string{keyListen, keyDataDir, keyMaxPacketSize, keyClientQueue, keyClientBufSize, keySessionExpiry, keyIdentities, keyBrokerURL,
+	keyTLSListen, keyWSListen, keyTLSCert, keyTLSKey, keyTLSClientCA}
 
 func newBrokerCmd(g *globals) *cobra.Command {
 	var checkOnly bool
@@ -54,7 +60,15 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	f.String("data-dir", "", "persistence `DIR` (bolt file broker.db inside); empty = in memory")
 	f.String("identities", "", "identities `FILE`: who may connect and do what (labctl node add writes it; reloaded on change and on SIGHUP); without it every client may do anything")
 	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")
+	f.String("tls-listen", "", "also listen with TLS on `ADDR` (e.g. :8883); needs --tls-cert and --tls-key")
+	f.String("ws-listen", "", "also listen with WebSocket over TLS on `ADDR` (e.g. :8884)")
+	f.String("tls-cert", "", "broker certificate `FILE` (labctl pki issue broker --host ...)")
+	f.String("tls-key", "", "broker private key `FILE`")
+	f.String("tls-client-ca", "", "accept client certificates signed by this CA `FILE`; their common name is the identity")
 	mustBind(g.v, keyIdentities, cmd, "identities")
+	for key, flag := range map[string]string{keyTLSListen: "tls-listen", keyWSListen: "ws-listen", keyTLSCert: "tls-cert", keyTLSKey: "tls-key", keyTLSClientCA: "tls-client-ca"} {
+		mustBind(g.v, key, cmd, flag)
+	}
 	mustBind(g.v, keyListen, cmd, "listen")
 	mustBind(g.v, keyDataDir, cmd, "data-dir")
 	return cmd
@@ -86,6 +100,11 @@ func brokerConfig(v *viper.Viper) (broker.Config, error) {
 	get(keyClientBufSize, func(x any) (err error) { cfg.ClientBufSize, err = cast.ToIntE(x); return })
 	get(keySessionExpiry, func(x any) (err error) { cfg.SessionExpiry, err = toDuration(x); return })
 	get(keyIdentities, func(x any) (err error) { cfg.Identities, err = cast.ToStringE(x); return })
+	get(keyTLSListen, func(x any) (err error) { cfg.TLSListen, err = cast.ToStringE(x); return })
+	get(keyWSListen, func(x any) (err error) { cfg.WSListen, err = cast.ToStringE(x); return })
+	get(keyTLSCert, func(x any) (err error) { cfg.TLSCert, err = cast.ToStringE(x); return })
+	get(keyTLSKey, func(x any) (err error) { cfg.TLSKey, err = cast.ToStringE(x); return })
+	get(keyTLSClientCA, func(x any) (err error) { cfg.TLSClientCA, err = cast.ToStringE(x); return })
 	cfg.Prefix = v.GetString(keyPrefix)
 	errs = append(errs, unknownKeys(v)...)
 	return cfg, errors.Join(errs...)

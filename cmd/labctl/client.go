@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/signal"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/pki"
 	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
 )
@@ -21,6 +23,9 @@ const (
 	keyUsername     = "username"
 	keyPasswordFile = "password_file"
 	keyPrefix       = "prefix"
+	keyTLSCA        = "tls.ca"
+	keyTLSClientCrt = "tls.cert"
+	keyTLSClientKey = "tls.key"
 )
 
 func addClientFlags(g *globals, cmd *cobra.Command) {
@@ -29,6 +34,9 @@ func addClientFlags(g *globals, cmd *cobra.Command) {
 	f.String("username", "", "MQTT username (env LAB_USERNAME)")
 	f.String("password-file", "", "read the MQTT password from `FILE` (env LAB_PASSWORD_FILE)")
 	f.String("prefix", proto.DefaultPrefix, "topic prefix")
+	f.String("tls-ca", "", "with tls:// or wss://: the CA `FILE` that signed the broker's certificate (default: the system's)")
+	f.String("tls-cert", "", "client certificate `FILE` (its common name is the identity; no password needed)")
+	f.String("tls-key", "", "client private key `FILE`")
 	// Bind when the command runs: several commands share these keys, and
 	// viper keeps one flag per key.
 	cmd.PreRun = func(cmd *cobra.Command, _ []string) {
@@ -36,6 +44,9 @@ func addClientFlags(g *globals, cmd *cobra.Command) {
 		mustBind(g.v, keyUsername, cmd, "username")
 		mustBind(g.v, keyPasswordFile, cmd, "password-file")
 		mustBind(g.v, keyPrefix, cmd, "prefix")
+		mustBind(g.v, keyTLSCA, cmd, "tls-ca")
+		mustBind(g.v, keyTLSClientCrt, cmd, "tls-cert")
+		mustBind(g.v, keyTLSClientKey, cmd, "tls-key")
 	}
 }
 
@@ -68,8 +79,18 @@ func connect(ctx context.Context, g *globals) (*connection, error) {
 	if u := g.v.GetString(keyUsername); u != "" {
 		clientID = u + "-" + proto.NewID()[:12]
 	}
+	var tlsCfg *tls.Config
+	if ca, crt, key := g.v.GetString(keyTLSCA), g.v.GetString(keyTLSClientCrt), g.v.GetString(keyTLSClientKey); ca != "" || crt != "" || key != "" {
+		if tlsCfg, err = pki.ClientConfig(ca, crt, key); err != nil {
+			return nil, usageError{err}
+		}
+		if cn := pki.CommonName(tlsCfg); cn != "" && g.v.GetString(keyUsername) == "" {
+			clientID = cn + "-" + proto.NewID()[:12] // the certificate is the identity
+		}
+	}
 	c, err := bus.Dial(ctx, bus.Config{
 		URLs:       []string{g.v.GetString(keyBrokerURL)},
+		TLS:        tlsCfg,
 		ClientID:   clientID,
 		Username:   g.v.GetString(keyUsername),
 		Password:   password,

@@ -62,7 +62,7 @@ Then, for a real fleet:
 	root.AddCommand(newBrokerCmd(g))
 	root.AddCommand(newKeyCmd(g))
 	root.AddCommand(newPublishCmd(g), newStatusCmd(g))
-	root.AddCommand(newRolloutCmd(g), newRebootCmd(g), newInventoryCmd(g), newNodeCmd(g), newACLCmd(g))
+	root.AddCommand(newRolloutCmd(g), newRebootCmd(g), newInventoryCmd(g), newNodeCmd(g), newACLCmd(g), newPKICmd(g))
 	root.AddCommand(newDemoCmd(g))
 	markUsageErrors(root)
 	return root

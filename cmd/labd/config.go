@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
+	"github.com/lab-fleet/lab/internal/pki"
 	"github.com/lab-fleet/lab/node"
 	"github.com/lab-fleet/lab/node/health"
 	"github.com/lab-fleet/lab/proto"
@@ -34,10 +35,15 @@ type fileConfig struct {
 		Activate time.Duration `mapstructure:"activate"`
 		Confirm  time.Duration `mapstructure:"confirm"`
 	} `mapstructure:"timeouts"`
-	TrustedKeys   []string      `mapstructure:"trusted_keys"`
-	BootIDFile    string        `mapstructure:"boot_id_file"`
-	RebootCommand []string      `mapstructure:"reboot_command"`
-	LabdPath      string        `mapstructure:"labd_path"`
+	TrustedKeys   []string `mapstructure:"trusted_keys"`
+	BootIDFile    string   `mapstructure:"boot_id_file"`
+	RebootCommand []string `mapstructure:"reboot_command"`
+	LabdPath      string   `mapstructure:"labd_path"`
+	TLS           struct {
+		CA   string `mapstructure:"ca"`
+		Cert string `mapstructure:"cert"`
+		Key  string `mapstructure:"key"`
+	} `mapstructure:"tls"`
 	LogLevel      string        `mapstructure:"log_level"`
 	KeepAlive     time.Duration `mapstructure:"keepalive"`
 	SessionExpiry time.Duration `mapstructure:"session_expiry"`
@@ -90,6 +96,13 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		FetchTimeout: fc.Timeouts.Fetch, ActivateTimeout: fc.Timeouts.Activate, ConfirmTimeout: fc.Timeouts.Confirm,
 		TrustedKeys: fc.TrustedKeys, BootIDFile: fc.BootIDFile, RebootCommand: fc.RebootCommand, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
 		Version: version, Logger: logger,
+	}
+	if t := fc.TLS; t.CA != "" || t.Cert != "" || t.Key != "" {
+		tc, err := pki.ClientConfig(t.CA, t.Cert, t.Key)
+		if err != nil {
+			return cfg, fmt.Errorf("%w: tls: %v", node.ErrInvalidConfig, err)
+		}
+		cfg.TLS = tc
 	}
 	if fc.LabdPath != "" {
 		cfg.RestartCheck = restartCheck(v.ConfigFileUsed())
