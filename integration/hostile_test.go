@@ -73,6 +73,7 @@ func TestHostileMessagesAreRejected(t *testing.T) {
 		{"unsigned gate", proto.DefaultTopics.GroupGate("web"), gateRaw(t, nil), "not signed"},
 		{"gate signed by an unknown key", proto.DefaultTopics.GroupGate("web"), gateRaw(t, &stranger), "unknown key"},
 		{"command signed by an unknown key", proto.DefaultTopics.NodeCmd("n1"), commandRaw(t, &stranger), "unknown key"},
+		{"expired command", proto.DefaultTopics.NodeCmd("n1"), expiredCommand(t, f.Key), "expired"},
 		{"garbage command", proto.DefaultTopics.NodeCmd("n1"), []byte("rm -rf /"), "command"},
 	}
 	for _, tc := range cases {
@@ -98,6 +99,9 @@ func TestHostileMessagesAreRejected(t *testing.T) {
 	after, _ := f.Watch().Status("n1")
 	if after.AppliedGen != before.AppliedGen || after.Current != before.Current || after.Execution.Rollout != "r-good" {
 		t.Fatalf("status changed: before %+v\nafter %+v", before.Execution, after.Execution)
+	}
+	if f.nodes[0].rebootRequested() {
+		t.Fatal("a forged or expired command made the node reboot")
 	}
 	if f.nodes[0].Current() != f.gen2["n1"] || len(f.nodes[0].Switches()) != 1 {
 		t.Fatalf("the node switched: %v", f.nodes[0].Switches())
@@ -130,6 +134,21 @@ func commandRaw(t *testing.T, key *proto.PrivateKey) []byte {
 	c := &proto.Command{Op: proto.OpReboot, Targets: []string{"n1"}, Expires: time.Now().Add(time.Hour).UnixMilli()}
 	c.Stamp("attacker", time.Now())
 	if err := proto.Sign(c, *key); err != nil {
+		t.Fatal(err)
+	}
+	b, err := proto.Seal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// expiredCommand is a reboot command properly signed, but expired.
+func expiredCommand(t *testing.T, key proto.PrivateKey) []byte {
+	t.Helper()
+	c := &proto.Command{Op: proto.OpReboot, Targets: []string{"n1"}, Expires: time.Now().Add(-time.Minute).UnixMilli()}
+	c.Stamp("labctl", time.Now())
+	if err := proto.Sign(c, key); err != nil {
 		t.Fatal(err)
 	}
 	b, err := proto.Seal(c)

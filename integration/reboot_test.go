@@ -16,9 +16,8 @@ import (
 // reboot_command drops a marker; the test then kills labd (SIGKILL, as
 // the power going away would), gives the node a new boot id and starts
 // labd again. On NixOS the command is `systemctl reboot` (the default).
-func (n *Node) rebootable() {
-	n.appendConfig(fmt.Sprintf("reboot_command: [touch, %q]\n", n.rebootMarker()))
-}
+// (NewNode's config already points reboot_command at rebootMarker.)
+func (n *Node) rebootable() {}
 
 func (n *Node) rebootMarker() string { return filepath.Join(n.Dir, "reboot-requested") }
 

@@ -58,9 +58,11 @@ func (w *world) nodeConfig(name string) node.Config {
 		ConfirmTimeout:  30 * time.Second,
 		TrustedKeys:     []string{w.key.Public().String()},
 		BootIDFile:      filepath.Join(dir, "boot_id"),
-		KeepAlive:       10 * time.Second,
-		Version:         "demo",
-		Logger:          w.quiet().With("component", "labd"),
+		// The demo never reboots this machine.
+		RebootCommand: []string{"touch", filepath.Join(dir, "reboot-requested")},
+		KeepAlive:     10 * time.Second,
+		Version:       "demo",
+		Logger:        w.quiet().With("component", "labd"),
 	}
 }
 
