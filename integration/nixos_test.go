@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lab-fleet/lab/internal/pki"
 )
 
 // The NixOS modules, evaluated with nixpkgs' own lib.evalModules (NixOS
@@ -45,7 +47,7 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 	if !strings.HasSuffix(got.LabdExecStart, "/bin/labd --config /etc/labd/labd.yaml") {
 		t.Errorf("ExecStart %q", got.LabdExecStart)
 	}
-	if len(got.LabdLoadCredential) != 1 || got.LabdLoadCredential[0] != "mqtt-password:/run/secrets/labd-mqtt-password" {
+	if len(got.LabdLoadCredential) != 2 || got.LabdLoadCredential[0] != "mqtt-password:/run/secrets/labd-mqtt-password" || got.LabdLoadCredential[1] != "tls-ca:/etc/lab/ca.crt" {
 		t.Errorf("LoadCredential %v", got.LabdLoadCredential)
 	}
 	if !strings.Contains(got.BrokerExecStart, "labctl broker --listen 0.0.0.0:8883 --data-dir /var/lib/lab-broker --identities") {
@@ -59,6 +61,9 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 		t.Fatal(err)
 	}
 	machine, _ := cfg["machine"].(map[string]any)
+	if tlsCfg, _ := cfg["tls"].(map[string]any); tlsCfg["ca"] != "/run/credentials/labd.service/tls-ca" {
+		t.Errorf("tls: %v", cfg["tls"])
+	}
 	checks, _ := cfg["checks"].([]any)
 	if cfg["name"] != "kitchen" || cfg["password_file"] != "/run/credentials/labd.service/mqtt-password" ||
 		machine["reboot_order"] != float64(10) || len(checks) != 2 || !strings.HasSuffix(cfg["labd_path"].(string), "/bin/labd") {
@@ -72,6 +77,10 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg["password_file"], cfg["state_dir"] = pw, filepath.Join(dir, "state")
+	if err := pki.Init(filepath.Join(dir, "pki"), "test", 1); err != nil {
+		t.Fatal(err)
+	}
+	cfg["tls"] = map[string]any{"ca": filepath.Join(dir, "pki", pki.CACert)}
 	b, _ := json.Marshal(cfg)
 	path := filepath.Join(dir, "labd.yaml")
 	if err := os.WriteFile(path, b, 0o600); err != nil {

@@ -24,10 +24,9 @@ func TestTLSWithClientCertificates(t *testing.T) {
 	for _, args := range [][]string{
 		{"pki", "init", "--dir", ca},
 		{"pki", "issue", "broker", "--dir", ca, "--host", "127.0.0.1"},
-		{"pki", "issue", "n1", "--dir", ca},
 		{"pki", "init", "--dir", other},
 		{"pki", "issue", "n1", "--dir", other},
-		{"node", "add", "n1", "--groups", "web", "--identities", filepath.Join(e.Dir, "identities.yaml"), "--out", e.Dir},
+		{"node", "add", "n1", "--groups", "web", "--identities", filepath.Join(e.Dir, "identities.yaml"), "--out", e.Dir, "--pki", ca},
 		{"node", "add", "ops", "--role", "controller", "--identities", filepath.Join(e.Dir, "identities.yaml"), "--out", e.Dir},
 	} {
 		if code, out, errOut := e.Labctl(args...); code != 0 {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/lab-fleet/lab/broker/access"
+	"github.com/lab-fleet/lab/internal/pki"
 	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
 )
@@ -24,7 +25,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 }
 
 func newNodeAddCmd(g *globals) *cobra.Command {
-	var identities, groups, role, outDir, brokerURL string
+	var identities, groups, role, outDir, brokerURL, pkiDir string
 	cmd := &cobra.Command{
 		Use:   "add NAME [--groups a,b] [--role node|controller|viewer] --identities FILE",
 		Short: "Create a broker identity with a new password, and print how to use it",
@@ -79,7 +80,26 @@ in its lab.machine options.`,
 				return err
 			}
 			fmt.Fprintf(g.out, "identity %s (%s) written to %s; its password is in %s\n", name, role, identities, secret)
-			if id.Role == access.RoleNode {
+			if pkiDir != "" {
+				if err := pki.Issue(pkiDir, name, nil, 825); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.out, "client certificate (CN=%s): %s and %s; with it no password is needed on the TLS listener\n",
+					name, filepath.Join(pkiDir, name+".crt"), filepath.Join(pkiDir, name+".key"))
+			}
+			if id.Role == access.RoleNode && pkiDir != "" {
+				fmt.Fprintf(g.out, `
+NixOS configuration of %[1]s (copy %[2]s.crt and %[2]s.key to the machine):
+
+  services.labd = {
+    enable = true;
+    name = %[1]q;
+    broker = [ %[3]q ];
+    tls = { caFile = ./ca.crt; certFile = "/run/secrets/labd.crt"; keyFile = "/run/secrets/labd.key"; };
+  };
+  lab.machine.groups = [ %[4]s ];
+`, name, filepath.Join(pkiDir, name), brokerURL, quoted(id.Groups))
+			} else if id.Role == access.RoleNode {
 				fmt.Fprintf(g.out, `
 NixOS configuration of %[1]s (copy %[2]s to the machine, e.g. as /run/secrets/labd-mqtt-password):
 
@@ -103,6 +123,7 @@ NixOS configuration of %[1]s (copy %[2]s to the machine, e.g. as /run/secrets/la
 	f.StringVar(&role, "role", "node", "node, controller or viewer")
 	f.StringVar(&outDir, "out", ".", "`DIR` for the NAME.password file")
 	f.StringVar(&brokerURL, "broker-url", "mqtt://broker.lan:1883", "broker URL to put in the NixOS snippet")
+	f.StringVar(&pkiDir, "pki", "", "also issue a client certificate (CN=NAME) from the CA in `DIR` (labctl pki init)")
 	return cmd
 }
 

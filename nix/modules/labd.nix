@@ -13,6 +13,11 @@ let
     groups = m.groups;
     broker = cfg.broker;
     password_file = if cfg.passwordFile == null then null else "/run/credentials/labd.service/${credential}";
+    tls = if cfg.tls.certFile == null && cfg.tls.caFile == null then null else nonNull {
+      ca = if cfg.tls.caFile == null then null else "/run/credentials/labd.service/tls-ca";
+      cert = if cfg.tls.certFile == null then null else "/run/credentials/labd.service/tls-cert";
+      key = if cfg.tls.keyFile == null then null else "/run/credentials/labd.service/tls-key";
+    };
     state_dir = cfg.stateDir;
     trusted_keys = cfg.trustedKeys;
     labd_path = "${cfg.package}/bin/labd";
@@ -55,6 +60,11 @@ in {
       default = null;
       example = "/run/secrets/labd-mqtt-password";
       description = "File with this node's broker password (labctl node add writes it). Given to the service with systemd's LoadCredential, never put in the Nix store.";
+    };
+    tls = {
+      caFile = mkOption { type = types.nullOr types.path; default = null; example = "/etc/lab/ca.crt"; description = "CA that signed the broker's certificate (labctl pki init), for tls:// and wss:// brokers; null: the system's roots."; };
+      certFile = mkOption { type = types.nullOr types.path; default = null; example = "/run/secrets/labd.crt"; description = "Client certificate whose common name is the node's name (labctl pki issue NAME): the broker then needs no password."; };
+      keyFile = mkOption { type = types.nullOr types.path; default = null; example = "/run/secrets/labd.key"; description = "The client certificate's private key (given to the service with LoadCredential)."; };
     };
     trustedKeys = mkOption {
       type = types.listOf types.str;
@@ -111,8 +121,10 @@ in {
         # Not set, on purpose: ProtectSystem (the activation writes /etc,
         # /boot and the profile), NoNewPrivileges (activation scripts use
         # setuid wrappers), PrivateDevices (bootloader installs need /dev).
-      } // lib.optionalAttrs (cfg.passwordFile != null) {
-        LoadCredential = [ "${credential}:${cfg.passwordFile}" ];
+        LoadCredential = lib.optional (cfg.passwordFile != null) "${credential}:${cfg.passwordFile}"
+          ++ lib.optional (cfg.tls.caFile != null) "tls-ca:${cfg.tls.caFile}"
+          ++ lib.optional (cfg.tls.certFile != null) "tls-cert:${cfg.tls.certFile}"
+          ++ lib.optional (cfg.tls.keyFile != null) "tls-key:${cfg.tls.keyFile}";
       };
     };
   };

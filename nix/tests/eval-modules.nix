@@ -34,6 +34,7 @@ let
       package = fakeLab;
       broker = [ "tls://lab.example.net:8883" ];
       passwordFile = "/run/secrets/labd-mqtt-password";
+      tls.caFile = "/etc/lab/ca.crt";
       trustedKeys = [ "operator-2026:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=" ];
       timeouts.fetch = "45m";
     };
