@@ -100,21 +100,7 @@ func (e *Env) BrokerURL() string { return fmt.Sprintf("mqtt://127.0.0.1:%d", e.P
 // waits until it accepts connections.
 func (e *Env) StartBroker() {
 	e.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(e.Dir, "broker.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd := exec.Command(bin.labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", e.Port),
-		"--data-dir", filepath.Join(e.Dir, "broker-data"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.mu.Lock()
-	e.broker = cmd
-	e.mu.Unlock()
-	e.t.Cleanup(func() { stopProcess(cmd); logf.Close() })
-	waitPort(e.t, e.Port)
+	e.startBrokerArgs()
 }
 
 // Build builds a fake system with nix-build and returns its store path.
