@@ -96,10 +96,15 @@ func NewEnv(t *testing.T) *Env {
 // BrokerURL is the broker's mqtt:// URL.
 func (e *Env) BrokerURL() string { return fmt.Sprintf("mqtt://127.0.0.1:%d", e.Port) }
 
-// StartBroker runs `labctl broker` with a persistent data directory and
-// waits until it accepts connections.
+// StartBroker runs `labctl broker` with a persistent data directory (or
+// mosquitto, with LAB_TEST_BROKER=mosquitto) and waits until it accepts
+// connections.
 func (e *Env) StartBroker() {
 	e.t.Helper()
+	if externalBroker() == "mosquitto" {
+		e.startMosquittoPlain()
+		return
+	}
 	e.startBrokerArgs()
 }
 
