@@ -104,3 +104,25 @@ func TestDuplicateAndReorderedDesired(t *testing.T) {
 		t.Fatalf("switched to gen 2 %d times, now at %s (switches %v)", n, f.nodes[0].Current(), f.nodes[0].Switches())
 	}
 }
+
+// labd SIGKILLed while it verifies (a slow health check) resumes
+// verifying after its restart: one activation, then succeeded.
+func TestRestartDuringVerification(t *testing.T) {
+	f := newFleet(t, []string{"n1"}, nil)
+	n := f.nodes[0]
+	n.appendConfig("  - {name: slow, type: command, command: [sleep, \"3\"], timeout: 10s, retries: -1}\n")
+	f.startAll()
+	if code, _ := f.publish("r-verify", "--no-wait"); code != 0 {
+		t.Fatalf("publish --no-wait exit %d", code)
+	}
+	f.Watch().AwaitState(t, "n1", "r-verify", proto.StateVerifying, 60*time.Second)
+	n.Kill()
+	n.Start()
+	s := f.Watch().AwaitState(t, "n1", "r-verify", proto.StateSucceeded, 60*time.Second)
+	if c := switched(n, "switch", f.gen2["n1"]); c != 1 || s.AppliedGen != s.Execution.Gen {
+		t.Errorf("activated %d times (want 1), applied %d of %d", c, s.AppliedGen, s.Execution.Gen)
+	}
+	if !s.Checks["slow"].OK || !s.Checks["system-healthy"].OK {
+		t.Errorf("checks after the restart: %+v", s.Checks)
+	}
+}
