@@ -98,6 +98,7 @@ type StatusRow struct {
 	Current    string             `json:"current"`
 	Checks     proto.CheckResults `json:"checks,omitempty"`
 	Error      string             `json:"error,omitempty"`
+	Problems   []string           `json:"problems,omitempty"` // what is wrong on the node itself
 	Updated    time.Time          `json:"updated"`
 	Status     *proto.NodeStatus  `json:"-"`
 }
@@ -110,6 +111,7 @@ func StatusRows(views []NodeView) []StatusRow {
 		if s := v.Status; s != nil {
 			r.Groups, r.State, r.Rollout, r.Gen = s.Groups, s.Execution.State, s.Execution.Rollout, s.Execution.Gen
 			r.AppliedGen, r.Current, r.Checks, r.Error = s.AppliedGen, s.Current, s.Checks, s.Execution.Error
+			r.Problems = s.Problems
 			r.Updated = time.UnixMilli(s.UpdatedAt).UTC()
 			if r.State == "" {
 				r.State = proto.StateIdle
@@ -137,9 +139,23 @@ func WriteStatus(w io.Writer, rows []StatusRow, now time.Time) error {
 		if !r.Updated.IsZero() {
 			updated = now.Sub(r.Updated).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, online, r.State, dash(r.Rollout), dash(ShortPath(r.Current)), checks(r.Checks), updated)
+		state := string(r.State)
+		if len(r.Problems) > 0 {
+			state += " (!)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Node, online, state, dash(r.Rollout), dash(ShortPath(r.Current)), checks(r.Checks), updated)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		for _, p := range r.Problems {
+			if _, err := fmt.Fprintf(w, "(!) %s: %s\n", r.Node, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func checks(c proto.CheckResults) string {

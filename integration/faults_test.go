@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -125,4 +126,51 @@ func TestRestartDuringVerification(t *testing.T) {
 	if !s.Checks["slow"].OK || !s.Checks["system-healthy"].OK {
 		t.Errorf("checks after the restart: %+v", s.Checks)
 	}
+}
+
+// A node whose state directory breaks (here: replaced by a file, as a
+// failed disk or a read-only mount would) says so in its status and does
+// not start an execution it could not record — nothing is changed; the
+// problem clears once it can save again.
+func TestBrokenStateDirIsReported(t *testing.T) {
+	f := newFleet(t, []string{"n1"}, nil)
+	n := f.nodes[0]
+	f.startAll()
+	stateDir := n.Dir + "/state"
+	if err := os.Rename(stateDir, stateDir+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stateDir, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// It cannot record a new execution, so it does not start one.
+	if code, _ := f.publish("r-disk", "--timeout", "60s"); code != exitFailed {
+		t.Fatalf("publish exit %d, want %d", code, exitFailed)
+	}
+	s := f.Watch().AwaitState(t, "n1", "r-disk", proto.StateFailed, 10*time.Second)
+	if !strings.Contains(s.Execution.Error, "nothing was changed") || n.Current() != f.gen1["n1"] || len(n.Switches()) != 0 {
+		t.Errorf("error %q, profile %s, switches %v", s.Execution.Error, n.Current(), n.Switches())
+	}
+	eventually(t, 10*time.Second, "the problem in n1's status", func() bool {
+		s, _ = f.Watch().Status("n1")
+		return len(s.Problems) == 1 && strings.Contains(s.Problems[0], "save node state")
+	})
+	code, out, _ := f.Labctl("status")
+	if code != 0 || !strings.Contains(out, "failed (!)") || !strings.Contains(out, "(!) n1: save node state") {
+		t.Errorf("labctl status does not show the problem:\n%s", out)
+	}
+	// Repaired: the next transition saves and clears it.
+	if err := os.Remove(stateDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(stateDir+".moved", stateDir); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := f.Labctl("publish", "--id", "r-disk2", "--key", f.KeyFile, "--toplevel", "n1="+f.gen2["n1"], "--timeout", "60s"); code != exitSucceeded {
+		t.Fatalf("second publish exit %d", code)
+	}
+	eventually(t, 10*time.Second, "the problem cleared", func() bool {
+		s, _ = f.Watch().Status("n1")
+		return s.Execution.Rollout == "r-disk2" && len(s.Problems) == 0
+	})
 }

@@ -30,10 +30,11 @@ type Daemon struct {
 	events chan any
 	bus    *bus.Client
 
-	mu     sync.Mutex // guards st for status snapshots taken outside the loop
-	st     state
-	checkR proto.CheckResults
-	pubq   chan func(context.Context)
+	mu       sync.Mutex // guards st, checkR and problems for status snapshots taken outside the loop
+	st       state
+	checkR   proto.CheckResults
+	problems map[string]string // by source
+	pubq     chan func(context.Context)
 }
 
 // New validates cfg and prepares a daemon. sys is the Nix implementation
@@ -191,11 +192,23 @@ func (d *Daemon) loop(ctx context.Context) error {
 // perform runs the effects of one transition, in order. Persisting comes
 // first and is synchronous; long work runs in goroutines that report back.
 func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
+	held := false // work not started because its state could not be saved
 	for _, e := range effs {
 		switch e := e.(type) {
 		case effPersist:
-			if err := saveState(d.cfg.StateDir, s); err != nil {
+			err := saveState(d.cfg.StateDir, s)
+			if err != nil {
 				d.log.Error("cannot persist state", "err", err)
+				if s.Exec.State == proto.StateFetching || s.Exec.State == proto.StateQueued {
+					held = true
+					ev := evPersistFailed{gen: s.Exec.Gen, err: err}
+					go d.sendCtx(ctx, ev)
+				}
+			}
+			// Reported in status until a save succeeds again: a node that
+			// cannot remember what it applied must say so.
+			if d.setProblem("persist", err) {
+				d.enqueueStatus()
 			}
 		case effStatus:
 			d.enqueueStatus()
@@ -207,6 +220,9 @@ func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
 			ev := evTimeout{gen: e.gen, phase: e.phase}
 			time.AfterFunc(e.d, func() { d.sendCtx(ctx, ev) })
 		case effFetch:
+			if held {
+				continue
+			}
 			go func() { d.sendCtx(ctx, d.fetch(ctx, e)) }()
 		case effActivate:
 			go func() { d.sendCtx(ctx, d.activate(ctx, e)) }()
@@ -230,3 +246,21 @@ func (d *Daemon) sendCtx(ctx context.Context, ev any) {
 }
 
 func (d *Daemon) runDir() string { return filepath.Join(d.cfg.StateDir, "activation") }
+
+// setProblem records (err != nil) or clears a problem of the node itself;
+// it reports whether that changed anything.
+func (d *Daemon) setProblem(source string, err error) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.problems == nil {
+		d.problems = map[string]string{}
+	}
+	old, had := d.problems[source]
+	if err == nil {
+		delete(d.problems, source)
+		return had
+	}
+	msg := tail(err.Error(), 500)
+	d.problems[source] = msg
+	return !had || old != msg
+}

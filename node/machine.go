@@ -76,6 +76,11 @@ type (
 	evResume struct{}
 	// evRebootCmd is an operator's reboot command (labctl reboot).
 	evRebootCmd struct{ id, rollout string }
+	// evPersistFailed: the state of a new execution could not be saved.
+	evPersistFailed struct {
+		gen uint64
+		err error
+	}
 )
 
 // Effects: what the loop must do, in order, after persisting.
@@ -262,6 +267,12 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		s, eff := m.booted(s)
 		s, more := m.resume(s)
 		return s, append(eff, more...)
+	case evPersistFailed:
+		// Nothing has moved yet: do not start what could not be recorded.
+		if e.gen != s.Exec.Gen || (s.Exec.State != proto.StateFetching && s.Exec.State != proto.StateQueued) {
+			return s, nil
+		}
+		return m.to(s, proto.StateFailed, "cannot save the node's state, so nothing was changed: "+e.err.Error())
 	case evRebootCmd:
 		if slices.Contains(s.Commands, e.id) {
 			return s, nil // the same command again (QoS 1 redelivery)

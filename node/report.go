@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,9 +71,14 @@ func (d *Daemon) enqueueEvent(rollout string, gen uint64, from, to proto.ExecSta
 func (d *Daemon) status() *proto.NodeStatus {
 	d.mu.Lock()
 	st, checks := d.st, d.checkR
+	var problems []string
+	for _, p := range d.problems {
+		problems = append(problems, p)
+	}
 	d.mu.Unlock()
+	slices.Sort(problems)
 	s := &proto.NodeStatus{Node: d.cfg.Name, Groups: d.cfg.Groups, Execution: st.Exec, AppliedGen: st.AppliedGen,
-		Checks: checks, LabdVersion: d.cfg.Version, Machine: d.cfg.Machine, UpdatedAt: time.Now().UnixMilli()}
+		Checks: checks, LabdVersion: d.cfg.Version, Machine: d.cfg.Machine, Problems: problems, UpdatedAt: time.Now().UnixMilli()}
 	if !s.Execution.State.Valid() {
 		s.Execution.State = proto.StateIdle
 	}

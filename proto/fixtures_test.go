@@ -45,7 +45,8 @@ func fixtures() []struct {
 		AppliedGen: 1764000000000, Current: tl2, Booted: tl1, Previous: tl1,
 		Checks:      CheckResults{"web": {OK: true, At: 1764000002000}, "ssh": {OK: false, Detail: "connection refused", At: 1764000002000}},
 		NeedsReboot: true, NixOSVersion: "25.11.20261120.abcdef", LabdVersion: "0.1.0", BootID: "5c1c2b3e-0000-4000-8000-000000000001",
-		Machine: Machine{Role: "web", RebootOrder: 2, Dependencies: []string{"db1"}, RebootDelay: 30, Criticality: "high"}, UpdatedAt: 1764000002000}
+		Machine:  Machine{Role: "web", RebootOrder: 2, Dependencies: []string{"db1"}, RebootDelay: 30, Criticality: "high"},
+		Problems: []string{"cannot save state: read-only file system"}, UpdatedAt: 1764000002000}
 	p := &Presence{Envelope: env("p1"), Node: "n1", Online: true, Since: 1764000000000}
 	e := &Event{Envelope: env("e1"), Node: "n1", Rollout: "r-1", Gen: 1764000000000, Prev: StateVerifying, State: StateRollingBack, Detail: `check "web": GET http://127.0.0.1/ → 500`}
 	r := &RolloutState{Envelope: env("r1"), Rollout: "r-1", CreatedAt: 1764000000000, Strategy: "all", Action: ActionSwitch,

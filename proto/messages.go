@@ -125,7 +125,8 @@ type NodeStatus struct {
 	LabdVersion  string       `msgpack:"labd_version" json:"labd_version"`
 	BootID       string       `msgpack:"boot_id" json:"boot_id"`
 	Machine      Machine      `msgpack:"machine" json:"machine"`
-	UpdatedAt    int64        `msgpack:"updated_at" json:"updated_at"` // Unix ms
+	Problems     []string     `msgpack:"problems" json:"problems,omitempty"` // what is wrong on the node itself (e.g. its state cannot be saved)
+	UpdatedAt    int64        `msgpack:"updated_at" json:"updated_at"`       // Unix ms
 }
 
 // Machine is what a node declares about itself for rollout planning (the

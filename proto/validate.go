@@ -196,6 +196,14 @@ func (s *NodeStatus) Validate() error {
 	if err := s.Machine.Validate(); err != nil {
 		return err
 	}
+	if len(s.Problems) > 8 {
+		return invalid("problems", "%d entries, at most 8", len(s.Problems))
+	}
+	for _, p := range s.Problems {
+		if err := text("problems", p); err != nil {
+			return err
+		}
+	}
 	for name, p := range map[string]string{"current": s.Current, "booted": s.Booted, "previous": s.Previous} {
 		if err := optionalStorePath(name, p); err != nil {
 			return err
