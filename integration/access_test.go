@@ -67,12 +67,18 @@ func (sf *secureFleet) password(t *testing.T, name string) string {
 // startBrokerArgs is StartBroker with extra labctl broker flags.
 func (e *Env) startBrokerArgs(extra ...string) {
 	e.t.Helper()
+	e.runBroker(bin.labctl, append([]string{"broker", "--listen", fmt.Sprintf("127.0.0.1:%d", e.Port), "--data-dir", filepath.Join(e.Dir, "broker-data")}, extra...)...)
+}
+
+// runBroker starts a broker process logging to broker.log, stops it at
+// the end of the test, and waits until it accepts connections.
+func (e *Env) runBroker(name string, args ...string) {
+	e.t.Helper()
 	logf, err := os.OpenFile(filepath.Join(e.Dir, "broker.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	args := append([]string{"broker", "--listen", fmt.Sprintf("127.0.0.1:%d", e.Port), "--data-dir", filepath.Join(e.Dir, "broker-data")}, extra...)
-	cmd := exec.Command(bin.labctl, args...)
+	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -97,17 +103,7 @@ func (sf *secureFleet) startMosquitto(t *testing.T, e *Env) {
 	if err := os.WriteFile(filepath.Join(dir, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(e.Dir, "broker.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("mosquitto", "-c", filepath.Join(dir, "mosquitto.conf"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopProcess(cmd); logf.Close() })
-	waitPort(t, e.Port)
+	e.runBroker("mosquitto", "-c", filepath.Join(dir, "mosquitto.conf"))
 }
 
 // as connects a client with an identity's credentials (pass "" for none);

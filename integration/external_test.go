@@ -3,7 +3,6 @@ package integration
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 )
 
@@ -26,18 +25,5 @@ func (e *Env) startMosquittoPlain() {
 	if err := os.WriteFile(filepath.Join(dir, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
-	logf, err := os.OpenFile(filepath.Join(e.Dir, "broker.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd := exec.Command("mosquitto", "-c", filepath.Join(dir, "mosquitto.conf"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.mu.Lock()
-	e.broker = cmd
-	e.mu.Unlock()
-	e.t.Cleanup(func() { stopProcess(cmd); logf.Close() })
-	waitPort(e.t, e.Port)
+	e.runBroker("mosquitto", "-c", filepath.Join(dir, "mosquitto.conf"))
 }
