@@ -165,7 +165,6 @@ func (t *tracker) update(f *Fleet, onChange func(NodeResult)) bool {
 		old, seen := t.nodes[n]
 		if !seen || old.State != r.State || old.Online != r.Online {
 			changed = true
-			t.nodes[n] = r
 			if onChange != nil && (seen || r.State != "") {
 				onChange(r)
 			}

@@ -16,8 +16,6 @@ import (
 // reboot_command drops a marker; the test then kills labd (SIGKILL, as
 // the power going away would), gives the node a new boot id and starts
 // labd again. On NixOS the command is `systemctl reboot` (the default).
-// (NewNode's config already points reboot_command at rebootMarker.)
-func (n *Node) rebootable() {}
 
 func (n *Node) rebootMarker() string { return filepath.Join(n.Dir, "reboot-requested") }
 
@@ -68,7 +66,6 @@ func TestOrderedReboot(t *testing.T) {
 	f := newFleet(t, []string{"n1", "n2", "n3"}, nil)
 	order := map[string]int{"n3": 1, "n1": 2, "n2": 3}
 	for _, n := range f.nodes {
-		n.rebootable()
 		n.appendConfig(fmt.Sprintf("machine: {reboot_order: %d}\n", order[n.Name]))
 	}
 	f.startAll()
@@ -105,12 +102,8 @@ func TestOrderedReboot(t *testing.T) {
 func TestRebootStopsAtAnUnhealthyMachine(t *testing.T) {
 	f := newFleet(t, []string{"n1", "n2"}, nil)
 	// n1 breaks during the reboot: its second check fails afterwards.
-	// (The checks list ends the harness's config: append to it first.)
 	broken := filepath.Join(f.nodes[0].Dir, "broken")
 	f.nodes[0].appendConfig(fmt.Sprintf("  - {name: after-boot, type: command, command: [test, \"!\", -e, %q], retries: -1}\n", broken))
-	for _, n := range f.nodes {
-		n.rebootable()
-	}
 	f.startAll()
 	var out strings.Builder
 	cmd := f.labctlAsync(&out, "reboot", "--on", "n1,n2", "--key", f.KeyFile, "--deadline", "60s")
@@ -135,9 +128,6 @@ func TestRebootStopsAtAnUnhealthyMachine(t *testing.T) {
 // the previous boot entry and reboots once more.
 func TestBootActionConfirmsAfterReboot(t *testing.T) {
 	f := newFleet(t, []string{"n1", "n2"}, map[string][]string{"n2": {"--arg", "failHealth", "true"}})
-	for _, n := range f.nodes {
-		n.rebootable()
-	}
 	f.startAll()
 	var out strings.Builder
 	args := []string{"publish", "--id", "r-boot", "--key", f.KeyFile, "--action", "boot", "--timeout", "120s"}

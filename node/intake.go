@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/lab-fleet/lab/internal/bus"
@@ -91,7 +92,7 @@ func (d *Daemon) command(payload []byte) {
 		d.reject(c.Rollout, 0, "command "+string(c.Op)+": "+proto.ErrExpired.Error())
 		return
 	}
-	if len(c.Targets) > 0 && !contains(c.Targets, d.cfg.Name) {
+	if len(c.Targets) > 0 && !slices.Contains(c.Targets, d.cfg.Name) {
 		return
 	}
 	switch c.Op {
@@ -104,15 +105,6 @@ func (d *Daemon) command(payload []byte) {
 	default:
 		d.log.Warn("command not supported yet", "op", c.Op)
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // reject reports a refused message as a rejected event.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/proto"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
@@ -55,9 +56,9 @@ func (b *bars) counts() string {
 			pending++
 		case n.State.OK():
 			ok++
-		case n.State == "rolled-back":
+		case n.State == proto.StateRolledBack:
 			back++
-		case n.State == "cancelled":
+		case n.State == proto.StateCancelled:
 		default:
 			failed++
 		}
