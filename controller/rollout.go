@@ -109,25 +109,10 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 // already retained, so it republishes the gates of the waves opened so far
 // and follows from there. A finished rollout is refused.
 func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Result, error) {
-	if rec.Done() {
-		return nil, fmt.Errorf("rollout %s already ended (%s)", rec.Plan.ID, rec.State)
-	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	plan := rec.Plan
-	if err := plan.Validate(); err != nil {
+	r, err := c.fromRecord(rec, opts)
+	if err != nil {
 		return nil, err
 	}
-	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
-		tr: newTracker(plan, rec.Waves, rec.Created), gated: map[string]bool{}, gates: rec.Gates}
-	for _, n := range rec.Gated {
-		r.gated[n] = true
-	}
-	maps.Copy(r.tr.gens, rec.Gens)
 	// A run stopped between saving its record and publishing: publish
 	// what is missing (a gen is recorded only once published).
 	if err := r.publishDesired(ctx, func(n string) bool {
@@ -148,6 +133,30 @@ func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Re
 		r.log.Info("rollout resumed", "wave", rec.Opened, "of", len(rec.Waves))
 	}
 	return r.followAndFinish(ctx)
+}
+
+// fromRecord rebuilds the run a record describes (Resume, Cancel).
+func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
+	if rec.Done() {
+		return nil, fmt.Errorf("rollout %s already ended (%s)", rec.Plan.ID, rec.State)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	plan := rec.Plan
+	if err := plan.Validate(); err != nil {
+		return nil, err
+	}
+	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
+		tr: newTracker(plan, rec.Waves, rec.Created), gated: map[string]bool{}, gates: rec.Gates}
+	for _, n := range rec.Gated {
+		r.gated[n] = true
+	}
+	maps.Copy(r.tr.gens, rec.Gens)
+	return r, nil
 }
 
 func (r *run) followAndFinish(ctx context.Context) (*Result, error) {
@@ -518,21 +527,12 @@ func rollbackID(id string) string {
 // the record say cancelled. Targets already activating finish or roll
 // back: a node refuses a cancel once its profile may have moved.
 func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) error {
-	if rec.Done() {
-		return fmt.Errorf("rollout %s already ended (%s)", rec.Plan.ID, rec.State)
+	r, err := c.fromRecord(rec, opts)
+	if err != nil {
+		return err
 	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	plan := rec.Plan
-	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
-		tr: newTracker(plan, rec.Waves, rec.Created), gates: rec.Gates, gated: map[string]bool{}}
-	maps.Copy(r.tr.gens, rec.Gens)
-	r.tr.open(max(rec.Opened-1, 0), rec.OpenedAt)
-	r.tr.opened = rec.Opened
+	plan, opts := r.plan, r.opts
+	r.tr.opened, r.tr.openedAt = rec.Opened, rec.OpenedAt
 	if err := r.publishGates(ctx, rec.Opened, proto.GateCancelled); err != nil {
 		return err
 	}
