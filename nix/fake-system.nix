@@ -9,8 +9,12 @@
 # failSwitch: switch-to-configuration always exits 1 ("baked failure").
 # failHealth: the toplevel contains a `fail-health` marker a health check can test.
 # sleepSwitch: switch-to-configuration sleeps that many seconds first.
+# onSwitch: a shell snippet the switch runs after recording its action, as a
+#   real activation changes the machine (e.g. "ip link set eth0 down": the
+#   new configuration breaks the network).
 # At run time, switching fails while the file named by $FAKE_NIXOS_FAIL exists.
 { name ? "node1", gen ? 1, failSwitch ? false, failHealth ? false, sleepSwitch ? 0
+, onSwitch ? ""
 , system ? builtins.currentSystem }:
 let
   switchScript = builtins.toFile "switch-to-configuration" ''
@@ -22,6 +26,7 @@ let
     case "$action" in switch|boot|test|dry-activate) ;; *) echo "unknown action $action" >&2; exit 2;; esac
     if [ -s "$self/sleep-switch" ]; then sleep "$(cat "$self/sleep-switch")"; fi
     echo "$action $self" >> "$log"
+    if [ -s "$self/on-switch" ]; then sh "$self/on-switch" || echo "switch-to-configuration: on-switch failed" >&2; fi
     if [ -e "$self/fail-switch" ]; then echo "switch-to-configuration: baked failure" >&2; exit 1; fi
     if [ -n "$FAKE_NIXOS_FAIL" ] && [ -e "$FAKE_NIXOS_FAIL" ]; then echo "switch-to-configuration: injected failure" >&2; exit 1; fi
     echo "switch-to-configuration: $action done"
@@ -38,6 +43,7 @@ derivation {
   failSwitch = if failSwitch then "1" else "";
   failHealth = if failHealth then "1" else "";
   sleepSwitch = toString sleepSwitch;
+  inherit onSwitch;
   args = [ "-c" ''
     set -e
     mkdir -p $out/bin
@@ -48,6 +54,7 @@ derivation {
     echo "$hostName" > $out/hostname
     if [ -n "$failSwitch" ]; then touch $out/fail-switch; fi
     if [ -n "$failHealth" ]; then touch $out/fail-health; fi
+    if [ -n "$onSwitch" ]; then printf '%s\n' "$onSwitch" > $out/on-switch; fi
     if [ "$sleepSwitch" != "0" ]; then echo "$sleepSwitch" > $out/sleep-switch; fi
   '' ];
 }

@@ -53,15 +53,13 @@ func (d *Daemon) activate(ctx context.Context, e effActivate) evActivated {
 	return evActivated{gen: e.gen, profileMoved: true, ok: res.OK(), detail: tail(fmt.Sprintf("exit %d: %s", res.ExitCode, res.OutputTail), 1500)}
 }
 
-// verify waits for the broker to be reachable again, then runs the
-// required and configured checks.
+// verify proves the broker is reachable from the new system, then runs
+// the required and configured checks. Until both happen the execution's
+// confirm timer runs: a configuration that broke the network, or the
+// health endpoint, is rolled back by the node itself ("magic rollback").
 func (d *Daemon) verify(ctx context.Context, e effChecks) evChecked {
-	for d.bus != nil && !d.bus.Connected() {
-		select {
-		case <-ctx.Done():
-			return evChecked{gen: e.gen, detail: "cancelled"}
-		case <-time.After(200 * time.Millisecond):
-		}
+	if err := d.confirmBroker(ctx); err != nil {
+		return evChecked{gen: e.gen, detail: "cancelled"}
 	}
 	names := make([]string, len(d.cfg.Checks))
 	for i, c := range d.cfg.Checks {
@@ -84,6 +82,38 @@ func (d *Daemon) verify(ctx context.Context, e effChecks) evChecked {
 		return evChecked{gen: e.gen, detail: tail(strings.Join(failed, "; "), 1500)}
 	}
 	return evChecked{gen: e.gen, ok: true, detail: fmt.Sprintf("%d checks passed", len(results))}
+}
+
+// confirmBroker returns once a round trip to the broker succeeded after
+// the activation: the node's status, published at QoS 1 and acknowledged
+// by the broker. "Connected" alone is not proof: a connection opened
+// before the switch looks up until its keepalive runs out, even when the
+// new configuration cut the network. It returns ctx's error when ctx ends
+// first (the confirm timer decides then).
+func (d *Daemon) confirmBroker(ctx context.Context) error {
+	if d.bus == nil {
+		return nil
+	}
+	for {
+		if d.bus.Connected() {
+			b, err := proto.Seal(d.status())
+			if err != nil {
+				return err
+			}
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = d.bus.Publish(pctx, d.topics.NodeStatus(d.cfg.Name), b, true)
+			cancel()
+			if err == nil {
+				return nil
+			}
+			d.log.Warn("waiting for the broker after the activation", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 func (d *Daemon) recordChecks(results []health.Result) {
