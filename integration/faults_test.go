@@ -2,7 +2,11 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -173,4 +177,48 @@ func TestBrokenStateDirIsReported(t *testing.T) {
 		s, _ = f.Watch().Status("n1")
 		return s.Execution.Rollout == "r-disk2" && len(s.Problems) == 0
 	})
+}
+
+// Magic rollback, the other half: the new configuration breaks the
+// machine's health endpoint (an HTTP check). The node keeps retrying it
+// until the confirm deadline, then rolls back by itself — and the
+// endpoint, restored by the old configuration, passes again.
+func TestMagicRollbackWhenActivationBreaksHealthEndpoint(t *testing.T) {
+	e := NewEnv(t)
+	e.StartBroker()
+	broken := filepath.Join(e.Dir, "health-broken")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := os.Stat(broken); err == nil {
+			http.Error(w, "service down", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	g1 := e.Build("n1", 1, "--argstr", "onSwitch", "rm -f "+broken)
+	g2 := e.Build("n1", 2, "--argstr", "onSwitch", "touch "+broken)
+	n := e.NewNode("n1", []string{"web"}, g1)
+	e.DumpOnFailure(n)
+	n.appendConfig(fmt.Sprintf("  - {name: web, type: http, url: %q, expect_status: 204, interval: 500ms, retries: 1000}\n", srv.URL+"/health"))
+	n.Start()
+	eventually(t, 30*time.Second, "n1 online", func() bool { return e.Watch().Online("n1") })
+	code, out, _ := e.Labctl("publish", "--id", "r-web", "--key", e.KeyFile, "--toplevel", "n1="+g2, "--confirm-timeout", "6s", "--timeout", "90s")
+	if code == exitSucceeded {
+		t.Fatalf("publish succeeded with a broken health endpoint:\n%s", out)
+	}
+	s := e.Watch().AwaitState(t, "n1", "r-web", proto.StateTimedOut, 30*time.Second)
+	if s.Execution.Error != "verifying timed out; rolled back to the previous system" {
+		t.Errorf("status error %q", s.Execution.Error)
+	}
+	if n.Current() != g1 || switched(n, "switch", g2) != 1 || switched(n, "switch", g1) != 1 {
+		t.Errorf("profile %s, switches %v: want gen 2 once, then back on gen 1", n.Current(), n.Switches())
+	}
+	if _, err := os.Stat(broken); err == nil {
+		t.Error("the old configuration's activation did not restore the endpoint")
+	}
+	// The machine's checks after the rollback: the endpoint answers again.
+	r, err := http.Get(srv.URL + "/health")
+	if err != nil || r.StatusCode != http.StatusNoContent {
+		t.Errorf("health endpoint after the rollback: %v %v", r, err)
+	}
 }

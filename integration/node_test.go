@@ -19,6 +19,8 @@ type Node struct {
 	Config  string
 	cmd     *exec.Cmd
 	logf    *os.File
+	netns   string // set by NewLANNode: labd runs in this network namespace
+	nixRoot string // ... with this directory as its private /nix
 }
 
 // NewNode writes the node's config and installs initial as its current
@@ -97,6 +99,13 @@ func (n *Node) Start() {
 		n.env.t.Fatal(err)
 	}
 	cmd := n.env.command(bin.labd, "--config", n.Config)
+	if n.netns != "" {
+		// Its own host: its network namespace and its own /nix (the
+		// mount namespace ip netns exec creates is private to it).
+		cmd = n.env.command("ip", "netns", "exec", n.netns, "sh", "-c", `mount --bind "$LAB_NODE_NIX" /nix && exec "$@"`,
+			"sh", bin.labd, "--config", n.Config)
+		cmd.Env = append(cmd.Env, "LAB_NODE_NIX="+n.nixRoot)
+	}
 	cmd.Env = append(cmd.Env, "FAKE_NIXOS_LOG="+n.SwitchLog())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -26,6 +26,9 @@ type state struct {
 	Rebooted   bool   `json:"rebooted,omitempty"`
 	// TimedOut records that the execution's rollback was caused by a deadline.
 	TimedOut bool `json:"timed_out,omitempty"`
+	// Confirmed records that the broker acknowledged a publish from the
+	// new system while verifying (the network survived the activation).
+	Confirmed bool `json:"confirmed,omitempty"`
 	// Commands are the ids of the last commands acted on (replays are ignored).
 	Commands []string `json:"commands,omitempty"`
 }
@@ -72,8 +75,10 @@ type (
 		gen   uint64
 		phase proto.ExecState
 	}
-	evCancel struct{ rollout string }
-	evResume struct{}
+	// evConfirmed: the broker acknowledged a publish from the new system.
+	evConfirmed struct{ gen uint64 }
+	evCancel    struct{ rollout string }
+	evResume    struct{}
 	// evRebootCmd is an operator's reboot command (labctl reboot).
 	evRebootCmd struct{ id, rollout string }
 	// evPersistFailed: the state of a new execution could not be saved.
@@ -225,6 +230,12 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		}
 		s.AppliedGen = s.Exec.Gen
 		return m.to(s, proto.StateSucceeded, e.detail)
+	case evConfirmed:
+		if s.Exec.State != proto.StateVerifying || e.gen != s.Exec.Gen {
+			return s, nil
+		}
+		s.Confirmed = true
+		return s, nil
 	case evRolledBack:
 		if s.Exec.State != proto.StateRollingBack || e.gen != s.Exec.Gen {
 			return s, nil
@@ -256,6 +267,9 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		s.TimedOut = true
 		if e.phase == proto.StateRebooting {
 			return m.rollback(s, "the machine did not reboot in time")
+		}
+		if e.phase == proto.StateVerifying && !s.Confirmed {
+			return m.rollback(s, "verifying timed out: the broker was not reachable from the new system within the confirm deadline (did the new configuration break the network?)")
 		}
 		return m.rollback(s, fmt.Sprintf("%s timed out", e.phase))
 	case evCancel:
@@ -314,7 +328,7 @@ func (m machine) onDesired(s state, e evDesired) (state, []effect) {
 		return s, []effect{effPersist{}}
 	}
 	s.HighGen, s.Desired, s.Held = d.Gen, d, nil
-	s.TimedOut, s.Rebooted, s.BootBefore = false, false, ""
+	s.TimedOut, s.Confirmed, s.Rebooted, s.BootBefore = false, false, false, ""
 	s.Exec = proto.Execution{Rollout: d.Rollout, Gen: d.Gen, Toplevel: d.Toplevel, Action: d.Action, State: proto.StateQueued, Since: m.now().UnixMilli()}
 	if d.Toplevel == e.current && d.Action != proto.ActionBoot {
 		s.AppliedGen = d.Gen

@@ -174,7 +174,31 @@ func TestTransitions(t *testing.T) {
 					t.Error("not marked timed out")
 				}
 			}},
-		{name: "confirm deadline: roll back", s: at(proto.StateVerifying, d), ev: evTimeout{gen: 10, phase: proto.StateVerifying}, want: proto.StateRollingBack, effects: []string{"Rollback"}},
+		{name: "confirm deadline, broker never reached: roll back, saying so", s: at(proto.StateVerifying, d), ev: evTimeout{gen: 10, phase: proto.StateVerifying},
+			want: proto.StateRollingBack, effects: []string{"Rollback"}, check: func(t *testing.T, s state, _ []effect) {
+				if !strings.Contains(s.Exec.Error, "broker was not reachable") {
+					t.Errorf("error %q", s.Exec.Error)
+				}
+			}},
+		{name: "broker confirmed while verifying", s: at(proto.StateVerifying, d), ev: evConfirmed{gen: 10}, want: proto.StateVerifying,
+			check: func(t *testing.T, s state, _ []effect) {
+				if !s.Confirmed {
+					t.Error("not recorded")
+				}
+			}},
+		{name: "confirm of another gen ignored", s: at(proto.StateVerifying, d), ev: evConfirmed{gen: 9}, want: proto.StateVerifying,
+			check: func(t *testing.T, s state, _ []effect) {
+				if s.Confirmed {
+					t.Error("recorded")
+				}
+			}},
+		{name: "confirm deadline after the broker was reached: checks too slow", s: func() state { s := at(proto.StateVerifying, d); s.Confirmed = true; return s }(),
+			ev: evTimeout{gen: 10, phase: proto.StateVerifying}, want: proto.StateRollingBack, effects: []string{"Rollback"},
+			check: func(t *testing.T, s state, _ []effect) {
+				if s.Exec.Error != "verifying timed out" {
+					t.Errorf("error %q", s.Exec.Error)
+				}
+			}},
 		{name: "stale deadline ignored", s: at(proto.StateVerifying, d), ev: evTimeout{gen: 10, phase: proto.StateActivating}, want: proto.StateVerifying},
 		{name: "cancel while fetching", s: at(proto.StateFetching, d), ev: evCancel{rollout: "r-1"}, want: proto.StateCancelled},
 		{name: "cancel of another rollout ignored", s: at(proto.StateQueued, d), ev: evCancel{rollout: "r-0"}, want: proto.StateQueued},

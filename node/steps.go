@@ -58,9 +58,10 @@ func (d *Daemon) activate(ctx context.Context, e effActivate) evActivated {
 // confirm timer runs: a configuration that broke the network, or the
 // health endpoint, is rolled back by the node itself ("magic rollback").
 func (d *Daemon) verify(ctx context.Context, e effChecks) evChecked {
-	if err := d.confirmBroker(ctx); err != nil {
+	if err := d.confirmBroker(ctx, e.gen); err != nil {
 		return evChecked{gen: e.gen, detail: "cancelled"}
 	}
+	d.sendCtx(ctx, evConfirmed{e.gen})
 	names := make([]string, len(d.cfg.Checks))
 	for i, c := range d.cfg.Checks {
 		names[i] = c.Name
@@ -88,13 +89,16 @@ func (d *Daemon) verify(ctx context.Context, e effChecks) evChecked {
 // the activation: the node's status, published at QoS 1 and acknowledged
 // by the broker. "Connected" alone is not proof: a connection opened
 // before the switch looks up until its keepalive runs out, even when the
-// new configuration cut the network. It returns ctx's error when ctx ends
-// first (the confirm timer decides then).
-func (d *Daemon) confirmBroker(ctx context.Context) error {
+// new configuration cut the network. It gives up when ctx ends or the
+// execution moved on (the confirm timer decided: rolled back).
+func (d *Daemon) confirmBroker(ctx context.Context, gen uint64) error {
 	if d.bus == nil {
 		return nil
 	}
 	for {
+		if s := d.snapshot(); s.Exec.Gen != gen || s.Exec.State != proto.StateVerifying {
+			return errors.New("the execution moved on")
+		}
 		if d.bus.Connected() {
 			b, err := proto.Seal(d.status())
 			if err != nil {

@@ -1,0 +1,86 @@
+package integration
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// lanFleet is a broker on loopback, a lan whose hub forwards to it, a
+// signed binary cache in the hub, and nodes on their own hosts.
+type lanFleet struct {
+	*Env
+	lan   *lan
+	cache *binaryCache
+	nodes []*Node
+}
+
+func newLANFleet(t *testing.T) *lanFleet {
+	t.Helper()
+	l := newLAN(t)
+	e := NewEnv(t)
+	e.StartBroker()
+	l.forward(e.Port)
+	return &lanFleet{Env: e, lan: l, cache: e.newBinaryCache(l)}
+}
+
+// add builds nothing: it pushes initial (and more) to the cache and
+// creates a node installed with initial.
+func (f *lanFleet) add(name, initial string, more ...string) *Node {
+	f.t.Helper()
+	f.cache.push(f.Env, append([]string{initial}, more...)...)
+	n := f.NewLANNode(f.lan, f.cache, name, []string{"web"}, initial)
+	f.nodes = append(f.nodes, n)
+	f.DumpOnFailure(n)
+	return n
+}
+
+func (f *lanFleet) startAll() {
+	for _, n := range f.nodes {
+		n.Start()
+	}
+	for _, n := range f.nodes {
+		eventually(f.t, 30*time.Second, n.Name+" online", func() bool { return f.Watch().Online(n.Name) })
+	}
+}
+
+func linkUp(t *testing.T, ns string) bool {
+	out, err := exec.Command("ip", "-n", ns, "-br", "link", "show", "eth0").Output()
+	if err != nil {
+		t.Fatalf("ip link show in %s: %v", ns, err)
+	}
+	return strings.Contains(string(out), "UP")
+}
+
+// Magic rollback: the new configuration takes the node's network down as
+// it activates. The node cannot confirm a round trip to the broker within
+// the confirm deadline, so it rolls back by itself — which brings the
+// network back — and reports why once it is reachable again.
+func TestMagicRollbackWhenActivationCutsTheNetwork(t *testing.T) {
+	f := newLANFleet(t)
+	g1 := f.Build("n1", 1, "--argstr", "onSwitch", "ip link set eth0 up")
+	g2 := f.Build("n1", 2, "--argstr", "onSwitch", "ip link set eth0 down")
+	n := f.add("n1", g1, g2)
+	f.startAll()
+	code, out, _ := f.Labctl("publish", "--id", "r-cut", "--key", f.KeyFile, "--toplevel", "n1="+g2,
+		"--confirm-timeout", "10s", "--timeout", "120s")
+	if code == exitSucceeded {
+		t.Fatalf("publish succeeded although n1 lost its network:\n%s", out)
+	}
+	s := f.Watch().AwaitState(t, "n1", "r-cut", proto.StateTimedOut, 60*time.Second)
+	if !strings.Contains(s.Execution.Error, "broker was not reachable from the new system") || !strings.Contains(s.Execution.Error, "rolled back") {
+		t.Errorf("status error %q does not say the confirm deadline passed and it rolled back", s.Execution.Error)
+	}
+	if n.Current() != g1 || s.Current != g1 || s.AppliedGen == s.Execution.Gen {
+		t.Errorf("profile %s, status current %s applied %d (exec gen %d): want back on gen 1", n.Current(), s.Current, s.AppliedGen, s.Execution.Gen)
+	}
+	if sw := n.Switches(); len(sw) != 2 || switched(n, "switch", g2) != 1 || switched(n, "switch", g1) != 1 {
+		t.Errorf("switch log %v: want gen 2 once, then gen 1 once", sw)
+	}
+	if !linkUp(t, n.netns) || !f.Watch().Online("n1") {
+		t.Errorf("after the rollback: link up %v, online %v", linkUp(t, n.netns), f.Watch().Online("n1"))
+	}
+}
