@@ -269,7 +269,8 @@ func (e *Env) NewLANNode(l *lan, c *binaryCache, name string, groups []string, i
 		e.t.Fatal(err)
 	}
 	cfg := strings.Replace(string(b), "broker: "+e.BrokerURL(), fmt.Sprintf("broker: mqtt://10.200.0.1:%d", e.Port), 1)
-	cfg += fmt.Sprintf("keepalive: 5s\nnix:\n  options: [substituters, %q, trusted-public-keys, %q]\n", c.URL, c.PublicKey)
+	// Before checks: tests append checks at the end.
+	cfg = strings.Replace(cfg, "\nchecks:\n", fmt.Sprintf("\nkeepalive: 5s\nnix:\n  options: [substituters, %q, trusted-public-keys, %q]\nchecks:\n", c.URL, c.PublicKey), 1)
 	if err := os.WriteFile(n.Config, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

@@ -84,3 +84,57 @@ func TestMagicRollbackWhenActivationCutsTheNetwork(t *testing.T) {
 		t.Errorf("after the rollback: link up %v, online %v", linkUp(t, n.netns), f.Watch().Online("n1"))
 	}
 }
+
+// A node's link is cut while it downloads its new system (the cache
+// answers slowly, then into the void) and restored later: the download
+// resumes, the node ends on the new generation, activated once.
+func TestPartitionDuringFetch(t *testing.T) {
+	f := newLANFleet(t)
+	g1, g2 := f.Build("n1", 1), f.Build("n1", 2)
+	n := f.add("n1", g1, g2)
+	f.startAll()
+	f.cache.hold()
+	defer f.cache.release()
+	var out strings.Builder
+	cmd := f.labctlAsync(&out, "publish", "--id", "r-pfetch", "--key", f.KeyFile, "--toplevel", "n1="+g2, "--timeout", "150s")
+	f.Watch().AwaitState(t, "n1", "r-pfetch", proto.StateFetching, 30*time.Second)
+	eventually(t, 30*time.Second, "n1 to ask the cache for the NAR", func() bool { return f.cache.narCount() > 0 })
+	f.lan.cut("n1")
+	f.cache.release() // the answer goes into the cut link
+	eventually(t, 30*time.Second, "the broker to notice n1 is gone", func() bool { return !f.Watch().Online("n1") })
+	f.lan.restore("n1")
+	if code := exitCode(cmd.Wait()); code != exitSucceeded {
+		t.Fatalf("publish exit %d\n%s", code, out.String())
+	}
+	t.Logf("labctl publish:\n%s", out.String())
+	s := f.Watch().AwaitState(t, "n1", "r-pfetch", proto.StateSucceeded, 10*time.Second)
+	if n.Current() != g2 || s.AppliedGen != s.Execution.Gen || switched(n, "switch", g2) != 1 || len(n.Switches()) != 1 {
+		t.Errorf("profile %s applied %d/%d switches %v", n.Current(), s.AppliedGen, s.Execution.Gen, n.Switches())
+	}
+}
+
+// The link is cut while the node verifies the new system (a slow check)
+// and restored within the confirm deadline: the node confirms, passes and
+// keeps the new generation; the controller sees it through.
+func TestPartitionDuringVerify(t *testing.T) {
+	f := newLANFleet(t)
+	g1, g2 := f.Build("n1", 1), f.Build("n1", 2)
+	n := f.add("n1", g1, g2)
+	n.appendConfig("  - {name: slow, type: command, command: [sleep, \"4\"], timeout: 10s, retries: -1}\n")
+	f.startAll()
+	var out strings.Builder
+	cmd := f.labctlAsync(&out, "publish", "--id", "r-pverify", "--key", f.KeyFile, "--toplevel", "n1="+g2,
+		"--confirm-timeout", "60s", "--timeout", "150s")
+	f.Watch().AwaitState(t, "n1", "r-pverify", proto.StateVerifying, 60*time.Second)
+	f.lan.cut("n1")
+	eventually(t, 30*time.Second, "the broker to notice n1 is gone", func() bool { return !f.Watch().Online("n1") })
+	f.lan.restore("n1")
+	if code := exitCode(cmd.Wait()); code != exitSucceeded {
+		t.Fatalf("publish exit %d\n%s", code, out.String())
+	}
+	t.Logf("labctl publish:\n%s", out.String())
+	s := f.Watch().AwaitState(t, "n1", "r-pverify", proto.StateSucceeded, 10*time.Second)
+	if n.Current() != g2 || s.AppliedGen != s.Execution.Gen || len(n.Switches()) != 1 || !s.Checks["slow"].OK {
+		t.Errorf("profile %s applied %d/%d switches %v checks %+v", n.Current(), s.AppliedGen, s.Execution.Gen, n.Switches(), s.Checks)
+	}
+}
