@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/faultproxy"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -220,5 +221,46 @@ func TestMagicRollbackWhenActivationBreaksHealthEndpoint(t *testing.T) {
 	r, err := http.Get(srv.URL + "/health")
 	if err != nil || r.StatusCode != http.StatusNoContent {
 		t.Errorf("health endpoint after the rollback: %v %v", r, err)
+	}
+}
+
+// The node's connection goes half-open while it activates (a NAT mapping
+// dies, a laptop sleeps): the proxy between node and broker drops every
+// byte but closes nothing, with 100 ms latency on top. Both sides notice
+// by keepalive, the broker publishes the node's will (offline), and once
+// the path works again the node reconnects, confirms and succeeds —
+// without a second activation.
+func TestHalfOpenConnectionDuringRollout(t *testing.T) {
+	e := NewEnv(t)
+	e.StartBroker()
+	proxy, err := faultproxy.Listen("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", e.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	proxy.SetDelay(100 * time.Millisecond)
+	g1, g2 := e.Build("n1", 1), e.Build("n1", 2, "--arg", "sleepSwitch", "2")
+	n := e.NewNode("n1", []string{"web"}, g1)
+	e.DumpOnFailure(n)
+	n.setBroker("mqtt://"+proxy.Addr(), "keepalive: 2s")
+	n.Start()
+	eventually(t, 30*time.Second, "n1 online", func() bool { return e.Watch().Online("n1") })
+	var out strings.Builder
+	cmd := e.labctlAsync(&out, "publish", "--id", "r-half", "--key", e.KeyFile, "--toplevel", "n1="+g2,
+		"--confirm-timeout", "90s", "--timeout", "150s")
+	e.Watch().AwaitState(t, "n1", "r-half", proto.StateActivating, 30*time.Second)
+	proxy.Blackhole(true)
+	eventually(t, 30*time.Second, "the broker to give n1 up (its will: offline)", func() bool { return !e.Watch().Online("n1") })
+	time.Sleep(3 * time.Second) // the node's reconnects meet the blackhole too
+	proxy.Blackhole(false)
+	if code := exitCode(cmd.Wait()); code != exitSucceeded {
+		t.Fatalf("publish exit %d\n%s", code, out.String())
+	}
+	s := e.Watch().AwaitState(t, "n1", "r-half", proto.StateSucceeded, 10*time.Second)
+	if n.Current() != g2 || s.AppliedGen != s.Execution.Gen || len(n.Switches()) != 1 {
+		t.Errorf("profile %s applied %d/%d switches %v", n.Current(), s.AppliedGen, s.Execution.Gen, n.Switches())
+	}
+	if proxy.Accepted() < 2 {
+		t.Errorf("the node connected %d times through the proxy: it never reconnected", proxy.Accepted())
 	}
 }

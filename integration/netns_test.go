@@ -73,6 +73,16 @@ func (l *lan) run(ns string, args ...string) {
 	}
 }
 
+// runInput is run with input on standard input.
+func (l *lan) runInput(ns, input string, args ...string) {
+	l.t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.Stdin = strings.NewReader(input)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("in %s: %s: %v\n%s", ns, strings.Join(args, " "), err, out)
+	}
+}
+
 // addHost creates a host namespace on the bridge and returns it and its address.
 func (l *lan) addHost(name string) (ns, addr string) {
 	l.t.Helper()
@@ -264,16 +274,8 @@ func (e *Env) NewLANNode(l *lan, c *binaryCache, name string, groups []string, i
 	if err := os.MkdirAll(n.nixRoot, 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	b, err := os.ReadFile(n.Config)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cfg := strings.Replace(string(b), "broker: "+e.BrokerURL(), fmt.Sprintf("broker: mqtt://10.200.0.1:%d", e.Port), 1)
-	// Before checks: tests append checks at the end.
-	cfg = strings.Replace(cfg, "\nchecks:\n", fmt.Sprintf("\nkeepalive: 5s\nnix:\n  options: [substituters, %q, trusted-public-keys, %q]\nchecks:\n", c.URL, c.PublicKey), 1)
-	if err := os.WriteFile(n.Config, []byte(cfg), 0o644); err != nil {
-		e.t.Fatal(err)
-	}
+	n.setBroker(fmt.Sprintf("mqtt://10.200.0.1:%d", e.Port), "keepalive: 5s",
+		fmt.Sprintf("nix:\n  options: [substituters, %q, trusted-public-keys, %q]", c.URL, c.PublicKey))
 	if initial != "" {
 		script := `set -e
 mount --bind "$LAB_NODE_NIX" /nix

@@ -108,6 +108,11 @@ func (n *Node) Start() {
 	}
 	cmd.Env = append(cmd.Env, "FAKE_NIXOS_LOG="+n.SwitchLog())
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so that Kill takes its children (nix-store)
+	// with it, as systemd's KillMode=control-group does. Activations
+	// are detached into their own session and survive, as with
+	// systemd-run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		n.env.t.Fatal(err)
 	}
@@ -122,13 +127,14 @@ func (n *Node) Stop() {
 	}
 }
 
-// Kill SIGKILLs labd, as a crash or power loss would.
+// Kill SIGKILLs labd and its children, as a crash would (or systemd
+// stopping a hung unit).
 func (n *Node) Kill() {
 	n.env.t.Helper()
 	if n.cmd == nil || n.cmd.Process == nil {
 		n.env.t.Fatalf("%s not running", n.Name)
 	}
-	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 	_ = n.cmd.Wait()
 	n.logf.Close()
 }
@@ -167,4 +173,19 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// setBroker points the node at another broker URL (a proxy) and adds
+// top-level config lines (e.g. "keepalive: 2s").
+func (n *Node) setBroker(url string, extra ...string) {
+	n.env.t.Helper()
+	b, err := os.ReadFile(n.Config)
+	if err != nil {
+		n.env.t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "broker: "+n.env.BrokerURL(), "broker: "+url, 1)
+	cfg = strings.Replace(cfg, "\nchecks:\n", "\n"+strings.Join(append(extra, "checks:\n"), "\n"), 1)
+	if err := os.WriteFile(n.Config, []byte(cfg), 0o644); err != nil {
+		n.env.t.Fatal(err)
+	}
 }

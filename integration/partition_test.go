@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/faultproxy"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -14,6 +15,7 @@ import (
 type lanFleet struct {
 	*Env
 	lan   *lan
+	proxy *faultproxy.Proxy // the hub's forwarder to the broker
 	cache *binaryCache
 	nodes []*Node
 }
@@ -23,8 +25,8 @@ func newLANFleet(t *testing.T) *lanFleet {
 	l := newLAN(t)
 	e := NewEnv(t)
 	e.StartBroker()
-	l.forward(e.Port)
-	return &lanFleet{Env: e, lan: l, cache: e.newBinaryCache(l)}
+	p := l.forward(e.Port)
+	return &lanFleet{Env: e, lan: l, proxy: p, cache: e.newBinaryCache(l)}
 }
 
 // add builds nothing: it pushes initial (and more) to the cache and
@@ -136,5 +138,76 @@ func TestPartitionDuringVerify(t *testing.T) {
 	s := f.Watch().AwaitState(t, "n1", "r-pverify", proto.StateSucceeded, 10*time.Second)
 	if n.Current() != g2 || s.AppliedGen != s.Execution.Gen || len(n.Switches()) != 1 || !s.Checks["slow"].OK {
 		t.Errorf("profile %s applied %d/%d switches %v checks %+v", n.Current(), s.AppliedGen, s.Execution.Gen, n.Switches(), s.Checks)
+	}
+}
+
+// labd is SIGKILLed while it downloads its new system and started again:
+// it fetches again (the first download's partial result is Nix's
+// business) and activates once.
+func TestLabdKilledWhileFetching(t *testing.T) {
+	f := newLANFleet(t)
+	g1, g2 := f.Build("n1", 1), f.Build("n1", 2)
+	n := f.add("n1", g1, g2)
+	f.startAll()
+	f.cache.hold()
+	defer f.cache.release()
+	if code, _, _ := f.Labctl("publish", "--id", "r-kfetch", "--key", f.KeyFile, "--toplevel", "n1="+g2, "--no-wait"); code != 0 {
+		t.Fatalf("publish --no-wait exit %d", code)
+	}
+	f.Watch().AwaitState(t, "n1", "r-kfetch", proto.StateFetching, 30*time.Second)
+	eventually(t, 30*time.Second, "n1 to ask the cache for the NAR", func() bool { return f.cache.narCount() > 0 })
+	n.Kill()
+	asked := f.cache.narCount()
+	n.Start()
+	eventually(t, 30*time.Second, "n1 to fetch again after its restart", func() bool { return f.cache.narCount() > asked })
+	f.cache.release()
+	s := f.Watch().AwaitState(t, "n1", "r-kfetch", proto.StateSucceeded, 60*time.Second)
+	if n.Current() != g2 || s.AppliedGen != s.Execution.Gen || len(n.Switches()) != 1 {
+		t.Errorf("profile %s applied %d/%d switches %v", n.Current(), s.AppliedGen, s.Execution.Gen, n.Switches())
+	}
+}
+
+// A whole rolling rollout over bad links: every node's link drops 10% of
+// packets each way (nft), is limited to 1 Mbit/s (tbf), and the hub adds
+// 50 ms each way to every chunk (our fault proxy). Every node ends on the
+// new generation, activated once.
+func TestLossySlowLinksRollout(t *testing.T) {
+	requireRoot(t, "nft", "tc")
+	f := newLANFleet(t)
+	g2 := map[string]string{}
+	for _, name := range []string{"n1", "n2", "n3"} {
+		g2[name] = f.Build(name, 2)
+		f.add(name, f.Build(name, 1), g2[name])
+	}
+	const loss = `table inet chaos {
+  chain in  { type filter hook input  priority 0; policy accept; numgen random mod 100 < 10 drop; }
+  chain out { type filter hook output priority 0; policy accept; numgen random mod 100 < 10 drop; }
+}
+`
+	for _, n := range f.nodes {
+		f.lan.runInput(n.netns, loss, "nft", "-f", "-")
+		f.lan.run(n.netns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "400ms")
+	}
+	f.proxy.SetDelay(50 * time.Millisecond)
+	f.startAll()
+	args := []string{"publish", "--id", "r-lossy", "--key", f.KeyFile, "--strategy", "rolling", "--batch", "1", "--timeout", "300s"}
+	for _, n := range f.nodes {
+		args = append(args, "--toplevel", n.Name+"="+g2[n.Name])
+	}
+	if code, out, _ := f.Labctl(args...); code != exitSucceeded {
+		t.Fatalf("publish over lossy links exit %d\n%s", code, out)
+	}
+	for _, n := range f.nodes {
+		s := f.Watch().AwaitState(t, n.Name, "r-lossy", proto.StateSucceeded, 30*time.Second)
+		if n.Current() != g2[n.Name] || s.AppliedGen != s.Execution.Gen || switched(n, "switch", g2[n.Name]) != 1 || len(n.Switches()) != 1 {
+			t.Errorf("%s: profile %s applied %d/%d switches %v", n.Name, n.Current(), s.AppliedGen, s.Execution.Gen, n.Switches())
+		}
+	}
+	// The loss was real: nft counted drops on every node.
+	for _, n := range f.nodes {
+		out, err := exec.Command("ip", "netns", "exec", n.netns, "nft", "list", "ruleset").Output()
+		if err != nil || !strings.Contains(string(out), "numgen random") {
+			t.Errorf("%s: chaos rules gone: %v\n%s", n.Name, err, out)
+		}
 	}
 }
