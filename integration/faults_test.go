@@ -264,3 +264,76 @@ func TestHalfOpenConnectionDuringRollout(t *testing.T) {
 		t.Errorf("the node connected %d times through the proxy: it never reconnected", proxy.Accepted())
 	}
 }
+
+// Gates and commands, delivered twice or out of order: the same reboot
+// command twice reboots once; a gate older than the one the node holds
+// is refused as stale, the same gate again is ignored.
+func TestDuplicateAndReorderedGatesAndCommands(t *testing.T) {
+	f := newFleet(t, []string{"n1"}, nil)
+	n := f.nodes[0]
+	reboots := filepath.Join(n.Dir, "reboots")
+	b, err := os.ReadFile(n.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), fmt.Sprintf("reboot_command: [touch, %q]", n.rebootMarker()),
+		fmt.Sprintf("reboot_command: [sh, -c, 'echo reboot >> \"$0\"', %q]", reboots), 1)
+	if err := os.WriteFile(n.Config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.startAll()
+	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{f.BrokerURL()}, ClientID: "dup-" + proto.NewID()[:6], CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seal := func(m proto.Signable) []byte {
+		m.Header().Stamp("labctl", time.Now())
+		if err := proto.Sign(m, f.Key); err != nil {
+			t.Fatal(err)
+		}
+		b, err := proto.Seal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tp := proto.DefaultTopics
+	cmd := seal(&proto.Command{Op: proto.OpReboot, Targets: []string{"n1"}, Expires: time.Now().Add(time.Minute).UnixMilli()})
+	for range 2 {
+		if err := c.Publish(ctx, tp.NodeCmd("n1"), cmd, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq := uint64(time.Now().UnixMilli())
+	newer := seal(&proto.Gate{Group: "web", Rollout: "r-gates", OpenWave: 2, State: proto.GateRunning, Seq: seq + 5})
+	older := seal(&proto.Gate{Group: "web", Rollout: "r-gates", OpenWave: 1, State: proto.GateRunning, Seq: seq})
+	for _, g := range [][]byte{newer, newer, older} {
+		if err := c.Publish(ctx, tp.GroupGate("web"), g, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale := func() int {
+		k := 0
+		for _, ev := range f.Watch().Events("n1") {
+			if ev.State == proto.StateRejected && strings.Contains(ev.Detail, "gate of web: replayed or stale") {
+				k++
+			}
+		}
+		return k
+	}
+	eventually(t, 10*time.Second, "the older gate refused", func() bool { return stale() == 1 })
+	time.Sleep(time.Second) // a second reboot or rejection would show by now
+	got, _ := os.ReadFile(reboots)
+	if strings.Count(string(got), "reboot") != 1 {
+		t.Errorf("the reboot command ran %d times for one command sent twice", strings.Count(string(got), "reboot"))
+	}
+	if k := stale(); k != 1 {
+		t.Errorf("%d stale-gate rejections, want 1 (the duplicate of the newer gate must pass silently)", k)
+	}
+}
