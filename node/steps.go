@@ -47,6 +47,14 @@ func (d *Daemon) activate(ctx context.Context, e effActivate) evActivated {
 		act = a
 	}
 	res, err := act.Wait(ctx)
+	if errors.Is(err, nixsys.ErrNeverStarted) {
+		// Recorded, but the switch never ran (labd died in between):
+		// run it now — still one activation of this generation.
+		d.log.Warn("the recorded activation never started; starting it", "toplevel", e.toplevel, "err", err)
+		if act, err = d.nix.StartActivation(ctx, e.toplevel, string(e.action), d.runDir()); err == nil {
+			res, err = act.Wait(ctx)
+		}
+	}
 	if err != nil {
 		return evActivated{gen: e.gen, profileMoved: true, detail: err.Error()}
 	}

@@ -17,6 +17,11 @@ var (
 	// ErrHelperLost: the helper is gone and left no result (killed, or it
 	// never started). The switch may or may not have run.
 	ErrHelperLost = errors.New("activation helper exited without a result")
+	// ErrNeverStarted accompanies ErrHelperLost when the helper never
+	// recorded its pid: it writes the pid before it runs the switch, so
+	// the switch did not run and starting the activation again is safe
+	// (labd was killed between recording the activation and starting it).
+	ErrNeverStarted = errors.New("the switch never started")
 )
 
 // ActivationError is an activation that could not be started or whose
@@ -114,6 +119,9 @@ func (a *Activation) Wait(ctx context.Context) (Result, error) {
 			// It may have written the result just before exiting.
 			if res, ok, err := readResult(a.RunDir, a.ID); ok || err != nil {
 				return res, a.waitErr(err)
+			}
+			if readHelperPid(a.RunDir, a.ID) == 0 {
+				return Result{}, a.waitErr(fmt.Errorf("%w (%w): %s", ErrHelperLost, ErrNeverStarted, why))
 			}
 			return Result{}, a.waitErr(fmt.Errorf("%w: %s", ErrHelperLost, why))
 		}

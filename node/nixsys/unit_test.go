@@ -246,3 +246,36 @@ func mustResume(t *testing.T, n *Nix, runDir string) *Activation {
 	}
 	return a
 }
+
+// labd died after recording an activation and before its helper started:
+// after the start grace, Wait says the helper is lost AND that the switch
+// never ran (so the caller may start it again); with a pid recorded by
+// the helper it only says lost.
+func TestWaitTellsANeverStartedActivation(t *testing.T) {
+	runDir := t.TempDir()
+	rec := record{ID: "abc", Toplevel: storeA, Action: "switch", Detach: DetachSetsid, Started: time.Now().Add(-helperStartGrace - time.Second)}
+	if err := writeJSON(filepath.Join(runDir, recordFile), rec); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(Config{Profile: filepath.Join(t.TempDir(), "system")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ok, err := n.ResumeActivation(runDir)
+	if err != nil || !ok {
+		t.Fatalf("ResumeActivation = %v, %v", ok, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.Wait(ctx); !errors.Is(err, ErrHelperLost) || !errors.Is(err, ErrNeverStarted) {
+		t.Fatalf("Wait = %v, want ErrHelperLost and ErrNeverStarted", err)
+	}
+	// The helper had started (its pid is recorded) and died: lost, and
+	// the switch may have run.
+	if err := os.WriteFile(filepath.Join(runDir, pidFile), []byte("abc 999999999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Wait(ctx); !errors.Is(err, ErrHelperLost) || errors.Is(err, ErrNeverStarted) {
+		t.Fatalf("Wait = %v, want ErrHelperLost only", err)
+	}
+}
