@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lab-fleet/lab/internal/bus"
 	"github.com/lab-fleet/lab/internal/faultproxy"
 	"github.com/lab-fleet/lab/proto"
 )
@@ -31,9 +30,6 @@ func (e *Env) killBroker() {
 // back on the same data: retained state and sessions survive, every
 // client reconnects, and the rollout completes.
 func TestBrokerKilledMidRollout(t *testing.T) {
-	if externalBroker() != "" {
-		t.Skip("restarts the embedded broker (mosquitto without autosave loses what came since its last save on SIGKILL)")
-	}
 	slow := []string{"--arg", "sleepSwitch", "2"}
 	f := newFleet(t, []string{"n1", "n2", "n3"}, map[string][]string{"n1": slow, "n2": slow, "n3": slow})
 	f.startAll()
@@ -64,7 +60,7 @@ func TestBrokerKilledMidRollout(t *testing.T) {
 func TestDuplicateAndReorderedDesired(t *testing.T) {
 	f := newFleet(t, []string{"n1"}, nil)
 	f.startAll()
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{f.BrokerURL()}, ClientID: "dup-" + proto.NewID()[:6], CleanStart: true})
+	c, err := f.dialController("dup-" + proto.NewID()[:6])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +278,7 @@ func TestDuplicateAndReorderedGatesAndCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.startAll()
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{f.BrokerURL()}, ClientID: "dup-" + proto.NewID()[:6], CleanStart: true})
+	c, err := f.dialController("dup-" + proto.NewID()[:6])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 	bin.labctl, bin.labd = filepath.Join(dir, "labctl"), filepath.Join(dir, "labd")
 	code := m.Run()
 	os.RemoveAll(dir)
+	if mosqCreds.dir != "" {
+		os.RemoveAll(mosqCreds.dir)
+	}
 	os.Exit(code)
 }
 
@@ -66,6 +69,7 @@ type Env struct {
 	mu     sync.Mutex
 	broker *exec.Cmd
 	watch  *Watcher
+	creds  *creds // set when the broker wants identities (the mosquitto pass)
 }
 
 // NewEnv prepares an environment; call StartBroker to run the broker.
@@ -136,7 +140,7 @@ func (e *Env) command(name string, args ...string) *exec.Cmd {
 func (e *Env) Labctl(args ...string) (int, string, string) {
 	e.t.Helper()
 	cmd := e.command(bin.labctl, args...)
-	cmd.Env = append(cmd.Env, "LAB_BROKER_URL="+e.BrokerURL())
+	cmd.Env = append(append(cmd.Env, "LAB_BROKER_URL="+e.BrokerURL()), e.labctlEnv()...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -157,7 +161,11 @@ func (e *Env) Watch() *Watcher {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.watch == nil {
-		e.watch = newWatcher(e.t, e.BrokerURL())
+		if e.creds != nil {
+			e.watch = newWatcher(e.t, e.BrokerURL(), mosqViewer, e.creds.password(e.t, mosqViewer))
+		} else {
+			e.watch = newWatcher(e.t, e.BrokerURL())
+		}
 	}
 	return e.watch
 }

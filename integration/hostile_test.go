@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lab-fleet/lab/internal/bus"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -22,7 +21,9 @@ func TestHostileMessagesAreRejected(t *testing.T) {
 	}
 	before := f.Watch().AwaitState(t, "n1", "r-good", proto.StateSucceeded, 10*time.Second)
 
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{f.BrokerURL()}, ClientID: "attacker", CleanStart: true})
+	// With identities (the mosquitto pass) the attacker holds stolen
+	// controller credentials, but not the operator's signing key.
+	c, err := f.dialController("attacker")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ boot_id_file: %s
 # never the host's systemctl reboot: a reboot only leaves a marker
 reboot_command: [touch, %q]
 log_level: debug
-trusted_keys:
+%strusted_keys:
   - %q
 timeouts:
   fetch: 60s
@@ -68,7 +68,7 @@ checks:
     interval: 200ms
     retries: 1
 `, name, strings.Join(groups, ", "), e.BrokerURL(), filepath.Join(dir, "state"), n.Profile,
-		filepath.Join(dir, "boot_id"), filepath.Join(dir, "reboot-requested"), e.Key.Public().String(), filepath.Join(n.Profile, "fail-health"))
+		filepath.Join(dir, "boot_id"), filepath.Join(dir, "reboot-requested"), e.nodeConfigLines(name), e.Key.Public().String(), filepath.Join(n.Profile, "fail-health"))
 	if err := os.WriteFile(n.Config, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

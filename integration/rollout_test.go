@@ -193,8 +193,12 @@ func TestStatusReadableWithMosquittoSub(t *testing.T) {
 	if code, _ := f.publish("r-sub", "--timeout", "90s"); code != exitSucceeded {
 		t.Fatalf("publish exit %d", code)
 	}
-	out, err := exec.Command("mosquitto_sub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", fmt.Sprint(f.Port),
-		"-t", "lab/v1/node/+/status", "-C", "2", "-W", "10", "-F", "%t %x").Output()
+	args := []string{"-V", "mqttv5", "-h", "127.0.0.1", "-p", fmt.Sprint(f.Port),
+		"-t", "lab/v1/node/+/status", "-C", "2", "-W", "10", "-F", "%t %x"}
+	if f.creds != nil {
+		args = append(args, "-u", mosqViewer, "-P", f.creds.password(t, mosqViewer))
+	}
+	out, err := exec.Command("mosquitto_sub", args...).Output()
 	if err != nil {
 		t.Fatalf("mosquitto_sub: %v %s", err, stderrOf(err))
 	}

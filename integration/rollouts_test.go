@@ -48,11 +48,8 @@ func TestResumeAfterKillingPublish(t *testing.T) {
 	for _, n := range f.nodes {
 		args = append(args, "--toplevel", n.Name+"="+f.gen2[n.Name])
 	}
-	cmd := f.command(bin.labctl, args...)
-	cmd.Env = append(cmd.Env, "LAB_BROKER_URL="+f.BrokerURL())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	var out0 strings.Builder
+	cmd := f.labctlAsync(&out0, args...)
 	// Kill it once the second wave runs.
 	f.Watch().AwaitState(t, "n2", "r-kill", proto.StateActivating, 60*time.Second)
 	_ = cmd.Process.Signal(syscall.SIGKILL)

@@ -52,7 +52,7 @@ func (t *Table) reads(id Identity) []string {
 	case RoleController:
 		return []string{tp.Prefix() + "/#"}
 	case RoleViewer:
-		return []string{tp.AllStatus(), tp.AllPresence(), tp.AllRollouts(), tp.Prefix() + "/json/#"}
+		return []string{tp.AllStatus(), tp.AllPresence(), tp.AllEvents(), tp.AllRollouts(), tp.Prefix() + "/json/#"}
 	}
 	return nil
 }
