@@ -1,10 +1,12 @@
 package node
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -40,6 +42,9 @@ type Config struct {
 	Machine         proto.Machine  // planning metadata reported in status (reboot order, dependencies)
 	RebootCommand   []string       // argv that reboots the machine, default systemctl reboot
 	Version         string         // labd version reported in status
+	// Dial, when set, opens the broker connections of mqtt:// URLs
+	// (the fleet benchmark counts bytes with it); nil: the default.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// RestartCheck is asked after every execution ends; when it says so,
 	// Run returns ErrRestart (labd's main exits and systemd starts the
 	// new version: the unit has restartIfChanged = false, so that a switch

@@ -96,7 +96,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		URLs: d.cfg.Broker, ClientID: d.cfg.Name, Username: d.cfg.Username, Password: password, TLS: d.cfg.TLS,
 		CleanStart: false, SessionExpiry: d.cfg.SessionExpiry, KeepAlive: d.cfg.KeepAlive,
 		Will:      &bus.Message{Topic: d.topics.NodePresence(d.cfg.Name), Payload: will, Retain: true},
-		OnMessage: d.receive, OnUp: d.onUp, Logger: d.log,
+		OnMessage: d.receive, OnUp: d.onUp, Logger: d.log, Dial: d.cfg.Dial,
 	})
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"slices"
 	"sync"
@@ -36,6 +37,9 @@ type Config struct {
 	SessionExpiry time.Duration // how long the broker keeps the session after a disconnect
 	KeepAlive     time.Duration // default 30s
 	Will          *Message      // Last Will, published by the broker if the connection is lost
+	// Dial, when set, opens the TCP connections of mqtt:// URLs (the
+	// benchmark counts bytes on the wire with it). Other schemes refuse it.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// OnMessage receives every publish, in order, on the client's goroutine.
 	OnMessage func(Message)
@@ -120,6 +124,14 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublish},
 			OnClientError:     func(err error) { c.log.Warn("mqtt client error", "err", err) },
 		},
+	}
+	if cfg.Dial != nil {
+		ac.AttemptConnection = func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			if u.Scheme != "mqtt" && u.Scheme != "tcp" {
+				return nil, fmt.Errorf("bus: a custom dialer serves mqtt:// only, not %s", u.Scheme)
+			}
+			return cfg.Dial(ctx, "tcp", u.Host)
+		}
 	}
 	if w := cfg.Will; w != nil {
 		ac.WillMessage = &paho.WillMessage{Topic: w.Topic, Payload: w.Payload, Retain: w.Retain, QoS: 1}

@@ -1,0 +1,583 @@
+// Command bench measures lab at fleet scale on one machine: a broker
+// (the embedded one, `labctl broker`, or mosquitto started from the same
+// settings), N simulated nodes running the real labd daemon with Nix
+// replaced by an instant executor (spread over several processes for the
+// descriptor limit), and the real controller (`labctl publish`,
+// `labctl status`). It prints one table, one row per broker:
+//
+//	go run ./integration/bench -nodes 10000
+//	go run ./integration/bench -nodes 50 -brokers embedded   # what CI runs
+//
+// Columns: connect (start of the node processes → every node's online
+// presence seen), broker RSS per connected node (idle), publish (labctl
+// publish --no-wait: reading the fleet, signing and publishing N Desired),
+// rollout (publish start → every node's `succeeded` status seen by a
+// separate subscriber) with per-node p50/p99, lost (succeeded statuses in
+// the retained state that the live subscriber never received), bytes on
+// the wire per node per rollout (both directions, counted at the nodes),
+// follow (a second rollout, `labctl publish` following it to the end) and
+// `labctl status` for N nodes. It exits 1 when a rollout does not reach
+// every node.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/proto"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "sim" {
+		os.Exit(runSim(os.Args[2:]))
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+type options struct {
+	nodes, perProcess int
+	brokers           []string
+	dir               string
+	timeout           time.Duration
+	markdown          bool
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: go run ./integration/bench [flags]\n\n%s\nflags:\n", strings.TrimSpace(usage))
+		fs.PrintDefaults()
+	}
+	var o options
+	var brokers string
+	fs.IntVar(&o.nodes, "nodes", 1000, "simulated nodes")
+	fs.IntVar(&o.perProcess, "per-process", 2500, "simulated nodes per process (each holds one descriptor per node)")
+	fs.StringVar(&brokers, "brokers", "embedded,mosquitto", "brokers to measure, comma separated: embedded, mosquitto")
+	fs.StringVar(&o.dir, "dir", "", "work directory (default: a new directory in /dev/shm, else $TMPDIR)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "limit for each phase")
+	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.brokers = strings.Split(brokers, ",")
+	if o.nodes < 1 || o.perProcess < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -nodes and -per-process must be positive")
+		return 2
+	}
+	raiseFileLimit()
+	if o.dir == "" {
+		parent := ""
+		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+			parent = "/dev/shm"
+		}
+		d, err := os.MkdirTemp(parent, "lab-bench-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		defer os.RemoveAll(d)
+		o.dir = d
+	}
+	labctl, err := buildLabctl(o.dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	var rows []result
+	code := 0
+	for _, b := range o.brokers {
+		fmt.Fprintf(os.Stderr, "bench: %d nodes against the %s broker\n", o.nodes, b)
+		r, err := measure(o, b, labctl)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", b, err)
+			code = 1
+		}
+		rows = append(rows, r)
+	}
+	printTable(os.Stdout, rows, o.markdown)
+	return code
+}
+
+const usage = `
+Measures lab at fleet scale: a broker, N simulated nodes (the real labd
+daemon, Nix replaced by an instant executor) and the real controller
+(labctl publish, labctl status), for each broker in -brokers. Prints one
+table; see BENCHMARKS.md for the columns and the numbers on record.`
+
+// result is one row of the table.
+type result struct {
+	broker         string
+	nodes          int
+	connect        time.Duration
+	rssPerConn     int64 // bytes
+	publish        time.Duration
+	rollout        time.Duration
+	p50, p99       time.Duration
+	reached        int
+	lost           int
+	bytesPerNode   int64
+	follow         time.Duration
+	status         time.Duration
+	statusJSON     time.Duration
+	rssBrokerIdle  int64
+	rssBrokerStart int64
+}
+
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+// buildLabctl builds labctl from this module into dir.
+func buildLabctl(dir string) (string, error) {
+	out := filepath.Join(dir, "labctl")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/lab-fleet/lab/cmd/labctl")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building labctl: %w", err)
+	}
+	return out, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startBroker starts the named broker on a free loopback port.
+func startBroker(kind, dir, labctl string) (*exec.Cmd, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	data := filepath.Join(dir, "broker-"+kind)
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return nil, "", err
+	}
+	var cmd *exec.Cmd
+	switch kind {
+	case "embedded":
+		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", data, "--log-level", "warn")
+	case "mosquitto":
+		if _, err := exec.LookPath("mosquitto"); err != nil {
+			return nil, "", errors.New("mosquitto not found (apt-get install -y mosquitto)")
+		}
+		conf := fmt.Sprintf("user root\nper_listener_settings false\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 10000\nlog_type error\n", port, data)
+		if err := os.WriteFile(filepath.Join(data, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
+			return nil, "", err
+		}
+		cmd = exec.Command("mosquitto", "-c", filepath.Join(data, "mosquitto.conf"))
+	default:
+		return nil, "", fmt.Errorf("unknown broker %q (embedded or mosquitto)", kind)
+	}
+	logf, err := os.Create(filepath.Join(data, "broker.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			stop(cmd)
+			return nil, "", fmt.Errorf("%s broker did not listen on %s", kind, addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return cmd, "mqtt://" + addr, nil
+}
+
+func stop(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// rss is a process's resident memory in bytes.
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n << 10
+		}
+	}
+	return 0
+}
+
+// watcher follows presence and status as any subscriber would.
+type watcher struct {
+	mu        sync.Mutex
+	online    map[string]bool
+	succeeded map[string]map[string]time.Time // rollout → node → first seen
+	changed   chan struct{}
+}
+
+func newWatcher() *watcher {
+	return &watcher{online: map[string]bool{}, succeeded: map[string]map[string]time.Time{}, changed: make(chan struct{}, 1)}
+}
+
+func (w *watcher) handle(tp proto.Topics, m bus.Message) {
+	now := time.Now()
+	r, err := tp.Parse(m.Topic)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch r.Kind {
+	case proto.TopicPresence:
+		var p proto.Presence
+		if proto.Decode(m.Payload, &p) == nil {
+			w.online[r.Node] = p.Online
+		}
+	case proto.TopicStatus:
+		var s proto.NodeStatus
+		if proto.Decode(m.Payload, &s) == nil && s.Execution.State == proto.StateSucceeded {
+			seen := w.succeeded[s.Execution.Rollout]
+			if seen == nil {
+				seen = map[string]time.Time{}
+				w.succeeded[s.Execution.Rollout] = seen
+			}
+			if _, ok := seen[r.Node]; !ok {
+				seen[r.Node] = now
+			}
+		}
+	}
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (w *watcher) count(f func() int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return f()
+}
+
+func (w *watcher) onlineCount() int {
+	return w.count(func() int {
+		n := 0
+		for _, on := range w.online {
+			if on {
+				n++
+			}
+		}
+		return n
+	})
+}
+
+func (w *watcher) succeededTimes(rollout string) []time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var ts []time.Time
+	for _, t := range w.succeeded[rollout] {
+		ts = append(ts, t)
+	}
+	return ts
+}
+
+// awaitCount waits until f() reaches n or the timeout passes.
+func (w *watcher) awaitCount(n int, timeout time.Duration, f func() int) bool {
+	deadline := time.After(timeout)
+	for f() < n {
+		select {
+		case <-w.changed:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			return false
+		}
+	}
+	return true
+}
+
+func subscribe(url, id string, w *watcher) (*bus.Client, error) {
+	tp := proto.DefaultTopics
+	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{url}, ClientID: id, CleanStart: true,
+		OnMessage: func(m bus.Message) { w.handle(tp, m) }})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.Subscribe(ctx, tp.AllStatus(), tp.AllPresence()); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// sim is one process of simulated nodes.
+type sim struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startSims(o options, url, pub, dir string) ([]*sim, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	var sims []*sim
+	for from := 0; from < o.nodes; from += o.perProcess {
+		n := min(o.perProcess, o.nodes-from)
+		cmd := exec.Command(self, "sim", "-broker", url, "-from", strconv.Itoa(from), "-count", strconv.Itoa(n),
+			"-dir", filepath.Join(dir, fmt.Sprintf("sim-%d", from)), "-key", pub)
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return sims, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return sims, err
+		}
+		if err := cmd.Start(); err != nil {
+			return sims, err
+		}
+		s := &sim{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+		sims = append(sims, s)
+		if !s.out.Scan() || s.out.Text() != "ready" {
+			return sims, fmt.Errorf("simulator %d did not start", from)
+		}
+	}
+	return sims, nil
+}
+
+// wireBytes asks every simulator for the bytes its nodes sent and received.
+func wireBytes(sims []*sim) (int64, error) {
+	var total int64
+	for _, s := range sims {
+		if _, err := io.WriteString(s.in, "bytes\n"); err != nil {
+			return 0, err
+		}
+		if !s.out.Scan() {
+			return 0, errors.New("simulator gone")
+		}
+		var sent, recv int64
+		if _, err := fmt.Sscanf(s.out.Text(), "bytes %d %d", &sent, &recv); err != nil {
+			return 0, err
+		}
+		total += sent + recv
+	}
+	return total, nil
+}
+
+func stopSims(sims []*sim) {
+	for _, s := range sims {
+		s.in.Close()
+	}
+	for _, s := range sims {
+		done := make(chan struct{})
+		go func() { _ = s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// timed runs labctl and returns its wall time.
+func timed(labctl, url string, args ...string) (time.Duration, string, error) {
+	cmd := exec.Command(labctl, args...)
+	cmd.Env = append(os.Environ(), "LAB_BROKER_URL="+url)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	return time.Since(start), out.String(), err
+}
+
+func measure(o options, kind, labctl string) (result, error) {
+	r := result{broker: kind, nodes: o.nodes}
+	dir := filepath.Join(o.dir, kind)
+	brokerCmd, url, err := startBroker(kind, dir, labctl)
+	if err != nil {
+		return r, err
+	}
+	defer stop(brokerCmd)
+	pid := brokerCmd.Process.Pid
+	r.rssBrokerStart = rss(pid)
+
+	key, err := proto.GenerateKey("bench")
+	if err != nil {
+		return r, err
+	}
+	keyFile := filepath.Join(dir, "operator.key")
+	if err := os.WriteFile(keyFile, []byte(key.String()+"\n"), 0o600); err != nil {
+		return r, err
+	}
+	w := newWatcher()
+	wc, err := subscribe(url, "bench-watch", w)
+	if err != nil {
+		return r, fmt.Errorf("watcher: %w", err)
+	}
+	defer wc.Close(context.Background())
+
+	start := time.Now()
+	sims, err := startSims(o, url, key.Public().String(), dir)
+	defer stopSims(sims)
+	if err != nil {
+		return r, err
+	}
+	if !w.awaitCount(o.nodes, o.timeout, w.onlineCount) {
+		return r, fmt.Errorf("only %d of %d nodes online after %s", w.onlineCount(), o.nodes, o.timeout)
+	}
+	r.connect = time.Since(start)
+	time.Sleep(2 * time.Second) // idle: retained status settled
+	r.rssBrokerIdle = rss(pid)
+	r.rssPerConn = (r.rssBrokerIdle - r.rssBrokerStart) / int64(o.nodes)
+
+	// Rollout 1: publish --no-wait, followed by the watcher.
+	before, err := wireBytes(sims)
+	if err != nil {
+		return r, err
+	}
+	gen2 := "/nix/store/00000000000000000000000000000002-nixos-system-bench-2"
+	t0 := time.Now()
+	d, out, err := timed(labctl, url, "publish", "--id", "bench-1", "--key", keyFile, "--on", "@bench", "--toplevel", gen2, "--no-wait")
+	if err != nil {
+		return r, fmt.Errorf("labctl publish --no-wait: %v\n%s", err, out)
+	}
+	r.publish = d
+	ok := w.awaitCount(o.nodes, o.timeout, func() int { return len(w.succeededTimes("bench-1")) })
+	times := w.succeededTimes("bench-1")
+	r.reached = len(times)
+	if len(times) > 0 {
+		lat := make([]time.Duration, len(times))
+		for i, t := range times {
+			lat[i] = t.Sub(t0)
+		}
+		slices.Sort(lat)
+		r.rollout = lat[len(lat)-1]
+		r.p50 = lat[len(lat)*50/100]
+		r.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	time.Sleep(time.Second) // the last statuses and acknowledgements
+	after, err := wireBytes(sims)
+	if err != nil {
+		return r, err
+	}
+	r.bytesPerNode = (after - before) / int64(o.nodes)
+	// Lost: succeeded in the retained state, never seen live.
+	fresh := newWatcher()
+	fc, err := subscribe(url, "bench-recount", fresh)
+	if err != nil {
+		return r, err
+	}
+	fresh.awaitCount(o.nodes, 30*time.Second, func() int { return len(fresh.succeededTimes("bench-1")) })
+	r.lost = len(fresh.succeededTimes("bench-1")) - r.reached
+	fc.Close(context.Background())
+	if !ok {
+		return r, fmt.Errorf("rollout bench-1 reached %d of %d nodes in %s", r.reached, o.nodes, o.timeout)
+	}
+
+	// Rollout 2: labctl publish following it to the end.
+	gen3 := "/nix/store/00000000000000000000000000000003-nixos-system-bench-3"
+	d, out, err = timed(labctl, url, "publish", "--id", "bench-2", "--key", keyFile, "--on", "@bench", "--toplevel", gen3,
+		"--timeout", o.timeout.String())
+	if err != nil {
+		return r, fmt.Errorf("labctl publish (following): %v\n%s", err, lastLines(out, 5))
+	}
+	r.follow = d
+	if r.status, out, err = timed(labctl, url, "status"); err != nil {
+		return r, fmt.Errorf("labctl status: %v\n%s", err, lastLines(out, 5))
+	}
+	if r.statusJSON, out, err = timed(labctl, url, "status", "--json"); err != nil {
+		return r, fmt.Errorf("labctl status --json: %v\n%s", err, lastLines(out, 5))
+	}
+	return r, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func printTable(w io.Writer, rows []result, markdown bool) {
+	head := []string{"broker", "nodes", "connect", "broker RSS/conn", "publish N", "rollout (all)", "p50", "p99", "reached", "lost", "bytes/node", "follow", "status", "status --json"}
+	var lines [][]string
+	for _, r := range rows {
+		lines = append(lines, []string{r.broker, strconv.Itoa(r.nodes), dur(r.connect), fmt.Sprintf("%.1f KB", float64(r.rssPerConn)/1000),
+			dur(r.publish), dur(r.rollout), dur(r.p50), dur(r.p99), fmt.Sprintf("%d/%d", r.reached, r.nodes), strconv.Itoa(r.lost),
+			strconv.FormatInt(r.bytesPerNode, 10), dur(r.follow), dur(r.status), dur(r.statusJSON)})
+	}
+	if markdown {
+		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+		for _, l := range lines {
+			fmt.Fprintf(w, "| %s |\n", strings.Join(l, " | "))
+		}
+		return
+	}
+	width := make([]int, len(head))
+	for i, h := range head {
+		width[i] = len(h)
+		for _, l := range lines {
+			width[i] = max(width[i], len(l[i]))
+		}
+	}
+	for _, l := range append([][]string{head}, lines...) {
+		for i, c := range l {
+			fmt.Fprintf(w, "%-*s  ", width[i], c)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func dur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d < time.Second:
+		return fmt.Sprintf("%d ms", d.Milliseconds())
+	default:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	}
+}
