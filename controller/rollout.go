@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/lab-fleet/lab/proto"
@@ -271,10 +272,20 @@ func (r *run) chooseGates() {
 	}
 }
 
+// publishInFlight bounds the Desired publishes awaiting their
+// acknowledgement: one at a time, a 10,000-node rollout waits 10,000
+// round trips (and the broker's store) before the last node hears of it.
+const publishInFlight = 64
+
 // publishDesired signs and publishes the Desired of every target that
-// include selects, retained.
+// include selects, retained, up to publishInFlight at once.
 func (r *run) publishDesired(ctx context.Context, include func(string) bool) error {
 	now := r.opts.Clock()
+	type job struct {
+		node string
+		wave int
+	}
+	var jobs []job
 	for i, wave := range r.tr.waves {
 		for _, n := range wave {
 			if !include(n) {
@@ -284,15 +295,74 @@ func (r *run) publishDesired(ctx context.Context, include func(string) bool) err
 			if r.gated[n] {
 				w = i + 1
 			}
-			if err := r.publishOne(ctx, n, r.plan.Targets[n], w, now); err != nil {
-				return err
-			}
+			jobs = append(jobs, job{n, w})
 		}
 	}
-	return nil
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		gens     = make(map[string]uint64, len(jobs))
+		slots    = make(chan struct{}, publishInFlight)
+	)
+	for _, j := range jobs {
+		// Signed here, in order: the generation depends on the fleet's
+		// view and the tracker, which only this goroutine touches.
+		topic, b, gen, err := r.signOne(j.node, r.plan.Targets[j.node], j.wave, now)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			err := r.c.bus.Publish(ctx, topic, b, true)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("publish desired for %s: %w", j.node, err)
+				}
+				cancel()
+				return
+			}
+			gens[j.node] = gen
+		}()
+	}
+	wg.Wait()
+	for n, g := range gens {
+		r.tr.gens[n] = g
+	}
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	return firstErr
 }
 
 func (r *run) publishOne(ctx context.Context, n, toplevel string, wave int, now time.Time) error {
+	topic, b, gen, err := r.signOne(n, toplevel, wave, now)
+	if err != nil {
+		return err
+	}
+	if err := r.c.bus.Publish(ctx, topic, b, true); err != nil {
+		return fmt.Errorf("publish desired for %s: %w", n, err)
+	}
+	r.tr.gens[n] = gen
+	return nil
+}
+
+// signOne builds, signs and encodes the Desired of node n.
+func (r *run) signOne(n, toplevel string, wave int, now time.Time) (topic string, payload []byte, gen uint64, err error) {
 	v, _ := r.c.fleet.Get(n)
 	p := r.plan
 	d := &proto.Desired{Node: n, Rollout: p.ID, Gen: nextGen(now, max(v.DesiredGen, r.tr.gens[n])), Toplevel: toplevel,
@@ -300,18 +370,14 @@ func (r *run) publishOne(ctx context.Context, n, toplevel string, wave int, now 
 	d.Stamp(r.c.from, now)
 	if r.opts.Key != nil {
 		if err := proto.Sign(d, *r.opts.Key); err != nil {
-			return fmt.Errorf("sign desired for %s: %w", n, err)
+			return "", nil, 0, fmt.Errorf("sign desired for %s: %w", n, err)
 		}
 	}
 	b, err := proto.Seal(d)
 	if err != nil {
-		return fmt.Errorf("desired for %s: %w", n, err)
+		return "", nil, 0, fmt.Errorf("desired for %s: %w", n, err)
 	}
-	if err := r.c.bus.Publish(ctx, r.c.topics.NodeDesired(n), b, true); err != nil {
-		return fmt.Errorf("publish desired for %s: %w", n, err)
-	}
-	r.tr.gens[n] = d.Gen
-	return nil
+	return r.c.topics.NodeDesired(n), b, d.Gen, nil
 }
 
 // openWave opens wave i: the gates of the gated groups move to i+1, and

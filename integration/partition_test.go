@@ -184,12 +184,14 @@ func TestLossySlowLinksRollout(t *testing.T) {
   chain out { type filter hook output priority 0; policy accept; numgen random mod 100 < 10 drop; }
 }
 `
+	// The nodes connect first (a connect under 19% round-trip loss can
+	// need several 10 s attempts); the rollout runs over the bad links.
+	f.startAll()
 	for _, n := range f.nodes {
 		f.lan.runInput(n.netns, loss, "nft", "-f", "-")
 		f.lan.run(n.netns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "400ms")
 	}
 	f.proxy.SetDelay(50 * time.Millisecond)
-	f.startAll()
 	args := []string{"publish", "--id", "r-lossy", "--key", f.KeyFile, "--strategy", "rolling", "--batch", "1", "--timeout", "300s"}
 	for _, n := range f.nodes {
 		args = append(args, "--toplevel", n.Name+"="+g2[n.Name])

@@ -251,11 +251,12 @@ type watcher struct {
 	mu        sync.Mutex
 	online    map[string]bool
 	succeeded map[string]map[string]time.Time // rollout → node → first seen
+	latest    map[string]string               // node → "rollout state" of its latest status
 	changed   chan struct{}
 }
 
 func newWatcher() *watcher {
-	return &watcher{online: map[string]bool{}, succeeded: map[string]map[string]time.Time{}, changed: make(chan struct{}, 1)}
+	return &watcher{online: map[string]bool{}, succeeded: map[string]map[string]time.Time{}, latest: map[string]string{}, changed: make(chan struct{}, 1)}
 }
 
 func (w *watcher) handle(tp proto.Topics, m bus.Message) {
@@ -274,7 +275,10 @@ func (w *watcher) handle(tp proto.Topics, m bus.Message) {
 		}
 	case proto.TopicStatus:
 		var s proto.NodeStatus
-		if proto.Decode(m.Payload, &s) == nil && s.Execution.State == proto.StateSucceeded {
+		if proto.Decode(m.Payload, &s) == nil {
+			w.latest[r.Node] = s.Execution.Rollout + " " + string(s.Execution.State)
+		}
+		if s.Execution.State == proto.StateSucceeded {
 			seen := w.succeeded[s.Execution.Rollout]
 			if seen == nil {
 				seen = map[string]time.Time{}
@@ -289,6 +293,17 @@ func (w *watcher) handle(tp proto.Topics, m bus.Message) {
 	case w.changed <- struct{}{}:
 	default:
 	}
+}
+
+// histogram counts the nodes by the rollout and state of their latest status.
+func (w *watcher) histogram() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	h := map[string]int{}
+	for _, s := range w.latest {
+		h[s]++
+	}
+	return h
 }
 
 func (w *watcher) count(f func() int) int {
@@ -516,7 +531,7 @@ func measure(o options, kind, labctl string) (result, error) {
 	r.lost = len(fresh.succeededTimes("bench-1")) - r.reached
 	fc.Close(context.Background())
 	if !ok {
-		return r, fmt.Errorf("rollout bench-1 reached %d of %d nodes in %s", r.reached, o.nodes, o.timeout)
+		return r, fmt.Errorf("rollout bench-1 reached %d of %d nodes in %s; the others (retained status): %v", r.reached, o.nodes, o.timeout, fresh.histogram())
 	}
 
 	// Rollout 2: labctl publish following it to the end.
