@@ -67,7 +67,7 @@ func run(args []string) int {
 	var brokers string
 	fs.IntVar(&o.nodes, "nodes", 1000, "simulated nodes")
 	fs.IntVar(&o.perProcess, "per-process", 2500, "simulated nodes per process (each holds one descriptor per node)")
-	fs.StringVar(&brokers, "brokers", "embedded,mosquitto", "brokers to measure, comma separated: embedded, mosquitto")
+	fs.StringVar(&brokers, "brokers", "embedded,mosquitto", "brokers to measure, comma separated: embedded, embedded-memory (no persistence), mosquitto")
 	fs.StringVar(&o.dir, "dir", "", "work directory (default: a new directory in /dev/shm, else $TMPDIR)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "limit for each phase")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
@@ -180,6 +180,8 @@ func startBroker(kind, dir, labctl string) (*exec.Cmd, string, error) {
 	switch kind {
 	case "embedded":
 		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", data, "--log-level", "warn")
+	case "embedded-memory": // no persistence: what the store costs
+		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", "", "--log-level", "warn")
 	case "mosquitto":
 		if _, err := exec.LookPath("mosquitto"); err != nil {
 			return nil, "", errors.New("mosquitto not found (apt-get install -y mosquitto)")
@@ -190,7 +192,7 @@ func startBroker(kind, dir, labctl string) (*exec.Cmd, string, error) {
 		}
 		cmd = exec.Command("mosquitto", "-c", filepath.Join(data, "mosquitto.conf"))
 	default:
-		return nil, "", fmt.Errorf("unknown broker %q (embedded or mosquitto)", kind)
+		return nil, "", fmt.Errorf("unknown broker %q (embedded, embedded-memory or mosquitto)", kind)
 	}
 	logf, err := os.Create(filepath.Join(data, "broker.log"))
 	if err != nil {
