@@ -7,6 +7,7 @@
 //
 //	go run ./integration/bench -nodes 10000
 //	go run ./integration/bench -nodes 50 -brokers embedded   # what CI runs
+//	go run ./integration/bench idle -duration 10m            # an idle labd's cost
 //
 // Columns: connect (start of the node processes → every node's online
 // presence seen), broker RSS per connected node (idle), publish (labctl
@@ -45,6 +46,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "sim" {
 		os.Exit(runSim(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "idle" {
+		os.Exit(runIdle(os.Args[2:]))
 	}
 	os.Exit(run(os.Args[1:]))
 }
