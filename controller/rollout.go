@@ -633,9 +633,47 @@ func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) erro
 func (c *Controller) publishState(ctx context.Context, tr *tracker, done bool) error {
 	s := tr.state(done)
 	s.Stamp(c.from, time.Now())
-	b, err := proto.Seal(s)
+	b, err := sealRolloutState(s)
 	if err != nil {
 		return fmt.Errorf("rollout state: %w", err)
 	}
 	return c.bus.Publish(ctx, c.topics.Rollout(tr.plan.ID), b, true)
+}
+
+// sealRolloutState seals s; when it is over the size limit (a rollout of
+// many thousand targets) it leaves targets out of Nodes, least
+// interesting first — succeeded, then the rest that are not in trouble —
+// and counts them in Omitted.
+func sealRolloutState(s *proto.RolloutState) ([]byte, error) {
+	b, err := proto.Seal(s)
+	if !errors.Is(err, proto.ErrTooLarge) {
+		return b, err
+	}
+	trouble := func(p proto.NodeProgress) bool {
+		switch p.State {
+		case proto.StateFailed, proto.StateRolledBack, proto.StateRollbackFailed, proto.StateTimedOut, proto.StateRejected:
+			return true
+		}
+		return false
+	}
+	for _, drop := range []func(proto.NodeProgress) bool{
+		func(p proto.NodeProgress) bool {
+			return p.State == proto.StateSucceeded || p.State == proto.StateAlreadyCurrent
+		},
+		func(p proto.NodeProgress) bool { return !trouble(p) },
+		func(proto.NodeProgress) bool { return true },
+	} {
+		for n, p := range s.Nodes {
+			if drop(p) {
+				delete(s.Nodes, n)
+				s.Omitted++
+			}
+		}
+		if b, err = proto.Seal(s); !errors.Is(err, proto.ErrTooLarge) {
+			return b, err
+		}
+	}
+	// Waves alone are too large: say so rather than publish nothing.
+	s.Waves = nil
+	return proto.Seal(s)
 }

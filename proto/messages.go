@@ -211,6 +211,12 @@ type RolloutState struct {
 	Nodes     NodeProgressMap `msgpack:"nodes" json:"nodes"`
 	Counters  Counters        `msgpack:"counters" json:"counters"`
 	Reason    string          `msgpack:"reason" json:"reason,omitempty"`
+	// Omitted counts the targets left out of Nodes so that the message
+	// stays under its size limit (very large rollouts): succeeded ones
+	// first, then the rest of those without trouble. Every node's own
+	// retained status has the same facts; Counters count every target.
+	// Absent when 0, so that the encoding of every other state is unchanged.
+	Omitted int `msgpack:"omitted,omitempty" json:"omitted,omitempty"`
 }
 
 // Stamp fills the envelope's id (random), timestamp and sender.
