@@ -10,7 +10,7 @@ import (
 	"github.com/lab-fleet/lab/proto"
 )
 
-func testTable(t *testing.T) *Table {
+func testTable(t testing.TB) *Table {
 	t.Helper()
 	h, err := HashPassword([]byte("s3cret"))
 	if err != nil {
