@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -331,5 +332,68 @@ func TestDuplicateAndReorderedGatesAndCommands(t *testing.T) {
 	}
 	if k := stale(); k != 1 {
 		t.Errorf("%d stale-gate rejections, want 1 (the duplicate of the newer gate must pass silently)", k)
+	}
+}
+
+// A node whose disk fills up, then whose state directory turns
+// read-only: each time it says why in its status, changes nothing, and
+// works again once there is room (labd runs in its own mount namespace
+// with a 256 KiB tmpfs as its state directory; the test reaches it
+// through /proc/PID/root and nsenter).
+func TestDiskFullAndReadOnlyStateDir(t *testing.T) {
+	requireRoot(t, "unshare", "nsenter")
+	f := newFleet(t, []string{"n1"}, nil)
+	n := f.nodes[0]
+	state := n.Dir + "/state"
+	n.mounts = fmt.Sprintf("mount -t tmpfs -o size=256k lab-state %q", state)
+	f.startAll()
+	pid := n.cmd.Process.Pid
+	inNode := func(p string) string { return fmt.Sprintf("/proc/%d/root%s", pid, p) }
+	// Fill the disk.
+	fill, err := os.Create(inNode(state + "/fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := fill.Write(make([]byte, 4096)); err != nil {
+			break // ENOSPC
+		}
+	}
+	fill.Close()
+	if code, _ := f.publish("r-full", "--timeout", "60s"); code != exitFailed {
+		t.Fatalf("publish on a full disk: exit %d, want %d", code, exitFailed)
+	}
+	s := f.Watch().AwaitState(t, "n1", "r-full", proto.StateFailed, 10*time.Second)
+	if !strings.Contains(s.Execution.Error, "nothing was changed") || !strings.Contains(s.Execution.Error, "no space left") {
+		t.Errorf("status error %q does not say the disk is full", s.Execution.Error)
+	}
+	if n.Current() != f.gen1["n1"] || len(n.Switches()) != 0 {
+		t.Errorf("the node changed: profile %s switches %v", n.Current(), n.Switches())
+	}
+	eventually(t, 10*time.Second, "the problem in n1's status", func() bool {
+		s, _ = f.Watch().Status("n1")
+		return len(s.Problems) == 1 && strings.Contains(s.Problems[0], "no space left")
+	})
+	// Room again: the next rollout works and the problem clears.
+	if err := os.Remove(inNode(state + "/fill")); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := f.Labctl("publish", "--id", "r-room", "--key", f.KeyFile, "--toplevel", "n1="+f.gen2["n1"], "--timeout", "60s"); code != exitSucceeded {
+		t.Fatalf("publish after freeing the disk: exit %d", code)
+	}
+	eventually(t, 10*time.Second, "the problem cleared", func() bool {
+		s, _ = f.Watch().Status("n1")
+		return s.Execution.Rollout == "r-room" && len(s.Problems) == 0
+	})
+	// Read-only: remounted under the running labd.
+	if out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "mount", "-o", "remount,ro", state).CombinedOutput(); err != nil {
+		t.Fatalf("remount ro: %v\n%s", err, out)
+	}
+	if code, _, _ := f.Labctl("publish", "--id", "r-ro", "--key", f.KeyFile, "--toplevel", "n1="+f.gen1["n1"], "--timeout", "60s"); code != exitFailed {
+		t.Fatalf("publish on a read-only state dir: exit %d, want %d", code, exitFailed)
+	}
+	s = f.Watch().AwaitState(t, "n1", "r-ro", proto.StateFailed, 10*time.Second)
+	if !strings.Contains(s.Execution.Error, "read-only file system") || n.Current() != f.gen2["n1"] {
+		t.Errorf("status error %q, profile %s (want unchanged on gen 2)", s.Execution.Error, n.Current())
 	}
 }

@@ -20,6 +20,7 @@ type Node struct {
 	cmd     *exec.Cmd
 	logf    *os.File
 	netns   string // set by NewLANNode: labd runs in this network namespace
+	mounts  string // shell commands run in a private mount namespace before labd (root)
 	nixRoot string // ... with this directory as its private /nix
 }
 
@@ -105,6 +106,9 @@ func (n *Node) Start() {
 		cmd = n.env.command("ip", "netns", "exec", n.netns, "sh", "-c", `mount --bind "$LAB_NODE_NIX" /nix && exec "$@"`,
 			"sh", bin.labd, "--config", n.Config)
 		cmd.Env = append(cmd.Env, "LAB_NODE_NIX="+n.nixRoot)
+	} else if n.mounts != "" {
+		cmd = n.env.command("unshare", "--mount", "--propagation", "private", "sh", "-c", n.mounts+` && exec "$@"`,
+			"sh", bin.labd, "--config", n.Config)
 	}
 	cmd.Env = append(cmd.Env, "FAKE_NIXOS_LOG="+n.SwitchLog())
 	cmd.Stdout, cmd.Stderr = logf, logf
