@@ -59,6 +59,7 @@ type options struct {
 	dir               string
 	timeout           time.Duration
 	markdown          bool
+	clientQueue       int
 }
 
 func run(args []string) int {
@@ -75,6 +76,7 @@ func run(args []string) int {
 	fs.StringVar(&o.dir, "dir", "", "work directory (default: a new directory in /dev/shm, else $TMPDIR)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "limit for each phase")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
+	fs.IntVar(&o.clientQueue, "embedded-client-queue", 0, "the embedded broker's broker.client_queue (0: its default, 1,024)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -171,7 +173,7 @@ func freePort() (int, error) {
 }
 
 // startBroker starts the named broker on a free loopback port.
-func startBroker(kind, dir, labctl string) (*exec.Cmd, string, error) {
+func startBroker(kind, dir, labctl string, clientQueue int) (*exec.Cmd, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -197,6 +199,9 @@ func startBroker(kind, dir, labctl string) (*exec.Cmd, string, error) {
 		cmd = exec.Command("mosquitto", "-c", filepath.Join(data, "mosquitto.conf"))
 	default:
 		return nil, "", fmt.Errorf("unknown broker %q (embedded, embedded-memory or mosquitto)", kind)
+	}
+	if clientQueue > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("LAB_BROKER_CLIENT_QUEUE=%d", clientQueue))
 	}
 	logf, err := os.Create(filepath.Join(data, "broker.log"))
 	if err != nil {
@@ -459,7 +464,7 @@ func timed(labctl, url string, args ...string) (time.Duration, string, error) {
 func measure(o options, kind, labctl string) (result, error) {
 	r := result{broker: kind, nodes: o.nodes}
 	dir := filepath.Join(o.dir, kind)
-	brokerCmd, url, err := startBroker(kind, dir, labctl)
+	brokerCmd, url, err := startBroker(kind, dir, labctl, o.clientQueue)
 	if err != nil {
 		return r, err
 	}
