@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lab-fleet/lab/broker/access"
 	"github.com/lab-fleet/lab/internal/bus"
@@ -153,12 +154,25 @@ func (e *Env) nodeConfigLines(name string) string {
 }
 
 // dialController connects a raw client as the controller would (a
-// client that may publish desired states, gates and commands).
-func (e *Env) dialController(clientID string) (*bus.Client, error) {
+// client that may publish desired states, gates and commands), waits for
+// the connection, and closes it at the end of the test. ctx bounds the
+// test's publishes (30 s).
+func (e *Env) dialController(clientID string) (*bus.Client, context.Context) {
+	e.t.Helper()
 	cfg := bus.Config{URLs: []string{e.BrokerURL()}, ClientID: clientID, CleanStart: true}
 	if e.creds != nil {
 		cfg.Username, cfg.Password = mosqController, []byte(e.creds.password(e.t, mosqController))
 		cfg.ClientID = mosqController + "-" + clientID
 	}
-	return bus.Dial(context.Background(), cfg)
+	c, err := bus.Dial(context.Background(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = c.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	e.t.Cleanup(cancel)
+	if err := c.AwaitConnection(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	return c, ctx
 }

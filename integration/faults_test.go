@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -61,16 +60,7 @@ func TestBrokerKilledMidRollout(t *testing.T) {
 func TestDuplicateAndReorderedDesired(t *testing.T) {
 	f := newFleet(t, []string{"n1"}, nil)
 	f.startAll()
-	c, err := f.dialController("dup-" + proto.NewID()[:6])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := f.dialController("dup-" + proto.NewID()[:6])
 	mk := func(gen uint64, toplevel string) []byte {
 		d := &proto.Desired{Node: "n1", Rollout: "r-dup", Gen: gen, Toplevel: toplevel, Action: proto.ActionSwitch}
 		d.Stamp("labctl", time.Now())
@@ -279,16 +269,7 @@ func TestDuplicateAndReorderedGatesAndCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.startAll()
-	c, err := f.dialController("dup-" + proto.NewID()[:6])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := f.dialController("dup-" + proto.NewID()[:6])
 	seal := func(m proto.Signable) []byte {
 		m.Header().Stamp("labctl", time.Now())
 		if err := proto.Sign(m, f.Key); err != nil {

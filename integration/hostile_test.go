@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -23,16 +22,7 @@ func TestHostileMessagesAreRejected(t *testing.T) {
 
 	// With identities (the mosquitto pass) the attacker holds stolen
 	// controller credentials, but not the operator's signing key.
-	c, err := f.dialController("attacker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := f.dialController("attacker")
 	stranger, _ := proto.GenerateKey("stranger")
 	signed := func(mod func(*proto.Desired), key *proto.PrivateKey) []byte {
 		d := &proto.Desired{Node: "n1", Rollout: "r-evil", Gen: before.AppliedGen + 1000, Toplevel: f.gen1["n1"], Action: proto.ActionSwitch}
