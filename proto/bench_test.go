@@ -37,26 +37,57 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-func BenchmarkSignDesired(b *testing.B) {
-	d := fixtures()[0].msg.(*Desired)
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := Sign(d, fixtureKey); err != nil {
-			b.Fatal(err)
+// signables are the fixtures that carry a signature: Desired, Gate, Command.
+func signables(b *testing.B) []struct {
+	name string
+	msg  Message
+} {
+	var out []struct {
+		name string
+		msg  Message
+	}
+	for _, f := range fixtures() {
+		if _, ok := f.msg.(Signable); ok {
+			out = append(out, f)
 		}
+	}
+	if len(out) != 3 {
+		b.Fatalf("%d signable fixtures, want desired, gate and command", len(out))
+	}
+	return out
+}
+
+func BenchmarkSign(b *testing.B) {
+	for _, f := range signables(b) {
+		m := f.msg.(Signable)
+		b.Run(f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := Sign(m, fixtureKey); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
-func BenchmarkVerifyDesired(b *testing.B) {
-	d := fixtures()[0].msg.(*Desired)
+func BenchmarkVerify(b *testing.B) {
 	kr, err := NewKeyring(fixtureKey.Public().String())
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := kr.Verify(d); err != nil {
+	for _, f := range signables(b) {
+		m := f.msg.(Signable)
+		if err := Sign(m, fixtureKey); err != nil {
 			b.Fatal(err)
 		}
+		b.Run(f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := kr.Verify(m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
