@@ -217,6 +217,13 @@ func (f *Fleet) Members(group string) []string {
 	return out
 }
 
+// LastMessage is when the fleet last handled a message (zero: never).
+func (f *Fleet) LastMessage() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
+
 // Settle waits until retained messages stopped arriving for quiet, or max
 // passed: after a subscribe, the broker sends every retained message at
 // once, so a short quiet period means the view is complete.

@@ -440,7 +440,7 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	lastPublish := time.Time{}
+	lastPublish, lastResync := time.Time{}, time.Now()
 	for {
 		if err := r.adopt(ctx); err != nil {
 			return nil, err
@@ -483,6 +483,16 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 			}
 			lastPublish = time.Now()
 		}
+		if now := time.Now(); needResync(r.c.fleet.LastMessage(), lastResync, now) {
+			// Quiet while targets still run: a broker under a burst may
+			// have dropped some of their statuses (a full client queue).
+			// Subscribing again makes it send every retained status anew.
+			r.log.Debug("no news for a while: reading the retained status again")
+			if err := r.c.fleet.Subscribe(ctx, r.c.bus); err != nil {
+				r.log.Warn("resubscribe", "err", err)
+			}
+			lastResync = now
+		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("rollout %s: %w", r.plan.ID, ctx.Err())
@@ -492,6 +502,16 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// resyncQuiet is how long a follower waits without any message before it
+// reads the retained state again.
+const resyncQuiet = 10 * time.Second
+
+// needResync reports whether the follower has heard nothing for
+// resyncQuiet, and has not resynchronised in that time either.
+func needResync(lastMessage, lastResync, now time.Time) bool {
+	return now.Sub(lastMessage) >= resyncQuiet && now.Sub(lastResync) >= resyncQuiet
 }
 
 // halt stops the rollout: no further wave opens, and the gates say

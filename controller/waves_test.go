@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func ms(names ...string) []Machine {
@@ -117,5 +118,24 @@ func TestParseSize(t *testing.T) {
 	}
 	if got := (Size{Percent: 33}).Of(10); got != 4 {
 		t.Errorf("33%% of 10 = %d, want 4", got)
+	}
+}
+
+func TestNeedResync(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, c := range []struct {
+		name                string
+		lastMsg, lastResync time.Time
+		now                 time.Time
+		want                bool
+	}{
+		{"news a second ago", t0, t0.Add(-time.Minute), t0.Add(time.Second), false},
+		{"quiet, never resynced recently", t0, t0, t0.Add(resyncQuiet), true},
+		{"quiet, but just resynced", t0, t0.Add(resyncQuiet), t0.Add(resyncQuiet + time.Second), false},
+		{"quiet again after a resync", t0, t0.Add(resyncQuiet), t0.Add(2 * resyncQuiet), true},
+	} {
+		if got := needResync(c.lastMsg, c.lastResync, c.now); got != c.want {
+			t.Errorf("%s: needResync = %v, want %v", c.name, got, c.want)
+		}
 	}
 }
