@@ -224,21 +224,24 @@ func (f *Fleet) LastMessage() time.Time {
 	return f.last
 }
 
-// Settle waits until retained messages stopped arriving for quiet, or max
+// Settle waits until retained messages stopped arriving for quiet, or limit
 // passed: after a subscribe, the broker sends every retained message at
 // once, so a short quiet period means the view is complete.
-func (f *Fleet) Settle(ctx context.Context, quiet, max time.Duration) {
-	deadline := time.Now().Add(max)
+func (f *Fleet) Settle(ctx context.Context, quiet, limit time.Duration) {
+	deadline := time.Now().Add(limit)
 	start := time.Now()
 	for {
 		f.mu.Lock()
 		last := f.last
 		f.mu.Unlock()
+		wait := quiet
 		if last.IsZero() {
-			last = start
+			// Nothing yet: a busy broker may take a moment before the
+			// first retained message; an empty one sends none at all.
+			last, wait = start, max(quiet, time.Second)
 		}
 		now := time.Now()
-		if now.Sub(last) >= quiet || now.After(deadline) {
+		if now.Sub(last) >= wait || now.After(deadline) {
 			return
 		}
 		select {

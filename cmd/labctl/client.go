@@ -111,7 +111,9 @@ func connect(ctx context.Context, g *globals) (*connection, error) {
 		_ = c.Close(context.Background())
 		return nil, err
 	}
-	fleet.Settle(ctx, 300*time.Millisecond, 3*time.Second)
+	// Until the retained flood stops (10,000 statuses take seconds), so
+	// that `--on @group` never selects from half a fleet.
+	fleet.Settle(ctx, 300*time.Millisecond, 30*time.Second)
 	return &connection{bus: c, fleet: fleet, topics: topics}, nil
 }
 
