@@ -264,10 +264,16 @@ type watcher struct {
 	succeeded map[string]map[string]time.Time // rollout → node → first seen
 	latest    map[string]string               // node → "rollout state" of its latest status
 	changed   chan struct{}
+	// resync subscribes again (the broker resends every retained
+	// message): what a subscriber does when a burst overflowed its queue.
+	resync   func()
+	resyncs  int
+	lateSeen map[string]map[string]bool // rollout → nodes whose succeeded came only with a resync
 }
 
 func newWatcher() *watcher {
-	return &watcher{online: map[string]bool{}, succeeded: map[string]map[string]time.Time{}, latest: map[string]string{}, changed: make(chan struct{}, 1)}
+	return &watcher{online: map[string]bool{}, succeeded: map[string]map[string]time.Time{}, latest: map[string]string{},
+		changed: make(chan struct{}, 1), lateSeen: map[string]map[string]bool{}}
 }
 
 func (w *watcher) handle(tp proto.Topics, m bus.Message) {
@@ -297,6 +303,12 @@ func (w *watcher) handle(tp proto.Topics, m bus.Message) {
 			}
 			if _, ok := seen[r.Node]; !ok {
 				seen[r.Node] = now
+				if w.resyncs > 0 && m.Retain {
+					if w.lateSeen[s.Execution.Rollout] == nil {
+						w.lateSeen[s.Execution.Rollout] = map[string]bool{}
+					}
+					w.lateSeen[s.Execution.Rollout][r.Node] = true
+				}
 			}
 		}
 	}
@@ -345,18 +357,36 @@ func (w *watcher) succeededTimes(rollout string) []time.Time {
 	return ts
 }
 
-// awaitCount waits until f() reaches n or the timeout passes.
+// awaitCount waits until f() reaches n or the timeout passes; after 10 s
+// without any message it subscribes again, as lab's controller does.
 func (w *watcher) awaitCount(n int, timeout time.Duration, f func() int) bool {
 	deadline := time.After(timeout)
+	quiet := time.Now()
 	for f() < n {
 		select {
 		case <-w.changed:
+			quiet = time.Now()
 		case <-time.After(100 * time.Millisecond):
 		case <-deadline:
 			return false
 		}
+		if time.Since(quiet) > 10*time.Second && w.resync != nil {
+			w.mu.Lock()
+			w.resyncs++
+			w.mu.Unlock()
+			w.resync()
+			quiet = time.Now()
+		}
 	}
 	return true
+}
+
+// late counts the nodes whose succeeded status of rollout reached the
+// watcher only through a resync (lost live).
+func (w *watcher) late(rollout string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.lateSeen[rollout])
 }
 
 func subscribe(url, id string, w *watcher) (*bus.Client, error) {
@@ -373,6 +403,11 @@ func subscribe(url, id string, w *watcher) (*bus.Client, error) {
 	}
 	if err := c.Subscribe(ctx, tp.AllStatus(), tp.AllPresence()); err != nil {
 		return nil, err
+	}
+	w.resync = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = c.Subscribe(ctx, tp.AllStatus(), tp.AllPresence())
 	}
 	return c, nil
 }
@@ -539,7 +574,7 @@ func measure(o options, kind, labctl string) (result, error) {
 		return r, err
 	}
 	fresh.awaitCount(o.nodes, 30*time.Second, func() int { return len(fresh.succeededTimes("bench-1")) })
-	r.lost = len(fresh.succeededTimes("bench-1")) - r.reached
+	r.lost = max(len(fresh.succeededTimes("bench-1"))-r.reached, 0) + w.late("bench-1")
 	fc.Close(context.Background())
 	if !ok {
 		return r, fmt.Errorf("rollout bench-1 reached %d of %d nodes in %s; the others (retained status): %v", r.reached, o.nodes, o.timeout, fresh.histogram())
