@@ -77,7 +77,9 @@ func run(args []string) int {
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "limit for each phase")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
 	fs.IntVar(&o.clientQueue, "embedded-client-queue", 0, "the embedded broker's broker.client_queue (0: its default, 1,024)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return 0
+	} else if err != nil {
 		return 2
 	}
 	o.brokers = strings.Split(brokers, ",")
@@ -123,7 +125,9 @@ const usage = `
 Measures lab at fleet scale: a broker, N simulated nodes (the real labd
 daemon, Nix replaced by an instant executor) and the real controller
 (labctl publish, labctl status), for each broker in -brokers. Prints one
-table; see BENCHMARKS.md for the columns and the numbers on record.`
+table; see BENCHMARKS.md for the columns and the numbers on record.
+
+  go run ./integration/bench idle [-duration 10m]   an idle labd's RSS, CPU and wake-ups`
 
 // result is one row of the table.
 type result struct {
