@@ -43,8 +43,9 @@ var ErrInvalid = errors.New("invalid identities file")
 // Table is a loaded, validated identities file with the topic layout the
 // rules apply to.
 type Table struct {
-	topics proto.Topics
-	byName map[string]Identity
+	topics   proto.Topics
+	byName   map[string]Identity
+	patterns map[string]patterns // by name: each identity's topic patterns
 }
 
 // Load reads and validates an identities file.
@@ -97,6 +98,10 @@ func New(f File, topics proto.Topics) (*Table, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	t.patterns = make(map[string]patterns, len(t.byName))
+	for name, id := range t.byName {
+		t.patterns[name] = patterns{id: id, publish: t.buildPublishes(id), reads: t.buildReads(id)}
 	}
 	return t, nil
 }

@@ -1,6 +1,7 @@
 package access
 
 import (
+	"slices"
 	"strings"
 )
 
@@ -29,7 +30,37 @@ func (t *Table) CanSubscribe(id Identity, filter string) bool {
 	return false
 }
 
+// patterns are an identity's topic patterns, built once per identity.
+type patterns struct {
+	id             Identity
+	publish, reads []string
+}
+
 func (t *Table) publishes(id Identity) []string {
+	if c, ok := t.cached(id); ok {
+		return c.publish
+	}
+	return t.buildPublishes(id)
+}
+
+func (t *Table) reads(id Identity) []string {
+	if c, ok := t.cached(id); ok {
+		return c.reads
+	}
+	return t.buildReads(id)
+}
+
+// cached returns the patterns built by New for id, if id is the
+// identity the table holds under its name (same role and groups).
+func (t *Table) cached(id Identity) (patterns, bool) {
+	c, ok := t.patterns[id.Name]
+	if !ok || c.id.Role != id.Role || !slices.Equal(c.id.Groups, id.Groups) {
+		return patterns{}, false
+	}
+	return c, true
+}
+
+func (t *Table) buildPublishes(id Identity) []string {
 	tp := t.topics
 	switch id.Role {
 	case RoleNode:
@@ -40,7 +71,7 @@ func (t *Table) publishes(id Identity) []string {
 	return nil
 }
 
-func (t *Table) reads(id Identity) []string {
+func (t *Table) buildReads(id Identity) []string {
 	tp := t.topics
 	switch id.Role {
 	case RoleNode:
@@ -60,23 +91,29 @@ func (t *Table) reads(id Identity) []string {
 // covers reports whether every topic matched by filter f is matched by the
 // pattern p (both MQTT filters): p "+" covers one level of anything but
 // "#", p "#" covers the rest, literals must be equal.
+// It walks both level by level without allocating: it runs for every
+// publish and every subscription the broker checks.
 func covers(p, f string) bool {
-	pl, fl := strings.Split(p, "/"), strings.Split(f, "/")
-	for i, pp := range pl {
+	for {
+		pp, prest, pmore := strings.Cut(p, "/")
 		if pp == "#" {
 			return true
 		}
-		if i >= len(fl) {
-			return false
-		}
-		switch fp := fl[i]; {
+		fp, frest, fmore := strings.Cut(f, "/")
+		switch {
 		case fp == "#":
 			return false
-		case pp == "+":
-			continue
-		case pp != fp:
+		case pp != "+" && pp != fp:
 			return false
 		}
+		switch {
+		case !pmore:
+			return !fmore
+		case !fmore:
+			// "a/#" also covers its parent "a".
+			next, _, _ := strings.Cut(prest, "/")
+			return next == "#"
+		}
+		p, f = prest, frest
 	}
-	return len(pl) == len(fl)
 }

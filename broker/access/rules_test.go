@@ -152,10 +152,40 @@ func FuzzCovers(f *testing.F) {
 	for _, s := range []string{"lab/v1/node/+/status", "lab/v1/#", "#", "+/+", "a/b"} {
 		f.Add(s, s)
 	}
+	for _, c := range [][2]string{{"a/#", "a"}, {"a/b", "a"}, {"a", "a/b"}, {"+", "#"}, {"", ""}, {"a/+/c", "a/#"}} {
+		f.Add(c[0], c[1])
+	}
 	f.Fuzz(func(t *testing.T, p, x string) {
 		// A filter covers itself, and "#" covers everything.
 		if !covers(p, p) || !covers("#", x) {
 			t.Fatalf("covers(%q, %q)", p, x)
 		}
+		// The allocation-free walk agrees with the plain definition.
+		if got, want := covers(p, x), coversBySplit(p, x); got != want {
+			t.Fatalf("covers(%q, %q) = %v, by split %v", p, x, got, want)
+		}
 	})
+}
+
+// coversBySplit is covers written plainly, level by level after a split:
+// the reference the fuzzer compares the hot-path version with.
+func coversBySplit(p, f string) bool {
+	pl, fl := strings.Split(p, "/"), strings.Split(f, "/")
+	for i, pp := range pl {
+		if pp == "#" {
+			return true
+		}
+		if i >= len(fl) {
+			return false
+		}
+		switch fp := fl[i]; {
+		case fp == "#":
+			return false
+		case pp == "+":
+			continue
+		case pp != fp:
+			return false
+		}
+	}
+	return len(pl) == len(fl)
 }
