@@ -35,30 +35,40 @@ func (d *Daemon) publisher(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) enqueue(topic string, m proto.Message, retain bool) {
+// enqueue queues one publish behind the earlier ones. The returned
+// channel gets the publish's outcome (nil: acknowledged); it is nil when
+// the message was not queued.
+func (d *Daemon) enqueue(topic string, m proto.Message, retain bool) <-chan error {
 	b, err := proto.Seal(m)
 	if err != nil {
 		d.log.Error("cannot encode own message", "topic", topic, "err", err)
-		return
+		return nil
 	}
+	done := make(chan error, 1)
 	f := func(ctx context.Context) {
 		if d.bus == nil {
+			done <- nil
 			return
 		}
-		if err := d.bus.Publish(ctx, topic, b, retain); err != nil {
+		err := d.bus.Publish(ctx, topic, b, retain)
+		if err != nil {
 			d.log.Debug("publish failed (republished on reconnect)", "topic", topic, "err", err)
 		}
+		done <- err
 	}
 	select {
 	case d.pubq <- f:
+		return done
 	default:
 		d.log.Warn("publish queue full, dropping (status is republished on reconnect)", "topic", topic)
+		return nil
 	}
 }
 
-// enqueueStatus publishes the retained status as it is now.
-func (d *Daemon) enqueueStatus() {
-	d.enqueue(d.topics.NodeStatus(d.cfg.Name), d.status(), true)
+// enqueueStatus publishes the retained status as it is now; the channel
+// gets the outcome (see enqueue).
+func (d *Daemon) enqueueStatus() <-chan error {
+	return d.enqueue(d.topics.NodeStatus(d.cfg.Name), d.status(), true)
 }
 
 func (d *Daemon) enqueueEvent(rollout string, gen uint64, from, to proto.ExecState, detail string) {

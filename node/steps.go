@@ -94,7 +94,8 @@ func (d *Daemon) verify(ctx context.Context, e effChecks) evChecked {
 }
 
 // confirmBroker returns once a round trip to the broker succeeded after
-// the activation: the node's status, published at QoS 1 and acknowledged
+// the activation: the node's status, published at QoS 1 (through the
+// publish queue, so that no older status lands after it) and acknowledged
 // by the broker. "Connected" alone is not proof: a connection opened
 // before the switch looks up until its keepalive runs out, even when the
 // new configuration cut the network. It gives up when ctx ends or the
@@ -108,17 +109,17 @@ func (d *Daemon) confirmBroker(ctx context.Context, gen uint64) error {
 			return errors.New("the execution moved on")
 		}
 		if d.bus.Connected() {
-			b, err := proto.Seal(d.status())
-			if err != nil {
-				return err
+			if done := d.enqueueStatus(); done != nil {
+				select {
+				case err := <-done:
+					if err == nil {
+						return nil
+					}
+					d.log.Warn("waiting for the broker after the activation", "err", err)
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err = d.bus.Publish(pctx, d.topics.NodeStatus(d.cfg.Name), b, true)
-			cancel()
-			if err == nil {
-				return nil
-			}
-			d.log.Warn("waiting for the broker after the activation", "err", err)
 		}
 		select {
 		case <-ctx.Done():
