@@ -43,12 +43,16 @@ func newFleet(t *testing.T, names []string, gen2Args map[string][]string) *fleet
 	return f
 }
 
-func (f *fleet) startAll() {
-	for _, n := range f.nodes {
+func (f *fleet) startAll() { f.startNodes(f.nodes) }
+
+// startNodes starts labd on every node, then waits until each is online.
+func (e *Env) startNodes(nodes []*Node) {
+	e.t.Helper()
+	for _, n := range nodes {
 		n.Start()
 	}
-	for _, n := range f.nodes {
-		f.awaitOnline(n)
+	for _, n := range nodes {
+		eventually(e.t, 30*time.Second, n.Name+" online", func() bool { return e.Watch().Online(n.Name) })
 	}
 }
 
