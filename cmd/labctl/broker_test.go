@@ -126,6 +126,9 @@ func TestBrokerRunsUntilCancelled(t *testing.T) {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	_ = conn.Close()
+	// mochi v2.7.9 races Close against a connection it is still
+	// accepting (caught by -race in CI); internal/testbroker waits too.
+	time.Sleep(100 * time.Millisecond)
 	cancel()
 	select {
 	case code := <-done:
