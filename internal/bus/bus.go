@@ -221,6 +221,15 @@ func (c *Client) subscribe(ctx context.Context, filters []string) error {
 		opts[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
 	}
 	ack, err := c.cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
+	if err != nil && ack != nil {
+		// paho reports a refused filter as one error; name it and the
+		// broker's reason code.
+		for i, code := range ack.Reasons {
+			if code >= 0x80 {
+				return fmt.Errorf("bus: subscribe %s refused: reason 0x%02x: %w", filters[min(i, len(filters)-1)], code, err)
+			}
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("bus: subscribe %v: %w", filters, err)
 	}
