@@ -19,13 +19,17 @@
 //   - mochi's own log lines are passed on at WARN and above only, unless the
 //     logger is enabled for DEBUG.
 //
-// Known limits of mochi's bolt store (v2.7.9), kept rather than patched:
+// The store (store.go) is lab's own hook on mochi's record format: writes
+// are group-committed, one bbolt transaction for everything that changed
+// while the previous one was committing (mochi's bolt hook made one
+// transaction, with its fsync, per retained or QoS 1 message). A broker
+// killed mid-commit loses the last few milliseconds of changes, which nodes
+// and the controller republish (docs/protocol.md). Known limits kept from
+// mochi (v2.7.9):
 //   - a restored session forgets the expiry its client asked for and is
 //     kept for Config.SessionExpiry after the restart;
 //   - a retained message restored from the store no longer honours its
-//     publisher's Message Expiry Interval (the expiry time is not stored);
-//   - every retained or QoS 1 queued message is one bbolt write transaction
-//     (an fsync).
+//     publisher's Message Expiry Interval (the expiry time is not stored).
 //
 // Hooks are installed in one place, (*Server).addHooks: today an allow-all
 // authenticator, the limits hook and the store; the auth/ACL hook of

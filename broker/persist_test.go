@@ -3,11 +3,17 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.etcd.io/bbolt"
 )
 
 // newStopped creates (without starting) a broker on dir, for restart tests.
@@ -140,4 +146,100 @@ func TestPacketIDFromKey(t *testing.T) {
 			t.Errorf("packetIDFromKey(%q) = %d, want %d", key, got, want)
 		}
 	}
+}
+
+// TestStoreReadsMochiBoltFiles: a broker.db written by mochi's own bolt hook
+// (what lab used before its group-committing store) loads: the retained
+// message comes back, a live session's subscription is restored and one
+// left behind by a session that no longer exists is not.
+func TestStoreReadsMochiBoltFiles(t *testing.T) {
+	dir := t.TempDir()
+	old := new(bolt.Hook)
+	old.SetOpts(slog.Default(), nil)
+	if err := old.Init(&bolt.Options{Path: filepath.Join(dir, StoreFile)}); err != nil {
+		t.Fatal(err)
+	}
+	srv := mqtt.New(nil)
+	live := srv.NewClient(nil, "tcp", "node1", false)
+	live.Properties.Props.SessionExpiryInterval = 3600
+	gone := srv.NewClient(nil, "tcp", "labctl-gone", false)
+	old.OnSessionEstablished(live, packets.Packet{})
+	sub := func(cl *mqtt.Client, filter string) {
+		old.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: filter, Qos: 1}}}, []byte{1})
+	}
+	sub(live, "lab/v1/node/node1/cmd")
+	sub(gone, "lab/v1/status/+")
+	old.OnRetainMessage(live, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
+		TopicName:   "lab/v1/node/node1/desired", Payload: []byte("gen7"), Created: time.Now().Unix(),
+	}, 1)
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := startServer(t, Config{DataDir: dir})
+	if _, ok := s.Mochi().Topics.Subscribers("lab/v1/node/node1/cmd").Subscriptions["node1"]; !ok {
+		t.Error("node1's subscription was not restored")
+	}
+	if _, ok := s.Mochi().Topics.Subscribers("lab/v1/status/x").Subscriptions["labctl-gone"]; ok {
+		t.Error("the subscription of a session that no longer exists was restored")
+	}
+	viewer := connect(t, s.Addr(), clientOpts{id: "viewer"})
+	viewer.subscribe(t, "lab/v1/node/+/desired")
+	viewer.expect(t, "lab/v1/node/node1/desired", "gen7")
+}
+
+// TestStoreForgetsExpiredSessions: when a session expires, its record,
+// subscriptions and inflight messages leave the store. mochi v2.7.9 removes
+// only the session record on expiry (it unsubscribes and clears inflight
+// messages for sessions that end with their connection only), so a
+// decommissioned node's subscription and queued commands were restored on
+// every restart.
+func TestStoreForgetsExpiredSessions(t *testing.T) {
+	dir := t.TempDir()
+	h := newStoreHook()
+	h.SetOpts(slog.Default(), nil)
+	cfg, err := storeOptions(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Init(cfg); err != nil {
+		t.Fatal(err)
+	}
+	cl := mqtt.New(nil).NewClient(nil, "tcp", "old-node", false)
+	sub := packets.Subscription{Filter: "lab/v1/node/old-node/cmd", Qos: 1}
+	cl.State.Subscriptions.Add(sub.Filter, sub)
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: sub.Filter, PacketID: 9, Payload: []byte("reboot")}
+	cl.State.Inflight.Set(pk)
+	h.OnSessionEstablished(cl, packets.Packet{})
+	h.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{sub}}, []byte{1})
+	h.OnQosPublish(cl, pk, time.Now().Unix(), 0)
+	h.w.close() // commit, then check the records are there
+	h.w = newBatchWriter(h.db, storeBucket, storeMaxPending, h.Log)
+	if n := storeKeys(t, h.db, "old-node"); n != 3 {
+		t.Fatalf("%d records of old-node stored, want 3 (session, subscription, inflight)", n)
+	}
+	h.OnClientExpired(cl)
+	h.w.close()
+	h.w = newBatchWriter(h.db, storeBucket, storeMaxPending, h.Log)
+	if n := storeKeys(t, h.db, "old-node"); n != 0 {
+		t.Errorf("%d records of the expired session left in the store", n)
+	}
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func storeKeys(t *testing.T, db *bbolt.DB, substr string) int {
+	t.Helper()
+	n := 0
+	_ = db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte(storeBucket)).ForEach(func(k, _ []byte) error {
+			if strings.Contains(string(k), substr) {
+				n++
+			}
+			return nil
+		})
+	})
+	return n
 }
