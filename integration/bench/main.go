@@ -24,6 +24,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,6 +39,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lab-fleet/lab/internal/bus"
 	"github.com/lab-fleet/lab/proto"
@@ -118,6 +120,8 @@ func run(args []string) int {
 		rows = append(rows, r)
 	}
 	printTable(os.Stdout, rows, o.markdown)
+	fmt.Println()
+	printTargets(os.Stdout, rows, o.markdown)
 	return code
 }
 
@@ -144,6 +148,7 @@ type result struct {
 	follow         time.Duration
 	status         time.Duration
 	statusJSON     time.Duration
+	statusNodes    int // nodes listed by labctl status --json
 	rssBrokerIdle  int64
 	rssBrokerStart int64
 }
@@ -177,7 +182,7 @@ func freePort() (int, error) {
 }
 
 // startBroker starts the named broker on a free loopback port.
-func startBroker(kind, dir, labctl string, clientQueue int) (*exec.Cmd, string, error) {
+func startBroker(kind, dir, labctl string, clientQueue, nodes int) (*exec.Cmd, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -196,7 +201,7 @@ func startBroker(kind, dir, labctl string, clientQueue int) (*exec.Cmd, string, 
 		if _, err := exec.LookPath("mosquitto"); err != nil {
 			return nil, "", errors.New("mosquitto not found (apt-get install -y mosquitto)")
 		}
-		conf := fmt.Sprintf("user root\nper_listener_settings false\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 10000\nlog_type error\n", port, data)
+		conf := fmt.Sprintf("user root\nper_listener_settings false\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages %d\nlog_type error\n", port, data, queueFor(nodes))
 		if err := os.WriteFile(filepath.Join(data, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
 			return nil, "", err
 		}
@@ -230,6 +235,12 @@ func startBroker(kind, dir, labctl string, clientQueue int) (*exec.Cmd, string, 
 	}
 	return cmd, "mqtt://" + addr, nil
 }
+
+// queueFor is the per-client queue a broker needs for a fleet of n nodes
+// (docs/scaling.md): a subscriber of the whole fleet gets every node's
+// retained status and presence at once when it subscribes, and a status
+// plus an event from every node in a rollout's burst.
+func queueFor(n int) int { return max(10000, 4*n) }
 
 func stop(cmd *exec.Cmd) {
 	if cmd == nil || cmd.Process == nil {
@@ -503,7 +514,7 @@ func timed(labctl, url string, args ...string) (time.Duration, string, error) {
 func measure(o options, kind, labctl string) (result, error) {
 	r := result{broker: kind, nodes: o.nodes}
 	dir := filepath.Join(o.dir, kind)
-	brokerCmd, url, err := startBroker(kind, dir, labctl, o.clientQueue)
+	brokerCmd, url, err := startBroker(kind, dir, labctl, o.clientQueue, o.nodes)
 	if err != nil {
 		return r, err
 	}
@@ -533,7 +544,8 @@ func measure(o options, kind, labctl string) (result, error) {
 		return r, err
 	}
 	if !w.awaitCount(o.nodes, o.timeout, w.onlineCount) {
-		return r, fmt.Errorf("only %d of %d nodes online after %s", w.onlineCount(), o.nodes, o.timeout)
+		return r, fmt.Errorf("only %d of %d nodes seen online after %s (%d connections to the broker; a fresh subscriber sees %d online)",
+			w.onlineCount(), o.nodes, o.timeout, brokerConnections(url), freshOnline(url))
 	}
 	r.connect = time.Since(start)
 	time.Sleep(2 * time.Second) // idle: retained status settled
@@ -598,7 +610,40 @@ func measure(o options, kind, labctl string) (result, error) {
 	if r.statusJSON, out, err = timed(labctl, url, "status", "--json"); err != nil {
 		return r, fmt.Errorf("labctl status --json: %v\n%s", err, lastLines(out, 5))
 	}
+	var listed []json.RawMessage
+	if err := json.Unmarshal([]byte(out), &listed); err != nil {
+		return r, fmt.Errorf("labctl status --json: %v", err)
+	}
+	if r.statusNodes = len(listed); r.statusNodes != o.nodes {
+		return r, fmt.Errorf("labctl status --json listed %d of %d nodes", r.statusNodes, o.nodes)
+	}
 	return r, nil
+}
+
+// brokerConnections counts the established TCP connections to the
+// broker's port (what the broker really holds, whatever the watcher saw).
+func brokerConnections(url string) int {
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(url, "mqtt://"))
+	if err != nil {
+		return -1
+	}
+	out, err := exec.Command("ss", "-Htn", "state", "established", "sport", "= :"+port).Output()
+	if err != nil {
+		return -1
+	}
+	return strings.Count(string(out), "\n")
+}
+
+// freshOnline counts the online presences a new subscriber receives.
+func freshOnline(url string) int {
+	w := newWatcher()
+	c, err := subscribe(url, "bench-recount-presence", w)
+	if err != nil {
+		return -1
+	}
+	defer c.Close(context.Background())
+	w.awaitCount(1<<30, 15*time.Second, w.onlineCount)
+	return w.onlineCount()
 }
 
 func lastLines(s string, n int) string {
@@ -614,6 +659,11 @@ func printTable(w io.Writer, rows []result, markdown bool) {
 			dur(r.publish), dur(r.rollout), dur(r.p50), dur(r.p99), fmt.Sprintf("%d/%d", r.reached, r.nodes), strconv.Itoa(r.lost),
 			strconv.FormatInt(r.bytesPerNode, 10), dur(r.follow), dur(r.status), dur(r.statusJSON)})
 	}
+	printRows(w, head, lines, markdown)
+}
+
+// printRows prints a table as Markdown or aligned columns.
+func printRows(w io.Writer, head []string, lines [][]string, markdown bool) {
 	if markdown {
 		fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
 		for _, l := range lines {
@@ -623,17 +673,59 @@ func printTable(w io.Writer, rows []result, markdown bool) {
 	}
 	width := make([]int, len(head))
 	for i, h := range head {
-		width[i] = len(h)
+		width[i] = utf8.RuneCountInString(h)
 		for _, l := range lines {
-			width[i] = max(width[i], len(l[i]))
+			width[i] = max(width[i], utf8.RuneCountInString(l[i]))
 		}
 	}
 	for _, l := range append([][]string{head}, lines...) {
 		for i, c := range l {
-			fmt.Fprintf(w, "%-*s  ", width[i], c)
+			fmt.Fprintf(w, "%s%s  ", c, strings.Repeat(" ", width[i]-utf8.RuneCountInString(c)))
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// printTargets compares the rows with issue 8's targets (BENCHMARKS.md):
+// met, or missed by how much. The targets are set for 10,000 nodes; at
+// other sizes the verdicts say where this run stands against them.
+func printTargets(w io.Writer, rows []result, markdown bool) {
+	var lines [][]string
+	verdict := func(got, limit float64, unit string) string {
+		if got <= limit {
+			return "met"
+		}
+		return fmt.Sprintf("missed by %.2f%s (%.1f×)", got-limit, unit, got/limit)
+	}
+	secs := func(d time.Duration) float64 { return d.Seconds() }
+	var mosq *result
+	for i := range rows {
+		if rows[i].broker == "mosquitto" && rows[i].reached == rows[i].nodes {
+			mosq = &rows[i]
+		}
+	}
+	for _, r := range rows {
+		if r.reached == 0 {
+			lines = append(lines, []string{r.broker, "rollout", "-", "not measured (the run failed)"})
+			continue
+		}
+		lines = append(lines,
+			[]string{r.broker, "every node succeeded ≤ 2 s", dur(r.rollout), verdict(secs(r.rollout), 2, " s")},
+			[]string{r.broker, "p99 ≤ 1.5 s", dur(r.p99), verdict(secs(r.p99), 1.5, " s")},
+			[]string{r.broker, "no status lost", strconv.Itoa(r.lost), verdict(float64(r.lost), 0, "")})
+		if r.status > 0 {
+			lines = append(lines, []string{r.broker, "labctl status < 1 s", dur(r.status), verdict(secs(r.status), 1, " s")})
+		}
+		if strings.HasPrefix(r.broker, "embedded") {
+			kb := float64(r.rssPerConn) / 1000
+			lines = append(lines, []string{r.broker, "RSS per idle connection ≤ 40 KB", fmt.Sprintf("%.1f KB", kb), verdict(kb, 40, " KB")})
+			if mosq != nil && mosq.nodes == r.nodes {
+				lines = append(lines, []string{r.broker, "rollout ≤ mosquitto's", dur(r.rollout), verdict(secs(r.rollout), secs(mosq.rollout), " s")})
+			}
+		}
+	}
+	head := []string{"broker", "target (N = " + strconv.Itoa(rows[0].nodes) + "; set for 10,000)", "measured", "verdict"}
+	printRows(w, head, lines, markdown)
 }
 
 func dur(d time.Duration) string {
