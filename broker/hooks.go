@@ -15,6 +15,15 @@ import (
 // addHooks installs every hook, in order. This is the one place to change
 // when the auth/ACL hook (DESIGN §9) replaces the allow-all one.
 func (s *Server) addHooks() error {
+	// First: it waits for a full subscriber queue, then lets the ACL hook
+	// below decide.
+	if pace := newPaceHook(); pace != nil {
+		if err := s.mochi.AddHook(pace, nil); err != nil {
+			return fmt.Errorf("add pace hook: %w", err)
+		}
+	} else {
+		s.log.Warn("this mochi-mqtt version hides its client queue: bursts above broker.client_queue will be dropped")
+	}
 	if s.cfg.Identities == "" {
 		s.log.Warn("no identities file: every client may connect and publish anything (set broker.identities)")
 		if err := s.mochi.AddHook(new(auth.AllowHook), nil); err != nil {
