@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -21,14 +22,16 @@ import (
 // mochi asks the ACL hooks about every delivery, in the goroutine that
 // delivers it (the subscriber's own for retained messages, the publisher's
 // for live ones), just before queueing it. This hook answers "no opinion"
-// (the access hook decides) after waiting, when the subscriber's queue is
-// half full, until it is three quarters empty. The other half is headroom
-// for deliveries that passed the check at the same moment: a burst is
-// lossless while fewer than ClientQueue/2 publishers deliver to one
-// subscriber in the same instant (512 with the default queue). A subscriber whose queue
-// makes no progress for paceStall is considered stuck and no longer waited
-// for until its queue drains again, so a dead connection costs each
-// publisher one paceStall at most, not one per message.
+// (the access hook decides) at once while the subscriber's queue is less
+// than half full; above that, deliveries to that subscriber wait their turn
+// (one at a time, so that a crowd of waiting publishers cannot all see room
+// and overflow it together) until the queue is below half again. The other
+// half is headroom for deliveries that passed the check at the same moment.
+//
+// A subscriber whose queue makes no progress for paceStall is considered
+// stuck and is no longer waited for until its queue drains to a quarter,
+// so a dead connection costs the publishers one paceStall, not one per
+// message.
 //
 // mochi does not export the queue: its length is read with reflect from
 // ClientState's "outbound" channel (len of a channel is safe to read
@@ -36,13 +39,19 @@ import (
 // the broker runs without pacing (TestPaceHookFindsTheQueue fails).
 type paceHook struct {
 	mqtt.HookBase
-	field   int // index of ClientState.outbound
-	stalled sync.Map
+	field   int      // index of ClientState.outbound
+	clients sync.Map // *mqtt.Client → *paceState
+}
+
+// paceState is one subscriber's turn lock and stuck flag.
+type paceState struct {
+	turn    sync.Mutex
+	stalled atomic.Bool
 }
 
 const (
 	paceStall = time.Second
-	paceTick  = time.Millisecond
+	paceTick  = 200 * time.Microsecond
 )
 
 func newPaceHook() *paceHook {
@@ -75,27 +84,36 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, _ string, write bool) bool {
 		return false
 	}
 	n, capacity := h.queue(cl)
-	high, low := capacity/2, capacity/4
+	high := capacity / 2
 	if capacity < 4 || n < high {
-		if n <= low {
-			h.stalled.Delete(cl)
+		if n <= capacity/4 {
+			if st, ok := h.clients.Load(cl); ok {
+				st.(*paceState).stalled.Store(false)
+			}
 		}
 		return false
 	}
-	if _, stuck := h.stalled.Load(cl); stuck {
+	v, _ := h.clients.LoadOrStore(cl, new(paceState))
+	st := v.(*paceState)
+	if st.stalled.Load() {
 		return false
 	}
+	st.turn.Lock()
+	defer st.turn.Unlock()
 	last, progress := n, time.Now()
-	for n > low && !cl.Closed() {
-		time.Sleep(paceTick)
-		if n, _ = h.queue(cl); n < last {
+	for !st.stalled.Load() && !cl.Closed() {
+		if n, _ = h.queue(cl); n < high {
+			return false
+		}
+		if n < last {
 			last, progress = n, time.Now()
 		} else if time.Since(progress) > paceStall {
-			h.stalled.Store(cl, true)
-			break
+			st.stalled.Store(true)
+			return false
 		}
+		time.Sleep(paceTick)
 	}
 	return false
 }
 
-func (h *paceHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.stalled.Delete(cl) }
+func (h *paceHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.clients.Delete(cl) }
