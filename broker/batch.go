@@ -97,13 +97,14 @@ func (b *batchWriter) run() {
 	defer close(b.done)
 	for range b.wake {
 		b.mu.Lock()
-		batch, closed := b.pending, b.closed
-		if len(batch) > 0 {
-			b.pending = make(map[string]op, len(batch))
+		var batch map[string]op
+		if len(b.pending) > 0 {
+			batch, b.pending = b.pending, make(map[string]op, len(b.pending))
 		}
+		closed := b.closed
 		b.taken.Broadcast()
 		b.mu.Unlock()
-		if len(batch) > 0 {
+		if batch != nil {
 			if err := b.commit(batch); err != nil {
 				b.log.Error("store: writes lost", "writes", len(batch), "err", err)
 			}

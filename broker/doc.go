@@ -29,7 +29,14 @@
 //   - a restored session forgets the expiry its client asked for and is
 //     kept for Config.SessionExpiry after the restart;
 //   - a retained message restored from the store no longer honours its
-//     publisher's Message Expiry Interval (the expiry time is not stored).
+//     publisher's Message Expiry Interval (the expiry time is not stored);
+//   - a subscriber that stops reading (a laptop suspended mid-connection)
+//     blocks every QoS 1 delivery to it until its keepalive runs out (1.5 ×
+//     its keepalive): mochi takes the client's lock to number a message,
+//     and its writer holds that lock while blocked on the socket.
+//
+// Bursts larger than a client's queue wait for it instead of being dropped
+// (pace.go), and what is dropped for a stuck client is logged.
 //
 // Hooks are installed in one place, (*Server).addHooks: today an allow-all
 // authenticator, the limits hook and the store; the auth/ACL hook of

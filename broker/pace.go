@@ -8,6 +8,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // paceHook makes a burst wait for a subscriber's queue instead of being
@@ -28,10 +29,12 @@ import (
 // and overflow it together) until the queue is below half again. The other
 // half is headroom for deliveries that passed the check at the same moment.
 //
-// A subscriber whose queue makes no progress for paceStall is considered
-// stuck and is no longer waited for until its queue drains to a quarter,
-// so a dead connection costs the publishers one paceStall, not one per
-// message.
+// A subscriber that cannot take a delivery within paceStall (a fast one
+// drains half its queue in milliseconds) is considered stuck or too slow
+// and is no longer waited for until its queue drains to a quarter: one slow
+// dashboard must not set the pace of the whole fleet's publishers, and a
+// dead connection costs them one paceStall per drain, not one per message.
+// What is dropped for it is logged (OnPublishDropped).
 //
 // mochi does not export the queue: its length is read with reflect from
 // ClientState's "outbound" channel (len of a channel is safe to read
@@ -43,14 +46,18 @@ type paceHook struct {
 	clients sync.Map // *mqtt.Client → *paceState
 }
 
-// paceState is one subscriber's turn lock and stuck flag.
+// paceState is one subscriber's turn lock, stuck flag and drop count.
 type paceState struct {
 	turn    sync.Mutex
 	stalled atomic.Bool
+
+	mu       sync.Mutex
+	dropped  int       // since the last warning
+	warnedAt time.Time // last warning
 }
 
 const (
-	paceStall = time.Second
+	paceStall = 250 * time.Millisecond
 	paceTick  = 200 * time.Microsecond
 )
 
@@ -65,7 +72,7 @@ func newPaceHook() *paceHook {
 func (h *paceHook) ID() string { return "lab-pace" }
 
 func (h *paceHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnACLCheck, mqtt.OnDisconnect}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPublishDropped}, []byte{b})
 }
 
 // queue returns the length and capacity of cl's outbound queue.
@@ -100,14 +107,12 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, _ string, write bool) bool {
 	}
 	st.turn.Lock()
 	defer st.turn.Unlock()
-	last, progress := n, time.Now()
+	start := time.Now()
 	for !st.stalled.Load() && !cl.Closed() {
 		if n, _ = h.queue(cl); n < high {
 			return false
 		}
-		if n < last {
-			last, progress = n, time.Now()
-		} else if time.Since(progress) > paceStall {
+		if time.Since(start) > paceStall {
 			st.stalled.Store(true)
 			return false
 		}
@@ -117,3 +122,24 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, _ string, write bool) bool {
 }
 
 func (h *paceHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.clients.Delete(cl) }
+
+// paceWarnEvery limits the warnings about one client's dropped messages.
+const paceWarnEvery = 10 * time.Second
+
+// OnPublishDropped warns, at most every paceWarnEvery per client, that
+// messages for cl were dropped because its queue stayed full: mochi counts
+// them in $SYS only, and a subscriber that misses statuses should not be a
+// mystery in the broker's log.
+func (h *paceHook) OnPublishDropped(cl *mqtt.Client, _ packets.Packet) {
+	v, _ := h.clients.LoadOrStore(cl, new(paceState))
+	st := v.(*paceState)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.dropped++
+	if time.Since(st.warnedAt) < paceWarnEvery {
+		return
+	}
+	h.Log.Warn("dropped messages for a client whose queue was full (broker.client_queue)",
+		"client", cl.ID, "dropped", st.dropped, "stuck", st.stalled.Load())
+	st.dropped, st.warnedAt = 0, time.Now()
+}

@@ -243,3 +243,40 @@ func storeKeys(t *testing.T, db *bbolt.DB, substr string) int {
 	})
 	return n
 }
+
+// TestStoreSkipsSessionsThatEndWithTheirConnection: a clean, expiring
+// session (labctl, a dashboard) leaves nothing in the store — not its
+// session, subscriptions or the messages in flight to it — while a node's
+// durable session is stored.
+func TestStoreSkipsSessionsThatEndWithTheirConnection(t *testing.T) {
+	h := newStoreHook()
+	h.SetOpts(slog.Default(), nil)
+	cfg, err := storeOptions(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Init(cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	srv := mqtt.New(nil)
+	for _, c := range []struct {
+		id     string
+		expiry uint32
+		want   int
+	}{{"labctl-x", 0, 0}, {"node1", 86400, 3}} {
+		cl := srv.NewClient(nil, "tcp", c.id, false)
+		cl.Properties.ProtocolVersion = 5
+		cl.Properties.Props.SessionExpiryInterval = c.expiry
+		sub := packets.Subscription{Filter: "lab/v1/node/+/status", Qos: 1}
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "lab/v1/node/n/status", PacketID: 3}
+		h.OnSessionEstablished(cl, packets.Packet{})
+		h.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{sub}}, []byte{1})
+		h.OnQosPublish(cl, pk, time.Now().Unix(), 0)
+		h.w.close()
+		h.w = newBatchWriter(h.db, storeBucket, storeMaxPending, h.Log)
+		if n := storeKeys(t, h.db, c.id); n != c.want {
+			t.Errorf("%s (session expiry %d): %d records stored, want %d", c.id, c.expiry, n, c.want)
+		}
+	}
+}

@@ -159,15 +159,41 @@ func inflightKey(id string, pk packets.Packet) string {
 	return storage.InflightKey + "_" + id + ":" + pk.FormatID()
 }
 
-func (h *storeHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.storeClient(cl) }
+// durable reports whether cl's session outlives its connection (MQTT v5
+// session expiry > 0, or a v3 client without clean session): only such a
+// session has anything to restore after a restart. labctl, dashboards and
+// other watchers connect with clean, expiring sessions; storing their
+// subscriptions and the messages in flight to them cost the broker most
+// of its store writes (two for every status a watcher of the fleet
+// received) for nothing.
+func durable(cl *mqtt.Client) bool {
+	if cl.Net.Inline {
+		return false
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval > 0
+	}
+	return !cl.Properties.Clean
+}
 
-func (h *storeHook) OnWillSent(cl *mqtt.Client, _ packets.Packet) { h.storeClient(cl) }
+func (h *storeHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if !durable(cl) {
+		if !cl.Net.Inline {
+			h.del(clientKey(cl.ID)) // a durable session of the same id ended
+		}
+		return
+	}
+	h.storeClient(cl)
+}
+
+func (h *storeHook) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
+	if durable(cl) {
+		h.storeClient(cl)
+	}
+}
 
 // storeClient writes a network client's session record.
 func (h *storeHook) storeClient(cl *mqtt.Client) {
-	if cl.Net.Inline {
-		return
-	}
 	props := cl.Properties.Props.Copy(false)
 	h.set(clientKey(cl.ID), &storage.Client{
 		ID:              cl.ID,
@@ -195,7 +221,7 @@ func (h *storeHook) storeClient(cl *mqtt.Client) {
 // OnDisconnect removes the session of a client whose session ends with the
 // connection (not one taken over by a new connection of the same client).
 func (h *storeHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
-	if !expire || cl.StopCause() == packets.ErrSessionTakenOver {
+	if !expire || !durable(cl) || cl.StopCause() == packets.ErrSessionTakenOver {
 		return
 	}
 	h.forget(cl)
@@ -219,7 +245,7 @@ func (h *storeHook) forget(cl *mqtt.Client) {
 
 // OnSubscribed stores network clients' subscriptions only.
 func (h *storeHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
-	if cl.Net.Inline {
+	if !durable(cl) {
 		return
 	}
 	for i, f := range pk.Filters {
@@ -242,7 +268,7 @@ func (h *storeHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byt
 }
 
 func (h *storeHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
-	if cl.Net.Inline {
+	if !durable(cl) {
 		return
 	}
 	for _, f := range pk.Filters {
@@ -265,6 +291,9 @@ func (h *storeHook) OnRetainedExpired(topic string) { h.del(retainedKey(topic)) 
 
 // OnQosPublish stores a QoS 1 message in flight to cl.
 func (h *storeHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+	if !durable(cl) {
+		return
+	}
 	key := inflightKey(cl.ID, pk)
 	m := message(key, storage.InflightKey, cl, pk)
 	m.Client, m.Sent, m.PacketID = cl.ID, sent, pk.PacketID
@@ -272,12 +301,12 @@ func (h *storeHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64,
 }
 
 func (h *storeHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	h.del(inflightKey(cl.ID, pk))
+	if durable(cl) {
+		h.del(inflightKey(cl.ID, pk))
+	}
 }
 
-func (h *storeHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	h.del(inflightKey(cl.ID, pk))
-}
+func (h *storeHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.OnQosComplete(cl, pk) }
 
 // message is the stored form of pk.
 func message(key, kind string, cl *mqtt.Client, pk packets.Packet) storage.Message {
