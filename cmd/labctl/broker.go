@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sort"
@@ -39,6 +43,7 @@ var brokerKeys = []string{keyListen, keyDataDir, keyMaxPacketSize, keyClientQueu
 
 func newBrokerCmd(g *globals) *cobra.Command {
 	var checkOnly bool
+	var debugListen string
 	cmd := &cobra.Command{
 		Use:   "broker [--config FILE] [--listen ADDR] [--data-dir DIR]",
 		Short: "Run the embedded MQTT broker until SIGINT or SIGTERM",
@@ -52,6 +57,11 @@ func newBrokerCmd(g *globals) *cobra.Command {
 			if checkOnly {
 				return checkBrokerConfig(g, cfg)
 			}
+			if debugListen != "" {
+				if err := serveDebug(cmd.Context(), g, debugListen); err != nil {
+					return usageError{err}
+				}
+			}
 			return runBroker(cmd.Context(), g, cfg)
 		},
 	}
@@ -60,6 +70,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	f.String("data-dir", "", "persistence `DIR` (bolt file broker.db inside); empty = in memory")
 	f.String("identities", "", "identities `FILE`: who may connect and do what (labctl node add writes it; reloaded on change and on SIGHUP); without it every client may do anything")
 	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")
+	f.StringVar(&debugListen, "debug-listen", "", "serve Go's profiler (/debug/pprof/) on `ADDR`, e.g. 127.0.0.1:6060 (for diagnosing CPU and memory; keep it on loopback)")
 	f.String("tls-listen", "", "also listen with TLS on `ADDR` (e.g. :8883); needs --tls-cert and --tls-key")
 	f.String("ws-listen", "", "also listen with WebSocket over TLS on `ADDR` (e.g. :8884)")
 	f.String("tls-cert", "", "broker certificate `FILE` (labctl pki issue broker --host ...)")
@@ -148,6 +159,28 @@ func checkBrokerConfig(g *globals, cfg broker.Config) error {
 		return usageError{fmt.Errorf("invalid broker config:\n%w", err)}
 	}
 	fmt.Fprintf(g.out, "broker config ok: listen %s, data dir %q\n", cfg.Listen, cfg.DataDir)
+	return nil
+}
+
+// serveDebug serves net/http/pprof on addr until ctx ends.
+func serveDebug(ctx context.Context, g *globals, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--debug-listen: %w", err)
+	}
+	if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+		g.logger.Warn("the profiler listens beyond loopback: anyone who reaches it can read the broker's memory", "addr", l.Addr().String())
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	context.AfterFunc(ctx, func() { _ = srv.Close() })
+	g.logger.Info("profiler listening", "addr", "http://"+l.Addr().String()+"/debug/pprof/")
 	return nil
 }
 

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,9 +120,23 @@ func TestBrokerRunsUntilCancelled(t *testing.T) {
 	defer cancel()
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", dir}, &out, &errOut)
+		done <- run(ctx, []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", dir, "--debug-listen", "127.0.0.1:0"}, &out, &errOut)
 	}()
 	addr := awaitListening(t, errOut.String)
+	// The profiler answers on the address it logged.
+	m := regexp.MustCompile(`msg="profiler listening" addr=(http://\S+)`).FindStringSubmatch(errOut.String())
+	if m == nil {
+		t.Fatalf("no profiler address in the log:\n%s", errOut.String())
+	}
+	resp, err := http.Get(m[1] + "goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "goroutine profile") {
+		t.Errorf("profiler: %s\n%.200s", resp.Status, body)
+	}
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
