@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +66,7 @@ type options struct {
 	timeout           time.Duration
 	markdown          bool
 	clientQueue       int
+	profile           string
 }
 
 func run(args []string) int {
@@ -82,12 +84,21 @@ func run(args []string) int {
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "limit for each phase")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
 	fs.IntVar(&o.clientQueue, "embedded-client-queue", 0, "the embedded broker's broker.client_queue (0: its default, 1,024)")
+	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the embedded broker during the first rollout to `FILE` (go tool pprof FILE)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
 		return 2
 	}
 	o.brokers = strings.Split(brokers, ",")
+	if o.profile != "" {
+		port, err := freePort()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		profileAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	}
 	if o.nodes < 1 || o.perProcess < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -nodes and -per-process must be positive")
 		return 2
@@ -201,6 +212,9 @@ func startBroker(kind, dir, labctl string, clientQueue, nodes int) (*exec.Cmd, s
 	switch kind {
 	case "embedded":
 		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", data, "--log-level", "warn")
+		if profileAddr != "" {
+			cmd.Args = append(cmd.Args, "--debug-listen", profileAddr)
+		}
 	case "embedded-memory": // no persistence: what the store costs
 		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", "", "--log-level", "warn")
 	case "mosquitto":
@@ -248,6 +262,9 @@ func startBroker(kind, dir, labctl string, clientQueue, nodes int) (*exec.Cmd, s
 // own Desired back, 6 statuses and 5 events), and a subscriber of the
 // whole fleet gets every node's retained messages at once.
 func queueFor(n int) int { return max(10000, 16*n) }
+
+// profileAddr is where the embedded broker serves its profiler (-profile).
+var profileAddr string
 
 func stop(cmd *exec.Cmd) {
 	if cmd == nil || cmd.Process == nil {
@@ -582,6 +599,11 @@ func measure(o options, kind, labctl string) (result, error) {
 	}
 	gen2 := "/nix/store/00000000000000000000000000000002-nixos-system-bench-2"
 	brokerTicks, nodeTicks := cpuTicks(pid), simTicks(sims)
+	var profiled chan error
+	if o.profile != "" && kind == "embedded" {
+		profiled = make(chan error, 1)
+		go func() { profiled <- fetchProfile("http://"+profileAddr+"/debug/pprof/profile?seconds=5", o.profile) }()
+	}
 	t0 := time.Now()
 	d, out, err := timed(labctl, url, "publish", "--id", "bench-1", "--key", keyFile, "--on", "@bench", "--toplevel", gen2, "--no-wait")
 	if err != nil {
@@ -591,6 +613,11 @@ func measure(o options, kind, labctl string) (result, error) {
 	ok := w.awaitCount(o.nodes, o.timeout, func() int { return len(w.succeededTimes("bench-1")) })
 	r.cpuBroker = time.Duration(cpuTicks(pid)-brokerTicks) * 10 * time.Millisecond
 	r.cpuNodes = time.Duration(simTicks(sims)-nodeTicks) * 10 * time.Millisecond
+	if profiled != nil {
+		if err := <-profiled; err != nil {
+			fmt.Fprintln(os.Stderr, "bench: profile:", err)
+		}
+	}
 	times := w.succeededTimes("bench-1")
 	r.reached = len(times)
 	if len(times) > 0 {
@@ -644,6 +671,27 @@ func measure(o options, kind, labctl string) (result, error) {
 		return r, fmt.Errorf("labctl status --json listed %d of %d nodes", r.statusNodes, o.nodes)
 	}
 	return r, nil
+}
+
+// fetchProfile saves the profile at url into file.
+func fetchProfile(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // brokerConnections counts the established TCP connections to the
