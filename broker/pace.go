@@ -29,12 +29,14 @@ import (
 // and overflow it together) until the queue is below half again. The other
 // half is headroom for deliveries that passed the check at the same moment.
 //
-// A subscriber that cannot take a delivery within paceStall (a fast one
-// drains half its queue in milliseconds) is considered stuck or too slow
-// and is no longer waited for until its queue drains to a quarter: one slow
-// dashboard must not set the pace of the whole fleet's publishers, and a
-// dead connection costs them one paceStall per drain, not one per message.
-// What is dropped for it is logged (OnPublishDropped).
+// A subscriber whose queue does not move for paceStall, or that cannot take
+// a delivery within paceMaxWait (a healthy one drains half its queue in
+// milliseconds), is considered stuck or too slow and is no longer waited
+// for until its queue drains to a quarter: one slow dashboard must not set
+// the pace of the fleet's publishers (a node waits for the broker's
+// acknowledgement of its status after an activation), and a dead
+// connection costs them one paceStall per drain, not one per message. What
+// is dropped for it is logged (OnPublishDropped).
 //
 // mochi does not export the queue: its length is read with reflect from
 // ClientState's "outbound" channel (len of a channel is safe to read
@@ -57,8 +59,9 @@ type paceState struct {
 }
 
 const (
-	paceStall = 250 * time.Millisecond
-	paceTick  = 200 * time.Microsecond
+	paceStall   = time.Second
+	paceMaxWait = 5 * time.Second
+	paceTick    = 200 * time.Microsecond
 )
 
 func newPaceHook() *paceHook {
@@ -108,11 +111,16 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, _ string, write bool) bool {
 	st.turn.Lock()
 	defer st.turn.Unlock()
 	start := time.Now()
+	last, progress := n, start
 	for !st.stalled.Load() && !cl.Closed() {
 		if n, _ = h.queue(cl); n < high {
 			return false
 		}
-		if time.Since(start) > paceStall {
+		now := time.Now()
+		if n < last {
+			last, progress = n, now
+		}
+		if now.Sub(progress) > paceStall || now.Sub(start) > paceMaxWait {
 			st.stalled.Store(true)
 			return false
 		}
