@@ -59,7 +59,12 @@ type connection struct {
 
 // connect dials the broker, subscribes the fleet view and waits for the
 // retained state to arrive.
-func connect(ctx context.Context, g *globals) (*connection, error) {
+func connect(ctx context.Context, g *globals) (*connection, error) { return connectTo(ctx, g, nil) }
+
+// connectTo is connect with the subscriptions that filters chooses (nil:
+// the whole fleet view). `labctl status` reads status and presence only:
+// half the retained messages of a large fleet.
+func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []string) (*connection, error) {
 	topics, err := proto.NewTopics(g.v.GetString(keyPrefix))
 	if err != nil {
 		return nil, usageError{fmt.Errorf("prefix: %w", err)}
@@ -107,7 +112,11 @@ func connect(ctx context.Context, g *globals) (*connection, error) {
 		_ = c.Close(context.Background())
 		return nil, fmt.Errorf("connect to %s: %w", g.v.GetString(keyBrokerURL), err)
 	}
-	if err := fleet.Subscribe(ctx, c); err != nil {
+	subscribe := func() error { return fleet.Subscribe(ctx, c) }
+	if filters != nil {
+		subscribe = func() error { return c.Subscribe(ctx, filters(topics)...) }
+	}
+	if err := subscribe(); err != nil {
 		_ = c.Close(context.Background())
 		return nil, err
 	}

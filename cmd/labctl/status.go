@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
 )
 
@@ -20,7 +21,7 @@ the system it runs and its health checks.`,
   labctl status --json | jq '.[] | select(.online == false) | .node'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := connect(cmd.Context(), g)
+			conn, err := connectTo(cmd.Context(), g, func(t proto.Topics) []string { return []string{t.AllStatus(), t.AllPresence()} })
 			if err != nil {
 				return err
 			}
