@@ -15,30 +15,29 @@ import (
 // addHooks installs every hook, in order. This is the one place to change
 // when the auth/ACL hook (DESIGN §9) replaces the allow-all one.
 func (s *Server) addHooks() error {
-	// First: it waits for a full subscriber queue, then lets the ACL hook
-	// below decide.
-	if pace := newPaceHook(); pace != nil {
-		if err := s.mochi.AddHook(pace, nil); err != nil {
-			return fmt.Errorf("add pace hook: %w", err)
-		}
-	} else {
-		s.log.Warn("this mochi-mqtt version hides its client queue: bursts above broker.client_queue will be dropped")
-	}
+	var acl aclChecker
 	if s.cfg.Identities == "" {
 		s.log.Warn("no identities file: every client may connect and publish anything (set broker.identities)")
-		if err := s.mochi.AddHook(new(auth.AllowHook), nil); err != nil {
-			return fmt.Errorf("add auth hook: %w", err)
-		}
+		acl = new(auth.AllowHook)
 	} else {
 		topics, _ := proto.NewTopics(s.cfg.Prefix)
 		h, err := access.NewHook(s.cfg.Identities, topics, s.log)
 		if err != nil {
 			return fmt.Errorf("broker.identities: %w", err)
 		}
-		if err := s.mochi.AddHook(h, nil); err != nil {
-			return fmt.Errorf("add access hook: %w", err)
+		s.access, acl = h, h
+	}
+	// The pace hook goes first: it asks the ACL hook, and waits for a full
+	// subscriber queue before an allowed delivery (pace.go).
+	if pace := newPaceHook(acl); pace != nil {
+		if err := s.mochi.AddHook(pace, nil); err != nil {
+			return fmt.Errorf("add pace hook: %w", err)
 		}
-		s.access = h
+	} else {
+		s.log.Warn("this mochi-mqtt version hides its client queue: bursts above broker.client_queue will be dropped")
+	}
+	if err := s.mochi.AddHook(acl, nil); err != nil {
+		return fmt.Errorf("add %s hook: %w", acl.ID(), err)
 	}
 	limits := &limitsHook{maxPacket: s.cfg.MaxPacketSize}
 	if err := s.mochi.AddHook(limits, nil); err != nil {

@@ -22,9 +22,9 @@ import (
 //
 // mochi asks the ACL hooks about every delivery, in the goroutine that
 // delivers it (the subscriber's own for retained messages, the publisher's
-// for live ones), just before queueing it. This hook answers "no opinion"
-// (the access hook decides) at once while the subscriber's queue is less
-// than half full; above that, deliveries to that subscriber wait their turn
+// for live ones), just before queueing it. This hook asks the ACL hook and
+// answers at once while the subscriber's queue is less than half full;
+// above that, deliveries to that subscriber wait their turn
 // (one at a time, so that a crowd of waiting publishers cannot all see room
 // and overflow it together) until the queue is below half again. The other
 // half is headroom for deliveries that passed the check at the same moment.
@@ -44,14 +44,18 @@ import (
 // the broker runs without pacing (TestPaceHookFindsTheQueue fails).
 type paceHook struct {
 	mqtt.HookBase
-	field   int      // index of ClientState.outbound
-	clients sync.Map // *mqtt.Client → *paceState
+	field   int        // index of ClientState.outbound
+	acl     aclChecker // asked first: only allowed deliveries are paced
+	clients sync.Map   // *mqtt.Client → *paceState
 }
 
-// paceState is one subscriber's turn lock, stuck flag and drop count.
+// paceState is one subscriber's turn lock, stuck flag, deliveries in
+// transit to its queue and drop count.
 type paceState struct {
-	turn    sync.Mutex
-	stalled atomic.Bool
+	turn       sync.Mutex
+	stalled    atomic.Bool
+	inTransit  atomic.Int64
+	lastQueued atomic.Int64 // UnixNano of the last delivery queued or dropped
 
 	mu       sync.Mutex
 	dropped  int       // since the last warning
@@ -61,21 +65,28 @@ type paceState struct {
 const (
 	paceStall   = time.Second
 	paceMaxWait = 5 * time.Second
+	paceStale   = time.Second
 	paceTick    = 200 * time.Microsecond
 )
 
-func newPaceHook() *paceHook {
+// aclChecker is the hook that decides who may read and write what (the
+// access hook, or mochi's allow-all hook without identities).
+type aclChecker interface {
+	mqtt.Hook
+}
+
+func newPaceHook(acl aclChecker) *paceHook {
 	f, ok := reflect.TypeFor[mqtt.ClientState]().FieldByName("outbound")
 	if !ok || f.Type.Kind() != reflect.Chan || len(f.Index) != 1 {
 		return nil
 	}
-	return &paceHook{field: f.Index[0]}
+	return &paceHook{field: f.Index[0], acl: acl}
 }
 
 func (h *paceHook) ID() string { return "lab-pace" }
 
 func (h *paceHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPublishDropped}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnACLCheck, mqtt.OnQosPublish, mqtt.OnDisconnect, mqtt.OnPublishDropped}, []byte{b})
 }
 
 // queue returns the length and capacity of cl's outbound queue.
@@ -87,34 +98,67 @@ func (h *paceHook) queue(cl *mqtt.Client) (n, capacity int) {
 	return q.Len(), q.Cap()
 }
 
-// OnACLCheck waits, for a delivery (write == false) to a network client,
-// while that client's queue is too full; it never decides the check.
-func (h *paceHook) OnACLCheck(cl *mqtt.Client, _ string, write bool) bool {
-	if write || cl.Net.Inline || cl.Net.Conn == nil {
-		return false
-	}
-	n, capacity := h.queue(cl)
-	high := capacity / 2
-	if capacity < 4 || n < high {
-		if n <= capacity/4 {
-			if st, ok := h.clients.Load(cl); ok {
-				st.(*paceState).stalled.Store(false)
-			}
-		}
-		return false
+// state returns cl's pacing state, creating it.
+func (h *paceHook) state(cl *mqtt.Client) *paceState {
+	if v, ok := h.clients.Load(cl); ok {
+		return v.(*paceState)
 	}
 	v, _ := h.clients.LoadOrStore(cl, new(paceState))
-	st := v.(*paceState)
-	if st.stalled.Load() {
+	return v.(*paceState)
+}
+
+// pending is cl's queue length plus the deliveries that passed the check
+// and have not reached the queue yet. Those wait in mochi for the client's
+// lock (to number the message), which the client's writer holds while it
+// is blocked on a slow socket: hundreds of publishers could pass a check
+// on the queue alone and then overflow it together. The count forgets
+// what it could not account for (a delivery that failed before the queue)
+// after paceStale without any message queued.
+func (h *paceHook) pending(cl *mqtt.Client, st *paceState) (pending, queued int) {
+	t := st.inTransit.Load()
+	if t > 0 && time.Since(time.Unix(0, st.lastQueued.Load())) > paceStale {
+		st.inTransit.Store(0)
+		t = 0
+	}
+	n, _ := h.queue(cl)
+	return n + int(t), n
+}
+
+// OnACLCheck decides with the ACL hook and, for an allowed delivery
+// (write == false) to a network client, first waits while that client's
+// queue is too full. A refusal returns false, and mochi asks the next hook
+// — the ACL hook itself, which refuses again.
+func (h *paceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if !h.acl.OnACLCheck(cl, topic, write) {
 		return false
+	}
+	if write || cl.Net.Inline || cl.Net.Conn == nil {
+		return true
+	}
+	_, capacity := h.queue(cl)
+	if capacity < 4 {
+		return true
+	}
+	high := capacity / 2
+	st := h.state(cl)
+	defer st.inTransit.Add(1) // until OnQosPublish or OnPublishDropped
+	p, n := h.pending(cl, st)
+	if p < high {
+		if n <= capacity/4 {
+			st.stalled.Store(false)
+		}
+		return true
+	}
+	if st.stalled.Load() {
+		return true
 	}
 	st.turn.Lock()
 	defer st.turn.Unlock()
 	start := time.Now()
 	last, progress := n, start
 	for !st.stalled.Load() && !cl.Closed() {
-		if n, _ = h.queue(cl); n < high {
-			return false
+		if p, n = h.pending(cl, st); p < high {
+			return true
 		}
 		now := time.Now()
 		if n < last {
@@ -122,11 +166,27 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, _ string, write bool) bool {
 		}
 		if now.Sub(progress) > paceStall || now.Sub(start) > paceMaxWait {
 			st.stalled.Store(true)
-			return false
+			return true
 		}
 		time.Sleep(paceTick)
 	}
-	return false
+	return true
+}
+
+// OnQosPublish: a QoS 1 delivery is about to enter cl's queue.
+func (h *paceHook) OnQosPublish(cl *mqtt.Client, _ packets.Packet, _ int64, _ int) {
+	if cl.Net.Inline {
+		return
+	}
+	h.queued(h.state(cl))
+}
+
+// queued accounts for a delivery that left transit (queued or dropped).
+func (h *paceHook) queued(st *paceState) {
+	st.lastQueued.Store(time.Now().UnixNano())
+	if st.inTransit.Add(-1) < 0 {
+		st.inTransit.Store(0) // a resend on reconnect, not admitted here
+	}
 }
 
 func (h *paceHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.clients.Delete(cl) }
@@ -139,8 +199,8 @@ const paceWarnEvery = 10 * time.Second
 // them in $SYS only, and a subscriber that misses statuses should not be a
 // mystery in the broker's log.
 func (h *paceHook) OnPublishDropped(cl *mqtt.Client, _ packets.Packet) {
-	v, _ := h.clients.LoadOrStore(cl, new(paceState))
-	st := v.(*paceState)
+	st := h.state(cl)
+	h.queued(st)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.dropped++

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -21,7 +23,7 @@ import (
 // in this mochi version (if this fails after an upgrade, bursts above
 // broker.client_queue are dropped again).
 func TestPaceHookFindsTheQueue(t *testing.T) {
-	h := newPaceHook()
+	h := newPaceHook(new(auth.AllowHook))
 	if h == nil {
 		t.Fatal("newPaceHook: mochi's ClientState has no outbound channel")
 	}
@@ -176,5 +178,36 @@ func TestStuckSubscriberDoesNotStallPublishers(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "dropped messages for a client whose queue was full") || !strings.Contains(logs.String(), "client=stuck") {
 		t.Error("the broker did not log the messages it dropped for the stuck subscriber")
+	}
+}
+
+// denyReads refuses every delivery.
+type denyReads struct{ auth.AllowHook }
+
+func (*denyReads) OnACLCheck(_ *mqtt.Client, _ string, write bool) bool { return write }
+
+// TestPaceHookAsksTheACLFirst: the pace hook decides with the ACL hook; a
+// refused delivery is refused and not counted as on its way to the queue
+// (it never arrives there).
+func TestPaceHookAsksTheACLFirst(t *testing.T) {
+	h := newPaceHook(new(denyReads))
+	s := startServer(t, Config{ClientQueue: 32})
+	connect(t, s.Addr(), clientOpts{id: "viewer"})
+	cl, _ := s.Mochi().Clients.Get("viewer")
+	if h.OnACLCheck(cl, "lab/v1/node/n1/status", false) {
+		t.Error("a delivery the ACL refuses was allowed")
+	}
+	if !h.OnACLCheck(cl, "lab/v1/node/viewer/status", true) {
+		t.Error("a publish the ACL allows was refused")
+	}
+	if n := h.state(cl).inTransit.Load(); n != 0 {
+		t.Errorf("%d refused deliveries counted in transit", n)
+	}
+	allow := newPaceHook(new(auth.AllowHook))
+	if !allow.OnACLCheck(cl, "lab/v1/node/n1/status", false) {
+		t.Error("a delivery the ACL allows was refused")
+	}
+	if n := allow.state(cl).inTransit.Load(); n != 1 {
+		t.Errorf("in transit = %d after one allowed delivery, want 1", n)
 	}
 }

@@ -80,11 +80,11 @@ func run(args []string) int {
 	fs.IntVar(&o.nodes, "nodes", 1000, "simulated nodes")
 	fs.IntVar(&o.perProcess, "per-process", 2500, "simulated nodes per process (each holds one descriptor per node)")
 	fs.StringVar(&brokers, "brokers", "embedded,mosquitto", "brokers to measure, comma separated: embedded, embedded-memory (no persistence), mosquitto")
-	fs.StringVar(&o.dir, "dir", "", "work directory (default: a new directory in /dev/shm, else $TMPDIR)")
+	fs.StringVar(&o.dir, "dir", "", "work directory, kept afterwards with the broker's log and labctl's output (default: a new directory in /dev/shm, else $TMPDIR, removed)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "limit for each phase")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
 	fs.IntVar(&o.clientQueue, "embedded-client-queue", 0, "the embedded broker's broker.client_queue (0: its default, 1,024)")
-	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the embedded broker during the first rollout to `FILE` (go tool pprof FILE)")
+	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the embedded broker during the first rollout to `FILE` (go tool pprof FILE), and its heap profile with the runtime's memory statistics when idle to FILE.heap.txt")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
@@ -590,6 +590,12 @@ func measure(o options, kind, labctl string) (result, error) {
 	r.connect = time.Since(start)
 	time.Sleep(2 * time.Second) // idle: retained status settled
 	r.rssBrokerIdle = rss(pid)
+	if o.profile != "" && kind == "embedded" {
+		// The Go runtime's view of that memory (heap, stacks, GC).
+		if err := fetchProfile("http://"+profileAddr+"/debug/pprof/heap?debug=1", o.profile+".heap.txt"); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: heap profile:", err)
+		}
+	}
 	r.rssPerConn = (r.rssBrokerIdle - r.rssBrokerStart) / int64(o.nodes)
 
 	// Rollout 1: publish --no-wait, followed by the watcher.
@@ -657,6 +663,7 @@ func measure(o options, kind, labctl string) (result, error) {
 		return r, fmt.Errorf("labctl publish (following): %v\n%s", err, lastLines(out, 5))
 	}
 	r.follow = d
+	_ = os.WriteFile(filepath.Join(dir, "follow.log"), []byte(out), 0o644) // kept with -dir
 	if r.status, out, err = timed(labctl, url, "status"); err != nil {
 		return r, fmt.Errorf("labctl status: %v\n%s", err, lastLines(out, 5))
 	}
