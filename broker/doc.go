@@ -26,21 +26,33 @@
 // killed mid-commit loses the last few milliseconds of changes, which nodes
 // and the controller republish (docs/protocol.md). Known limits kept from
 // mochi (v2.7.9):
+//
 //   - a restored session forgets the expiry its client asked for and is
 //     kept for Config.SessionExpiry after the restart;
+//
 //   - a retained message restored from the store no longer honours its
 //     publisher's Message Expiry Interval (the expiry time is not stored);
+//
 //   - a subscriber that stops reading (a laptop suspended mid-connection)
 //     blocks every QoS 1 delivery to it until its keepalive runs out (1.5 ×
 //     its keepalive): mochi takes the client's lock to number a message,
 //     and its writer holds that lock while blocked on the socket.
 //
-// Bursts larger than a client's queue wait for it instead of being dropped
-// (pace.go), and what is dropped for a stuck client is logged.
+//   - past a client's Receive Maximum, mochi holds messages back and
+//     releases one each time that client sends a packet: a message held
+//     just after the client acknowledged everything waits for its next
+//     packet (a keepalive ping at worst). lab's clients keep the default
+//     Receive Maximum (65,535), so only a client 65,535 messages behind
+//     gets there.
 //
-// Hooks are installed in one place, (*Server).addHooks: today an allow-all
-// authenticator, the limits hook and the store; the auth/ACL hook of
-// DESIGN §9 replaces the allow-all hook there.
+// Bursts larger than a client's queue wait for it instead of being dropped,
+// what is dropped for a stuck client is logged, and the send quota mochi
+// lost on each held message is given back (pace.go).
+//
+// Hooks are installed in one place, (*Server).addHooks, in order: the pace
+// hook (which asks the ACL hook before it paces a delivery), the ACL hook
+// (broker/access with an identities file, mochi's allow-all hook without
+// one), the limits hook and the store.
 //
 // There is no main loop of our own: mochi runs one goroutine per connection
 // plus its housekeeping loop; Start and Close bracket them.

@@ -76,6 +76,8 @@ type clientOpts struct {
 	id      string
 	persist bool   // CleanStart=false with a session expiry
 	filter  string // subscribed (QoS 1) on every connection, if set
+	// receiveMax is the client's Receive Maximum (0: paho's 65,535).
+	receiveMax uint16
 }
 
 // connect connects a client to addr and waits for its first connection.
@@ -113,6 +115,15 @@ func connect(t *testing.T, addr string, o clientOpts) *client {
 	}
 	if o.persist {
 		cfg.SessionExpiryInterval = 3600
+	}
+	if o.receiveMax > 0 {
+		cfg.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			cp.Properties.ReceiveMaximum = &o.receiveMax
+			return cp, nil
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

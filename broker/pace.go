@@ -86,7 +86,8 @@ func newPaceHook(acl aclChecker) *paceHook {
 func (h *paceHook) ID() string { return "lab-pace" }
 
 func (h *paceHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnACLCheck, mqtt.OnQosPublish, mqtt.OnDisconnect, mqtt.OnPublishDropped}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnACLCheck, mqtt.OnQosPublish, mqtt.OnPacketRead,
+		mqtt.OnDisconnect, mqtt.OnPublishDropped}, []byte{b})
 }
 
 // queue returns the length and capacity of cl's outbound queue.
@@ -107,26 +108,27 @@ func (h *paceHook) state(cl *mqtt.Client) *paceState {
 	return v.(*paceState)
 }
 
-// pending is cl's queue length plus the deliveries that passed the check
-// and have not reached the queue yet. Those wait in mochi for the client's
-// lock (to number the message), which the client's writer holds while it
-// is blocked on a slow socket: hundreds of publishers could pass a check
-// on the queue alone and then overflow it together. The count forgets
-// what it could not account for (a delivery that failed before the queue)
-// after paceStale without any message queued.
-func (h *paceHook) pending(cl *mqtt.Client, st *paceState) (pending, queued int) {
+// load is how full cl's queue is: its length, and the deliveries that
+// passed the check and have not reached the queue yet. Those wait in mochi
+// for the client's lock (to number the message), which the client's
+// writer holds while it is blocked on a slow socket: hundreds of
+// publishers could pass a check on the queue alone and then overflow it
+// together. The count forgets what it could not account for (a delivery
+// that failed before the queue) after paceStale without any message
+// queued.
+func (h *paceHook) load(cl *mqtt.Client, st *paceState) int {
 	t := st.inTransit.Load()
 	if t > 0 && time.Since(time.Unix(0, st.lastQueued.Load())) > paceStale {
 		st.inTransit.Store(0)
 		t = 0
 	}
 	n, _ := h.queue(cl)
-	return n + int(t), n
+	return n + int(t)
 }
 
 // OnACLCheck decides with the ACL hook and, for an allowed delivery
 // (write == false) to a network client, first waits while that client's
-// queue is too full. A refusal returns false, and mochi asks the next hook
+// queue is half full. A refusal returns false, and mochi asks the next hook
 // — the ACL hook itself, which refuses again.
 func (h *paceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if !h.acl.OnACLCheck(cl, topic, write) {
@@ -142,8 +144,8 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	high := capacity / 2
 	st := h.state(cl)
 	defer st.inTransit.Add(1) // until OnQosPublish or OnPublishDropped
-	p, n := h.pending(cl, st)
-	if p < high {
+	n := h.load(cl, st)
+	if n < high {
 		if n <= capacity/4 {
 			st.stalled.Store(false)
 		}
@@ -157,7 +159,7 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	start := time.Now()
 	last, progress := n, start
 	for !st.stalled.Load() && !cl.Closed() {
-		if p, n = h.pending(cl, st); p < high {
+		if n = h.load(cl, st); n < high {
 			return true
 		}
 		now := time.Now()
@@ -171,6 +173,26 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		time.Sleep(paceTick)
 	}
 	return true
+}
+
+// OnPacketRead gives back the send quota that mochi (v2.7.9) loses on the
+// acknowledgement of a message it held back. Past a client's Receive
+// Maximum, mochi holds further messages and releases one each time the
+// client sends a packet — deleting it from the in-flight messages as it
+// sends it, so that its PUBACK finds nothing and does not return the quota
+// it took. Each held message cost the client one slot of its Receive
+// Maximum for good, until nothing was released any more: a client with a
+// small Receive Maximum, or labctl falling 65,535 messages behind while
+// following 10,000 nodes on a busy machine, stalled and missed the rest. A
+// PUBACK for a packet id not in flight is such an acknowledgement (or a
+// duplicate: the quota never exceeds the client's Receive Maximum).
+func (h *paceHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Puback {
+		if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok {
+			cl.State.Inflight.IncreaseSendQuota()
+		}
+	}
+	return pk, nil
 }
 
 // OnQosPublish: a QoS 1 delivery is about to enter cl's queue.

@@ -76,6 +76,30 @@ func TestRetainedBurstIsPaced(t *testing.T) {
 	}
 }
 
+// TestSmallReceiveMaximum: a subscriber with a Receive Maximum of 16 gets
+// all of a 500-message retained flood. Past its Receive Maximum mochi
+// v2.7.9 holds messages back and lost the quota of each one it released:
+// the subscriber stalled after a few dozen (see also broker/doc.go).
+func TestSmallReceiveMaximum(t *testing.T) {
+	s := startServer(t, Config{ClientQueue: 1024})
+	const n = 500 // mochi sorts every held message at each release: O(n²)
+	for i := range n {
+		if err := s.Publish(fmt.Sprintf("lab/v1/node/n%04d/status", i), []byte("state"), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	viewer := connect(t, s.Addr(), clientOpts{id: "viewer", receiveMax: 16})
+	go func() {
+		sub := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "lab/v1/node/+/status", QoS: 1}}}
+		if _, err := viewer.cm.Subscribe(context.Background(), sub); err != nil {
+			t.Error(err)
+		}
+	}()
+	if got := collect(viewer, n, 5*time.Second); got != n {
+		t.Fatalf("retained: viewer (Receive Maximum 16) received %d of %d messages", got, n)
+	}
+}
+
 // TestLiveBurstIsPaced: 2,000 messages published at once by 20 clients
 // all reach one subscriber through a 64-slot queue (32 slots of headroom
 // for 20 concurrent publishers).
