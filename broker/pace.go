@@ -196,11 +196,12 @@ func (h *paceHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 }
 
 // OnQosPublish: a QoS 1 delivery is about to enter cl's queue.
+// (mochi also calls it for messages queued for a disconnected session,
+// whose client never passed OnACLCheck: no state is made for those.)
 func (h *paceHook) OnQosPublish(cl *mqtt.Client, _ packets.Packet, _ int64, _ int) {
-	if cl.Net.Inline {
-		return
+	if v, ok := h.clients.Load(cl); ok {
+		h.queued(v.(*paceState))
 	}
-	h.queued(h.state(cl))
 }
 
 // queued accounts for a delivery that left transit (queued or dropped).
