@@ -114,16 +114,15 @@ func (h *paceHook) state(cl *mqtt.Client) *paceState {
 // writer holds while it is blocked on a slow socket: hundreds of
 // publishers could pass a check on the queue alone and then overflow it
 // together. The count forgets what it could not account for (a delivery
-// that failed before the queue) once the queue is empty and nothing has
-// been queued for paceStale — not while the queue is full: publishers
-// piled up behind a writer blocked for seconds are still on their way.
+// that failed before the queue) after paceStale without any message
+// queued.
 func (h *paceHook) load(cl *mqtt.Client, st *paceState) int {
-	n, _ := h.queue(cl)
 	t := st.inTransit.Load()
-	if t > 0 && n == 0 && time.Since(time.Unix(0, st.lastQueued.Load())) > paceStale {
+	if t > 0 && time.Since(time.Unix(0, st.lastQueued.Load())) > paceStale {
 		st.inTransit.Store(0)
 		t = 0
 	}
+	n, _ := h.queue(cl)
 	return n + int(t)
 }
 
@@ -144,8 +143,8 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	high := capacity / 2
 	st := h.state(cl)
-	st.inTransit.Add(1) // this delivery, until OnQosPublish or OnPublishDropped
-	n := h.load(cl, st) - 1
+	defer st.inTransit.Add(1) // until OnQosPublish or OnPublishDropped
+	n := h.load(cl, st)
 	if n < high {
 		if n <= capacity/4 {
 			st.stalled.Store(false)
@@ -160,7 +159,7 @@ func (h *paceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	start := time.Now()
 	last, progress := n, start
 	for !st.stalled.Load() && !cl.Closed() {
-		if n = h.load(cl, st) - 1; n < high {
+		if n = h.load(cl, st); n < high {
 			return true
 		}
 		now := time.Now()
