@@ -142,8 +142,10 @@ func run(args []string) int {
 const usage = `
 Measures lab at fleet scale: a broker, N simulated nodes (the real labd
 daemon, Nix replaced by an instant executor) and the real controller
-(labctl publish, labctl status), for each broker in -brokers. Prints one
-table; see BENCHMARKS.md for the columns and the numbers on record.
+(labctl publish, labctl status), for each broker in -brokers. Prints a
+table of measurements and one of the targets (met, or missed by how much);
+see BENCHMARKS.md for the columns and the numbers on record. Exit status:
+0, 1 when a rollout misses a node or a run fails, 2 for bad flags.
 
   go run ./integration/bench idle [-duration 10m]   an idle labd's RSS, CPU and wake-ups`
 
