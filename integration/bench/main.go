@@ -779,6 +779,9 @@ func printTargets(w io.Writer, rows []result, markdown bool) {
 		if got <= limit {
 			return "met"
 		}
+		if unit == " s" && got-limit < 1 {
+			return fmt.Sprintf("missed by %.0f ms (%.2f×)", (got-limit)*1000, got/limit)
+		}
 		return fmt.Sprintf("missed by %.2f%s (%.1f×)", got-limit, unit, got/limit)
 	}
 	secs := func(d time.Duration) float64 { return d.Seconds() }
