@@ -344,7 +344,7 @@ func (h *storeHook) load(prefix string, decode func([]byte) error) error {
 		c := tx.Bucket([]byte(storeBucket)).Cursor()
 		p := []byte(prefix + "_")
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			if err := decode(v); err != nil {
+			if err := decode(v); err != nil && !errors.Is(err, errSkip) {
 				h.Log.Warn("store: skipped a record that does not decode", "key", string(k), "err", err)
 			}
 		}
@@ -352,17 +352,35 @@ func (h *storeHook) load(prefix string, decode func([]byte) error) error {
 	})
 }
 
-func (h *storeHook) StoredClients() ([]storage.Client, error) {
-	var v []storage.Client
-	err := h.load(storage.ClientKey, func(b []byte) error {
-		var c storage.Client
-		if err := c.UnmarshalBinary(b); err != nil {
+// loadAll decodes every record under prefix into a T and keeps those that
+// keep accepts (nil: all); a record keep refuses with an error is logged
+// and skipped, as one that does not decode.
+func loadAll[T any, PT interface {
+	*T
+	UnmarshalBinary([]byte) error
+}](h *storeHook, prefix string, keep func(*T) error) ([]T, error) {
+	var v []T
+	err := h.load(prefix, func(b []byte) error {
+		var r T
+		if err := PT(&r).UnmarshalBinary(b); err != nil {
 			return err
 		}
-		v = append(v, c)
+		if keep != nil {
+			if err := keep(&r); err != nil {
+				return err
+			}
+		}
+		v = append(v, r)
 		return nil
 	})
 	return v, err
+}
+
+// errSkip leaves a record out without a warning.
+var errSkip = errors.New("skipped")
+
+func (h *storeHook) StoredClients() ([]storage.Client, error) {
+	return loadAll[storage.Client](h, storage.ClientKey, nil)
 }
 
 // StoredSubscriptions returns the subscriptions of stored sessions only:
@@ -370,64 +388,39 @@ func (h *storeHook) StoredClients() ([]storage.Client, error) {
 // forget existed) would otherwise be restored into the topic tree for a
 // client that does not exist.
 func (h *storeHook) StoredSubscriptions() ([]storage.Subscription, error) {
-	clients := map[string]bool{}
-	if err := h.load(storage.ClientKey, func(b []byte) error {
-		var c storage.Client
-		if err := c.UnmarshalBinary(b); err != nil {
-			return err
-		}
-		clients[c.ID] = true
-		return nil
-	}); err != nil {
+	stored, err := h.StoredClients()
+	if err != nil {
 		return nil, err
 	}
-	var v []storage.Subscription
-	err := h.load(storage.SubscriptionKey, func(b []byte) error {
-		var s storage.Subscription
-		if err := s.UnmarshalBinary(b); err != nil {
-			return err
-		}
-		if clients[s.Client] {
-			v = append(v, s)
+	clients := map[string]bool{}
+	for _, c := range stored {
+		clients[c.ID] = true
+	}
+	return loadAll[storage.Subscription](h, storage.SubscriptionKey, func(s *storage.Subscription) error {
+		if !clients[s.Client] {
+			return errSkip
 		}
 		return nil
 	})
-	return v, err
 }
 
 func (h *storeHook) StoredRetainedMessages() ([]storage.Message, error) {
-	var v []storage.Message
-	err := h.load(storage.RetainedKey, func(b []byte) error {
-		var m storage.Message
-		if err := m.UnmarshalBinary(b); err != nil {
-			return err
-		}
-		v = append(v, m)
-		return nil
-	})
-	return v, err
+	return loadAll[storage.Message](h, storage.RetainedKey, nil)
 }
 
 // StoredInflightMessages restores each message's packet id from its key,
 // "IFM_<client>:<packet id>", where the record lacks it, and drops a
 // message without one.
 func (h *storeHook) StoredInflightMessages() ([]storage.Message, error) {
-	var v []storage.Message
-	err := h.load(storage.InflightKey, func(b []byte) error {
-		var m storage.Message
-		if err := m.UnmarshalBinary(b); err != nil {
-			return err
-		}
+	return loadAll[storage.Message](h, storage.InflightKey, func(m *storage.Message) error {
 		if m.PacketID == 0 {
 			m.PacketID = packetIDFromKey(m.ID)
 		}
 		if m.PacketID == 0 {
 			return errors.New("no packet id")
 		}
-		v = append(v, m)
 		return nil
 	})
-	return v, err
 }
 
 // packetIDFromKey returns the packet id at the end of an inflight key, or 0.
