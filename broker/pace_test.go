@@ -53,50 +53,44 @@ func collect(c *client, want int, quiet time.Duration) int {
 	return len(seen)
 }
 
+// retainedFlood retains n statuses on s, then connects a viewer with o
+// that subscribes to them all, and returns how many distinct ones it got.
+func retainedFlood(t *testing.T, s *Server, n int, o clientOpts) int {
+	t.Helper()
+	for i := range n {
+		if err := s.Publish(fmt.Sprintf("lab/v1/node/n%04d/status", i), []byte("state"), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	viewer := connect(t, s.Addr(), o)
+	go func() { // the SUBACK comes before the flood, the flood while collecting
+		sub := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "lab/v1/node/+/status", QoS: 1}}}
+		if _, err := viewer.cm.Subscribe(context.Background(), sub); err != nil {
+			t.Error(err)
+		}
+	}()
+	return collect(viewer, n, 5*time.Second)
+}
+
 // TestRetainedBurstIsPaced: a subscriber of 2,000 retained messages gets
 // every one of them through a 16-slot queue (mochi alone dropped all but
 // about the first queue's worth).
 func TestRetainedBurstIsPaced(t *testing.T) {
 	s := startServer(t, Config{ClientQueue: 16})
-	const n = 2000
-	for i := range n {
-		if err := s.Publish(fmt.Sprintf("lab/v1/node/n%04d/status", i), []byte("state"), true); err != nil {
-			t.Fatal(err)
-		}
-	}
-	viewer := connect(t, s.Addr(), clientOpts{id: "viewer"})
-	go func() { // the SUBACK comes before the burst, the burst while collecting
-		sub := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "lab/v1/node/+/status", QoS: 1}}}
-		if _, err := viewer.cm.Subscribe(context.Background(), sub); err != nil {
-			t.Error(err)
-		}
-	}()
-	if got := collect(viewer, n, 5*time.Second); got != n {
-		t.Fatalf("viewer received %d of %d retained messages", got, n)
+	if got := retainedFlood(t, s, 2000, clientOpts{id: "viewer"}); got != 2000 {
+		t.Fatalf("viewer received %d of 2000 retained messages", got)
 	}
 }
 
 // TestSmallReceiveMaximum: a subscriber with a Receive Maximum of 16 gets
-// all of a 500-message retained flood. Past its Receive Maximum mochi
-// v2.7.9 holds messages back and lost the quota of each one it released:
-// the subscriber stalled after a few dozen (see also broker/doc.go).
+// all of a 500-message retained flood (mochi sorts every held message at
+// each release: O(n²)). Past its Receive Maximum mochi v2.7.9 holds
+// messages back and lost the quota of each one it released: the
+// subscriber stalled after a few dozen (see also broker/doc.go).
 func TestSmallReceiveMaximum(t *testing.T) {
 	s := startServer(t, Config{ClientQueue: 1024})
-	const n = 500 // mochi sorts every held message at each release: O(n²)
-	for i := range n {
-		if err := s.Publish(fmt.Sprintf("lab/v1/node/n%04d/status", i), []byte("state"), true); err != nil {
-			t.Fatal(err)
-		}
-	}
-	viewer := connect(t, s.Addr(), clientOpts{id: "viewer", receiveMax: 16})
-	go func() {
-		sub := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "lab/v1/node/+/status", QoS: 1}}}
-		if _, err := viewer.cm.Subscribe(context.Background(), sub); err != nil {
-			t.Error(err)
-		}
-	}()
-	if got := collect(viewer, n, 5*time.Second); got != n {
-		t.Fatalf("retained: viewer (Receive Maximum 16) received %d of %d messages", got, n)
+	if got := retainedFlood(t, s, 500, clientOpts{id: "viewer", receiveMax: 16}); got != 500 {
+		t.Fatalf("viewer (Receive Maximum 16) received %d of 500 retained messages", got)
 	}
 }
 
