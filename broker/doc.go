@@ -23,9 +23,9 @@
 // are group-committed, one bbolt transaction for everything that changed
 // while the previous one was committing (mochi's bolt hook made one
 // transaction, with its fsync, per retained or QoS 1 message). A broker
-// killed mid-commit loses the last few milliseconds of changes, which nodes
-// and the controller republish (docs/protocol.md). Known limits kept from
-// mochi (v2.7.9):
+// killed mid-commit loses the last few milliseconds of changes
+// (docs/protocol.md says what that can cost). Known limits kept from mochi
+// (v2.7.9):
 //
 //   - a restored session forgets the expiry its client asked for and is
 //     kept for Config.SessionExpiry after the restart;

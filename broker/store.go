@@ -51,9 +51,9 @@ const storeMaxPending = 1 << 16
 // A write is committed a few milliseconds after the event that caused it,
 // not before mochi acknowledges the packet: a broker killed in between
 // loses that window, as mosquitto loses what changed since its last
-// autosave. Nodes republish their retained state on reconnect and the
-// controller re-publishes what it does not see acknowledged in status, so
-// nothing lab needs for correctness lives only in that window (DESIGN §8).
+// autosave. Nodes republish their status and presence on reconnect; a
+// Desired or gate lost that way leaves its rollout not started on that
+// node, never anything wrong applied (docs/protocol.md).
 type storeHook struct {
 	mqtt.HookBase
 	db *bbolt.DB
