@@ -12,10 +12,10 @@ import (
 	"github.com/lab-fleet/lab/proto"
 )
 
-// addHooks installs every hook, in order. This is the one place to change
-// when the auth/ACL hook (DESIGN §9) replaces the allow-all one.
+// addHooks installs every hook, in order: pace (in front of the ACL
+// hook), the ACL hook, limits, and the store (broker/doc.go).
 func (s *Server) addHooks() error {
-	var acl aclChecker
+	var acl mqtt.Hook
 	if s.cfg.Identities == "" {
 		s.log.Warn("no identities file: every client may connect and publish anything (set broker.identities)")
 		acl = new(auth.AllowHook)

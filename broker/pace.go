@@ -44,9 +44,9 @@ import (
 // the broker runs without pacing (TestPaceHookFindsTheQueue fails).
 type paceHook struct {
 	mqtt.HookBase
-	field   int        // index of ClientState.outbound
-	acl     aclChecker // asked first: only allowed deliveries are paced
-	clients sync.Map   // *mqtt.Client → *paceState
+	field   int       // index of ClientState.outbound
+	acl     mqtt.Hook // asked first: only allowed deliveries are paced
+	clients sync.Map  // *mqtt.Client → *paceState
 }
 
 // paceState is one subscriber's turn lock, stuck flag, deliveries in
@@ -69,13 +69,10 @@ const (
 	paceTick    = 200 * time.Microsecond
 )
 
-// aclChecker is the hook that decides who may read and write what (the
-// access hook, or mochi's allow-all hook without identities).
-type aclChecker interface {
-	mqtt.Hook
-}
-
-func newPaceHook(acl aclChecker) *paceHook {
+// newPaceHook returns the pace hook in front of acl, the hook that decides
+// who may read and write what (the access hook, or mochi's allow-all hook
+// without identities); nil if this mochi version hides its client queue.
+func newPaceHook(acl mqtt.Hook) *paceHook {
 	f, ok := reflect.TypeFor[mqtt.ClientState]().FieldByName("outbound")
 	if !ok || f.Type.Kind() != reflect.Chan || len(f.Index) != 1 {
 		return nil

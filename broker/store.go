@@ -296,7 +296,7 @@ func (h *storeHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64,
 	}
 	key := inflightKey(cl.ID, pk)
 	m := message(key, storage.InflightKey, cl, pk)
-	m.Client, m.Sent, m.PacketID = cl.ID, sent, pk.PacketID
+	m.Sent, m.PacketID = sent, pk.PacketID
 	h.set(key, &m)
 }
 
@@ -333,44 +333,34 @@ func message(key, kind string, cl *mqtt.Client, pk packets.Packet) storage.Messa
 	}
 }
 
-// load decodes every record under prefix with decode; a record that does
-// not decode is logged and skipped (one bad record must not keep the
-// broker from starting).
-func (h *storeHook) load(prefix string, decode func([]byte) error) error {
-	if h.db == nil {
-		return storage.ErrDBFileNotOpen
-	}
-	return h.db.View(func(tx *bbolt.Tx) error {
-		c := tx.Bucket([]byte(storeBucket)).Cursor()
-		p := []byte(prefix + "_")
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			if err := decode(v); err != nil && !errors.Is(err, errSkip) {
-				h.Log.Warn("store: skipped a record that does not decode", "key", string(k), "err", err)
-			}
-		}
-		return nil
-	})
-}
-
 // loadAll decodes every record under prefix into a T and keeps those that
-// keep accepts (nil: all); a record keep refuses with an error is logged
-// and skipped, as one that does not decode.
+// keep accepts (nil: all). A record that does not decode, or that keep
+// refuses with an error other than errSkip, is logged and skipped: one bad
+// record must not keep the broker from starting.
 func loadAll[T any, PT interface {
 	*T
 	UnmarshalBinary([]byte) error
 }](h *storeHook, prefix string, keep func(*T) error) ([]T, error) {
+	if h.db == nil {
+		return nil, storage.ErrDBFileNotOpen
+	}
 	var v []T
-	err := h.load(prefix, func(b []byte) error {
-		var r T
-		if err := PT(&r).UnmarshalBinary(b); err != nil {
-			return err
-		}
-		if keep != nil {
-			if err := keep(&r); err != nil {
-				return err
+	err := h.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket([]byte(storeBucket)).Cursor()
+		p := []byte(prefix + "_")
+		for k, b := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, b = c.Next() {
+			var r T
+			err := PT(&r).UnmarshalBinary(b)
+			if err == nil && keep != nil {
+				err = keep(&r)
+			}
+			switch {
+			case err == nil:
+				v = append(v, r)
+			case !errors.Is(err, errSkip):
+				h.Log.Warn("store: skipped a record that does not decode", "key", string(k), "err", err)
 			}
 		}
-		v = append(v, r)
 		return nil
 	})
 	return v, err
