@@ -40,7 +40,7 @@ func runIdle(args []string) int {
 	if out, err := exec.Command("go", "build", "-o", labd, "github.com/lab-fleet/lab/cmd/labd").CombinedOutput(); err != nil {
 		return fail(fmt.Errorf("building labd: %v\n%s", err, out))
 	}
-	brokerCmd, url, err := startBroker("embedded", dir, labctl, 0, 1)
+	brokerCmd, url, err := startBroker("embedded", dir, labctl, options{nodes: 1})
 	if err != nil {
 		return fail(err)
 	}

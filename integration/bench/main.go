@@ -67,6 +67,7 @@ type options struct {
 	markdown          bool
 	clientQueue       int
 	profile           string
+	profileAddr       string // where the embedded broker serves its profiler (with -profile)
 }
 
 func run(args []string) int {
@@ -97,7 +98,7 @@ func run(args []string) int {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			return 1
 		}
-		profileAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		o.profileAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	}
 	if o.nodes < 1 || o.perProcess < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -nodes and -per-process must be positive")
@@ -200,8 +201,10 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// startBroker starts the named broker on a free loopback port.
-func startBroker(kind, dir, labctl string, clientQueue, nodes int) (*exec.Cmd, string, error) {
+// startBroker starts the named broker on a free loopback port, sized for
+// o.nodes (mosquitto's queue), with o.clientQueue and o.profileAddr for
+// the embedded one.
+func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -214,8 +217,8 @@ func startBroker(kind, dir, labctl string, clientQueue, nodes int) (*exec.Cmd, s
 	switch kind {
 	case "embedded":
 		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", data, "--log-level", "warn")
-		if profileAddr != "" {
-			cmd.Args = append(cmd.Args, "--debug-listen", profileAddr)
+		if o.profileAddr != "" {
+			cmd.Args = append(cmd.Args, "--debug-listen", o.profileAddr)
 		}
 	case "embedded-memory": // no persistence: what the store costs
 		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", "", "--log-level", "warn")
@@ -223,7 +226,7 @@ func startBroker(kind, dir, labctl string, clientQueue, nodes int) (*exec.Cmd, s
 		if _, err := exec.LookPath("mosquitto"); err != nil {
 			return nil, "", errors.New("mosquitto not found (apt-get install -y mosquitto)")
 		}
-		conf := fmt.Sprintf("user root\nper_listener_settings false\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages %d\nlog_type error\n", port, data, queueFor(nodes))
+		conf := fmt.Sprintf("user root\nper_listener_settings false\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages %d\nlog_type error\n", port, data, queueFor(o.nodes))
 		if err := os.WriteFile(filepath.Join(data, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
 			return nil, "", err
 		}
@@ -231,8 +234,8 @@ func startBroker(kind, dir, labctl string, clientQueue, nodes int) (*exec.Cmd, s
 	default:
 		return nil, "", fmt.Errorf("unknown broker %q (embedded, embedded-memory or mosquitto)", kind)
 	}
-	if clientQueue > 0 {
-		cmd.Env = append(os.Environ(), fmt.Sprintf("LAB_BROKER_CLIENT_QUEUE=%d", clientQueue))
+	if o.clientQueue > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("LAB_BROKER_CLIENT_QUEUE=%d", o.clientQueue))
 	}
 	logf, err := os.Create(filepath.Join(data, "broker.log"))
 	if err != nil {
@@ -264,9 +267,6 @@ func startBroker(kind, dir, labctl string, clientQueue, nodes int) (*exec.Cmd, s
 // own Desired back, 6 statuses and 5 events), and a subscriber of the
 // whole fleet gets every node's retained messages at once.
 func queueFor(n int) int { return max(10000, 16*n) }
-
-// profileAddr is where the embedded broker serves its profiler (-profile).
-var profileAddr string
 
 func stop(cmd *exec.Cmd) {
 	if cmd == nil || cmd.Process == nil {
@@ -526,22 +526,19 @@ func stopSims(sims []*sim) {
 	}
 }
 
-// lastCPU is the CPU time (user+system) of the last labctl run by timed.
-var lastCPU time.Duration
-
-// timed runs labctl and returns its wall time.
-func timed(labctl, url string, args ...string) (time.Duration, string, error) {
+// timed runs labctl and returns its wall time and CPU time (user+system).
+func timed(labctl, url string, args ...string) (wall, cpu time.Duration, out string, err error) {
 	cmd := exec.Command(labctl, args...)
 	cmd.Env = append(os.Environ(), "LAB_BROKER_URL="+url)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var b strings.Builder
+	cmd.Stdout, cmd.Stderr = &b, &b
 	start := time.Now()
-	err := cmd.Run()
-	wall := time.Since(start)
+	err = cmd.Run()
+	wall = time.Since(start)
 	if cmd.ProcessState != nil {
-		lastCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
-	return wall, out.String(), err
+	return wall, cpu, b.String(), err
 }
 
 // simTicks sums the CPU ticks of the simulator processes.
@@ -556,7 +553,7 @@ func simTicks(sims []*sim) int64 {
 func measure(o options, kind, labctl string) (result, error) {
 	r := result{broker: kind, nodes: o.nodes}
 	dir := filepath.Join(o.dir, kind)
-	brokerCmd, url, err := startBroker(kind, dir, labctl, o.clientQueue, o.nodes)
+	brokerCmd, url, err := startBroker(kind, dir, labctl, o)
 	if err != nil {
 		return r, err
 	}
@@ -594,7 +591,7 @@ func measure(o options, kind, labctl string) (result, error) {
 	r.rssBrokerIdle = rss(pid)
 	if o.profile != "" && kind == "embedded" {
 		// The Go runtime's view of that memory (heap, stacks, GC).
-		if err := fetchProfile("http://"+profileAddr+"/debug/pprof/heap?debug=1", o.profile+".heap.txt"); err != nil {
+		if err := fetchProfile("http://"+o.profileAddr+"/debug/pprof/heap?debug=1", o.profile+".heap.txt"); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: heap profile:", err)
 		}
 	}
@@ -610,14 +607,14 @@ func measure(o options, kind, labctl string) (result, error) {
 	var profiled chan error
 	if o.profile != "" && kind == "embedded" {
 		profiled = make(chan error, 1)
-		go func() { profiled <- fetchProfile("http://"+profileAddr+"/debug/pprof/profile?seconds=5", o.profile) }()
+		go func() { profiled <- fetchProfile("http://"+o.profileAddr+"/debug/pprof/profile?seconds=5", o.profile) }()
 	}
 	t0 := time.Now()
-	d, out, err := timed(labctl, url, "publish", "--id", "bench-1", "--key", keyFile, "--on", "@bench", "--toplevel", gen2, "--no-wait")
+	d, cpu, out, err := timed(labctl, url, "publish", "--id", "bench-1", "--key", keyFile, "--on", "@bench", "--toplevel", gen2, "--no-wait")
 	if err != nil {
 		return r, fmt.Errorf("labctl publish --no-wait: %v\n%s", err, out)
 	}
-	r.publish, r.cpuLabctl = d, lastCPU
+	r.publish, r.cpuLabctl = d, cpu
 	ok := w.awaitCount(o.nodes, o.timeout, func() int { return len(w.succeededTimes("bench-1")) })
 	r.cpuBroker = time.Duration(cpuTicks(pid)-brokerTicks) * 10 * time.Millisecond
 	r.cpuNodes = time.Duration(simTicks(sims)-nodeTicks) * 10 * time.Millisecond
@@ -659,17 +656,17 @@ func measure(o options, kind, labctl string) (result, error) {
 
 	// Rollout 2: labctl publish following it to the end.
 	gen3 := "/nix/store/00000000000000000000000000000003-nixos-system-bench-3"
-	d, out, err = timed(labctl, url, "publish", "--id", "bench-2", "--key", keyFile, "--on", "@bench", "--toplevel", gen3,
+	d, _, out, err = timed(labctl, url, "publish", "--id", "bench-2", "--key", keyFile, "--on", "@bench", "--toplevel", gen3,
 		"--timeout", o.timeout.String())
 	if err != nil {
 		return r, fmt.Errorf("labctl publish (following): %v\n%s", err, lastLines(out, 5))
 	}
 	r.follow = d
 	_ = os.WriteFile(filepath.Join(dir, "follow.log"), []byte(out), 0o644) // kept with -dir
-	if r.status, out, err = timed(labctl, url, "status"); err != nil {
+	if r.status, _, out, err = timed(labctl, url, "status"); err != nil {
 		return r, fmt.Errorf("labctl status: %v\n%s", err, lastLines(out, 5))
 	}
-	if r.statusJSON, out, err = timed(labctl, url, "status", "--json"); err != nil {
+	if r.statusJSON, _, out, err = timed(labctl, url, "status", "--json"); err != nil {
 		return r, fmt.Errorf("labctl status --json: %v\n%s", err, lastLines(out, 5))
 	}
 	var listed []json.RawMessage
