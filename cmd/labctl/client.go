@@ -112,11 +112,11 @@ func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []str
 		_ = c.Close(context.Background())
 		return nil, fmt.Errorf("connect to %s: %w", g.v.GetString(keyBrokerURL), err)
 	}
-	subscribe := func() error { return fleet.Subscribe(ctx, c) }
+	subs := fleet.Filters()
 	if filters != nil {
-		subscribe = func() error { return c.Subscribe(ctx, filters(topics)...) }
+		subs = filters(topics)
 	}
-	if err := subscribe(); err != nil {
+	if err := c.Subscribe(ctx, subs...); err != nil {
 		_ = c.Close(context.Background())
 		return nil, err
 	}
