@@ -140,10 +140,10 @@ func (d *Daemon) filters() []string {
 // onUp runs after every (re)connect: presence online and a fresh status.
 // The subscriptions were re-sent by the bus, so retained desired state and
 // gates arrive again and are reconciled by the loop.
-func (d *Daemon) onUp(ctx context.Context) {
+func (d *Daemon) onUp(ctx context.Context, c *bus.Client) {
 	d.log.Info("connected to the broker")
 	if on, err := d.presence(true); err == nil {
-		if err := d.bus.Publish(ctx, d.topics.NodePresence(d.cfg.Name), on, true); err != nil {
+		if err := c.Publish(ctx, d.topics.NodePresence(d.cfg.Name), on, true); err != nil {
 			d.log.Warn("publish presence", "err", err)
 		}
 	}

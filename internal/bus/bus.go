@@ -44,8 +44,10 @@ type Config struct {
 	// OnMessage receives every publish, in order, on the client's goroutine.
 	OnMessage func(Message)
 	// OnUp runs after every (re)connect, once the remembered subscriptions
-	// were sent again. It runs on its own goroutine and may block.
-	OnUp func(ctx context.Context)
+	// were sent again. It runs on its own goroutine and may block. It gets
+	// the client, since the first connection can come up before Dial
+	// returns it.
+	OnUp func(ctx context.Context, c *Client)
 	// OnDown runs when a connection is lost. It must not block.
 	OnDown func()
 
@@ -58,6 +60,7 @@ type Client struct {
 	cm     *autopaho.ConnectionManager
 	log    *slog.Logger
 	cancel context.CancelFunc
+	ready  chan struct{} // closed once cm is set: callbacks wait for it
 
 	mu      sync.Mutex
 	filters []string
@@ -101,7 +104,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID)}
+	c := &Client{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID), ready: make(chan struct{})}
 	ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	ac := autopaho.ClientConfig{
@@ -143,6 +146,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("bus: connect: %w", err)
 	}
 	c.cm = cm
+	close(c.ready)
 	return c, nil
 }
 
@@ -155,13 +159,19 @@ func (c *Client) onUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		// The first connection can come up before Dial has set c.cm.
+		select {
+		case <-c.ready:
+		case <-ctx.Done():
+			return
+		}
 		if len(filters) > 0 {
 			if err := c.subscribe(ctx, filters); err != nil {
 				c.log.Warn("mqtt resubscribe failed", "err", err)
 			}
 		}
 		if c.cfg.OnUp != nil {
-			c.cfg.OnUp(ctx)
+			c.cfg.OnUp(ctx, c)
 		}
 	}()
 }

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -68,7 +69,7 @@ func TestResubscribeOnReconnect(t *testing.T) {
 	ups := make(chan struct{}, 10)
 	link := newLink(t, b.Addr)
 	c := dial(t, "mqtt://"+link.addr(), "n1", Config{SessionExpiry: 0, CleanStart: true,
-		OnMessage: func(m Message) { got <- m }, OnUp: func(context.Context) { ups <- struct{}{} }})
+		OnMessage: func(m Message) { got <- m }, OnUp: func(context.Context, *Client) { ups <- struct{}{} }})
 	<-ups
 	ctx := context.Background()
 	if err := c.Subscribe(ctx, "a/b"); err != nil {
@@ -98,6 +99,36 @@ func TestResubscribeOnReconnect(t *testing.T) {
 	}
 	if m := recv(t, got); string(m.Payload) != "after" {
 		t.Fatalf("got %+v", m)
+	}
+}
+
+// The first connection can come up before Dial returns the client: OnUp
+// gets the client and may publish with it at once (labd publishes its
+// presence there; reading its own copy of the client crashed it in CI).
+func TestOnUpCanPublishAtOnce(t *testing.T) {
+	b := testbroker.Start(t)
+	got := make(chan Message, 100)
+	sub := dial(t, b.URL(), "sub", Config{CleanStart: true, OnMessage: func(m Message) { got <- m }})
+	if err := sub.Subscribe(context.Background(), "up/#"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := range n {
+		id := fmt.Sprintf("c%d", i)
+		c, err := Dial(context.Background(), Config{URLs: []string{b.URL()}, ClientID: id, CleanStart: true,
+			OnUp: func(ctx context.Context, c *Client) {
+				if err := c.Publish(ctx, "up/"+id, []byte(id), false); err != nil {
+					t.Errorf("%s: %v", id, err)
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+	}
+	seen := map[string]bool{}
+	for len(seen) < n {
+		seen[recv(t, got).Topic] = true
 	}
 }
 
