@@ -1,12 +1,16 @@
 package broker
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"runtime"
 	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // rawConnect opens an MQTT v5 connection with a minimal CONNECT and waits
@@ -33,42 +37,93 @@ func rawConnect(addr, id string) (net.Conn, error) {
 	return conn, err
 }
 
-func heapInUse() uint64 {
-	runtime.GC()
+// memStats returns the runtime's memory statistics after a few
+// collections (stacks shrink by half per collection at most).
+func memStats() runtime.MemStats {
+	for range 4 {
+		runtime.GC()
+	}
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse
+	return m
 }
 
-// BenchmarkIdleConnectionHeap reports the heap held per idle connection
-// (broker and client side of the socket together; the client side is a few
-// hundred bytes). Run: go test -run '^$' -bench IdleConnectionHeap ./broker/
-func BenchmarkIdleConnectionHeap(b *testing.B) {
+// nodeConnect connects like labd does, without any client library: a
+// durable session (a day's session expiry), four subscriptions and one
+// retained QoS 1 status; what the broker sends back is read and dropped.
+func nodeConnect(addr, id string) (net.Conn, error) {
+	var b bytes.Buffer
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect:    packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 60, ClientIdentifier: id},
+		Properties: packets.Properties{SessionExpiryInterval: 86400, SessionExpiryIntervalFlag: true}}
+	subscribe := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 5, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "lab/v1/node/" + id + "/desired", Qos: 1}, {Filter: "lab/v1/node/" + id + "/cmd", Qos: 1},
+			{Filter: "lab/v1/all/cmd", Qos: 1}, {Filter: "lab/v1/group/g/gate", Qos: 1}}}
+	status := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true}, ProtocolVersion: 5, PacketID: 2,
+		TopicName: "lab/v1/node/" + id + "/status", Payload: make([]byte, 300)}
+	for _, err := range []error{connect.ConnectEncode(&b), subscribe.SubscribeEncode(&b), status.PublishEncode(&b)} {
+		if err != nil {
+			return nil, err
+		}
+	}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Write(b.Bytes()); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	go func() { _, _ = io.Copy(io.Discard, conn) }()
+	return conn, nil
+}
+
+// BenchmarkIdleConnection reports what the broker holds per idle
+// connection, after garbage collection: heap (broker and client side of
+// each socket; the client side is a few hundred bytes) and goroutine
+// stacks (mochi's two per client, and the benchmark's one reader per node
+// connection, ~2 KB). "raw" connections only connect; "node" connections
+// connect, subscribe and publish a retained status as labd does, with the
+// store on. Run: go test -run '^$' -bench IdleConnection ./broker/
+func BenchmarkIdleConnection(b *testing.B) {
 	const n = 500
 	for _, tc := range []struct {
 		name         string
 		queue, bufsz int
-	}{{"lab-defaults", 0, 0}, {"mochi-defaults", 8192, 2048}} {
+		node         bool
+	}{{"raw/lab-defaults", 0, 0, false}, {"raw/mochi-defaults", 8192, 2048, false}, {"raw/queue-256", 256, 0, false},
+		{"node/lab-defaults", 0, 0, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			for range b.N {
-				s, err := New(Config{Listen: "127.0.0.1:0", ClientQueue: tc.queue, ClientBufSize: tc.bufsz,
-					Logger: slog.New(slog.DiscardHandler)})
+				cfg := Config{Listen: "127.0.0.1:0", ClientQueue: tc.queue, ClientBufSize: tc.bufsz, Logger: slog.New(slog.DiscardHandler)}
+				dial := rawConnect
+				if tc.node {
+					cfg.DataDir, dial = b.TempDir(), nodeConnect
+				}
+				s, err := New(cfg)
 				if err != nil {
 					b.Fatal(err)
 				}
 				if err := s.Start(); err != nil {
 					b.Fatal(err)
 				}
-				before := heapInUse()
+				before := memStats()
 				conns := make([]net.Conn, 0, n)
 				for i := range n {
-					c, err := rawConnect(s.Addr(), fmt.Sprintf("idle-%d", i))
+					c, err := dial(s.Addr(), fmt.Sprintf("idle-%d", i))
 					if err != nil {
 						b.Fatal(err)
 					}
 					conns = append(conns, c)
 				}
-				b.ReportMetric(float64(heapInUse()-before)/n, "B/conn")
+				if tc.node { // until every status is retained
+					for s.Mochi().Topics.Retained.Len() < n {
+						time.Sleep(10 * time.Millisecond)
+					}
+				}
+				after := memStats()
+				b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "heap-B/conn")
+				b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/conn")
 				for _, c := range conns {
 					c.Close()
 				}
