@@ -23,9 +23,14 @@ type NodeView struct {
 	Name       string
 	Status     *proto.NodeStatus // latest retained status, nil if none
 	Online     bool
-	Seen       bool         // presence was received
-	DesiredGen uint64       // gen of its retained desired state
-	LastEvent  *proto.Event // latest event
+	Seen       bool   // presence was received
+	DesiredGen uint64 // highest gen of its retained desired state seen
+	// DesiredLast is the gen of the desired state that arrived last (0:
+	// cleared), and DesiredSeen when it arrived: after a reconnect they
+	// tell what the broker still holds (Fleet.Reconnects).
+	DesiredLast uint64
+	DesiredSeen time.Time
+	LastEvent   *proto.Event // latest event
 }
 
 // Fleet is the live view of every node, built from retained messages.
@@ -41,6 +46,9 @@ type Fleet struct {
 	invalid  int
 	last     time.Time
 	changed  chan struct{}
+
+	lost       time.Time // when the connection feeding the view last dropped
+	reconnects int       // how many times it came back
 }
 
 // NewFleet returns an empty view for a topic layout.
@@ -118,10 +126,12 @@ func (f *Fleet) Handle(topic string, payload []byte) {
 	case proto.TopicDesired:
 		var d proto.Desired
 		if len(payload) == 0 {
+			n.DesiredLast, n.DesiredSeen = 0, f.last
 			return
 		}
-		if err = proto.Decode(payload, &d); err == nil && d.Gen > n.DesiredGen {
-			n.DesiredGen = d.Gen
+		if err = proto.Decode(payload, &d); err == nil {
+			n.DesiredLast, n.DesiredSeen = d.Gen, f.last
+			n.DesiredGen = max(n.DesiredGen, d.Gen)
 		}
 	case proto.TopicEvents:
 		var e proto.Event
@@ -222,6 +232,35 @@ func (f *Fleet) LastMessage() time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.last
+}
+
+// ConnectionLost records that the connection feeding the view dropped
+// (bus.Config.OnDown). It does not block.
+func (f *Fleet) ConnectionLost() {
+	f.mu.Lock()
+	f.lost = time.Now()
+	f.mu.Unlock()
+}
+
+// Reconnected records that the connection is up again with its
+// subscriptions (bus.Config.OnUp): the broker is sending every retained
+// message again. The first connection is not a reconnect.
+func (f *Fleet) Reconnected() {
+	f.mu.Lock()
+	if !f.lost.IsZero() {
+		f.reconnects++
+	}
+	f.mu.Unlock()
+	f.signal()
+}
+
+// Reconnects returns how many times the connection came back, and when it
+// was last lost: a retained message that arrived after that was sent by
+// the broker since (see NodeView.DesiredSeen).
+func (f *Fleet) Reconnects() (int, time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reconnects, f.lost
 }
 
 // Settle waits until retained messages stopped arriving for quiet, or limit

@@ -361,11 +361,17 @@ func (r *run) publishOne(ctx context.Context, n, toplevel string, wave int, now 
 	return nil
 }
 
-// signOne builds, signs and encodes the Desired of node n.
+// signOne builds, signs and encodes the Desired of node n, with a gen
+// newer than any it had.
 func (r *run) signOne(n, toplevel string, wave int, now time.Time) (topic string, payload []byte, gen uint64, err error) {
 	v, _ := r.c.fleet.Get(n)
+	return r.signGen(n, toplevel, wave, nextGen(now, max(v.DesiredGen, r.tr.gens[n])), now)
+}
+
+// signGen builds, signs and encodes the Desired of node n with gen.
+func (r *run) signGen(n, toplevel string, wave int, gen uint64, now time.Time) (topic string, payload []byte, _ uint64, err error) {
 	p := r.plan
-	d := &proto.Desired{Node: n, Rollout: p.ID, Gen: nextGen(now, max(v.DesiredGen, r.tr.gens[n])), Toplevel: toplevel,
+	d := &proto.Desired{Node: n, Rollout: p.ID, Gen: gen, Toplevel: toplevel,
 		Action: p.Action, Reboot: p.Reboot, Wave: wave, Checks: p.Checks, Timeouts: p.Timeouts}
 	d.Stamp(r.c.from, now)
 	if r.opts.Key != nil {
@@ -441,7 +447,12 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lastPublish, lastResync := time.Time{}, time.Now()
+	reconnects, _ := r.c.fleet.Reconnects()
+	var lost, back time.Time // set after a reconnect: check what the broker still holds
 	for {
+		if n, at := r.c.fleet.Reconnects(); n > reconnects {
+			reconnects, lost, back = n, at, time.Now()
+		}
 		if err := r.adopt(ctx); err != nil {
 			return nil, err
 		}
@@ -455,6 +466,14 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 				r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: r.tr.reason})
 			}
 			changed = true
+		}
+		// The broker sends every retained message again after a
+		// reconnect: judge what it lost once they stopped arriving.
+		if !lost.IsZero() && (time.Since(r.c.fleet.LastMessage()) >= reassertQuiet || time.Since(back) >= reassertWait) {
+			if err := r.reassert(ctx, lost); err != nil {
+				r.log.Warn("publish again what the broker lost", "err", err)
+			}
+			lost = time.Time{}
 		}
 		// Crossing the threshold halts what is left to open; in the last
 		// wave there is nothing left, unless switched targets must go back.
@@ -502,6 +521,64 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// After a reconnect, reassert runs once no message arrived for
+// reassertQuiet (the retained flood is over), or reassertWait passed.
+const (
+	reassertQuiet = 300 * time.Millisecond
+	reassertWait  = 10 * time.Second
+)
+
+// reassert publishes again, after a reconnect, the part of the rollout
+// that the broker no longer holds: a broker restarted on an empty or older
+// store (a new host, a restored backup, a crash in the moment between
+// acknowledging and storing) would otherwise leave the targets that had
+// not yet taken their Desired waiting for it forever. A Desired the broker
+// sent again since the connection was lost (lost), one cleared since, and
+// one superseded by a newer rollout are left alone; the rest go out again
+// with the same gen, which a node that already has it ignores. The gates
+// and the rollout's state are published again too.
+func (r *run) reassert(ctx context.Context, lost time.Time) error {
+	var missing []string
+	if !r.tr.halted {
+		for n, gen := range r.tr.gens {
+			v, _ := r.c.fleet.Get(n)
+			resent := v.DesiredSeen.After(lost) && (v.DesiredLast == gen || v.DesiredLast == 0)
+			if v.DesiredGen > gen || resent {
+				continue
+			}
+			missing = append(missing, n)
+		}
+	}
+	slices.Sort(missing)
+	now := r.opts.Clock()
+	for _, n := range missing {
+		wave := 0
+		if r.gated[n] {
+			wave = r.tr.wave[n] + 1
+		}
+		topic, b, _, err := r.signGen(n, r.plan.Targets[n], wave, r.tr.gens[n], now)
+		if err != nil {
+			return err
+		}
+		if err := r.c.bus.Publish(ctx, topic, b, true); err != nil {
+			return fmt.Errorf("publish desired for %s again: %w", n, err)
+		}
+	}
+	if len(missing) > 0 {
+		r.log.Info("the broker had lost the desired state of some targets: published again", "targets", len(missing), "nodes", missing)
+	}
+	if r.tr.opened > 0 {
+		state := proto.GateRunning
+		if r.tr.halted {
+			state = proto.GateCancelled
+		}
+		if err := r.publishGates(ctx, r.tr.opened, state); err != nil {
+			return err
+		}
+	}
+	return r.c.publishState(ctx, r.tr, false)
 }
 
 // resyncQuiet is how long a follower waits without any message before it

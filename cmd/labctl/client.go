@@ -101,7 +101,11 @@ func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []str
 		Password:   password,
 		CleanStart: true,
 		OnMessage:  func(m bus.Message) { fleet.Handle(m.Topic, m.Payload) },
-		Logger:     g.logger,
+		// A rollout being followed checks, after a reconnect, what the
+		// broker still holds (controller: reassert).
+		OnDown: fleet.ConnectionLost,
+		OnUp:   func(context.Context, *bus.Client) { fleet.Reconnected() },
+		Logger: g.logger,
 	})
 	if err != nil {
 		return nil, usageError{err}
