@@ -54,6 +54,48 @@ func TestBrokerKilledMidRollout(t *testing.T) {
 	}
 }
 
+// wipeBrokerData deletes the stopped broker's store (the embedded
+// broker's data directory, mosquitto's database): a broker replaced by a
+// new host, or restored from a backup older than the rollout.
+func (e *Env) wipeBrokerData() {
+	e.t.Helper()
+	for _, p := range []string{filepath.Join(e.Dir, "broker-data"), filepath.Join(e.Dir, "mosquitto", "mosquitto.db")} {
+		if err := os.RemoveAll(p); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// The broker dies mid-rollout and comes back with nothing it held: the
+// labctl following the rollout sees that the Desired of a target still
+// asleep is gone and publishes it again, so that the target converges
+// when it wakes; the target that had already switched does not switch
+// again.
+func TestBrokerLosesItsStoreMidRollout(t *testing.T) {
+	f := newFleet(t, []string{"n1", "n2"}, nil)
+	f.startNodes(f.nodes[:1]) // n2 is asleep
+	var out strings.Builder
+	cmd := f.labctlAsync(&out, "publish", "--id", "r-wipe", "--key", f.KeyFile, "--timeout", "60s",
+		"--toplevel", "n1="+f.gen2["n1"], "--toplevel", "n2="+f.gen2["n2"])
+	f.Watch().AwaitState(t, "n1", "r-wipe", proto.StateSucceeded, 30*time.Second)
+	f.killBroker()
+	f.wipeBrokerData()
+	f.StartBroker()
+	f.startNodes(f.nodes[1:])
+	if code := exitCode(cmd.Wait()); code != exitSucceeded {
+		t.Fatalf("publish exit %d after the broker lost its store\n%s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "published again") {
+		t.Errorf("labctl did not say it published lost Desired states again:\n%s", out.String())
+	}
+	for _, n := range f.nodes {
+		f.Watch().AwaitState(t, n.Name, "r-wipe", proto.StateSucceeded, 30*time.Second)
+		if c := switched(n, "switch", f.gen2[n.Name]); c != 1 {
+			t.Errorf("%s switched %d times, want 1", n.Name, c)
+		}
+	}
+}
+
 // QoS 1 delivers at least once, and a broker can reorder: the same
 // Desired twice switches once, and an older one after a newer one is
 // refused — never a downgrade.
