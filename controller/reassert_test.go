@@ -127,3 +127,26 @@ func TestReassertPublishesWhatTheBrokerLost(t *testing.T) {
 		t.Error("the rollout's state was not published again")
 	}
 }
+
+// TestReassertOnAFreshConnection: with no loss (labctl rollout resume, on
+// a connection of its own), what the broker did not send is published
+// again and what it sent is left alone.
+func TestReassertOnAFreshConnection(t *testing.T) {
+	tp := proto.DefaultTopics
+	f := NewFleet(tp, nil)
+	b := &recordingBus{}
+	plan := Plan{ID: "r1", Action: proto.ActionSwitch, Targets: map[string]string{"held": tlB, "gone": tlB}}
+	r := &run{c: New(b, f, tp, "test"), plan: plan, opts: Options{Clock: time.Now}, log: slog.Default(),
+		tr: newTracker(plan, [][]string{{"gone", "held"}}, time.Now()), gated: map[string]bool{}}
+	r.tr.gens["held"], r.tr.gens["gone"] = 7, 7
+	f.Handle(tp.NodeDesired("held"), sealedDesired(t, "held", 7))
+	if err := r.reassert(context.Background(), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.pubs[tp.NodeDesired("held")]; ok {
+		t.Error("the Desired the broker holds was published again")
+	}
+	if _, ok := b.pubs[tp.NodeDesired("gone")]; !ok {
+		t.Error("the Desired the broker lost was not published again")
+	}
+}

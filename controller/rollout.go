@@ -107,11 +107,18 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 }
 
 // Resume continues a rollout from its record: the Desired states are
-// already retained, so it republishes the gates of the waves opened so far
-// and follows from there. A finished rollout is refused.
+// already retained (those the broker lost are published again), so it
+// republishes the gates of the waves opened so far and follows from
+// there. A finished rollout is refused.
 func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Result, error) {
 	r, err := c.fromRecord(rec, opts)
 	if err != nil {
+		return nil, err
+	}
+	// What was published before may be gone from the broker (restarted
+	// on an empty or older store meanwhile): the view is what it sent on
+	// this connection, so anything published and not in it goes again.
+	if err := r.reassert(ctx, time.Time{}); err != nil {
 		return nil, err
 	}
 	// A run stopped between saving its record and publishing: publish
