@@ -62,6 +62,9 @@ type run struct {
 	gated map[string]bool // targets opened by a group gate (their Desired is published at start)
 	gates []string        // the groups whose gates open the gated targets
 	seq   uint64          // last gate seq
+	// reconnects is the count of the bus's reconnects (Fleet.Reconnects)
+	// that follow has handled: the ones before the run are not its own.
+	reconnects int
 }
 
 // Run publishes the plan and follows it: every target's Desired at start
@@ -88,6 +91,7 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	}
 	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
 		tr: newTracker(plan, waves, opts.Clock()), gated: map[string]bool{}}
+	r.reconnects, _ = c.fleet.Reconnects()
 	r.chooseGates()
 	if err := r.save(); err != nil {
 		return nil, err // nothing is published before the record is safe
@@ -160,6 +164,7 @@ func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 	}
 	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
 		tr: newTracker(plan, rec.Waves, rec.Created), gated: map[string]bool{}, gates: rec.Gates}
+	r.reconnects, _ = c.fleet.Reconnects()
 	for _, n := range rec.Gated {
 		r.gated[n] = true
 	}
@@ -454,11 +459,10 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lastPublish, lastResync := time.Time{}, time.Now()
-	reconnects, _ := r.c.fleet.Reconnects()
 	var lost, back time.Time // set after a reconnect: check what the broker still holds
 	for {
-		if n, at := r.c.fleet.Reconnects(); n > reconnects {
-			reconnects, lost, back = n, at, time.Now()
+		if n, at := r.c.fleet.Reconnects(); n > r.reconnects {
+			r.reconnects, lost, back = n, at, time.Now()
 		}
 		if err := r.adopt(ctx); err != nil {
 			return nil, err
@@ -574,7 +578,7 @@ func (r *run) reassert(ctx context.Context, lost time.Time) error {
 		}
 	}
 	if len(missing) > 0 {
-		r.log.Info("the broker had lost the desired state of some targets: published again", "targets", len(missing), "nodes", missing)
+		r.log.Info("the broker had lost the desired state of some targets: published again", "targets", len(missing), "first", missing[:min(len(missing), 10)])
 	}
 	if r.tr.opened > 0 {
 		state := proto.GateRunning
