@@ -33,26 +33,33 @@ func selectFlake(on string, ms []flake.Machine) ([]flake.Machine, error) {
 	if strings.TrimSpace(on) == "" {
 		return ms, nil
 	}
-	var out []flake.Machine
-	seen := map[string]bool{}
-	add := func(m flake.Machine) {
-		if !seen[m.Name] {
-			seen[m.Name] = true
-			out = append(out, m)
-		}
+	terms, err := parseOn(on)
+	if err != nil {
+		return nil, err
 	}
-	for _, sel := range strings.Split(on, ",") {
-		sel = strings.TrimSpace(sel)
-		found := false
+	byName := map[string]flake.Machine{}
+	for _, m := range ms {
+		byName[m.Name] = m
+	}
+	names, err := resolve(terms, func(group string) []string {
+		var in []string
 		for _, m := range ms {
-			if g, ok := strings.CutPrefix(sel, "@"); ok && slices.Contains(m.Groups, g) || m.Name == sel {
-				add(m)
-				found = true
+			if slices.Contains(m.Groups, group) {
+				in = append(in, m.Name)
 			}
 		}
-		if !found && sel != "" {
-			return nil, fmt.Errorf("--on %s: no machine of the flake matches", sel)
+		return in
+	}, "no machine of the flake is in this group")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]flake.Machine, 0, len(names))
+	for _, n := range names {
+		m, ok := byName[n]
+		if !ok {
+			return nil, fmt.Errorf("--on %s: no machine of the flake has this name", n)
 		}
+		out = append(out, m)
 	}
 	return out, nil
 }

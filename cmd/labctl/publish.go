@@ -251,24 +251,21 @@ func resolveTargets(plan *controller.Plan, pf publishFlags, fleet *controller.Fl
 		}
 		return nil
 	}
-	var selected []string
-	for _, sel := range strings.Split(pf.on, ",") {
-		sel = strings.TrimSpace(sel)
-		if g, ok := strings.CutPrefix(sel, "@"); ok {
-			if bare != "" {
-				if plan.Groups == nil {
-					plan.Groups = map[string]string{}
-				}
-				plan.Groups[g] = bare // members that join while it runs get it too
+	terms, err := parseOn(pf.on)
+	if err != nil {
+		return err
+	}
+	for _, t := range terms {
+		if t.group != "" && bare != "" {
+			if plan.Groups == nil {
+				plan.Groups = map[string]string{}
 			}
-			members := fleet.Members(g)
-			if len(members) == 0 {
-				return fmt.Errorf("--on @%s: no node has reported membership of group %q", g, g)
-			}
-			selected = append(selected, members...)
-		} else if sel != "" {
-			selected = append(selected, sel)
+			plan.Groups[t.group] = bare // members that join while it runs get it too
 		}
+	}
+	selected, err := resolve(terms, fleet.Members, "no node has reported membership of this group")
+	if err != nil {
+		return err
 	}
 	picked := map[string]string{}
 	for _, n := range selected {

@@ -100,27 +100,9 @@ did not come back in time; 5 some were skipped because they were offline.`,
 
 // selectNodes resolves "@group,node" against the fleet view.
 func selectNodes(on string, fleet *controller.Fleet) ([]string, error) {
-	seen := map[string]bool{}
-	var out []string
-	for _, sel := range strings.Split(on, ",") {
-		sel = strings.TrimSpace(sel)
-		var names []string
-		if grp, ok := strings.CutPrefix(sel, "@"); ok {
-			if names = fleet.Members(grp); len(names) == 0 {
-				return nil, fmt.Errorf("--on @%s: no node has reported membership of group %q", grp, grp)
-			}
-		} else if sel != "" {
-			names = []string{sel}
-		}
-		for _, n := range names {
-			if !seen[n] {
-				seen[n] = true
-				out = append(out, n)
-			}
-		}
+	terms, err := parseOn(on)
+	if err != nil {
+		return nil, err
 	}
-	if len(out) == 0 {
-		return nil, errors.New("--on selects no machine")
-	}
-	return out, nil
+	return resolve(terms, fleet.Members, "no node has reported membership of this group")
 }
