@@ -51,6 +51,10 @@ type Config struct {
 	// logged): only for a broker that listens on loopback for a demo.
 	Identities string
 	Prefix     string // topic prefix the access rules apply to, default lab/v1
+	// NoJSONMirror turns off the JSON copies of status, presence, events
+	// and rollout state under <prefix>/json/ (mirror.go); the copies
+	// already retained are cleared at Start.
+	NoJSONMirror bool
 	// TLSListen and WSListen add a TLS listener and a WebSocket-over-TLS
 	// listener ("" = none); both need TLSCert and TLSKey. With
 	// TLSClientCA, clients may present a certificate signed by that CA

@@ -78,6 +78,7 @@ type clientOpts struct {
 	filter  string // subscribed (QoS 1) on every connection, if set
 	// receiveMax is the client's Receive Maximum (0: paho's 65,535).
 	receiveMax uint16
+	will       *paho.WillMessage // Last Will, if set
 }
 
 // connect connects a client to addr and waits for its first connection.
@@ -116,6 +117,7 @@ func connect(t *testing.T, addr string, o clientOpts) *client {
 	if o.persist {
 		cfg.SessionExpiryInterval = 3600
 	}
+	cfg.WillMessage = o.will
 	if o.receiveMax > 0 {
 		cfg.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			if cp.Properties == nil {
@@ -152,6 +154,18 @@ func (c *client) subscribe(t *testing.T, filter string) {
 	sub := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}
 	if _, err := c.cm.Subscribe(ctx, sub); err != nil {
 		t.Fatalf("subscribe %s: %v", filter, err)
+	}
+}
+
+// next waits for the next message.
+func (c *client) next(t *testing.T) *paho.Publish {
+	t.Helper()
+	select {
+	case pk := <-c.msgs:
+		return pk
+	case <-time.After(5 * time.Second):
+		t.Fatal("timeout waiting for a message")
+		return nil
 	}
 }
 

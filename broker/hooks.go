@@ -13,14 +13,15 @@ import (
 )
 
 // addHooks installs every hook, in order: pace (in front of the ACL
-// hook), the ACL hook, limits, and the store (broker/doc.go).
+// hook), the ACL hook, the JSON mirror, limits, and the store
+// (broker/doc.go).
 func (s *Server) addHooks() error {
 	var acl mqtt.Hook
+	topics, _ := proto.NewTopics(s.cfg.Prefix) // validated by Config
 	if s.cfg.Identities == "" {
 		s.log.Warn("no identities file: every client may connect and publish anything (set broker.identities)")
 		acl = new(auth.AllowHook)
 	} else {
-		topics, _ := proto.NewTopics(s.cfg.Prefix)
 		h, err := access.NewHook(s.cfg.Identities, topics, s.log)
 		if err != nil {
 			return fmt.Errorf("broker.identities: %w", err)
@@ -38,6 +39,12 @@ func (s *Server) addHooks() error {
 	}
 	if err := s.mochi.AddHook(acl, nil); err != nil {
 		return fmt.Errorf("add %s hook: %w", acl.ID(), err)
+	}
+	if !s.cfg.NoJSONMirror {
+		mirror := &mirrorHook{topics: topics, publish: s.Publish, log: s.log}
+		if err := s.mochi.AddHook(mirror, nil); err != nil {
+			return fmt.Errorf("add json mirror hook: %w", err)
+		}
 	}
 	limits := &limitsHook{maxPacket: s.cfg.MaxPacketSize}
 	if err := s.mochi.AddHook(limits, nil); err != nil {

@@ -112,6 +112,9 @@ func (s *Server) Start() error {
 	if err := s.mochi.Serve(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	if s.cfg.NoJSONMirror {
+		s.clearMirror()
+	}
 	s.state = stateStarted
 	s.log.Info("broker listening", "addr", tcp.Address(), "tls", s.cfg.TLSListen, "wss", s.cfg.WSListen, "data_dir", s.cfg.DataDir)
 	return nil

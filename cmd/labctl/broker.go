@@ -36,10 +36,11 @@ const (
 	keyTLSCert       = "broker.tls_cert"
 	keyTLSKey        = "broker.tls_key"
 	keyTLSClientCA   = "broker.tls_client_ca"
+	keyJSONMirror    = "broker.json_mirror"
 )
 
 var brokerKeys = []string{keyListen, keyDataDir, keyMaxPacketSize, keyClientQueue, keyClientBufSize, keySessionExpiry, keyIdentities, keyBrokerURL,
-	keyTLSListen, keyWSListen, keyTLSCert, keyTLSKey, keyTLSClientCA}
+	keyTLSListen, keyWSListen, keyTLSCert, keyTLSKey, keyTLSClientCA, keyJSONMirror}
 
 func newBrokerCmd(g *globals) *cobra.Command {
 	var checkOnly bool
@@ -76,12 +77,14 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	f.String("tls-cert", "", "broker certificate `FILE` (labctl pki issue broker --host ...)")
 	f.String("tls-key", "", "broker private key `FILE`")
 	f.String("tls-client-ca", "", "accept client certificates signed by this CA `FILE`; their common name is the identity")
+	f.Bool("json-mirror", true, "publish JSON copies of node status, presence, events and rollout state under <prefix>/json/ for generic MQTT clients (--json-mirror=false clears them)")
 	mustBind(g.v, keyIdentities, cmd, "identities")
 	for key, flag := range map[string]string{keyTLSListen: "tls-listen", keyWSListen: "ws-listen", keyTLSCert: "tls-cert", keyTLSKey: "tls-key", keyTLSClientCA: "tls-client-ca"} {
 		mustBind(g.v, key, cmd, flag)
 	}
 	mustBind(g.v, keyListen, cmd, "listen")
 	mustBind(g.v, keyDataDir, cmd, "data-dir")
+	mustBind(g.v, keyJSONMirror, cmd, "json-mirror")
 	return cmd
 }
 
@@ -116,6 +119,11 @@ func brokerConfig(v *viper.Viper) (broker.Config, error) {
 	get(keyTLSCert, func(x any) (err error) { cfg.TLSCert, err = cast.ToStringE(x); return })
 	get(keyTLSKey, func(x any) (err error) { cfg.TLSKey, err = cast.ToStringE(x); return })
 	get(keyTLSClientCA, func(x any) (err error) { cfg.TLSClientCA, err = cast.ToStringE(x); return })
+	get(keyJSONMirror, func(x any) error {
+		on, err := cast.ToBoolE(x)
+		cfg.NoJSONMirror = !on
+		return err
+	})
 	cfg.Prefix = v.GetString(keyPrefix)
 	errs = append(errs, unknownKeys(v)...)
 	return cfg, errors.Join(errs...)

@@ -1,0 +1,155 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+func sealed(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	m.Header().Stamp("test", time.Now())
+	b, err := proto.Seal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestMirrorOf(t *testing.T) {
+	tp := proto.DefaultTopics
+	status := sealed(t, &proto.NodeStatus{Node: "n1", Groups: []string{"web"}, AppliedGen: 7})
+	for _, c := range []struct {
+		name, topic string
+		payload     []byte
+		want        string // mirrored topic; "" = not mirrored
+		field       string // a JSON field the copy must have
+	}{
+		{"status", tp.NodeStatus("n1"), status, "lab/v1/json/node/n1/status", `"applied_gen":7`},
+		{"presence", tp.NodePresence("n1"), sealed(t, &proto.Presence{Node: "n1", Online: true}), "lab/v1/json/node/n1/presence", `"online":true`},
+		{"event", tp.NodeEvents("n1"), sealed(t, &proto.Event{Node: "n1", Rollout: "r1", Prev: proto.StateVerifying, State: proto.StateSucceeded}), "lab/v1/json/node/n1/events", `"rollout":"r1"`},
+		{"rollout", tp.Rollout("r1"), sealed(t, &proto.RolloutState{Rollout: "r1", State: proto.RolloutRunning}), "lab/v1/json/rollout/r1", `"rollout":"r1"`},
+		{"cleared", tp.NodeStatus("n1"), nil, "lab/v1/json/node/n1/status", ""},
+		{"desired is not mirrored", tp.NodeDesired("n1"), status, "", ""},
+		{"gate is not mirrored", tp.GroupGate("web"), status, "", ""},
+		{"garbage", tp.NodeStatus("n1"), []byte("\x93garbage"), "", ""},
+		{"a status on a presence topic", tp.NodePresence("n1"), status, "", ""},
+		{"the mirror itself", "lab/v1/json/node/n1/status", []byte(`{}`), "", ""},
+		{"another prefix", "other/node/n1/status", status, "", ""},
+	} {
+		topic, payload, ok := mirrorOf(tp, c.topic, c.payload)
+		if c.want == "" {
+			if ok {
+				t.Errorf("%s: mirrored to %s", c.name, topic)
+			}
+			continue
+		}
+		if !ok || topic != c.want {
+			t.Errorf("%s: mirrored %v to %q, want %q", c.name, ok, topic, c.want)
+			continue
+		}
+		if c.payload == nil {
+			if len(payload) != 0 {
+				t.Errorf("%s: copy %q, want empty (cleared)", c.name, payload)
+			}
+			continue
+		}
+		var anyJSON map[string]any
+		if err := json.Unmarshal(payload, &anyJSON); err != nil || !json.Valid(payload) {
+			t.Errorf("%s: copy is not JSON: %v: %s", c.name, err, payload)
+		}
+		if !strings.Contains(string(payload), c.field) {
+			t.Errorf("%s: copy %s lacks %s", c.name, payload, c.field)
+		}
+	}
+}
+
+// TestJSONMirror: through the real broker, a node's retained status gets a
+// retained JSON copy that a plain subscriber reads, a cleared status
+// clears it, and a node's Last Will (presence offline) is mirrored too.
+func TestJSONMirror(t *testing.T) {
+	s := startServer(t, Config{})
+	viewer := connect(t, s.Addr(), clientOpts{id: "viewer"})
+	viewer.subscribe(t, "lab/v1/json/#")
+	offline := sealed(t, &proto.Presence{Node: "n1", Online: false})
+	node := connect(t, s.Addr(), clientOpts{id: "n1", will: &paho.WillMessage{Topic: proto.DefaultTopics.NodePresence("n1"), Payload: offline, Retain: true, QoS: 1}})
+	publish := func(topic string, payload []byte) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := node.cm.Publish(ctx, &paho.Publish{QoS: 1, Retain: true, Topic: topic, Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(proto.DefaultTopics.NodeStatus("n1"), sealed(t, &proto.NodeStatus{Node: "n1", AppliedGen: 42}))
+	pk := viewer.next(t)
+	var st proto.NodeStatus
+	if pk.Topic != "lab/v1/json/node/n1/status" || json.Unmarshal(pk.Payload, &st) != nil || st.AppliedGen != 42 || st.Node != "n1" {
+		t.Fatalf("viewer got %s %s, want the status as JSON", pk.Topic, pk.Payload)
+	}
+	if len(s.Mochi().Topics.Messages("lab/v1/json/node/n1/status")) != 1 {
+		t.Fatal("the JSON copy is not retained")
+	}
+	publish(proto.DefaultTopics.NodeStatus("n1"), nil)
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if len(s.Mochi().Topics.Messages("lab/v1/json/node/n1/status")) != 0 {
+			return errors.New("the JSON copy is still retained after the status was cleared")
+		}
+		return nil
+	})
+
+	// The node's connection dies: its Last Will says offline, in JSON too.
+	cl, ok := s.Mochi().Clients.Get("n1")
+	if !ok {
+		t.Fatal("n1 not connected")
+	}
+	_ = cl.Net.Conn.Close() // as a cut link would, without DISCONNECT
+	for {
+		pk := viewer.next(t)
+		if pk.Topic != "lab/v1/json/node/n1/presence" {
+			continue // the cleared status, delivered as an empty message
+		}
+		var p proto.Presence
+		if err := json.Unmarshal(pk.Payload, &p); err != nil || p.Node != "n1" || p.Online {
+			t.Fatalf("presence copy %s, want n1 offline", pk.Payload)
+		}
+		break
+	}
+}
+
+// TestJSONMirrorOff: a broker restarted with the mirror off clears the
+// copies it retained, and keeps the originals.
+func TestJSONMirrorOff(t *testing.T) {
+	dir := t.TempDir()
+	status := proto.DefaultTopics.NodeStatus("n1")
+	s1 := startServer(t, Config{DataDir: dir})
+	if err := s1.Publish(status, sealed(t, &proto.NodeStatus{Node: "n1"}), true); err != nil {
+		t.Fatal(err)
+	}
+	if len(s1.Mochi().Topics.Messages("lab/v1/json/node/n1/status")) != 1 {
+		t.Fatal("no JSON copy retained")
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := startServer(t, Config{DataDir: dir, NoJSONMirror: true})
+	if n := len(s2.Mochi().Topics.Messages("lab/v1/json/#")); n != 0 {
+		t.Errorf("%d JSON copies still retained with the mirror off", n)
+	}
+	if n := len(s2.Mochi().Topics.Messages(status)); n != 1 {
+		t.Errorf("the status itself: %d retained, want 1", n)
+	}
+	if err := s2.Publish(status, sealed(t, &proto.NodeStatus{Node: "n1"}), true); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s2.Mochi().Topics.Messages("lab/v1/json/#")); n != 0 {
+		t.Errorf("mirror off, yet %d JSON copies after a status", n)
+	}
+}
