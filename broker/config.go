@@ -42,7 +42,7 @@ var ErrInvalidConfig = errors.New("invalid value")
 type Config struct {
 	Listen        string        // TCP listener address, default "127.0.0.1:1883" (":1883" allowed)
 	DataDir       string        // persistence dir (bolt file broker.db inside); "" = in-memory
-	MaxPacketSize uint32        // largest packet accepted, default 256 KiB
+	MaxPacketSize uint32        // largest packet accepted, default DefaultMaxPacketSize (1.06 MiB)
 	ClientQueue   int           // per-client outbound queue slots, default 1024
 	ClientBufSize int           // per-client read and write buffer bytes, default 2048
 	SessionExpiry time.Duration // longest session expiry granted, default 7 days

@@ -78,7 +78,6 @@ type clientOpts struct {
 	filter  string // subscribed (QoS 1) on every connection, if set
 	// receiveMax is the client's Receive Maximum (0: paho's 65,535).
 	receiveMax uint16
-	will       *paho.WillMessage // Last Will, if set
 }
 
 // connect connects a client to addr and waits for its first connection.
@@ -117,7 +116,6 @@ func connect(t *testing.T, addr string, o clientOpts) *client {
 	if o.persist {
 		cfg.SessionExpiryInterval = 3600
 	}
-	cfg.WillMessage = o.will
 	if o.receiveMax > 0 {
 		cfg.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			if cp.Properties == nil {

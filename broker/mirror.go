@@ -50,7 +50,7 @@ func (h *mirrorHook) mirror(pk packets.Packet) {
 		return
 	}
 	if err := h.publish(topic, payload, pk.FixedHeader.Retain); err != nil {
-		h.log.Debug("json mirror", "topic", topic, "err", err)
+		h.log.Debug("json mirror", "topic", topic, "err", err) // the broker is closing
 	}
 }
 
@@ -87,6 +87,18 @@ func mirrorOf(topics proto.Topics, topic string, payload []byte) (string, []byte
 		return "", nil, false
 	}
 	return out, b, true
+}
+
+// publishCopy publishes a mirror copy. Unlike Publish it has no size
+// limit: the JSON copy of a rollout state near broker.max_packet_size is
+// larger than the original (a client whose own Maximum Packet Size is
+// smaller does not get it).
+func (s *Server) publishCopy(topic string, payload []byte, retain bool) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	return s.mochi.Publish(topic, payload, retain, 1)
 }
 
 // clearMirror clears every retained message under <prefix>/json/: a broker

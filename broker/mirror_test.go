@@ -1,14 +1,19 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/lab-fleet/lab/proto"
 )
@@ -78,8 +83,7 @@ func TestJSONMirror(t *testing.T) {
 	s := startServer(t, Config{})
 	viewer := connect(t, s.Addr(), clientOpts{id: "viewer"})
 	viewer.subscribe(t, "lab/v1/json/#")
-	offline := sealed(t, &proto.Presence{Node: "n1", Online: false})
-	node := connect(t, s.Addr(), clientOpts{id: "n1", will: &paho.WillMessage{Topic: proto.DefaultTopics.NodePresence("n1"), Payload: offline, Retain: true, QoS: 1}})
+	node := connect(t, s.Addr(), clientOpts{id: "n1"})
 	publish := func(topic string, payload []byte) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -105,20 +109,35 @@ func TestJSONMirror(t *testing.T) {
 		return nil
 	})
 
-	// The node's connection dies: its Last Will says offline, in JSON too.
-	cl, ok := s.Mochi().Clients.Get("n1")
-	if !ok {
-		t.Fatal("n1 not connected")
+	// A node's connection dies: its Last Will says offline, in JSON too.
+	// (A raw client: a library would reconnect and take its session over.)
+	var b bytes.Buffer
+	ck := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "n2",
+			WillFlag: true, WillRetain: true, WillQos: 1, WillTopic: proto.DefaultTopics.NodePresence("n2"),
+			WillPayload: sealed(t, &proto.Presence{Node: "n2", Online: false})}}
+	if err := ck.ConnectEncode(&b); err != nil {
+		t.Fatal(err)
 	}
-	_ = cl.Net.Conn.Close() // as a cut link would, without DISCONNECT
+	conn, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(conn, make([]byte, 2)); err != nil { // CONNACK
+		t.Fatal(err)
+	}
+	conn.Close() // without DISCONNECT
 	for {
 		pk := viewer.next(t)
-		if pk.Topic != "lab/v1/json/node/n1/presence" {
+		if pk.Topic != "lab/v1/json/node/n2/presence" {
 			continue // the cleared status, delivered as an empty message
 		}
 		var p proto.Presence
-		if err := json.Unmarshal(pk.Payload, &p); err != nil || p.Node != "n1" || p.Online {
-			t.Fatalf("presence copy %s, want n1 offline", pk.Payload)
+		if err := json.Unmarshal(pk.Payload, &p); err != nil || p.Node != "n2" || p.Online {
+			t.Fatalf("presence copy %s, want n2 offline", pk.Payload)
 		}
 		break
 	}
@@ -151,5 +170,28 @@ func TestJSONMirrorOff(t *testing.T) {
 	}
 	if n := len(s2.Mochi().Topics.Messages("lab/v1/json/#")); n != 0 {
 		t.Errorf("mirror off, yet %d JSON copies after a status", n)
+	}
+}
+
+// TestJSONMirrorCopiesPastThePacketLimit: a JSON copy larger than
+// broker.max_packet_size (the original fits) is still mirrored.
+func TestJSONMirrorCopiesPastThePacketLimit(t *testing.T) {
+	st := &proto.NodeStatus{Node: "n1", Checks: proto.CheckResults{}}
+	for i := range 64 { // JSON spells numbers and booleans out: its copy is larger
+		st.Checks[fmt.Sprintf("c%d", i)] = proto.CheckResult{At: time.Now().UnixMilli()}
+	}
+	raw := sealed(t, st)
+	topic := proto.DefaultTopics.NodeStatus("n1")
+	_, copyJSON, _ := mirrorOf(proto.DefaultTopics, topic, raw)
+	limit := uint32(len(raw) + len(topic) + 64)
+	if len(copyJSON) <= int(limit) {
+		t.Fatalf("test setup: the copy (%d B) fits the limit (%d B)", len(copyJSON), limit)
+	}
+	s := startServer(t, Config{MaxPacketSize: limit})
+	if err := s.Publish(topic, raw, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Mochi().Topics.Messages("lab/v1/json/node/n1/status")) != 1 {
+		t.Fatalf("a %d-byte copy of a %d-byte status was not mirrored (limit %d)", len(copyJSON), len(raw), limit)
 	}
 }
