@@ -6,6 +6,9 @@
 // the same process (the controller service) publishes and subscribes without
 // a network connection or a per-client queue (DESIGN §8, fan-in).
 //
+// The JSON mirror (mirror.go) copies node status, presence, events and
+// rollout state as JSON under <prefix>/json/ for generic MQTT clients.
+//
 // The broker is a convenience, not a dependency: lab's nodes and controller
 // speak plain MQTT v5 and run unchanged against an external broker. Nothing
 // here may be needed for correctness on the data path.
