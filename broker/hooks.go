@@ -41,7 +41,7 @@ func (s *Server) addHooks() error {
 		return fmt.Errorf("add %s hook: %w", acl.ID(), err)
 	}
 	if !s.cfg.NoJSONMirror {
-		mirror := &mirrorHook{topics: topics, publish: s.publishCopy, log: s.log}
+		mirror := &mirrorHook{topics: topics, publish: s.publishCopy, subscribed: s.subscribed, log: s.log}
 		if err := s.mochi.AddHook(mirror, nil); err != nil {
 			return fmt.Errorf("add json mirror hook: %w", err)
 		}

@@ -25,11 +25,15 @@ import (
 // that decode as what their topic says are mirrored. The mirror is a
 // convenience of the embedded broker; nothing in lab reads it, and an
 // external broker can build the same with its own rule engine.
+//
+// A message that is not retained (an event) is copied only while someone
+// subscribes to its copy: nobody could read it later.
 type mirrorHook struct {
 	mqtt.HookBase
-	topics  proto.Topics
-	publish func(topic string, payload []byte, retain bool) error
-	log     *slog.Logger
+	topics     proto.Topics
+	publish    func(topic string, payload []byte, retain bool) error
+	subscribed func(topic string) bool // someone would receive a message on topic
+	log        *slog.Logger
 }
 
 func (h *mirrorHook) ID() string { return "lab-json-mirror" }
@@ -45,7 +49,11 @@ func (h *mirrorHook) OnPublished(_ *mqtt.Client, pk packets.Packet) { h.mirror(p
 func (h *mirrorHook) OnWillSent(_ *mqtt.Client, pk packets.Packet) { h.mirror(pk) }
 
 func (h *mirrorHook) mirror(pk packets.Packet) {
-	topic, payload, ok := mirrorOf(h.topics, pk.TopicName, pk.Payload)
+	topic, m, ok := mirrorTopic(h.topics, pk.TopicName)
+	if !ok || !pk.FixedHeader.Retain && !h.subscribed(topic) {
+		return
+	}
+	payload, ok := mirrorPayload(m, pk.Payload)
 	if !ok {
 		return
 	}
@@ -54,10 +62,10 @@ func (h *mirrorHook) mirror(pk packets.Packet) {
 	}
 }
 
-// mirrorOf returns the JSON copy of a message on topic: its topic under
-// json/ and its payload (empty for a cleared retained message). ok is false
-// for topics that are not mirrored and for payloads that do not decode.
-func mirrorOf(topics proto.Topics, topic string, payload []byte) (string, []byte, bool) {
+// mirrorTopic returns the topic of the JSON copy of a message on topic,
+// and a message of the kind the topic carries; ok is false for topics that
+// are not mirrored.
+func mirrorTopic(topics proto.Topics, topic string) (string, proto.Message, bool) {
 	r, err := topics.Parse(topic)
 	if err != nil {
 		return "", nil, false
@@ -75,18 +83,26 @@ func mirrorOf(topics proto.Topics, topic string, payload []byte) (string, []byte
 	default:
 		return "", nil, false
 	}
-	out := topics.JSON(topic)
+	return topics.JSON(topic), m, true
+}
+
+// mirrorPayload decodes payload into m and returns it as JSON (empty for
+// a cleared retained message); ok is false if it does not decode.
+func mirrorPayload(m proto.Message, payload []byte) ([]byte, bool) {
 	if len(payload) == 0 {
-		return out, nil, true
+		return nil, true
 	}
 	if err := proto.Decode(payload, m); err != nil {
-		return "", nil, false
+		return nil, false
 	}
 	b, err := json.Marshal(m)
-	if err != nil {
-		return "", nil, false
-	}
-	return out, b, true
+	return b, err == nil
+}
+
+// subscribed reports whether a message on topic would reach anyone.
+func (s *Server) subscribed(topic string) bool {
+	subs := s.mochi.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
 }
 
 // publishCopy publishes a mirror copy. Unlike Publish it has no size

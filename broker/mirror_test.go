@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -26,6 +27,16 @@ func sealed(t *testing.T, m proto.Message) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// mirrorOf is the copy of a message: its topic and payload.
+func mirrorOf(topics proto.Topics, topic string, payload []byte) (string, []byte, bool) {
+	out, m, ok := mirrorTopic(topics, topic)
+	if !ok {
+		return "", nil, false
+	}
+	b, ok := mirrorPayload(m, payload)
+	return out, b, ok
 }
 
 func TestMirrorOf(t *testing.T) {
@@ -84,15 +95,15 @@ func TestJSONMirror(t *testing.T) {
 	viewer := connect(t, s.Addr(), clientOpts{id: "viewer"})
 	viewer.subscribe(t, "lab/v1/json/#")
 	node := connect(t, s.Addr(), clientOpts{id: "n1"})
-	publish := func(topic string, payload []byte) {
+	publish := func(topic string, payload []byte, retain bool) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := node.cm.Publish(ctx, &paho.Publish{QoS: 1, Retain: true, Topic: topic, Payload: payload}); err != nil {
+		if _, err := node.cm.Publish(ctx, &paho.Publish{QoS: 1, Retain: retain, Topic: topic, Payload: payload}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	publish(proto.DefaultTopics.NodeStatus("n1"), sealed(t, &proto.NodeStatus{Node: "n1", AppliedGen: 42}))
+	publish(proto.DefaultTopics.NodeStatus("n1"), sealed(t, &proto.NodeStatus{Node: "n1", AppliedGen: 42}), true)
 	pk := viewer.next(t)
 	var st proto.NodeStatus
 	if pk.Topic != "lab/v1/json/node/n1/status" || json.Unmarshal(pk.Payload, &st) != nil || st.AppliedGen != 42 || st.Node != "n1" {
@@ -101,7 +112,12 @@ func TestJSONMirror(t *testing.T) {
 	if len(s.Mochi().Topics.Messages("lab/v1/json/node/n1/status")) != 1 {
 		t.Fatal("the JSON copy is not retained")
 	}
-	publish(proto.DefaultTopics.NodeStatus("n1"), nil)
+	// An event (not retained) reaches the viewer, who subscribes to it.
+	publish(proto.DefaultTopics.NodeEvents("n1"), sealed(t, &proto.Event{Node: "n1", Rollout: "r1", Prev: proto.StateVerifying, State: proto.StateSucceeded}), false)
+	if pk := viewer.next(t); pk.Topic != "lab/v1/json/node/n1/events" || !strings.Contains(string(pk.Payload), `"to_state":"succeeded"`) {
+		t.Fatalf("viewer got %s %s, want the event as JSON", pk.Topic, pk.Payload)
+	}
+	publish(proto.DefaultTopics.NodeStatus("n1"), nil, true)
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if len(s.Mochi().Topics.Messages("lab/v1/json/node/n1/status")) != 0 {
 			return errors.New("the JSON copy is still retained after the status was cleared")
@@ -193,5 +209,35 @@ func TestJSONMirrorCopiesPastThePacketLimit(t *testing.T) {
 	}
 	if len(s.Mochi().Topics.Messages("lab/v1/json/node/n1/status")) != 1 {
 		t.Fatalf("a %d-byte copy of a %d-byte status was not mirrored (limit %d)", len(copyJSON), len(raw), limit)
+	}
+}
+
+// TestMirrorCopiesEventsOnlyForSubscribers: a retained status is always
+// copied (a subscriber may come later); an event only while someone
+// subscribes to its copy.
+func TestMirrorCopiesEventsOnlyForSubscribers(t *testing.T) {
+	tp := proto.DefaultTopics
+	for _, subscribed := range []bool{false, true} {
+		var copies []string
+		h := &mirrorHook{topics: tp, log: slog.Default(),
+			publish: func(topic string, _ []byte, _ bool) error { copies = append(copies, topic); return nil },
+			subscribed: func(topic string) bool {
+				if topic != "lab/v1/json/node/n1/events" && topic != "lab/v1/json/node/n1/status" {
+					t.Errorf("asked about %s", topic)
+				}
+				return subscribed
+			}}
+		ev := packets.Packet{TopicName: tp.NodeEvents("n1"),
+			Payload: sealed(t, &proto.Event{Node: "n1", Rollout: "r1", Prev: proto.StateVerifying, State: proto.StateSucceeded})}
+		st := packets.Packet{FixedHeader: packets.FixedHeader{Retain: true}, TopicName: tp.NodeStatus("n1"), Payload: sealed(t, &proto.NodeStatus{Node: "n1"})}
+		h.OnPublished(nil, ev)
+		h.OnPublished(nil, st)
+		want := []string{"lab/v1/json/node/n1/status"}
+		if subscribed {
+			want = []string{"lab/v1/json/node/n1/events", "lab/v1/json/node/n1/status"}
+		}
+		if strings.Join(copies, " ") != strings.Join(want, " ") {
+			t.Errorf("subscribed %v: copies %v, want %v", subscribed, copies, want)
+		}
 	}
 }
