@@ -66,6 +66,7 @@ type options struct {
 	timeout           time.Duration
 	markdown          bool
 	clientQueue       int
+	jsonMirror        bool // the embedded broker's JSON mirror (off: mosquitto has none)
 	profile           string
 	profileAddr       string // where the embedded broker serves its profiler (with -profile)
 }
@@ -85,6 +86,7 @@ func run(args []string) int {
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "limit for each phase")
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
 	fs.IntVar(&o.clientQueue, "embedded-client-queue", 0, "the embedded broker's broker.client_queue (0: its default, 1,024)")
+	fs.BoolVar(&o.jsonMirror, "embedded-json-mirror", false, "run the embedded broker with its JSON mirror (on by default in labctl broker; off here to compare like with like: mosquitto has none)")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the embedded broker during the first rollout to `FILE` (go tool pprof FILE), and its heap profile with the runtime's memory statistics when idle to FILE.heap.txt")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -202,8 +204,8 @@ func freePort() (int, error) {
 }
 
 // startBroker starts the named broker on a free loopback port, sized for
-// o.nodes (mosquitto's queue), with o.clientQueue and o.profileAddr for
-// the embedded one.
+// o.nodes (mosquitto's queue), with o.clientQueue, o.jsonMirror and
+// o.profileAddr for the embedded one.
 func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error) {
 	port, err := freePort()
 	if err != nil {
@@ -216,12 +218,14 @@ func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error)
 	var cmd *exec.Cmd
 	switch kind {
 	case "embedded":
-		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", data, "--log-level", "warn")
+		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", data, "--log-level", "warn",
+			fmt.Sprintf("--json-mirror=%t", o.jsonMirror))
 		if o.profileAddr != "" {
 			cmd.Args = append(cmd.Args, "--debug-listen", o.profileAddr)
 		}
 	case "embedded-memory": // no persistence: what the store costs
-		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", "", "--log-level", "warn")
+		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", "", "--log-level", "warn",
+			fmt.Sprintf("--json-mirror=%t", o.jsonMirror))
 	case "mosquitto":
 		if _, err := exec.LookPath("mosquitto"); err != nil {
 			return nil, "", errors.New("mosquitto not found (apt-get install -y mosquitto)")
