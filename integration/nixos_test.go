@@ -53,6 +53,9 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 	if !strings.Contains(got.BrokerExecStart, "labctl broker --listen 0.0.0.0:8883 --data-dir /var/lib/lab-broker --identities") {
 		t.Errorf("broker ExecStart %q", got.BrokerExecStart)
 	}
+	if !strings.Contains(got.BrokerExecStart, " --json-mirror=false") {
+		t.Errorf("broker ExecStart %q: jsonMirror = false did not turn the mirror off", got.BrokerExecStart)
+	}
 	if len(got.Firewall) != 1 || got.Firewall[0] != 8883 {
 		t.Errorf("firewall %v", got.Firewall)
 	}

@@ -36,6 +36,11 @@ in {
       default = false;
       description = "Open the MQTT port in the firewall.";
     };
+    jsonMirror = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Publish JSON copies of node status, presence, events and rollout state under lab/v1/json/ for generic MQTT clients (Home Assistant, Node-RED). Costs the broker CPU and memory in large fleets.";
+    };
     extraArgs = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -55,7 +60,8 @@ in {
           "${cfg.package}/bin/labctl" "broker"
           "--listen" "${cfg.address}:${toString cfg.port}"
           "--data-dir" cfg.dataDir
-        ] ++ lib.optionals (cfg.identities != null) [ "--identities" cfg.identities ] ++ cfg.extraArgs);
+        ] ++ lib.optionals (cfg.identities != null) [ "--identities" cfg.identities ]
+          ++ lib.optional (!cfg.jsonMirror) "--json-mirror=false" ++ cfg.extraArgs);
         ExecReload = "/run/current-system/sw/bin/kill -HUP $MAINPID";
         Restart = "always";
         StateDirectory = "lab-broker";

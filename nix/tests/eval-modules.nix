@@ -38,7 +38,7 @@ let
       trustedKeys = [ "operator-2026:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=" ];
       timeouts.fetch = "45m";
     };
-    services.lab-broker = { enable = true; package = fakeLab; port = 8883; openFirewall = true; };
+    services.lab-broker = { enable = true; package = fakeLab; port = 8883; openFirewall = true; jsonMirror = false; };
   };
   c = (lib.evalModules { modules = [ nixosStub ../modules/default.nix machine ]; }).config;
   labd = c.systemd.services.labd;
