@@ -480,7 +480,8 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 		}
 		// The broker sends every retained message again after a
 		// reconnect: judge what it lost once they stopped arriving.
-		if !lost.IsZero() && (time.Since(r.c.fleet.LastMessage()) >= reassertQuiet || time.Since(back) >= reassertWait) {
+		quiet := time.Since(later(r.c.fleet.LastMessage(), back))
+		if !lost.IsZero() && (quiet >= reassertQuiet || time.Since(back) >= reassertWait) {
 			if err := r.reassert(ctx, lost); err != nil {
 				r.log.Warn("publish again what the broker lost", "err", err)
 			}
@@ -534,8 +535,17 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	}
 }
 
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // After a reconnect, reassert runs once no message arrived for
-// reassertQuiet (the retained flood is over), or reassertWait passed.
+// reassertQuiet since the reconnect was noticed (the retained flood is
+// over, or there was none), or reassertWait passed.
 const (
 	reassertQuiet = 300 * time.Millisecond
 	reassertWait  = 10 * time.Second

@@ -46,6 +46,9 @@ func TestBrokerKilledMidRollout(t *testing.T) {
 	if code := exitCode(cmd.Wait()); code != exitSucceeded {
 		t.Fatalf("publish exit %d after the broker restart\n%s", code, out.String())
 	}
+	if strings.Contains(out.String(), "published again") {
+		t.Errorf("labctl published Desired states again although the broker kept them:\n%s", out.String())
+	}
 	for _, n := range f.nodes {
 		f.Watch().AwaitState(t, n.Name, "r-bkill", proto.StateSucceeded, 30*time.Second)
 		if c := switched(n, "switch", f.gen2[n.Name]); c != 1 {
