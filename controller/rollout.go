@@ -377,25 +377,27 @@ func (r *run) publishOne(ctx context.Context, n, toplevel string, wave int, now 
 // newer than any it had.
 func (r *run) signOne(n, toplevel string, wave int, now time.Time) (topic string, payload []byte, gen uint64, err error) {
 	v, _ := r.c.fleet.Get(n)
-	return r.signGen(n, toplevel, wave, nextGen(now, max(v.DesiredGen, r.tr.gens[n])), now)
+	gen = nextGen(now, max(v.DesiredGen, r.tr.gens[n]))
+	topic, payload, err = r.signGen(n, toplevel, wave, gen, now)
+	return topic, payload, gen, err
 }
 
 // signGen builds, signs and encodes the Desired of node n with gen.
-func (r *run) signGen(n, toplevel string, wave int, gen uint64, now time.Time) (topic string, payload []byte, _ uint64, err error) {
+func (r *run) signGen(n, toplevel string, wave int, gen uint64, now time.Time) (topic string, payload []byte, err error) {
 	p := r.plan
 	d := &proto.Desired{Node: n, Rollout: p.ID, Gen: gen, Toplevel: toplevel,
 		Action: p.Action, Reboot: p.Reboot, Wave: wave, Checks: p.Checks, Timeouts: p.Timeouts}
 	d.Stamp(r.c.from, now)
 	if r.opts.Key != nil {
 		if err := proto.Sign(d, *r.opts.Key); err != nil {
-			return "", nil, 0, fmt.Errorf("sign desired for %s: %w", n, err)
+			return "", nil, fmt.Errorf("sign desired for %s: %w", n, err)
 		}
 	}
 	b, err := proto.Seal(d)
 	if err != nil {
-		return "", nil, 0, fmt.Errorf("desired for %s: %w", n, err)
+		return "", nil, fmt.Errorf("desired for %s: %w", n, err)
 	}
-	return r.c.topics.NodeDesired(n), b, d.Gen, nil
+	return r.c.topics.NodeDesired(n), b, nil
 }
 
 // openWave opens wave i: the gates of the gated groups move to i+1, and
@@ -579,7 +581,7 @@ func (r *run) reassert(ctx context.Context, lost time.Time) error {
 		if r.gated[n] {
 			wave = r.tr.wave[n] + 1
 		}
-		topic, b, _, err := r.signGen(n, r.plan.Targets[n], wave, r.tr.gens[n], now)
+		topic, b, err := r.signGen(n, r.plan.Targets[n], wave, r.tr.gens[n], now)
 		if err != nil {
 			return err
 		}
