@@ -136,6 +136,11 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if pf.on != "" { // a typo fails before the connection, not after
+		if _, err := parseOn(pf.on); err != nil {
+			return usageError{err}
+		}
+	}
 	ss, err := openSession(cmd, g, pf.keyFile)
 	if err != nil {
 		return err

@@ -37,6 +37,9 @@ did not come back in time; 5 some were skipped because they were offline.`,
 			if on == "" {
 				return usageError{errors.New("--on is required: @group or node names")}
 			}
+			if _, err := parseOn(on); err != nil { // before connecting
+				return usageError{err}
+			}
 			ss, err := openSession(cmd, g, keyFile)
 			if err != nil {
 				return err

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lab-fleet/lab/controller/flake"
 )
@@ -78,6 +80,22 @@ func TestSelectFlake(t *testing.T) {
 	for on, want := range map[string]string{"@nobody": "--on @nobody: no machine of the flake is in this group", "attic": "--on attic: no machine of the flake has this name"} {
 		if _, err := selectFlake(on, ms); err == nil || err.Error() != want {
 			t.Errorf("%q: error %v, want %q", on, err, want)
+		}
+	}
+}
+
+// TestBadOnFailsBeforeConnecting: a malformed --on is a usage error (exit
+// 2) at once, not after waiting for a broker (none listens here).
+func TestBadOnFailsBeforeConnecting(t *testing.T) {
+	for _, args := range [][]string{
+		{"reboot", "--on", "Kitchen", "--broker", "mqtt://127.0.0.1:1"},
+		{"publish", "--on", "@", "--toplevel", "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x", "--broker", "mqtt://127.0.0.1:1"},
+	} {
+		var out, errOut strings.Builder
+		start := time.Now()
+		code := run(context.Background(), args, &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), "--on") || time.Since(start) > 5*time.Second {
+			t.Errorf("%v: exit %d after %s, stderr %q; want exit 2 at once, naming --on", args, code, time.Since(start), errOut.String())
 		}
 	}
 }
