@@ -77,9 +77,9 @@ func TestMirrorOf(t *testing.T) {
 			}
 			continue
 		}
-		var anyJSON map[string]any
-		if err := json.Unmarshal(payload, &anyJSON); err != nil || !json.Valid(payload) {
-			t.Errorf("%s: copy is not JSON: %v: %s", c.name, err, payload)
+		var object map[string]any
+		if err := json.Unmarshal(payload, &object); err != nil {
+			t.Errorf("%s: copy is not a JSON object: %v: %s", c.name, err, payload)
 		}
 		if !strings.Contains(string(payload), c.field) {
 			t.Errorf("%s: copy %s lacks %s", c.name, payload, c.field)
