@@ -211,6 +211,9 @@ type RolloutState struct {
 	Nodes     NodeProgressMap `msgpack:"nodes" json:"nodes"`
 	Counters  Counters        `msgpack:"counters" json:"counters"`
 	Reason    string          `msgpack:"reason" json:"reason,omitempty"`
+	// Halted says the rollout stopped opening waves early (its failure
+	// threshold, or a cancel); Reason says why. Absent when false.
+	Halted bool `msgpack:"halted,omitempty" json:"halted,omitempty"`
 	// Omitted counts the targets left out of Nodes so that the message
 	// stays under its size limit (very large rollouts): succeeded ones
 	// first, then the rest of those without trouble. Every node's own

@@ -107,17 +107,37 @@ func (o Op) Valid() bool {
 	return false
 }
 
-// RolloutPhase is the overall state of a rollout.
+// RolloutPhase is the overall state of a rollout. Its values past
+// running are the rollout outcomes labctl reports everywhere (exit codes,
+// records, this retained state): one vocabulary. Why a rollout stopped
+// early (a failure threshold) is RolloutState.Halted with its Reason, not a
+// phase of its own.
 type RolloutPhase string
 
 // The rollout phases.
 const (
-	RolloutRunning   RolloutPhase = "running"
-	RolloutSucceeded RolloutPhase = "succeeded" // every reachable target succeeded (some may be pending)
-	RolloutFailed    RolloutPhase = "failed"    // finished with failures
-	RolloutHalted    RolloutPhase = "halted"    // stopped by a failure threshold
-	RolloutCancelled RolloutPhase = "cancelled"
+	RolloutRunning    RolloutPhase = "running"     // a controller follows it
+	RolloutPending    RolloutPhase = "pending"     // followed to its end, some targets offline or busy: they converge later; resumable
+	RolloutSucceeded  RolloutPhase = "succeeded"   // every target runs the new system
+	RolloutRolledBack RolloutPhase = "rolled-back" // some targets rolled back, none failed worse
+	RolloutFailed     RolloutPhase = "failed"      // some failed, timed out, were rejected or could not roll back
+	RolloutCancelled  RolloutPhase = "cancelled"   // cancelled before every target ran
+	// RolloutHalted is what versions before 2026-12 published for a
+	// rollout stopped by its failure threshold. It is still accepted when
+	// decoding (a retained state outlives upgrades) and never published.
+	RolloutHalted RolloutPhase = "halted"
 )
 
-// Terminal reports whether the rollout is over.
-func (p RolloutPhase) Terminal() bool { return p != RolloutRunning && p != "" }
+// Valid reports whether p is a known phase.
+func (p RolloutPhase) Valid() bool {
+	switch p {
+	case RolloutRunning, RolloutPending, RolloutSucceeded, RolloutRolledBack, RolloutFailed, RolloutCancelled, RolloutHalted:
+		return true
+	}
+	return false
+}
+
+// Terminal reports whether the rollout is over: nothing of it is still
+// to happen. A pending rollout is not over (its offline targets converge
+// when they wake, and it may be resumed or cancelled).
+func (p RolloutPhase) Terminal() bool { return p != RolloutRunning && p != RolloutPending && p != "" }

@@ -2,7 +2,6 @@ package proto
 
 import (
 	"fmt"
-	"slices"
 )
 
 // Bounds on list and string fields, so that a valid message is also a small one.
@@ -269,7 +268,7 @@ func (r *RolloutState) Validate() error {
 	if r.Action != "" && !r.Action.Valid() {
 		return invalid("action", "%q", r.Action)
 	}
-	if !slices.Contains([]RolloutPhase{RolloutRunning, RolloutSucceeded, RolloutFailed, RolloutHalted, RolloutCancelled}, r.State) {
+	if !r.State.Valid() {
 		return invalid("state", "%q is not a rollout state", r.State)
 	}
 	for i, w := range r.Waves {
