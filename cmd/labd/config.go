@@ -77,6 +77,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		"nix.detach", "nix.bin_dir"} {
 		_ = v.BindEnv(k)
 	}
+	_ = v.BindEnv("broker", "LAB_BROKER_URL") // labctl's older spelling, after LAB_BROKER (docs/labctl.md)
 	var fc fileConfig
 	err := v.Unmarshal(&fc, func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = true
