@@ -133,3 +133,23 @@ func setDur(d *time.Duration, def time.Duration) {
 		*d = def
 	}
 }
+
+// Warnings returns what is valid but probably wrong in a validated
+// config, one sentence each: labd logs them at start and
+// `labd --check-config` prints them.
+func (c *Config) Warnings() []string {
+	var w []string
+	if len(c.TrustedKeys) == 0 {
+		w = append(w, "no trusted_keys configured: accepting UNSIGNED desired states; pin the operator's public key (labctl key public)")
+	}
+	profile := c.Nix.Profile
+	if profile == "" {
+		profile = nixsys.DefaultProfile
+	}
+	if _, err := os.Stat(profile); err != nil {
+		w = append(w, fmt.Sprintf("system profile %s does not exist (%v): labd reports no current system and cannot roll a failed first activation back; "+
+			"create it from the running system with: nix-env -p %s --set $(readlink -f /run/current-system) (or --set /nix/store/...-nixos-system-...)",
+			profile, errors.Unwrap(err), profile))
+	}
+	return w
+}

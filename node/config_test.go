@@ -1,12 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lab-fleet/lab/node/health"
+	"github.com/lab-fleet/lab/node/nixsys/nixsystest"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -44,5 +48,29 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.key+":") {
 			t.Errorf("%s: err = %v", tc.key, err)
 		}
+	}
+}
+
+// labd warns at start about a missing system profile (it could not roll a
+// failed first activation back) and says how to create one; and about
+// missing trusted keys.
+func TestNewWarnsAboutMissingProfileAndKeys(t *testing.T) {
+	dir := t.TempDir()
+	profile := filepath.Join(dir, "profiles", "system")
+	var logs bytes.Buffer
+	c := Config{Name: "n1", Broker: []string{"mqtt://b:1883"}, StateDir: filepath.Join(dir, "state"),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	c.Nix.Profile = profile
+	if _, err := New(c, nixsystest.New()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"no trusted_keys configured", "system profile " + profile + " does not exist", "nix-env -p " + profile + " --set"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the start log does not say %q:\n%s", want, logs.String())
+		}
+	}
+	c.Nix.Profile, c.TrustedKeys = dir, []string{"op:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k="}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("warnings for a config with a key and an existing profile: %q", w)
 	}
 }

@@ -71,8 +71,8 @@ func New(cfg Config, sys nixsys.System) (*Daemon, error) {
 	for _, c := range cfg.Checks {
 		d.checkR[c.Name] = proto.CheckResult{Detail: "not run since labd started"}
 	}
-	if len(keys) == 0 {
-		d.log.Warn("no trusted_keys configured: accepting UNSIGNED desired states; pin the operator's public key")
+	for _, w := range cfg.Warnings() {
+		d.log.Warn("configuration warning", "detail", w)
 	}
 	return d, nil
 }

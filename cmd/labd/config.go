@@ -113,6 +113,9 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		RebootDelay: uint32(m.RebootDelay / time.Second), Criticality: m.Criticality}
 	cfg.Nix.Profile, cfg.Nix.Options, cfg.Nix.Env, cfg.Nix.Detach, cfg.Nix.NixBinDir = fc.Profile, fc.Nix.Options, fc.Nix.Env, fc.Nix.Detach, fc.Nix.BinDir
 	if err := cfg.Validate(); err != nil {
+		if v.ConfigFileUsed() == "" {
+			return cfg, fmt.Errorf("no config file given (labd --config FILE), and the environment (LAB_<KEY>) does not complete the configuration: %w", err)
+		}
 		return cfg, err
 	}
 	return cfg, nil

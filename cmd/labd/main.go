@@ -66,6 +66,9 @@ underscores, e.g. LAB_TIMEOUTS_FETCH=45m).`,
 				return configError{err}
 			}
 			if checkOnly {
+				for _, w := range cfg.Warnings() {
+					fmt.Fprintf(errOut, "labd: warning: %s\n", w)
+				}
 				fmt.Fprintf(out, "labd config ok: node %s, groups %v, broker %v, %d checks\n", cfg.Name, cfg.Groups, cfg.Broker, len(cfg.Checks))
 				return nil
 			}

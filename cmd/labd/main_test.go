@@ -59,3 +59,50 @@ func TestMissingConfigFile(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 }
+
+// Without --config, a configuration the environment does not complete
+// says that no file was given, not only which key is missing.
+func TestCheckConfigWithoutConfigFile(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"--check-config"}, &out, &errOut)
+	if code != exitConfig || !strings.Contains(errOut.String(), "no config file given (labd --config FILE)") {
+		t.Fatalf("exit %d, want %d saying no config file was given:\n%s", code, exitConfig, errOut.String())
+	}
+}
+
+// --check-config accepts what is valid but warns, on stderr and with exit
+// 0, about what docs/labd.md promises a warning for: no trusted_keys (an
+// unsigned Desired is accepted) and a system profile that does not exist.
+func TestCheckConfigWarns(t *testing.T) {
+	dir := t.TempDir()
+	profile := filepath.Join(dir, "profiles", "system")
+	unsigned := strings.Replace(goodConfig, `trusted_keys: ["op:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k="]`, "", 1)
+	for _, tc := range []struct {
+		name, yaml string
+		want, not  []string
+	}{
+		{"no keys, no profile", unsigned + "profile: " + profile + "\n",
+			[]string{"warning: no trusted_keys configured", "UNSIGNED", "system profile " + profile + " does not exist", "nix-env -p " + profile + " --set"}, nil},
+		{"keys and a profile", goodConfig + "profile: " + dir + "\n", nil, []string{"warning"}},
+	} {
+		path := filepath.Join(dir, "labd.yaml")
+		if err := os.WriteFile(path, []byte(strings.ReplaceAll(tc.yaml, "STATE", dir)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"--config", path, "--check-config"}, &out, &errOut)
+		if code != 0 || !strings.Contains(out.String(), "labd config ok") {
+			t.Errorf("%s: exit %d, want 0 and ok:\n%s%s", tc.name, code, out.String(), errOut.String())
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(errOut.String(), w) {
+				t.Errorf("%s: stderr does not say %q:\n%s", tc.name, w, errOut.String())
+			}
+		}
+		for _, w := range tc.not {
+			if strings.Contains(errOut.String(), w) {
+				t.Errorf("%s: stderr says %q:\n%s", tc.name, w, errOut.String())
+			}
+		}
+	}
+}
