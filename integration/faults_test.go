@@ -212,6 +212,42 @@ func TestBrokenStateDirIsReported(t *testing.T) {
 	})
 }
 
+// A broken activation run directory (state_dir/activation replaced by a
+// file) is found before the profile moves: the node ends failed, "nothing
+// was changed", with the profile and the running system untouched — not
+// rollback-failed — and works again once the directory is repaired.
+func TestBrokenActivationDirFailsBeforeTheProfileMoves(t *testing.T) {
+	f := newFleet(t, []string{"n1"}, nil)
+	n := f.nodes[0]
+	f.startAll()
+	runDir := n.Dir + "/state/activation"
+	if err := os.RemoveAll(runDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(runDir, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := f.publish("r-actdir", "--timeout", "60s"); code != exitFailed {
+		t.Fatalf("publish exit %d, want %d\n%s", code, exitFailed, out)
+	}
+	s := f.Watch().AwaitState(t, "n1", "r-actdir", proto.StateFailed, 10*time.Second)
+	if !strings.Contains(s.Execution.Error, "nothing was changed") || !strings.Contains(s.Execution.Error, "activation run directory") {
+		t.Errorf("status error %q does not say that nothing was changed and why", s.Execution.Error)
+	}
+	if n.Current() != f.gen1["n1"] || len(n.Switches()) != 0 {
+		t.Errorf("the node changed: profile %s (want gen 1), switches %v", n.Current(), n.Switches())
+	}
+	if err := os.Remove(runDir); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := f.Labctl("publish", "--id", "r-actdir2", "--key", f.KeyFile, "--toplevel", "n1="+f.gen2["n1"], "--timeout", "60s"); code != exitSucceeded {
+		t.Fatalf("publish after the repair: exit %d", code)
+	}
+	if n.Current() != f.gen2["n1"] || switched(n, "switch", f.gen2["n1"]) != 1 {
+		t.Errorf("after the repair: profile %s, switches %v", n.Current(), n.Switches())
+	}
+}
+
 // Magic rollback, the other half: the new configuration breaks the
 // machine's health endpoint (an HTTP check). The node keeps retrying it
 // until the confirm deadline, then rolls back by itself — and the

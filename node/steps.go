@@ -32,6 +32,11 @@ func (d *Daemon) activate(ctx context.Context, e effActivate) evActivated {
 		}
 	}
 	if act == nil {
+		// Everything that could keep the switch from starting is checked
+		// while the profile has not moved: then the node only failed.
+		if err := d.nix.CheckActivation(e.toplevel, string(e.action), d.runDir()); err != nil {
+			return evActivated{gen: e.gen, detail: "cannot start the activation, so nothing was changed: " + err.Error()}
+		}
 		if e.action != proto.ActionTest {
 			if cur, _ := d.nix.Current(); cur != e.toplevel {
 				if err := d.nix.SetProfile(ctx, e.toplevel); err != nil {

@@ -24,11 +24,12 @@ var (
 	ErrNeverStarted = errors.New("the switch never started")
 )
 
-// ActivationError is an activation that could not be started or whose
-// outcome could not be learned (Phase "start" or "wait"), or that failed
-// (Phase "switch", see Result.Err).
+// ActivationError is an activation that cannot run (Phase "check",
+// nothing was changed), could not be started or whose outcome could not be
+// learned (Phase "start" or "wait"), or that failed (Phase "switch", see
+// Result.Err).
 type ActivationError struct {
-	Phase    string // "start", "wait" or "switch"
+	Phase    string // "check", "start", "wait" or "switch"
 	Toplevel string
 	Action   string
 	Err      error

@@ -49,6 +49,9 @@ type System interface {
 	// StartActivation starts <toplevel>/bin/switch-to-configuration
 	// <action> detached from this process, recording it in runDir.
 	StartActivation(ctx context.Context, toplevel, action, runDir string) (*Activation, error)
+	// CheckActivation reports what would keep StartActivation from
+	// running, before anything changes (the profile has not moved yet).
+	CheckActivation(toplevel, action, runDir string) error
 	// ResumeActivation reattaches to the activation recorded in runDir by
 	// this or an earlier process; false if none is recorded.
 	ResumeActivation(runDir string) (*Activation, bool, error)

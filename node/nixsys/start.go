@@ -24,20 +24,9 @@ func (n *Nix) StartActivation(ctx context.Context, toplevel, action, runDir stri
 	startErr := func(err error) error {
 		return &ActivationError{Phase: "start", Toplevel: toplevel, Action: action, Err: err}
 	}
-	if err := validateActivation(toplevel, action, n.cfg.AllowNonStorePaths); err != nil {
+	exe, err := n.prepare(toplevel, action, runDir)
+	if err != nil {
 		return nil, startErr(err)
-	}
-	if err := os.MkdirAll(runDir, 0o700); err != nil {
-		return nil, startErr(err)
-	}
-	if prev, ok, err := n.ResumeActivation(runDir); err != nil {
-		return nil, startErr(err)
-	} else if ok {
-		if _, done, _ := readResult(runDir, prev.ID); !done {
-			if gone, _ := prev.helperGone(); !gone {
-				return nil, startErr(fmt.Errorf("%w: %s %s (id %s)", ErrActivationRunning, prev.Action, prev.Toplevel, prev.ID))
-			}
-		}
 	}
 	for _, f := range []string{resultFile, pidFile} {
 		if err := os.Remove(filepath.Join(runDir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -50,10 +39,6 @@ func (n *Nix) StartActivation(ctx context.Context, toplevel, action, runDir stri
 	}
 	a.ID = randomID()
 	a.Started = time.Now()
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, startErr(fmt.Errorf("find own executable: %w", err))
-	}
 	args := helperArgs(runDir, a.ID, toplevel, action, n.cfg.AllowNonStorePaths)
 	if n.detach == DetachSystemdRun {
 		a.Unit = "lab-activate-" + a.ID
@@ -81,6 +66,64 @@ func (n *Nix) StartActivation(ctx context.Context, toplevel, action, runDir stri
 	}
 	log.Info("activation started", "pid", a.Pid)
 	return a, nil
+}
+
+// CheckActivation reports, before anything changes, what would keep
+// StartActivation from running <toplevel>/bin/switch-to-configuration
+// <action> in runDir: an invalid action or toplevel, a run directory that
+// cannot be created or written (e.g. a file in its place), an activation
+// still running there, labd's own executable not found, or a toplevel
+// without an executable switch-to-configuration. Errors are
+// *ActivationError of phase "check".
+func (n *Nix) CheckActivation(toplevel, action, runDir string) error {
+	checkErr := func(err error) error {
+		return &ActivationError{Phase: "check", Toplevel: toplevel, Action: action, Err: err}
+	}
+	if _, err := n.prepare(toplevel, action, runDir); err != nil {
+		return checkErr(err)
+	}
+	script := filepath.Join(toplevel, "bin", "switch-to-configuration")
+	st, err := os.Stat(script)
+	if err != nil {
+		return checkErr(fmt.Errorf("not a NixOS system: %w", err))
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return checkErr(fmt.Errorf("not a NixOS system: %s is not an executable file", script))
+	}
+	return nil
+}
+
+// prepare checks what an activation needs and creates runDir; it returns
+// labd's own executable (the helper).
+func (n *Nix) prepare(toplevel, action, runDir string) (string, error) {
+	if err := validateActivation(toplevel, action, n.cfg.AllowNonStorePaths); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return "", fmt.Errorf("activation run directory: %w", err)
+	}
+	probe, err := os.CreateTemp(runDir, ".probe*")
+	if err != nil {
+		return "", fmt.Errorf("activation run directory is not writable: %w", err)
+	}
+	probe.Close()
+	if err := os.Remove(probe.Name()); err != nil {
+		return "", fmt.Errorf("activation run directory: %w", err)
+	}
+	if prev, ok, err := n.ResumeActivation(runDir); err != nil {
+		return "", err
+	} else if ok {
+		if _, done, _ := readResult(runDir, prev.ID); !done {
+			if gone, _ := prev.helperGone(); !gone {
+				return "", fmt.Errorf("%w: %s %s (id %s)", ErrActivationRunning, prev.Action, prev.Toplevel, prev.ID)
+			}
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own executable: %w", err)
+	}
+	return exe, nil
 }
 
 // startSetsid starts the helper in a new session, its output appended to

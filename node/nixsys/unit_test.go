@@ -279,3 +279,40 @@ func TestWaitTellsANeverStartedActivation(t *testing.T) {
 		t.Fatalf("Wait = %v, want ErrHelperLost only", err)
 	}
 }
+
+// CheckActivation finds, before anything changes, what would keep an
+// activation from starting: a file where the run directory should be, a
+// toplevel without switch-to-configuration, an activation still running.
+func TestCheckActivation(t *testing.T) {
+	n, _ := newTestNix(t, Config{AllowNonStorePaths: true})
+	top := fakeToplevel(t, "sleep 30")
+	runDir := filepath.Join(t.TempDir(), "activation")
+	if err := n.CheckActivation(top, "switch", runDir); err != nil {
+		t.Fatalf("CheckActivation of a good toplevel: %v", err)
+	}
+	var ae *ActivationError
+	notDir := filepath.Join(t.TempDir(), "activation")
+	if err := os.WriteFile(notDir, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.CheckActivation(top, "switch", notDir); !errors.As(err, &ae) || ae.Phase != "check" || !strings.Contains(err.Error(), "activation run directory") {
+		t.Errorf("run dir is a file: %v, want a check ActivationError naming the run directory", err)
+	}
+	if err := n.CheckActivation(t.TempDir(), "switch", runDir); !errors.As(err, &ae) || ae.Phase != "check" || !strings.Contains(err.Error(), "switch-to-configuration") {
+		t.Errorf("no switch-to-configuration: %v", err)
+	}
+	if err := n.CheckActivation(top, "reboot", runDir); !errors.Is(err, ErrInvalidAction) {
+		t.Errorf("action reboot: %v, want ErrInvalidAction", err)
+	}
+	a, err := n.StartActivation(context.Background(), top, "switch", runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-a.Pid, syscall.SIGKILL) })
+	if err := n.CheckActivation(top, "switch", runDir); !errors.Is(err, ErrActivationRunning) {
+		t.Errorf("while one runs: %v, want ErrActivationRunning", err)
+	}
+	if _, err := n.StartActivation(context.Background(), top, "switch", notDir); !errors.As(err, &ae) || ae.Phase != "start" {
+		t.Errorf("StartActivation with a file as run dir: %v, want a start ActivationError", err)
+	}
+}

@@ -39,6 +39,8 @@ type Fake struct {
 	Activated chan nixsys.Result
 	// StartErr, if not nil, is returned by every StartActivation.
 	StartErr error
+	// CheckErr, if not nil, is returned by every CheckActivation.
+	CheckErr error
 
 	mu      sync.Mutex
 	calls   []string
@@ -60,7 +62,7 @@ type activation struct {
 }
 
 // Calls returns the calls so far: "realise <p>", "set-profile <p>",
-// "activate <action> <p>", "resume <runDir>".
+// "check <action> <p>", "activate <action> <p>", "resume <runDir>".
 func (f *Fake) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -163,16 +165,33 @@ func (f *Fake) Generations() ([]nixsys.Generation, error) {
 	return append([]nixsys.Generation(nil), f.gens...), nil
 }
 
+// CheckActivation records the call, validates like the real one and
+// returns CheckErr.
+func (f *Fake) CheckActivation(toplevel, action, runDir string) error {
+	f.record("check %s %s", action, toplevel)
+	if err := validate(toplevel, action); err != nil {
+		return &nixsys.ActivationError{Phase: "check", Toplevel: toplevel, Action: action, Err: err}
+	}
+	if f.CheckErr != nil {
+		return &nixsys.ActivationError{Phase: "check", Toplevel: toplevel, Action: action, Err: f.CheckErr}
+	}
+	return nil
+}
+
+func validate(toplevel, action string) error {
+	switch action {
+	case "switch", "boot", "test", "dry-activate":
+	default:
+		return nixsys.ErrInvalidAction
+	}
+	return nixsys.ValidStorePath(toplevel)
+}
+
 // StartActivation records the call, validates like the real one, and
 // returns an Activation whose Wait takes its result from Activated.
 func (f *Fake) StartActivation(ctx context.Context, toplevel, action, runDir string) (*nixsys.Activation, error) {
 	f.record("activate %s %s", action, toplevel)
-	switch action {
-	case "switch", "boot", "test", "dry-activate":
-	default:
-		return nil, &nixsys.ActivationError{Phase: "start", Toplevel: toplevel, Action: action, Err: nixsys.ErrInvalidAction}
-	}
-	if err := nixsys.ValidStorePath(toplevel); err != nil {
+	if err := validate(toplevel, action); err != nil {
 		return nil, &nixsys.ActivationError{Phase: "start", Toplevel: toplevel, Action: action, Err: err}
 	}
 	if f.StartErr != nil {
