@@ -14,12 +14,14 @@ import (
 	"github.com/lab-fleet/lab/internal/bus"
 	"github.com/lab-fleet/lab/internal/pki"
 	"github.com/lab-fleet/lab/proto"
+	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
 )
 
-// Client flags shared by the commands that talk to a broker.
+// Client flags shared by the commands that talk to a broker (docs/labctl.md).
 const (
-	keyBrokerURL    = "broker.url"
+	keyBroker       = "broker"     // a URL or a list, as in labd's config; env LAB_BROKER
+	keyBrokerURL    = "broker.url" // the older spelling, inside the broker section; env LAB_BROKER_URL
 	keyUsername     = "username"
 	keyPasswordFile = "password_file"
 	keyPrefix       = "prefix"
@@ -30,7 +32,7 @@ const (
 
 func addClientFlags(g *globals, cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.String("broker", "mqtt://127.0.0.1:1883", "broker `URL` (mqtt://, tls://, ws://; env LAB_BROKER_URL)")
+	f.String("broker", defaultBrokerURL, "broker `URL` (mqtt://, tls://, ws://; env LAB_BROKER; config key broker)")
 	f.String("username", "", "MQTT username (env LAB_USERNAME)")
 	f.String("password-file", "", "read the MQTT password from `FILE` (env LAB_PASSWORD_FILE)")
 	f.String("prefix", proto.DefaultPrefix, "topic prefix")
@@ -40,7 +42,7 @@ func addClientFlags(g *globals, cmd *cobra.Command) {
 	// Bind when the command runs: several commands share these keys, and
 	// viper keeps one flag per key.
 	cmd.PreRun = func(cmd *cobra.Command, _ []string) {
-		mustBind(g.v, keyBrokerURL, cmd, "broker")
+		g.brokerFlag = cmd.Flags().Lookup("broker")
 		mustBind(g.v, keyUsername, cmd, "username")
 		mustBind(g.v, keyPasswordFile, cmd, "password-file")
 		mustBind(g.v, keyPrefix, cmd, "prefix")
@@ -93,8 +95,12 @@ func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []str
 			clientID = cn + "-" + proto.NewID()[:12] // the certificate is the identity
 		}
 	}
+	urls, err := g.brokerURLs()
+	if err != nil {
+		return nil, usageError{err}
+	}
 	c, err := bus.Dial(ctx, bus.Config{
-		URLs:       []string{g.v.GetString(keyBrokerURL)},
+		URLs:       urls,
 		TLS:        tlsCfg,
 		ClientID:   clientID,
 		Username:   g.v.GetString(keyUsername),
@@ -114,7 +120,7 @@ func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []str
 	defer cancel()
 	if err := c.AwaitConnection(wctx); err != nil {
 		_ = c.Close(context.Background())
-		return nil, fmt.Errorf("connect to %s: %w", g.v.GetString(keyBrokerURL), err)
+		return nil, fmt.Errorf("connect to %s: %w", strings.Join(urls, ", "), err)
 	}
 	subs := fleet.Filters()
 	if filters != nil {
@@ -164,4 +170,48 @@ func openSession(cmd *cobra.Command, g *globals, keyFile string) (*session, erro
 func (s *session) close() {
 	s.conn.close()
 	s.stop()
+}
+
+// defaultBrokerURL is the broker dialled when nothing names one.
+const defaultBrokerURL = "mqtt://127.0.0.1:1883"
+
+// brokerURLs returns the brokers to dial (tried in turn, as labd does),
+// from the first place that names them: --broker, LAB_BROKER,
+// LAB_BROKER_URL, the config file's broker (a URL or a list, as in labd's
+// config), its broker.url (the older spelling, which can sit next to the
+// broker's own settings), else the default.
+func (g *globals) brokerURLs() ([]string, error) {
+	if f := g.brokerFlag; f != nil && f.Changed {
+		return []string{f.Value.String()}, nil
+	}
+	for _, env := range []string{"LAB_BROKER", "LAB_BROKER_URL"} {
+		if u := os.Getenv(env); u != "" {
+			return []string{u}, nil
+		}
+	}
+	file := g.v.ConfigFileUsed()
+	if g.v.InConfig(keyBroker) {
+		switch raw := g.v.Get(keyBroker).(type) {
+		case map[string]any: // the broker section: broker.url, if any, names it
+		case string:
+			return []string{raw}, nil
+		default:
+			urls, err := cast.ToStringSliceE(raw)
+			if err != nil || len(urls) == 0 {
+				return nil, fmt.Errorf("%s: %s: want a broker URL or a list of them, not %v", file, keyBroker, raw)
+			}
+			return urls, nil
+		}
+	}
+	if g.v.InConfig(keyBrokerURL) {
+		u, err := cast.ToStringE(g.v.Get(keyBrokerURL))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", file, keyBrokerURL, err)
+		}
+		return []string{u}, nil
+	}
+	if f := g.brokerFlag; f != nil {
+		return []string{f.DefValue}, nil
+	}
+	return []string{defaultBrokerURL}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 )
 
@@ -16,19 +17,39 @@ type globals struct {
 	out    io.Writer
 	errOut io.Writer
 	logger *slog.Logger
+
+	command    string      // the command running, e.g. "labctl publish"
+	brokerFlag *pflag.Flag // the running command's --broker, if it has one
 }
 
 func newGlobals(out, errOut io.Writer) *globals {
-	v := viper.New()
+	v := viper.NewWithOptions(viper.EnvKeyReplacer(envNames{}))
 	v.SetEnvPrefix("LAB")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
 	v.AutomaticEnv()
 	return &globals{v: v, out: out, errOut: errOut}
+}
+
+// envNames maps a viper key to its environment variable, once prefixed
+// ("LAB_BROKER.DATA_DIR" → LAB_BROKER_DATA_DIR). LAB_BROKER is hidden from
+// viper: it names the broker to dial (brokerURLs reads it), and viper
+// would take it to hide every broker.* key (a value at "broker" shadows
+// the section), so that `labctl broker` ignored its config file's broker
+// section whenever the shell had LAB_BROKER set.
+type envNames struct{}
+
+var envReplacer = strings.NewReplacer(".", "_", "-", "_")
+
+func (envNames) Replace(key string) string {
+	if key = envReplacer.Replace(key); key == "LAB_BROKER" {
+		return "" // never set
+	}
+	return key
 }
 
 // init reads the config file named by --config (YAML or TOML, by its
 // extension) and builds the logger. It runs before every subcommand.
 func (g *globals) init(cmd *cobra.Command) error {
+	g.command = cmd.CommandPath()
 	if err := g.v.BindPFlag("log_level", cmd.Flags().Lookup("log-level")); err != nil {
 		return err
 	}
