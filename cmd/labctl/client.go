@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/lab-fleet/lab/broker/access"
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/internal/bus"
 	"github.com/lab-fleet/lab/internal/pki"
@@ -128,7 +131,7 @@ func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []str
 	}
 	if err := c.Subscribe(ctx, subs...); err != nil {
 		_ = c.Close(context.Background())
-		return nil, err
+		return nil, explainRefusal(err, identityOf(g.v.GetString(keyUsername), tlsCfg), g.command, topics, subs)
 	}
 	// Until the retained flood stops (10,000 statuses take seconds), so
 	// that `--on @group` never selects from half a fleet.
@@ -215,3 +218,72 @@ func (g *globals) brokerURLs() ([]string, error) {
 	}
 	return []string{defaultBrokerURL}, nil
 }
+
+// identityOf is the name the broker knows this client by: its username,
+// else its certificate's common name ("" when it has neither).
+func identityOf(username string, tlsCfg *tls.Config) string {
+	if username != "" {
+		return username
+	}
+	if tlsCfg != nil {
+		return pki.CommonName(tlsCfg)
+	}
+	return ""
+}
+
+// refusedRE matches internal/bus's error for a subscription the broker
+// refused with MQTT v5's reason code 0x87, "not authorized".
+var refusedRE = regexp.MustCompile(`subscribe (\S+) refused: reason 0x87`)
+
+// explainRefusal says why the broker refused one of subs and which role
+// the command needs. labctl cannot ask the broker for its role, so it
+// reasons from the rules (broker/access, docs/security.md's table): the
+// bus reports the first refusal, so the filters before it were granted.
+func explainRefusal(err error, identity, command string, topics proto.Topics, subs []string) error {
+	m := refusedRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	refused := m[1]
+	granted := subs
+	if i := slices.Index(subs, refused); i >= 0 {
+		granted = subs[:i]
+	}
+	rules, rerr := access.New(access.File{}, topics)
+	if rerr != nil {
+		return err
+	}
+	reads := func(role access.Role, filters ...string) bool {
+		for _, f := range filters {
+			if !rules.CanSubscribe(access.Identity{Name: "x", Role: role}, f) {
+				return false
+			}
+		}
+		return true
+	}
+	who := fmt.Sprintf("identity %q", identity)
+	if identity == "" {
+		who = "this connection (no username, no client certificate)"
+	}
+	rights := "it has neither a viewer's nor a controller's rights (a node's identity?)"
+	if len(granted) > 0 && reads(access.RoleViewer, granted...) && !reads(access.RoleViewer, refused) {
+		rights = "it may read " + strings.Join(granted, ", ") + ": a viewer's rights"
+	}
+	need := access.RoleController
+	if reads(access.RoleViewer, subs...) {
+		need = access.RoleViewer
+	}
+	return refusalError{err: err, msg: fmt.Sprintf("%s may not subscribe to %s (the broker refused it: 0x87, not authorized); %s. "+
+		"%s needs a %s identity: labctl node add NAME --role %s --identities FILE on the broker, then --username NAME --password-file NAME.password (docs/security.md)",
+		who, refused, rights, command, need, need)}
+}
+
+// refusalError is the bus's error explained: it prints the explanation
+// and unwraps to the bus's error.
+type refusalError struct {
+	msg string
+	err error
+}
+
+func (e refusalError) Error() string { return e.msg }
+func (e refusalError) Unwrap() error { return e.err }
