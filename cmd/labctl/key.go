@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -44,6 +45,9 @@ func newKeyGenerateCmd(g *globals) *cobra.Command {
 				flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 			}
 			f, err := os.OpenFile(out, flags, 0o600)
+			if errors.Is(err, fs.ErrExist) {
+				return usageError{fmt.Errorf("%s exists: not overwriting a key (nodes may trust it); --force overwrites it: %w", out, err)}
+			}
 			if err != nil {
 				return fmt.Errorf("write key: %w", err)
 			}
@@ -86,8 +90,13 @@ func readPrivateKey(path string) (proto.PrivateKey, error) {
 	if err != nil {
 		return proto.PrivateKey{}, fmt.Errorf("read key: %w", err)
 	}
-	k, err := proto.ParsePrivateKey(strings.TrimSpace(string(b)))
+	text := strings.TrimSpace(string(b))
+	k, err := proto.ParsePrivateKey(text)
 	if err != nil {
+		if pub, perr := proto.ParsePublicKey(text); perr == nil {
+			return proto.PrivateKey{}, fmt.Errorf("key %s holds the public key %q (what nodes trust), not a secret key: "+
+				"give the file labctl key generate --out wrote: %w", path, pub.ID, err)
+		}
 		return proto.PrivateKey{}, fmt.Errorf("key %s: %w", path, err)
 	}
 	return k, nil
