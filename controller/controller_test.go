@@ -129,7 +129,7 @@ func TestRolloutOutcomes(t *testing.T) {
 			if changes == 0 {
 				t.Error("no progress reported")
 			}
-			// The retained rollout state tells any client the same.
+			// The retained rollout state tells any client the same outcome.
 			got := make(chan proto.RolloutState, 1)
 			dial(t, r.b.URL(), "watcher", func(m bus.Message) {
 				var s proto.RolloutState
@@ -139,7 +139,7 @@ func TestRolloutOutcomes(t *testing.T) {
 			}).Subscribe(context.Background(), proto.DefaultTopics.Rollout("r-1"))
 			select {
 			case s := <-got:
-				if !s.State.Terminal() || s.Counters.Total != len(tc.finals) {
+				if s.State != tc.outcome.Phase() || s.Counters.Total != len(tc.finals) {
 					t.Errorf("retained rollout state %+v", s)
 				}
 			case <-time.After(3 * time.Second):

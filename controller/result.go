@@ -94,13 +94,15 @@ func classify(c proto.Counters) Outcome {
 	return OutcomeSucceeded
 }
 
-// phase is the RolloutState phase for counters; done says the rollout is over.
+// phase is the rollout phase for counters: running until done, then the
+// outcome itself (one vocabulary for exit codes, records and the retained
+// RolloutState).
 func phase(c proto.Counters, done bool) proto.RolloutPhase {
 	if !done {
 		return proto.RolloutRunning
 	}
-	if c.Failed > 0 || c.RolledBack > 0 {
-		return proto.RolloutFailed
-	}
-	return proto.RolloutSucceeded
+	return classify(c).Phase()
 }
+
+// Phase is the rollout phase that records and RolloutState use for o.
+func (o Outcome) Phase() proto.RolloutPhase { return proto.RolloutPhase(o) }

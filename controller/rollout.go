@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,6 +34,14 @@ type WaveEvent struct {
 	Halted       bool
 	Reason       string
 }
+
+var (
+	// ErrKeyNeeded refuses to resume or cancel a signed rollout without
+	// a key: what it would publish unsigned, nodes that pin keys reject.
+	ErrKeyNeeded = errors.New("give the operator key (--key) that signed it")
+	// ErrRolloutEnded refuses to resume or cancel a rollout that is over.
+	ErrRolloutEnded = errors.New("nothing is left to resume or cancel")
+)
 
 // ErrNoWaitNeedsOneWave refuses --no-wait for plans of several waves: the
 // later waves need a controller to open them.
@@ -61,6 +70,7 @@ type run struct {
 	tr    *tracker
 	gated map[string]bool // targets opened by a group gate (their Desired is published at start)
 	gates []string        // the groups whose gates open the gated targets
+	keyID string          // the key that signed the Desired states ("" unsigned)
 	seq   uint64          // last gate seq
 	// reconnects is the count of the bus's reconnects (Fleet.Reconnects)
 	// that follow has handled: the ones before the run are not its own.
@@ -91,9 +101,16 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	}
 	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
 		tr: newTracker(plan, waves, opts.Clock()), gated: map[string]bool{}}
+	if opts.Key != nil {
+		r.keyID = opts.Key.ID
+	}
 	r.reconnects, _ = c.fleet.Reconnects()
+	if rs, ok := c.fleet.Rollout(plan.ID); ok {
+		return nil, fmt.Errorf("%w: %q is on the broker already (%s, created %s): choose another --id",
+			ErrRolloutExists, plan.ID, rs.State, time.UnixMilli(rs.CreatedAt).UTC().Format(time.RFC3339))
+	}
 	r.chooseGates()
-	if err := r.save(); err != nil {
+	if err := r.create(); err != nil {
 		return nil, err // nothing is published before the record is safe
 	}
 	if err := r.publishDesired(ctx, func(n string) bool { return len(waves) == 1 || r.gated[n] }); err != nil {
@@ -113,11 +130,17 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 // Resume continues a rollout from its record: the Desired states are
 // already retained (those the broker lost are published again), so it
 // republishes the gates of the waves opened so far and follows from
-// there. A finished rollout is refused.
+// there. A pending rollout (followed to its end with targets still
+// offline) is followed again for a whole wave deadline. A rollout that is
+// over is refused.
 func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Result, error) {
 	r, err := c.fromRecord(rec, opts)
 	if err != nil {
 		return nil, err
+	}
+	openedAt := rec.OpenedAt
+	if rec.State == proto.RolloutPending {
+		openedAt = r.opts.Clock()
 	}
 	// What was published before may be gone from the broker (restarted
 	// on an empty or older store meanwhile): the view is what it sent on
@@ -138,7 +161,7 @@ func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Re
 			return nil, err
 		}
 	} else {
-		r.tr.open(rec.Opened-1, rec.OpenedAt)
+		r.tr.open(rec.Opened-1, openedAt)
 		if err := r.publishGates(ctx, rec.Opened, proto.GateRunning); err != nil {
 			return nil, err
 		}
@@ -150,7 +173,10 @@ func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Re
 // fromRecord rebuilds the run a record describes (Resume, Cancel).
 func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 	if rec.Done() {
-		return nil, fmt.Errorf("rollout %s already ended (%s)", rec.Plan.ID, rec.State)
+		return nil, fmt.Errorf("rollout %s already ended (%s): %w", rec.Plan.ID, rec.State, ErrRolloutEnded)
+	}
+	if rec.KeyID != "" && opts.Key == nil {
+		return nil, fmt.Errorf("%w: rollout %s was signed with key %q; nodes that pin keys reject unsigned gates and commands", ErrKeyNeeded, rec.Plan.ID, rec.KeyID)
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
@@ -163,7 +189,10 @@ func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 		return nil, err
 	}
 	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
-		tr: newTracker(plan, rec.Waves, rec.Created), gated: map[string]bool{}, gates: rec.Gates}
+		tr: newTracker(plan, rec.Waves, rec.Created), gated: map[string]bool{}, gates: rec.Gates, keyID: rec.KeyID}
+	if opts.Key != nil && rec.KeyID != "" && opts.Key.ID != rec.KeyID {
+		r.log.Warn("the rollout was signed with another key: its gates and commands will be signed with this one", "signed_with", rec.KeyID, "key", opts.Key.ID)
+	}
 	r.reconnects, _ = c.fleet.Reconnects()
 	for _, n := range rec.Gated {
 		r.gated[n] = true
@@ -191,15 +220,23 @@ func (r *run) followAndFinish(ctx context.Context) (*Result, error) {
 func (r *run) record(done bool) *Record {
 	t := r.tr
 	rec := &Record{Plan: r.plan, Waves: t.waves, Gates: r.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
-		Created: t.created, Updated: r.opts.Clock(), State: proto.RolloutRunning, Reason: t.reason, Result: t.result(done)}
+		Created: t.created, Updated: r.opts.Clock(), State: proto.RolloutRunning, Reason: t.reason, KeyID: r.keyID, Result: t.result(done)}
 	for n := range r.gated {
 		rec.Gated = append(rec.Gated, n)
 	}
 	slices.Sort(rec.Gated)
 	if done {
-		rec.State = t.state(true).State
+		rec.State = rec.Result.Outcome.Phase()
 	}
 	return rec
+}
+
+// create saves the run's first record: an id used before is refused.
+func (r *run) create() error {
+	if r.opts.Store == nil {
+		return nil
+	}
+	return r.opts.Store.Create(r.record(false))
 }
 
 func (r *run) save() error { return r.saveDone(false) }
@@ -473,7 +510,7 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 		now := r.opts.Clock()
 		if by, ok := r.cancelledElsewhere(); ok && !r.tr.halted {
 			r.tr.cancelled = true
-			r.tr.halt("cancelled by " + by)
+			r.tr.halt(cancelledBy + by)
 			r.log.Debug("rollout cancelled", "by", by)
 			if r.opts.OnWave != nil {
 				r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: r.tr.reason})
@@ -645,10 +682,14 @@ func (r *run) clearUnstarted(ctx context.Context) error {
 	return nil
 }
 
-// cancelledElsewhere reports whether one of the rollout's gates was
-// cancelled by someone else (labctl rollout cancel), and by whom.
+// cancelledBy starts the reason of a cancelled rollout.
+const cancelledBy = "cancelled by "
+
+// cancelledElsewhere reports whether the rollout was ended by someone
+// else (labctl rollout cancel), and by whom: its retained state says it is
+// over while this run still follows it, or one of its gates was cancelled.
 func (r *run) cancelledElsewhere() (string, bool) {
-	if rs, ok := r.c.fleet.Rollout(r.plan.ID); ok && rs.State == proto.RolloutCancelled {
+	if rs, ok := r.c.fleet.Rollout(r.plan.ID); ok && rs.State.Terminal() && rs.CreatedAt == r.tr.created.UnixMilli() {
 		return rs.From, true
 	}
 	for _, g := range r.gates {
@@ -694,7 +735,13 @@ func (r *run) rollbackSwitched(ctx context.Context) (*Result, error) {
 	r.log.Info("rolling back the targets that switched", "rollout", back.ID, "targets", len(back.Targets))
 	opts := r.opts
 	opts.OnWave = nil
-	return r.c.Run(ctx, back, opts)
+	for i := 2; ; i++ {
+		res, err := r.c.Run(ctx, back, opts)
+		if !errors.Is(err, ErrRolloutExists) || i > 9 {
+			return res, err
+		}
+		back.ID = rollbackID(r.plan.ID + "-" + strconv.Itoa(i)) // <id>-2-rollback: the id is taken
+	}
 }
 
 func rollbackID(id string) string {
@@ -742,7 +789,7 @@ func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) erro
 		return err
 	}
 	r.tr.cancelled = true
-	r.tr.halt("cancelled by " + c.from)
+	r.tr.halt(cancelledBy + c.from)
 	if err := c.publishState(ctx, r.tr, true); err != nil {
 		return err
 	}

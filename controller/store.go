@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lab-fleet/lab/proto"
@@ -18,30 +19,56 @@ import (
 // the plan, the waves, which targets a gate opens, the gens published and
 // how far it got. It is saved at every step of a run.
 type Record struct {
-	Plan     Plan               `json:"plan"`
-	Waves    [][]string         `json:"waves"`
-	Gates    []string           `json:"gates,omitempty"` // groups whose gates open the gated targets
-	Gated    []string           `json:"gated,omitempty"`
-	Gens     map[string]uint64  `json:"gens"`
-	Opened   int                `json:"opened"` // waves opened
-	OpenedAt time.Time          `json:"opened_at"`
-	Created  time.Time          `json:"created"`
-	Updated  time.Time          `json:"updated"`
-	State    proto.RolloutPhase `json:"state"`
-	Reason   string             `json:"reason,omitempty"`
-	Result   *Result            `json:"result,omitempty"` // as last seen
+	Plan     Plan              `json:"plan"`
+	Waves    [][]string        `json:"waves"`
+	Gates    []string          `json:"gates,omitempty"` // groups whose gates open the gated targets
+	Gated    []string          `json:"gated,omitempty"`
+	Gens     map[string]uint64 `json:"gens"`
+	Opened   int               `json:"opened"` // waves opened
+	OpenedAt time.Time         `json:"opened_at"`
+	Created  time.Time         `json:"created"`
+	Updated  time.Time         `json:"updated"`
+	// State is running while a controller follows the rollout (or was
+	// stopped before the end: resume continues it), then its outcome:
+	// pending (followed to the end with targets still to converge: resume
+	// and cancel still apply), succeeded, rolled-back, failed, cancelled.
+	State  proto.RolloutPhase `json:"state"`
+	Reason string             `json:"reason,omitempty"`
+	// KeyID names the operator key that signed the rollout's Desired
+	// states (empty: unsigned). Resuming or cancelling needs a key too:
+	// nodes that pin keys reject unsigned gates and commands.
+	KeyID  string  `json:"key_id,omitempty"`
+	Result *Result `json:"result,omitempty"` // as last seen
 }
 
-// Done reports whether the rollout ended (whatever the outcome).
-func (r *Record) Done() bool { return r.State != proto.RolloutRunning }
+// Done reports whether the rollout is over: nothing of it can still
+// happen. A pending rollout is not done.
+func (r *Record) Done() bool { return r.State.Terminal() }
+
+// Followed reports whether a controller followed the rollout to its end
+// (pending included): its result is an outcome, not a snapshot.
+func (r *Record) Followed() bool { return r.State != proto.RolloutRunning && r.State != "" }
+
+// halted reports whether the rollout stopped opening waves early.
+func (r *Record) halted() bool {
+	return r.State == proto.RolloutHalted || r.State == proto.RolloutCancelled || (r.Result != nil && r.Result.Halted)
+}
 
 // Store keeps rollout records.
 type Store interface {
+	// Create saves the first record of a rollout; a record of that id
+	// already there is ErrRolloutExists (history is kept).
+	Create(*Record) error
+	// Save writes the record, replacing the one of the same id.
 	Save(*Record) error
 }
 
-// ErrNoRollout is returned for an unknown rollout id.
-var ErrNoRollout = errors.New("no such rollout")
+var (
+	// ErrNoRollout is returned for an unknown rollout id.
+	ErrNoRollout = errors.New("no such rollout")
+	// ErrRolloutExists refuses a rollout id used before.
+	ErrRolloutExists = errors.New("a rollout with this id exists")
+)
 
 // BoltStore keeps records in a bbolt file. It opens the file for each
 // operation only, so that `labctl rollout list` works while a `labctl
@@ -100,6 +127,22 @@ func (s *BoltStore) Save(r *Record) error {
 	return s.with(func(bk *bolt.Bucket) error { return bk.Put([]byte(r.Plan.ID), b) })
 }
 
+// Create saves a new record; an existing one of the same id is kept and
+// ErrRolloutExists returned.
+func (s *BoltStore) Create(r *Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	err = s.with(func(bk *bolt.Bucket) error {
+		if bk.Get([]byte(r.Plan.ID)) != nil {
+			return fmt.Errorf("%w: %q (created earlier; see labctl rollout show %s)", ErrRolloutExists, r.Plan.ID, r.Plan.ID)
+		}
+		return bk.Put([]byte(r.Plan.ID), b)
+	})
+	return err
+}
+
 // Get returns one record.
 func (s *BoltStore) Get(id string) (*Record, error) {
 	var r *Record
@@ -136,15 +179,24 @@ func (s *BoltStore) List() ([]*Record, error) {
 
 // Progress recomputes a recorded rollout from the live fleet view: a
 // target that was pending (asleep, offline) when the rollout ended and
-// converged later shows its real state, and so does the outcome.
+// converged later shows its real state, and so does the outcome. A target
+// whose end was recorded keeps it (a node that rolled back and took a
+// later rollout since still rolled back in this one).
 func Progress(rec *Record, f *Fleet) *Result {
 	t := newTracker(rec.Plan, rec.Waves, rec.Created)
 	maps.Copy(t.gens, rec.Gens)
 	t.opened, t.openedAt = rec.Opened, rec.OpenedAt
-	if rec.State == proto.RolloutHalted || rec.State == proto.RolloutCancelled {
-		t.cancelled = rec.State == proto.RolloutCancelled
+	if rec.Result != nil {
+		for _, n := range rec.Result.Nodes {
+			if _, target := rec.Plan.Targets[n.Node]; target && !n.Pending && n.State != "" {
+				t.nodes[n.Node] = n
+			}
+		}
+	}
+	if rec.halted() {
+		t.cancelled = rec.State == proto.RolloutCancelled || strings.HasPrefix(rec.Reason, cancelledBy)
 		t.halt(rec.Reason)
 	}
 	t.update(f, nil)
-	return t.result(rec.Done())
+	return t.result(rec.Followed())
 }

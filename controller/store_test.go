@@ -164,3 +164,146 @@ func eventually(t *testing.T, d time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Issue 13.4: an id is a rollout's for good. Reusing it is refused before
+// anything is published, and the earlier record is kept as it was.
+func TestRolloutIDIsNotReused(t *testing.T) {
+	r := newRig(t)
+	simNode(t, r.b, "n1", proto.StateSucceeded)
+	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
+	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := Plan{ID: "r-once", Targets: map[string]string{"n1": tlA}}
+	if _, err := r.ctl.Run(context.Background(), plan, Options{Store: store, Timeout: 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := store.Get("r-once")
+	again := Plan{ID: "r-once", Targets: map[string]string{"n1": tlB}}
+	if _, err := r.ctl.Run(context.Background(), again, Options{Store: store, Timeout: 10 * time.Second}); !errors.Is(err, ErrRolloutExists) {
+		t.Fatalf("second rollout with the same id: %v, want ErrRolloutExists", err)
+	}
+	// Another operator's records (a fresh store) still see it on the broker.
+	other, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ctl.Run(context.Background(), again, Options{Store: other, Timeout: 10 * time.Second}); !errors.Is(err, ErrRolloutExists) {
+		t.Fatalf("same id from another store: %v, want ErrRolloutExists", err)
+	}
+	kept, _ := store.Get("r-once")
+	if kept.Plan.Targets["n1"] != tlA || !kept.Updated.Equal(first.Updated) {
+		t.Errorf("the first record changed: %+v", kept.Plan.Targets)
+	}
+	if v, _ := r.fleet.Get("n1"); v.DesiredGen != first.Gens["n1"] {
+		t.Errorf("a Desired was published for the refused rollout: gen %d, recorded %d", v.DesiredGen, first.Gens["n1"])
+	}
+}
+
+// Issue 13.2: a rollout followed to its end with a target offline is
+// recorded pending, not succeeded: resume is allowed, follows it again for
+// a wave deadline, and records succeeded once that target converged.
+func TestPendingRolloutIsRecordedPendingAndResumes(t *testing.T) {
+	r := newRig(t)
+	simNode(t, r.b, "n1", proto.StateSucceeded)
+	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
+	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := Plan{ID: "r-pend", Targets: map[string]string{"n1": tlA, "n2": tlA}, WaveDeadline: 2 * time.Second}
+	res, err := r.ctl.Run(context.Background(), plan, Options{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := store.Get("r-pend")
+	if res.Outcome != OutcomePending || rec.State != proto.RolloutPending || rec.Done() {
+		t.Fatalf("outcome %s, record %s (done %v): want pending, not done", res.Outcome, rec.State, rec.Done())
+	}
+	simNode(t, r.b, "n2", proto.StateSucceeded) // wakes up
+	res, err = r.ctl.Resume(context.Background(), rec, Options{Store: store, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatalf("resume of a pending rollout: %v", err)
+	}
+	rec, _ = store.Get("r-pend")
+	if res.Outcome != OutcomeSucceeded || rec.State != proto.RolloutSucceeded {
+		t.Fatalf("after n2 converged: outcome %s, record %s", res.Outcome, rec.State)
+	}
+}
+
+// Issue 13.3: a target's recorded end is its end in that rollout. After a
+// later rollout moved it on, Progress (rollout show) still reports the
+// roll-back it recorded, not "cancelled — superseded".
+func TestProgressKeepsARecordedEnd(t *testing.T) {
+	r := newRig(t)
+	simNode(t, r.b, "n1", proto.StateRolledBack)
+	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
+	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.ctl.Run(context.Background(), Plan{ID: "r-first", Targets: map[string]string{"n1": tlA}}, Options{Store: store, Timeout: 10 * time.Second})
+	if err != nil || res.Outcome != OutcomeRolledBack {
+		t.Fatalf("first rollout: %v %+v", err, res)
+	}
+	rec, _ := store.Get("r-first")
+	if rec.State != proto.RolloutRolledBack {
+		t.Fatalf("record state %s, want rolled-back (the outcome)", rec.State)
+	}
+	// A later rollout: the simulated node reports its new gen succeeded.
+	if _, err := r.ctl.Run(context.Background(), Plan{ID: "r-second", Targets: map[string]string{"n1": tlB}}, Options{Store: store, Timeout: 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool {
+		v, _ := r.fleet.Get("n1")
+		return v.Status != nil && v.Status.Execution.Rollout == "r-second"
+	})
+	got := Progress(rec, r.fleet)
+	if got.Outcome != OutcomeRolledBack || got.Nodes[0].State != proto.StateRolledBack {
+		t.Fatalf("rollout show of the first rollout: outcome %s, n1 %s (%s)", got.Outcome, got.Nodes[0].State, got.Nodes[0].Detail)
+	}
+}
+
+// Issue 13.1: a signed rollout is not resumed or cancelled without a key
+// (what it would publish unsigned, nodes that pin keys reject), and the
+// record is left as it was.
+func TestSignedRolloutNeedsAKeyToResume(t *testing.T) {
+	r := newRig(t)
+	key, err := proto.GenerateKey("operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := Plan{ID: "r-signed", Targets: map[string]string{"n1": tlA}, WaveDeadline: time.Second}
+	if _, err := r.ctl.Run(context.Background(), plan, Options{Store: store, Key: &key}); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := store.Get("r-signed")
+	if rec.KeyID != "operator" || rec.State != proto.RolloutPending {
+		t.Fatalf("record key %q state %s", rec.KeyID, rec.State)
+	}
+	if _, err := r.ctl.Resume(context.Background(), rec, Options{Store: store}); !errors.Is(err, ErrKeyNeeded) {
+		t.Errorf("resume without a key: %v, want ErrKeyNeeded", err)
+	}
+	if err := r.ctl.Cancel(context.Background(), rec, Options{Store: store}); !errors.Is(err, ErrKeyNeeded) {
+		t.Errorf("cancel without a key: %v, want ErrKeyNeeded", err)
+	}
+	if got, _ := store.Get("r-signed"); got.State != proto.RolloutPending {
+		t.Errorf("record now %s", got.State)
+	}
+	if err := r.ctl.Cancel(context.Background(), rec, Options{Store: store, Key: &key}); err != nil {
+		t.Fatalf("cancel with the key: %v", err)
+	}
+	if got, _ := store.Get("r-signed"); got.State != proto.RolloutCancelled {
+		t.Errorf("record after cancel %s", got.State)
+	}
+	// Issue 13.5: n1 never connected; cancel cleared its retained Desired.
+	eventually(t, 5*time.Second, func() bool {
+		v, _ := r.fleet.Get("n1")
+		return v.DesiredLast == 0 && !v.DesiredSeen.IsZero()
+	})
+}

@@ -163,6 +163,15 @@ func (t *tracker) update(f *Fleet, onChange func(NodeResult)) bool {
 			r.Detail = fmt.Sprintf("waiting for wave %d", r.Wave)
 		}
 		old, seen := t.nodes[n]
+		if seen && !old.Pending && old.State != "" {
+			// A target's end in this rollout is final: a node that moved
+			// on to a later rollout keeps the result it had here.
+			if old.Online != r.Online {
+				old.Online, changed = r.Online, true
+				t.nodes[n] = old
+			}
+			continue
+		}
 		if !seen || old.State != r.State || old.Online != r.Online {
 			changed = true
 			if onChange != nil && (seen || r.State != "") {
@@ -222,13 +231,7 @@ func (t *tracker) state(done bool) *proto.RolloutState {
 	}
 	s := &proto.RolloutState{Rollout: t.plan.ID, CreatedAt: t.created.UnixMilli(), Strategy: strategy,
 		Action: t.plan.Action, State: phase(c, done), OpenWave: t.opened, Waves: t.waves,
-		Nodes: proto.NodeProgressMap{}, Counters: c}
-	if t.halted {
-		s.State = proto.RolloutHalted
-		if t.cancelled {
-			s.State = proto.RolloutCancelled
-		}
-	}
+		Nodes: proto.NodeProgressMap{}, Counters: c, Halted: t.halted}
 	for _, r := range nodes {
 		s.Nodes[r.Node] = proto.NodeProgress{Gen: r.Gen, Toplevel: r.Toplevel, State: r.State, Error: clip(r.Detail, 512), Online: r.Online}
 	}

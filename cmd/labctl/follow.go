@@ -105,13 +105,18 @@ func (r *reporter) options(o controller.Options) controller.Options {
 	return o
 }
 
-// result prints the end of a rollout and maps its outcome to the exit code.
-func (r *reporter) result(res *controller.Result) error {
+// result prints the end of a rollout and maps its outcome to the exit code;
+// keyFile is the key it was signed with, for the hint on what to do next.
+func (r *reporter) result(res *controller.Result, keyFile string) error {
 	r.stop()
 	if r.asJSON {
 		r.emit(event{Type: "result", Rollout: res.Rollout, Result: res})
 	} else if err := controller.WriteResult(r.g.out, res); err != nil {
 		return err
+	}
+	if res.Outcome == controller.OutcomePending && !r.asJSON {
+		fmt.Fprintf(r.g.errOut, "the rollout is pending: its offline targets converge when they connect; `labctl rollout show %s` shows them, `%s` follows it again (and publishes again what the broker lost), `%s` stops it\n",
+			res.Rollout, rolloutCmd("resume", res.Rollout, keyFile), rolloutCmd("cancel", res.Rollout, keyFile))
 	}
 	if code := res.Outcome.ExitCode(); code != 0 {
 		return exitErr{code: code, err: fmt.Errorf("rollout %s %s", res.Rollout, res.Outcome)}
@@ -120,10 +125,31 @@ func (r *reporter) result(res *controller.Result) error {
 }
 
 // interrupted explains how to pick up a rollout whose follower stopped.
-func interrupted(id string, err error) error {
-	return fmt.Errorf("%w\nthe rollout keeps its state: continue it with `labctl rollout resume %s`, or stop it with `labctl rollout cancel %s`", err, id, id)
+func interrupted(id, keyFile string, err error) error {
+	return fmt.Errorf("%w\nthe rollout keeps its state: continue it with `%s`, or stop it with `%s`", err,
+		rolloutCmd("resume", id, keyFile), rolloutCmd("cancel", id, keyFile))
+}
+
+// rolloutCmd is the command line that resumes or cancels rollout id, with
+// the key that signed it: without it, what resume and cancel publish is
+// unsigned, and nodes that pin keys reject it.
+func rolloutCmd(verb, id, keyFile string) string {
+	c := "labctl rollout " + verb + " " + id
+	if keyFile != "" {
+		c += " --key " + shellQuote(keyFile)
+	}
+	return c
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:@%+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func isUsage(err error) bool {
-	return errors.Is(err, controller.ErrInvalidPlan) || errors.Is(err, controller.ErrNoWaitNeedsOneWave)
+	return errors.Is(err, controller.ErrInvalidPlan) || errors.Is(err, controller.ErrNoWaitNeedsOneWave) ||
+		errors.Is(err, controller.ErrRolloutExists) || errors.Is(err, controller.ErrKeyNeeded) || errors.Is(err, controller.ErrRolloutEnded)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,6 +25,8 @@ type publishFlags struct {
 	id        string
 	noWait    bool
 	asJSON    bool
+
+	allowUnseen bool
 
 	strategy     string
 	batch        string
@@ -96,6 +99,7 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f.DurationVar(&pf.activateTimeout, "activate-timeout", 0, "per node: switch-to-configuration (0 = the node's default)")
 	f.DurationVar(&pf.confirmTimeout, "confirm-timeout", 0, "per node: reconnecting and passing the checks after activation (0 = the node's default)")
 	f.StringVar(&pf.onFailure, "on-failure", "halt", "on halt: halt (leave switched targets) or rollback (switch them back)")
+	f.BoolVar(&pf.allowUnseen, "allow-unseen", false, "publish to nodes this broker has never seen (no status or presence yet: a new machine, or a typo)")
 	addClientFlags(g, cmd)
 	return cmd
 }
@@ -157,6 +161,9 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	if err := plan.Validate(); err != nil {
 		return usageError{err}
 	}
+	if err := checkSeen(g, plan, conn.fleet, pf.allowUnseen); err != nil {
+		return err
+	}
 	store, err := openStore(g)
 	if err != nil {
 		return err
@@ -169,7 +176,7 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	case isUsage(err):
 		return usageError{err}
 	case err != nil && ctx.Err() != nil:
-		return interrupted(plan.ID, err)
+		return interrupted(plan.ID, pf.keyFile, err)
 	case err != nil:
 		return err
 	}
@@ -180,7 +187,7 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 		fmt.Fprintf(g.out, "rollout %s published to %d nodes; follow it with `labctl rollout show %s`\n", plan.ID, len(plan.Targets), plan.ID)
 		return nil
 	}
-	return rep.result(res)
+	return rep.result(res, pf.keyFile)
 }
 
 // flakeTargets fills the plan from the flake: one evaluation, one build of
@@ -239,10 +246,17 @@ func resolveTargets(plan *controller.Plan, pf publishFlags, fleet *controller.Fl
 	for _, t := range pf.toplevels {
 		node, path, ok := strings.Cut(t, "=")
 		if !ok {
+			node, path = "", t
+		}
+		path, err := storePathOf(path)
+		if err != nil {
+			return fmt.Errorf("--toplevel %s: %w", t, err)
+		}
+		if !ok {
 			if bare != "" {
 				return errors.New("--toplevel: only one bare store path is allowed (use NODE=PATH for more)")
 			}
-			bare = t
+			bare = path
 			continue
 		}
 		plan.Targets[node] = path
@@ -284,5 +298,53 @@ func resolveTargets(plan *controller.Plan, pf publishFlags, fleet *controller.Fl
 		picked[n] = p
 	}
 	plan.Targets = picked
+	return nil
+}
+
+// storePathOf resolves a system path given on the command line: a
+// nix-build result link (./result) or any other link to a store path is
+// replaced by the store path it points to. A /nix/store path is taken as
+// it is (it may exist only on the machines and the cache, not here).
+func storePathOf(p string) (string, error) {
+	if strings.HasPrefix(p, proto.StoreDir) {
+		return p, nil
+	}
+	resolved, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", fmt.Errorf("not a /nix/store path, and not a link to one: %w", err)
+	}
+	if abs, err := filepath.Abs(resolved); err == nil {
+		resolved = abs
+	}
+	// A link into a store path's contents (result/bin/...) names no system.
+	if err := proto.ValidStorePath(resolved); err != nil {
+		return "", fmt.Errorf("resolves to %s, which is not a store path (want /nix/store/<hash>-<name>, e.g. a nix-build result link): %w", resolved, err)
+	}
+	return resolved, nil
+}
+
+// checkSeen refuses targets that never reported to this broker (no
+// retained status or presence): a typo would otherwise leave a retained
+// Desired for a machine that does not exist and a rollout waiting its
+// whole wave deadline. --allow-unseen publishes anyway (a machine not yet
+// installed converges when its labd first connects).
+func checkSeen(g *globals, plan controller.Plan, fleet *controller.Fleet, allow bool) error {
+	var unseen []string
+	for _, n := range plan.Nodes() {
+		if v, _ := fleet.Get(n); v.Status == nil && !v.Seen {
+			unseen = append(unseen, n)
+		}
+	}
+	if len(unseen) == 0 {
+		return nil
+	}
+	list := strings.Join(unseen[:min(len(unseen), 10)], ", ")
+	if len(unseen) > 10 {
+		list += fmt.Sprintf(" and %d more", len(unseen)-10)
+	}
+	if !allow {
+		return usageError{fmt.Errorf("never seen on this broker: %s (no labd of that name has connected; `labctl status` lists the nodes it knows): check the names, or add --allow-unseen to publish to machines that have not connected yet", list)}
+	}
+	fmt.Fprintf(g.errOut, "warning: never seen on this broker: %s; they stay pending until a labd of that name connects\n", list)
 	return nil
 }

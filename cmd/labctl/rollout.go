@@ -16,8 +16,15 @@ func newRolloutCmd(g *globals) *cobra.Command {
 		Use:   "rollout",
 		Short: "List, show, cancel and resume rollouts",
 		Long: `Every rollout labctl publishes is recorded, step by step, in the rollout
-records file (--rollouts-db). These commands read those records; show, cancel
-and resume also read the nodes' live state from the broker.`,
+records file (--rollouts-db); an id is never reused. These commands read those
+records; show, cancel and resume also read the nodes' live state from the
+broker.
+
+A record's state is running while a labctl follows it (or after that labctl
+stopped: resume continues it), then the rollout's outcome, the same words as
+publish's exit codes: succeeded (0), failed (3), rolled-back (4), pending (5:
+followed to the end with targets still offline; they converge when they
+connect, and resume or cancel still apply), cancelled (6).`,
 	}
 	cmd.AddCommand(newRolloutListCmd(g), newRolloutShowCmd(g), newRolloutCancelCmd(g), newRolloutResumeCmd(g))
 	return cmd
@@ -65,7 +72,9 @@ func newRolloutShowCmd(g *globals) *cobra.Command {
 		Short: "Show a rollout, with every target's live state",
 		Long: `show reads the rollout's record and every target's live retained status:
 a target that was offline when the rollout ended and converged since shows
-as done. The exit code is the rollout's outcome, as for publish.`,
+as done (and a pending record then takes its final outcome). A target whose
+end was recorded keeps it, even after later rollouts moved it on. The exit
+code is the rollout's outcome, as for publish (0 while it is still running).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rec, err := getRecord(g, args[0])
@@ -86,14 +95,24 @@ as done. The exit code is the rollout's outcome, as for publish.`,
 					return err
 				}
 			} else {
-				fmt.Fprintf(g.out, "rollout %s: %s, created %s, wave %d of %d opened\n", rec.Plan.ID, rec.State,
+				state := rec.State
+				if rec.Followed() {
+					state = res.Outcome.Phase() // pending targets may have converged since
+				}
+				fmt.Fprintf(g.out, "rollout %s: %s, created %s, wave %d of %d opened\n", rec.Plan.ID, state,
 					rec.Created.Local().Format(time.DateTime), rec.Opened, len(rec.Waves))
 				if err := controller.WriteResult(g.out, res); err != nil {
 					return err
 				}
 			}
-			if !rec.Done() {
-				return nil
+			if !rec.Followed() {
+				return nil // still followed, or stopped before its end (resume continues it)
+			}
+			if rec.State == proto.RolloutPending && res.Outcome != controller.OutcomePending {
+				// Its last targets converged since: the record says so now.
+				if err := updateOutcome(g, rec, res); err != nil {
+					g.logger.Warn("record the rollout's outcome", "rollout", rec.Plan.ID, "err", err)
+				}
 			}
 			if code := res.Outcome.ExitCode(); code != 0 {
 				return exitErr{code: code, err: fmt.Errorf("rollout %s %s", res.Rollout, res.Outcome)}
@@ -125,6 +144,9 @@ cancel and stops.`,
 			if err != nil {
 				return err
 			}
+			if err := canContinue(rec, keyFile); err != nil {
+				return err
+			}
 			store, err := openStore(g)
 			if err != nil {
 				return err
@@ -135,6 +157,9 @@ cancel and stops.`,
 			}
 			defer ss.close()
 			if err := ss.ctl.Cancel(ss.ctx, rec, controller.Options{Key: ss.key, Store: store, Logger: g.logger}); err != nil {
+				if isUsage(err) {
+					return usageError{err}
+				}
 				return err
 			}
 			fmt.Fprintf(g.out, "rollout %s cancelled\n", rec.Plan.ID)
@@ -154,12 +179,18 @@ func newRolloutResumeCmd(g *globals) *cobra.Command {
 		Use:   "resume ID [--key FILE]",
 		Short: "Continue following a rollout whose labctl stopped (Ctrl-C, crash)",
 		Long: `resume picks a rollout up where its record says it got: it publishes
-whatever was not published yet, reopens the waves already opened and follows
-the rest exactly as publish would, with the same output and exit codes.`,
+whatever was not published yet (and again what the broker lost), reopens the
+waves already opened and follows the rest exactly as publish would, with the
+same output and exit codes. A pending rollout (publish exited 5) is followed
+again for one more --wave-deadline of its plan. A rollout signed with a key
+needs that key (--key): nodes that pin keys reject unsigned gates.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rec, err := getRecord(g, args[0])
 			if err != nil {
+				return err
+			}
+			if err := canContinue(rec, keyFile); err != nil {
 				return err
 			}
 			store, err := openStore(g)
@@ -176,11 +207,13 @@ the rest exactly as publish would, with the same output and exit codes.`,
 			res, err := ss.ctl.Resume(ss.ctx, rec, rep.options(controller.Options{Key: ss.key, Store: store, Timeout: timeout, Logger: g.logger}))
 			switch {
 			case err != nil && ss.ctx.Err() != nil:
-				return interrupted(rec.Plan.ID, err)
+				return interrupted(rec.Plan.ID, keyFile, err)
+			case isUsage(err):
+				return usageError{err}
 			case err != nil:
 				return err
 			}
-			return rep.result(res)
+			return rep.result(res, keyFile)
 		},
 	}
 	f := cmd.Flags()
@@ -189,6 +222,18 @@ the rest exactly as publish would, with the same output and exit codes.`,
 	f.DurationVar(&timeout, "timeout", 0, "stop following after this long; 0 = until every wave is done")
 	addClientFlags(g, cmd)
 	return cmd
+}
+
+// canContinue refuses, before connecting, to resume or cancel a rollout
+// that is over, or a signed one without a key (exit 2).
+func canContinue(rec *controller.Record, keyFile string) error {
+	if rec.Done() {
+		return usageError{fmt.Errorf("rollout %s already ended (%s): %w", rec.Plan.ID, rec.State, controller.ErrRolloutEnded)}
+	}
+	if rec.KeyID != "" && keyFile == "" {
+		return usageError{fmt.Errorf("rollout %s was signed with key %q: give that key with --key FILE (nodes that pin keys reject unsigned gates and commands)", rec.Plan.ID, rec.KeyID)}
+	}
+	return nil
 }
 
 func getRecord(g *globals, id string) (*controller.Record, error) {
@@ -216,4 +261,16 @@ func optionalKey(g *globals, file string) (*proto.PrivateKey, error) {
 		return nil, usageError{err}
 	}
 	return &k, nil
+}
+
+// updateOutcome records the outcome of a pending rollout whose last
+// targets ended since it was followed.
+func updateOutcome(g *globals, rec *controller.Record, res *controller.Result) error {
+	store, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	up := *rec
+	up.State, up.Result, up.Updated = res.Outcome.Phase(), res, time.Now()
+	return store.Save(&up)
 }
