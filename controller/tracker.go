@@ -135,6 +135,11 @@ func progress(v NodeView, rollout string, gen uint64, toplevel string) NodeResul
 	if ev := v.LastEvent; r.State == "" && ev != nil && ev.State == proto.StateRejected && ev.Rollout == rollout {
 		r.State, r.Pending, r.Detail = proto.StateRejected, false, ev.Detail
 	}
+	if ev := v.LastEvent; r.State == proto.StateQueued && ev != nil && ev.State == proto.StateRejected && ev.Rollout == rollout {
+		// Queued for a wave whose gate it refused (unsigned, unknown key):
+		// it waits until a gate it accepts opens the wave.
+		r.Detail = "queued, but it rejected the gate that opens its wave: " + ev.Detail
+	}
 	if r.Pending && r.State == "" {
 		switch {
 		case v.Online:
@@ -172,7 +177,7 @@ func (t *tracker) update(f *Fleet, onChange func(NodeResult)) bool {
 			}
 			continue
 		}
-		if !seen || old.State != r.State || old.Online != r.Online {
+		if !seen || old.State != r.State || old.Online != r.Online || (r.State == proto.StateQueued && old.Detail != r.Detail) {
 			changed = true
 			if onChange != nil && (seen || r.State != "") {
 				onChange(r)

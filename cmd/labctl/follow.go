@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/proto"
 )
 
 // Flags shared by the commands that keep rollout records.
@@ -97,8 +98,11 @@ func (r *reporter) options(o controller.Options) controller.Options {
 			return
 		}
 		state := string(n.State)
-		if state == "" {
+		switch {
+		case state == "":
 			state = "pending (" + n.Detail + ")"
+		case n.State == proto.StateQueued && n.Detail != "":
+			state += " (" + n.Detail + ")"
 		}
 		fmt.Fprintf(r.g.errOut, "%s  %-8s %s\n", stamp(), n.Node, state)
 	}
