@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -58,6 +59,9 @@ func (s *Server) addHooks() error {
 		return err
 	}
 	if err := s.mochi.AddHook(newStoreHook(), opts); err != nil {
+		if inUse := (*DataDirInUseError)(nil); errors.As(err, &inUse) {
+			err = inUse // without mochi's "failed initialising lab-store hook"
+		}
 		return fmt.Errorf("open store %s: %w", opts.Path, err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,20 @@ func TestStoreLocked(t *testing.T) {
 	want := fmt.Sprintf("open store %s", filepath.Join(dir, StoreFile))
 	if !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not contain %q", err, want)
+	}
+	// It says the directory is in use and, on Linux, by whom (the lock is
+	// bbolt's flock, which conflicts within one process too).
+	var inUse *DataDirInUseError
+	if !errors.Is(err, ErrDataDirInUse) || !errors.As(err, &inUse) || inUse.Dir != dir {
+		t.Fatalf("error %q: want a *DataDirInUseError for %s", err, dir)
+	}
+	if strings.Contains(err.Error(), "timeout") || strings.Contains(err.Error(), "failed initialising") {
+		t.Errorf("error %q: mochi's and bbolt's words leak through", err)
+	}
+	if runtime.GOOS == "linux" {
+		if want := fmt.Sprintf("data directory %s is in use by another %s (PID %d)", dir, inUse.Name, os.Getpid()); inUse.Name == "" || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
 	}
 }
 

@@ -22,6 +22,9 @@ var (
 	ErrClosed       = errors.New("broker closed")
 	ErrInvalidTopic = errors.New("invalid topic")
 	ErrTooLarge     = errors.New("message larger than the maximum packet size")
+	// ErrDataDirInUse: New found the store of Config.DataDir locked by
+	// another process (a *DataDirInUseError names it).
+	ErrDataDirInUse = errors.New("data directory in use")
 )
 
 // sysTopicInterval is the $SYS publish period in seconds (mochi: 1). lab

@@ -14,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
 )
 
 // StoreFile is the name of the bolt file inside Config.DataDir.
@@ -104,6 +105,9 @@ func (h *storeHook) Init(config any) error {
 		return mqtt.ErrInvalidConfigType
 	}
 	db, err := bbolt.Open(cfg.Path, 0o600, &bbolt.Options{Timeout: storeLockTimeout})
+	if errors.Is(err, bberrors.ErrTimeout) {
+		return dataDirInUse(filepath.Dir(cfg.Path), cfg.Path)
+	}
 	if err != nil {
 		return err
 	}

@@ -196,6 +196,9 @@ func serveDebug(ctx context.Context, g *globals, addr string) error {
 // the broker, which flushes its store.
 func runBroker(ctx context.Context, g *globals, cfg broker.Config) error {
 	s, err := broker.New(cfg)
+	if errors.Is(err, broker.ErrDataDirInUse) {
+		return fmt.Errorf("%w; stop it or use another --data-dir", err)
+	}
 	if err != nil {
 		return err
 	}

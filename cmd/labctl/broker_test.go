@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -212,5 +213,24 @@ func TestBrokerBinarySIGTERM(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("still running 10 s after SIGTERM\n%s", logs.String())
+	}
+}
+
+// TestBrokerDataDirInUse: a second broker on a data directory in use says
+// so, names the process holding it, and what to do.
+func TestBrokerDataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", dir}, &out, &errOut)
+	}()
+	defer func() { cancel(); <-done }()
+	awaitListening(t, errOut.String)
+	code, _, second := labctl(t, "broker", "--listen", "127.0.0.1:0", "--data-dir", dir)
+	want := fmt.Sprintf("data directory %s is in use by another ", dir)
+	if code != exitError || !strings.Contains(second, want) || !strings.Contains(second, fmt.Sprintf("(PID %d); stop it or use another --data-dir", os.Getpid())) {
+		t.Errorf("exit %d, stderr %q; want exit 1 saying %s… (PID %d); stop it or use another --data-dir", code, second, want, os.Getpid())
 	}
 }
