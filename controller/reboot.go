@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/lab-fleet/lab/proto"
@@ -14,7 +13,8 @@ import (
 // Outcomes of one machine in an ordered reboot.
 const (
 	RebootDone    = "rebooted"  // came back: new boot id, online, checks passed
-	RebootFailed  = "failed"    // came back unhealthy, or refused the reboot
+	RebootFailed  = "failed"    // came back unhealthy, or its reboot command failed (the node's acknowledgement says why)
+	RebootRefused = "refused"   // the node refused the reboot (busy, bad signature, expired): its acknowledgement says why
 	RebootTimeout = "timed-out" // not back within the deadline
 	RebootSkipped = "skipped"   // offline, or not reached because an earlier machine failed
 )
@@ -74,7 +74,7 @@ func (c *Controller) Reboot(ctx context.Context, nodes []string, opts RebootOpti
 			if err != nil {
 				return out, err
 			}
-			stop = r.State == RebootFailed || r.State == RebootTimeout
+			stop = r.State == RebootFailed || r.State == RebootRefused || r.State == RebootTimeout
 		}
 		out = append(out, r)
 		if opts.Progress != nil {
@@ -119,11 +119,21 @@ func (c *Controller) rebootOne(ctx context.Context, n string, opts RebootOptions
 	defer deadline.Stop()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	accepted := ""
 	for {
 		v, _ := c.fleet.Get(n)
 		took := opts.Clock().Sub(start)
-		if ev := v.LastEvent; ev != nil && ev.State == proto.StateRejected && ev.TS >= start.UnixMilli() && strings.HasPrefix(ev.Detail, "reboot refused") {
-			return RebootResult{Node: n, State: RebootFailed, Detail: ev.Detail, Took: took}, nil
+		// The node acknowledges the command by its id: a refusal or a
+		// failed reboot command ends this machine's part at once.
+		if ev := v.LastEvent; ev != nil && ev.Cmd == cmd.ID && ev.Op == proto.OpReboot {
+			switch ev.Outcome {
+			case proto.CmdRefused:
+				return RebootResult{Node: n, State: RebootRefused, Detail: ev.Detail, Took: took}, nil
+			case proto.CmdFailed:
+				return RebootResult{Node: n, State: RebootFailed, Detail: ev.Detail, Took: took}, nil
+			case proto.CmdAccepted:
+				accepted = fmt.Sprintf("; the node accepted the reboot at %s", time.UnixMilli(ev.TS).Format("15:04:05"))
+			}
 		}
 		if s := v.Status; s != nil && v.Online && s.BootID != "" && s.BootID != oldBoot {
 			if ok, detail, ready := checksAfter(s, start); ready {
@@ -139,7 +149,7 @@ func (c *Controller) rebootOne(ctx context.Context, n string, opts RebootOptions
 			return RebootResult{}, ctx.Err()
 		case <-deadline.C:
 			return RebootResult{Node: n, State: RebootTimeout, Took: took,
-				Detail: fmt.Sprintf("not back healthy within %s (boot id %q → %q, online %v)", opts.Deadline, oldBoot, statusBoot(v), v.Online)}, nil
+				Detail: fmt.Sprintf("not back healthy within %s (boot id %q → %q, online %v%s)", opts.Deadline, oldBoot, statusBoot(v), v.Online, accepted)}, nil
 		case <-c.fleet.Changed():
 		case <-tick.C:
 		}

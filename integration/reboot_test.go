@@ -159,3 +159,73 @@ func TestBootActionConfirmsAfterReboot(t *testing.T) {
 		t.Errorf("n1 switch log %v, current %s", f.nodes[0].Switches(), f.nodes[0].Current())
 	}
 }
+
+// A reboot command that fails on the node (here it fails as systemctl
+// does on a machine not booted with systemd) is reported by labctl reboot
+// within seconds, with the node's reason — not as "timed-out" after the
+// deadline — and the sequence stops: the next machine is not asked.
+func TestRebootCommandFailureIsReportedAtOnce(t *testing.T) {
+	f := newFleet(t, []string{"n1", "n2"}, nil)
+	n := f.nodes[0]
+	script := filepath.Join(n.Dir, "reboot.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"System has not been booted with systemd as init system (PID 1). Can't operate.\" >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(n.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), fmt.Sprintf("reboot_command: [touch, %q]", n.rebootMarker()), fmt.Sprintf("reboot_command: [%q]", script), 1)
+	if err := os.WriteFile(n.Config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.startAll()
+	f.DumpOnFailure(f.nodes...)
+	start := time.Now()
+	code, out, errOut := f.Labctl("reboot", "--on", "n1,n2", "--key", f.KeyFile, "--deadline", "120s")
+	took := time.Since(start)
+	if code != 3 {
+		t.Fatalf("labctl reboot exit %d, want 3\n%s%s", code, out, errOut)
+	}
+	if took > 30*time.Second {
+		t.Errorf("labctl reboot took %s: it waited for the deadline", took)
+	}
+	if !strings.Contains(out, "failed") || !strings.Contains(out, "not been booted with systemd") || strings.Contains(out, "timed-out") {
+		t.Errorf("output does not report n1's failed reboot command with its reason:\n%s", out)
+	}
+	if !strings.Contains(out, "skipped") || f.nodes[1].rebootRequested() {
+		t.Errorf("n2 was not skipped:\n%s", out)
+	}
+	// The node says so on its events topic, as an acknowledgement of the command.
+	eventually(t, 10*time.Second, "n1's failed acknowledgement", func() bool {
+		for _, ev := range f.Watch().Events("n1") {
+			if ev.Op == proto.OpReboot && ev.Outcome == proto.CmdFailed && ev.Cmd != "" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// A node that is busy with a rollout refuses a reboot, and labctl reboot
+// says so at once.
+func TestRebootRefusedWhileActivating(t *testing.T) {
+	f := newFleet(t, []string{"n1"}, map[string][]string{"n1": {"--arg", "sleepSwitch", "20"}})
+	f.startAll()
+	f.DumpOnFailure(f.nodes...)
+	if code, _ := f.publish("r-busy", "--no-wait"); code != 0 {
+		t.Fatalf("publish --no-wait exit %d", code)
+	}
+	f.Watch().AwaitState(t, "n1", "r-busy", proto.StateActivating, 30*time.Second)
+	start := time.Now()
+	code, out, errOut := f.Labctl("reboot", "--on", "n1", "--key", f.KeyFile, "--deadline", "120s")
+	if code != 3 || !strings.Contains(out, "refused") || !strings.Contains(out, "the node is activating") {
+		t.Fatalf("labctl reboot exit %d, want 3 reporting the refusal\n%s%s", code, out, errOut)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("labctl reboot took %s", took)
+	}
+	if f.nodes[0].rebootRequested() {
+		t.Error("the busy node rebooted")
+	}
+}

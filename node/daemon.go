@@ -216,6 +216,8 @@ func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
 			d.enqueueEvent(s.Exec.Rollout, s.Exec.Gen, e.from, e.to, e.detail)
 		case effReject:
 			d.reject(e.rollout, e.gen, e.reason)
+		case effAck:
+			d.ack(s.Exec.Rollout, e.ack, e.from, e.to, e.detail)
 		case effTimer:
 			ev := evTimeout{gen: e.gen, phase: e.phase}
 			time.AfterFunc(e.d, func() { d.sendCtx(ctx, ev) })
@@ -231,7 +233,7 @@ func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
 		case effRollback:
 			go func() { d.sendCtx(ctx, d.rollback(ctx, e)) }()
 		case effReboot:
-			go d.reboot(ctx, e.why)
+			go d.reboot(ctx, e.why, e.cmd)
 		case effBootChecks:
 			go d.bootChecks(ctx)
 		}

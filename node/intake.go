@@ -74,8 +74,10 @@ func (d *Daemon) checkDesired(payload []byte, dsr *proto.Desired) error {
 	return nil
 }
 
-// command handles one-shot commands. This version acts on cancel and
-// resync; the others are reported as not supported yet.
+// command handles one-shot commands. This version acts on cancel, resync
+// and reboot; the others are refused as not supported yet. A reboot
+// command addressed to this node is acknowledged (accepted, refused or
+// failed, see proto.CmdOutcome); the others are not.
 func (d *Daemon) command(payload []byte) {
 	var c proto.Command
 	if err := proto.Decode(payload, &c); err != nil {
@@ -84,15 +86,15 @@ func (d *Daemon) command(payload []byte) {
 	}
 	if len(d.keys) > 0 {
 		if err := d.keys.Verify(&c); err != nil {
-			d.reject(c.Rollout, 0, "command "+string(c.Op)+": "+err.Error())
+			d.refuse(&c, err.Error())
 			return
 		}
 	}
 	if proto.Expired(c.Expires, time.Now()) {
-		d.reject(c.Rollout, 0, "command "+string(c.Op)+": "+proto.ErrExpired.Error())
+		d.refuse(&c, proto.ErrExpired.Error())
 		return
 	}
-	if len(c.Targets) > 0 && !slices.Contains(c.Targets, d.cfg.Name) {
+	if !d.addressed(&c) {
 		return
 	}
 	switch c.Op {
@@ -104,7 +106,28 @@ func (d *Daemon) command(payload []byte) {
 		d.send(evRebootCmd{id: c.ID, rollout: c.Rollout})
 	default:
 		d.log.Warn("command not supported yet", "op", c.Op)
+		d.refuse(&c, "not supported by this labd")
 	}
+}
+
+func (d *Daemon) addressed(c *proto.Command) bool {
+	return len(c.Targets) == 0 || slices.Contains(c.Targets, d.cfg.Name)
+}
+
+// refuse reports a command the node will not act on: as a refused
+// acknowledgement when it is a reboot or an unsupported op addressed to
+// this node, else as a rejected event.
+func (d *Daemon) refuse(c *proto.Command, reason string) {
+	detail := "command " + string(c.Op) + " refused: " + reason
+	if c.Op == proto.OpCancel || c.Op == proto.OpResync || !d.addressed(c) {
+		d.reject(c.Rollout, 0, detail)
+		return
+	}
+	cur := d.snapshot().Exec.State
+	if !cur.Valid() {
+		cur = proto.StateIdle
+	}
+	d.ack(c.Rollout, cmdAck{c.ID, c.Op, proto.CmdRefused}, cur, proto.StateRejected, detail)
 }
 
 // reject reports a refused message as a rejected event.

@@ -126,13 +126,28 @@ type (
 		gen     uint64
 		reason  string
 	}
-	// effReboot runs the configured reboot command.
-	effReboot struct{ why string }
+	// effAck acknowledges a command with an event naming it.
+	effAck struct {
+		ack      cmdAck
+		from, to proto.ExecState
+		detail   string
+	}
+	// effReboot runs the configured reboot command; cmd is the operator's
+	// command being acted on ("" for a reboot of an execution), acked
+	// as failed if the reboot command fails.
+	effReboot struct{ why, cmd string }
 	// effBootChecks runs every check once after a reboot and reports them.
 	effBootChecks struct{}
 )
 
 type effect any
+
+// cmdAck names a command and what the node did with it.
+type cmdAck struct {
+	id      string
+	op      proto.Op
+	outcome proto.CmdOutcome
+}
 
 // timeouts are the node's defaults, overridden per Desired.
 type timeouts struct{ fetch, activate, confirm time.Duration }
@@ -254,7 +269,7 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		if rebooted {
 			// The machine runs the bad system: the previous boot entry is
 			// back, reboot once more into it.
-			eff = append(eff, effReboot{"boot the previous system again"})
+			eff = append(eff, effReboot{why: "boot the previous system again"})
 		}
 		return s, eff
 	case evTimeout:
@@ -295,10 +310,16 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		if len(s.Commands) > 32 {
 			s.Commands = s.Commands[len(s.Commands)-32:]
 		}
-		if busy(s.Exec.State) || s.Exec.State == proto.StateFetching {
-			return s, []effect{effPersist{}, effReject{e.rollout, 0, fmt.Sprintf("reboot refused: the node is %s", s.Exec.State)}}
+		cur := s.Exec.State
+		if !cur.Valid() {
+			cur = proto.StateIdle
 		}
-		return s, []effect{effPersist{}, effEvent{s.Exec.State, proto.StateRebooting, "reboot requested by the operator"}, effReboot{"operator command"}}
+		if busy(s.Exec.State) || s.Exec.State == proto.StateFetching {
+			return s, []effect{effPersist{}, effAck{cmdAck{e.id, proto.OpReboot, proto.CmdRefused}, cur, proto.StateRejected,
+				fmt.Sprintf("reboot refused: the node is %s", s.Exec.State)}}
+		}
+		return s, []effect{effPersist{}, effAck{cmdAck{e.id, proto.OpReboot, proto.CmdAccepted}, cur, proto.StateRebooting, "reboot requested by the operator"},
+			effReboot{why: "operator command", cmd: e.id}}
 	}
 	return s, nil
 }
@@ -312,7 +333,7 @@ func (m machine) rebootInto(s state) (state, []effect) {
 	}
 	s.BootBefore, s.Rebooted = m.bootID, false
 	s, eff := m.to(s, proto.StateRebooting, "")
-	return s, append(eff, effReboot{"boot the new system"},
+	return s, append(eff, effReboot{why: "boot the new system"},
 		effTimer{s.Exec.Gen, proto.StateRebooting, m.timeouts.of(s.Desired, proto.StateActivating)})
 }
 
@@ -417,7 +438,7 @@ func (m machine) resume(s state) (state, []effect) {
 	case proto.StateRebooting:
 		if m.bootID == s.BootBefore {
 			// labd restarted, the machine did not: ask again.
-			return s, []effect{effReboot{"boot the new system"}, effTimer{gen, proto.StateRebooting, m.timeouts.of(s.Desired, proto.StateActivating)}}
+			return s, []effect{effReboot{why: "boot the new system"}, effTimer{gen, proto.StateRebooting, m.timeouts.of(s.Desired, proto.StateActivating)}}
 		}
 		s.Rebooted = true
 		s, eff := m.to(s, proto.StateVerifying, "came back after the reboot")

@@ -225,8 +225,21 @@ func TestTransitions(t *testing.T) {
 		{name: "state not saved at the start: failed, nothing moved", s: at(proto.StateFetching, d), ev: evPersistFailed{gen: 10, err: fmt.Errorf("read-only file system")},
 			want: proto.StateFailed},
 		{name: "state not saved later: no effect here", s: at(proto.StateActivating, d), ev: evPersistFailed{gen: 10, err: fmt.Errorf("x")}, want: proto.StateActivating},
-		{name: "reboot command when idle", s: at(proto.StateSucceeded, d), ev: evRebootCmd{id: "c1"}, want: proto.StateSucceeded, effects: []string{"Reboot"}},
-		{name: "reboot command refused while activating", s: at(proto.StateActivating, d), ev: evRebootCmd{id: "c1"}, want: proto.StateActivating, effects: []string{"Reject"}},
+		{name: "reboot command when idle", s: at(proto.StateSucceeded, d), ev: evRebootCmd{id: "c1"}, want: proto.StateSucceeded, effects: []string{"Ack", "Reboot"},
+			check: func(t *testing.T, _ state, effs []effect) {
+				if a := effs[1].(effAck); a.ack != (cmdAck{"c1", proto.OpReboot, proto.CmdAccepted}) || a.to != proto.StateRebooting {
+					t.Errorf("ack %+v, want c1 reboot accepted", a)
+				}
+				if r := effs[2].(effReboot); r.cmd != "c1" {
+					t.Errorf("reboot %+v does not name the command", r)
+				}
+			}},
+		{name: "reboot command refused while activating", s: at(proto.StateActivating, d), ev: evRebootCmd{id: "c1"}, want: proto.StateActivating, effects: []string{"Ack"},
+			check: func(t *testing.T, _ state, effs []effect) {
+				if a := effs[1].(effAck); a.ack != (cmdAck{"c1", proto.OpReboot, proto.CmdRefused}) || a.to != proto.StateRejected || !strings.Contains(a.detail, "activating") {
+					t.Errorf("ack %+v, want c1 reboot refused because activating", a)
+				}
+			}},
 		{name: "reboot command replayed: nothing", s: func() state { s := at(proto.StateSucceeded, d); s.Commands = []string{"c1"}; return s }(),
 			ev: evRebootCmd{id: "c1"}, want: proto.StateSucceeded},
 	}

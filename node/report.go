@@ -72,7 +72,27 @@ func (d *Daemon) enqueueStatus() <-chan error {
 }
 
 func (d *Daemon) enqueueEvent(rollout string, gen uint64, from, to proto.ExecState, detail string) {
-	e := &proto.Event{Node: d.cfg.Name, Rollout: rollout, Gen: gen, Prev: from, State: to, Detail: tail(detail, 2000)}
+	d.publishEvent(&proto.Event{Node: d.cfg.Name, Rollout: rollout, Gen: gen, Prev: from, State: to, Detail: detail})
+}
+
+// ack acknowledges a command: an event that names it, its op and what
+// the node did with it (labctl reboot reports a refusal or a failure at
+// once instead of waiting for its deadline).
+func (d *Daemon) ack(rollout string, a cmdAck, from, to proto.ExecState, detail string) {
+	if proto.ValidID(rollout) != nil {
+		rollout = ""
+	}
+	if a.outcome == proto.CmdAccepted {
+		d.log.Info("command accepted", "op", a.op, "cmd", a.id, "detail", detail)
+	} else {
+		d.log.Warn("command "+string(a.outcome), "op", a.op, "cmd", a.id, "reason", detail)
+	}
+	d.publishEvent(&proto.Event{Node: d.cfg.Name, Rollout: rollout, Prev: from, State: to, Detail: detail,
+		Cmd: clip(a.id, 128), Op: a.op, Outcome: a.outcome})
+}
+
+func (d *Daemon) publishEvent(e *proto.Event) {
+	e.Detail = tail(e.Detail, 2000)
 	e.Stamp(d.cfg.Name, time.Now())
 	d.enqueue(d.topics.NodeEvents(d.cfg.Name), e, false)
 }

@@ -181,17 +181,33 @@ func tail(s string, n int) string {
 }
 
 // reboot runs the configured reboot command once the status saying why
-// is on its way. The process is expected to die with the machine; if the
-// command fails, the execution's timer decides.
-func (d *Daemon) reboot(ctx context.Context, why string) {
+// is on its way. The process is expected to die with the machine. If the
+// command fails, an operator's reboot command (cmd) is acknowledged as
+// failed, with the command's output; an execution's timer decides.
+func (d *Daemon) reboot(ctx context.Context, why, cmdID string) {
 	d.enqueueStatus()
 	time.Sleep(300 * time.Millisecond) // let the publisher send the status first
 	d.log.Warn("rebooting", "why", why, "command", d.cfg.RebootCommand)
 	cmd := exec.CommandContext(ctx, d.cfg.RebootCommand[0], d.cfg.RebootCommand[1:]...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		d.log.Error("reboot command failed", "err", err, "output", tail(string(out), 500))
-		d.enqueueEvent(d.snapshot().Exec.Rollout, 0, proto.StateRebooting, proto.StateRebooting, "reboot command failed: "+err.Error())
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		return
 	}
+	detail := fmt.Sprintf("reboot command %q failed: %v", strings.Join(d.cfg.RebootCommand, " "), err)
+	if o := tail(string(out), 500); o != "" {
+		detail += ": " + o
+	}
+	d.log.Error("reboot command failed", "err", err, "output", tail(string(out), 500))
+	s := d.snapshot()
+	if cmdID == "" {
+		d.enqueueEvent(s.Exec.Rollout, 0, proto.StateRebooting, proto.StateRebooting, detail)
+		return
+	}
+	cur := s.Exec.State
+	if !cur.Valid() {
+		cur = proto.StateIdle
+	}
+	d.ack(s.Exec.Rollout, cmdAck{cmdID, proto.OpReboot, proto.CmdFailed}, proto.StateRebooting, cur, detail)
 }
 
 // bootChecks runs every configured check once after the machine rebooted

@@ -167,3 +167,39 @@ func TestStatesClassify(t *testing.T) {
 		t.Fatal("classification broken")
 	}
 }
+
+// A command acknowledgement names the command, its op and the outcome:
+// all three or none, each valid.
+func TestEventAckFields(t *testing.T) {
+	if err := Decode(readFixture(t, "event-ack"), new(Event)); err != nil {
+		t.Fatalf("ack fixture: %v", err)
+	}
+	for _, c := range []struct {
+		name string
+		fn   func(map[string]any)
+		in   string
+	}{
+		{"outcome without cmd", func(m map[string]any) { delete(m, "cmd") }, "cmd"},
+		{"cmd without outcome", func(m map[string]any) { delete(m, "outcome") }, "outcome"},
+		{"cmd without op", func(m map[string]any) { delete(m, "op") }, "op"},
+		{"unknown outcome", func(m map[string]any) { m["outcome"] = "maybe" }, "outcome"},
+		{"unknown op", func(m map[string]any) { m["op"] = "format-disk" }, "op"},
+		{"long cmd id", func(m map[string]any) { m["cmd"] = strings.Repeat("c", 129) }, "cmd"},
+		{"op on a plain event", func(m map[string]any) { delete(m, "cmd"); delete(m, "outcome") }, "cmd"},
+	} {
+		err := Decode(rawMap(t, "event-ack", c.fn), new(Event))
+		if !errors.Is(err, ErrInvalidField) || !strings.Contains(err.Error(), c.in) {
+			t.Errorf("%s: got %v, want ErrInvalidField naming %q", c.name, err, c.in)
+		}
+	}
+	// A plain event encodes as before: no ack keys.
+	var m map[string]any
+	if err := msgpack.Unmarshal(readFixture(t, "event"), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"cmd", "op", "outcome"} {
+		if _, ok := m[k]; ok {
+			t.Errorf("plain event carries %q", k)
+		}
+	}
+}

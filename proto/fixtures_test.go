@@ -49,6 +49,9 @@ func fixtures() []struct {
 		Problems: []string{"cannot save state: read-only file system"}, UpdatedAt: 1764000002000}
 	p := &Presence{Envelope: env("p1"), Node: "n1", Online: true, Since: 1764000000000}
 	e := &Event{Envelope: env("e1"), Node: "n1", Rollout: "r-1", Gen: 1764000000000, Prev: StateVerifying, State: StateRollingBack, Detail: `check "web": GET http://127.0.0.1/ → 500`}
+	ack := &Event{Envelope: env("e2"), Node: "n1", Prev: StateRebooting, State: StateSucceeded,
+		Detail: "reboot command failed: exit status 1: System has not been booted with systemd as init system (PID 1). Can't operate.",
+		Cmd:    "c1", Op: OpReboot, Outcome: CmdFailed}
 	r := &RolloutState{Envelope: env("r1"), Rollout: "r-1", CreatedAt: 1764000000000, Strategy: "all", Action: ActionSwitch,
 		State: RolloutFailed, OpenWave: 0, Waves: [][]string{{"n1", "n2"}},
 		Nodes: NodeProgressMap{
@@ -59,7 +62,7 @@ func fixtures() []struct {
 	return []struct {
 		name string
 		msg  Message
-	}{{"desired", d}, {"gate", g}, {"command", c}, {"status", s}, {"presence", p}, {"event", e}, {"rollout", r}}
+	}{{"desired", d}, {"gate", g}, {"command", c}, {"status", s}, {"presence", p}, {"event", e}, {"event-ack", ack}, {"rollout", r}}
 }
 
 func must(err error) {

@@ -166,7 +166,9 @@ type Presence struct {
 	Since    int64  `msgpack:"since" json:"since"` // Unix ms
 }
 
-// Event is one execution transition of a node.
+// Event is one execution transition of a node, or its acknowledgement of
+// a Command: then Cmd, Op and Outcome are set (all three, or none) and
+// Detail says why a command was refused or failed.
 type Event struct {
 	Envelope `msgpack:",inline"`
 	Node     string    `msgpack:"node" json:"node"`
@@ -175,6 +177,12 @@ type Event struct {
 	Prev     ExecState `msgpack:"from_state" json:"from_state"`
 	State    ExecState `msgpack:"to_state" json:"to_state"`
 	Detail   string    `msgpack:"detail" json:"detail,omitempty"`
+	// Cmd is the envelope id of the acknowledged command. The three
+	// fields are absent on other events, so that their encoding is
+	// unchanged.
+	Cmd     string     `msgpack:"cmd,omitempty" json:"cmd,omitempty"`
+	Op      Op         `msgpack:"op,omitempty" json:"op,omitempty"`
+	Outcome CmdOutcome `msgpack:"outcome,omitempty" json:"outcome,omitempty"`
 }
 
 // NodeProgress is one target's line in a RolloutState.

@@ -107,6 +107,20 @@ func (o Op) Valid() bool {
 	return false
 }
 
+// CmdOutcome is what a node did with a Command it acknowledges (an Event
+// naming the command's id and op).
+type CmdOutcome string
+
+// The command outcomes.
+const (
+	CmdAccepted CmdOutcome = "accepted" // the node acts on it (a reboot: the reboot command runs)
+	CmdRefused  CmdOutcome = "refused"  // the node will not act on it (busy, bad signature, expired, not supported); Detail says why
+	CmdFailed   CmdOutcome = "failed"   // the node tried and could not (the reboot command failed); Detail says why
+)
+
+// Valid reports whether c is a known outcome.
+func (c CmdOutcome) Valid() bool { return c == CmdAccepted || c == CmdRefused || c == CmdFailed }
+
 // RolloutPhase is the overall state of a rollout. Its values past
 // running are the rollout outcomes labctl reports everywhere (exit codes,
 // records, this retained state): one vocabulary. Why a rollout stopped

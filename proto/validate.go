@@ -254,6 +254,16 @@ func (e *Event) Validate() error {
 	if !e.State.Valid() {
 		return invalid("to_state", "%q is not a known state", e.State)
 	}
+	if e.Cmd != "" || e.Op != "" || e.Outcome != "" {
+		switch {
+		case e.Cmd == "" || len(e.Cmd) > maxMsgIDLen:
+			return invalid("cmd", "a command acknowledgement names the command id, 1..%d characters", maxMsgIDLen)
+		case !e.Op.Valid():
+			return invalid("op", "%q is not a known operation", e.Op)
+		case !e.Outcome.Valid():
+			return invalid("outcome", "%q, want accepted, refused or failed", e.Outcome)
+		}
+	}
 	return text("detail", e.Detail)
 }
 

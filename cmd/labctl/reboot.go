@@ -23,13 +23,17 @@ lowest reboot order first (labd's machine.reboot_order; then by name). A
 machine counts as back when it reports a new boot id, is online, and every
 one of its health checks ran after the reboot and passed; then its
 machine.reboot_delay passes before the next one. A machine that is not back
-healthy within --deadline stops the sequence: the others are skipped. An
+healthy within --deadline stops the sequence: the others are skipped. A
+machine that refuses the reboot (it is busy with a rollout, or the command's
+signature or expiry is refused) or whose reboot command fails says so at
+once (labd acknowledges the command) and stops the sequence too. An
 offline machine is skipped.
 
 labd reboots with its reboot_command (default: systemctl reboot).
 
-Exit codes: 0 every machine rebooted and came back healthy; 3 one failed or
-did not come back in time; 5 some were skipped because they were offline.`,
+Exit codes: 0 every machine rebooted and came back healthy; 3 one failed,
+refused or did not come back in time; 5 some were skipped because they were
+offline.`,
 		Example: `  labctl reboot --key operator.key --on @servers
   labctl reboot --key operator.key --on nas,router --deadline 20m`,
 		Args: cobra.NoArgs,
@@ -78,7 +82,7 @@ did not come back in time; 5 some were skipped because they were offline.`,
 			code := 0
 			for _, r := range res {
 				switch r.State {
-				case controller.RebootFailed, controller.RebootTimeout:
+				case controller.RebootFailed, controller.RebootRefused, controller.RebootTimeout:
 					code = 3
 				case controller.RebootSkipped:
 					if code == 0 {
