@@ -197,7 +197,7 @@ func serveDebug(ctx context.Context, g *globals, addr string) error {
 func runBroker(ctx context.Context, g *globals, cfg broker.Config) error {
 	s, err := broker.New(cfg)
 	if errors.Is(err, broker.ErrDataDirInUse) {
-		return fmt.Errorf("%w; stop it or use another --data-dir", err)
+		return fmt.Errorf("%w; stop it or use another --data-dir (broker.data_dir)", err)
 	}
 	if err != nil {
 		return err
