@@ -265,9 +265,14 @@ func explainRefusal(err error, identity, command string, topics proto.Topics, su
 	if identity == "" {
 		who = "this connection (no username, no client certificate)"
 	}
-	rights := "it has neither a viewer's nor a controller's rights (a node's identity?)"
-	if len(granted) > 0 && reads(access.RoleViewer, granted...) && !reads(access.RoleViewer, refused) {
+	var rights string
+	switch {
+	case reads(access.RoleViewer, refused):
+		rights = "it has neither a viewer's nor a controller's rights"
+	case len(granted) > 0 && reads(access.RoleViewer, granted...):
 		rights = "it may read " + strings.Join(granted, ", ") + ": a viewer's rights"
+	default:
+		rights = "it lacks a controller's rights"
 	}
 	need := access.RoleController
 	if reads(access.RoleViewer, subs...) {

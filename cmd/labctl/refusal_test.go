@@ -90,6 +90,8 @@ func TestExplainRefusal(t *testing.T) {
 			[]string{`identity "n1" may not subscribe to lab/v1/node/+/status`, "neither a viewer's nor a controller's", "needs a viewer identity", "--role viewer"}},
 		{"anonymous", "", "labctl publish", fleet, refused(tp.AllStatus()),
 			[]string{"this connection (no username, no client certificate)", "needs a controller identity"}},
+		{"desired first", "ops", "labctl x", []string{tp.AllDesired()}, refused(tp.AllDesired()),
+			[]string{"it lacks a controller's rights", "needs a controller identity"}},
 		{"other reason", "ops", "labctl publish", fleet, fmt.Errorf("bus: subscribe x refused: reason 0x97: %w", errBus),
 			[]string{"bus: subscribe x refused: reason 0x97"}},
 	} {
