@@ -27,7 +27,9 @@
 // while the previous one was committing (mochi's bolt hook made one
 // transaction, with its fsync, per retained or QoS 1 message). A broker
 // killed mid-commit loses the last few milliseconds of changes
-// (docs/protocol.md says what that can cost). Known limits kept from mochi
+// (docs/protocol.md says what that can cost). One broker per DataDir: the
+// file is locked, and a second New fails with ErrDataDirInUse naming the
+// process holding it (storelock.go). Known limits kept from mochi
 // (v2.7.9):
 //
 //   - a restored session forgets the expiry its client asked for and is
