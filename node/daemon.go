@@ -97,6 +97,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		CleanStart: false, SessionExpiry: d.cfg.SessionExpiry, KeepAlive: d.cfg.KeepAlive,
 		Will:      &bus.Message{Topic: d.topics.NodePresence(d.cfg.Name), Payload: will, Retain: true},
 		OnMessage: d.receive, OnUp: d.onUp, Logger: d.log, Dial: d.cfg.Dial,
+		TakeoverHint: fmt.Sprintf("is a second labd running with name %s? every machine needs a name of its own", d.cfg.Name),
 	})
 	if err != nil {
 		return err
@@ -140,8 +141,33 @@ func (d *Daemon) filters() []string {
 // onUp runs after every (re)connect: presence online and a fresh status.
 // The subscriptions were re-sent by the bus, so retained desired state and
 // gates arrive again and are reconciled by the loop.
+//
+// After a session takeover (another labd with this name connected), the
+// connection this one threw out leaves its Last Will — offline — which the
+// broker may publish after this online; and the other labd published its
+// own status. Both are said again once that has settled.
 func (d *Daemon) onUp(ctx context.Context, c *bus.Client) {
 	d.log.Info("connected to the broker")
+	d.announce(ctx, c)
+	if c.Takeovers() == 0 {
+		return
+	}
+	select {
+	case <-time.After(takeoverSettle):
+	case <-ctx.Done():
+		return
+	}
+	if c.Connected() {
+		d.announce(ctx, c)
+	}
+}
+
+// takeoverSettle is how long after a reconnect that followed a takeover
+// presence and status are published again.
+const takeoverSettle = 2 * time.Second
+
+// announce publishes presence online and the current status.
+func (d *Daemon) announce(ctx context.Context, c *bus.Client) {
 	if on, err := d.presence(true); err == nil {
 		if err := c.Publish(ctx, d.topics.NodePresence(d.cfg.Name), on, true); err != nil {
 			d.log.Warn("publish presence", "err", err)

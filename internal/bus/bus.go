@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
 )
 
 // ContentType is set on every publish.
@@ -50,8 +52,36 @@ type Config struct {
 	OnUp func(ctx context.Context, c *Client)
 	// OnDown runs when a connection is lost. It must not block.
 	OnDown func()
+	// TakeoverHint is added to the warning logged when another client
+	// with the same id took the session over, e.g. "is a second labd
+	// running with name n1?".
+	TakeoverHint string
 
 	Logger *slog.Logger
+}
+
+// After the broker took the session over (MQTT v5 DISCONNECT with reason
+// 0x8E: another client connected with the same client id), the client
+// waits before it reconnects — 1 s, doubling up to a minute while the
+// takeovers go on — instead of taking the session back at once: two
+// processes with one id would otherwise throw each other out without end.
+// Any other lost connection is retried at once.
+const (
+	reasonSessionTakenOver = 0x8E
+	takeoverBackoffMin     = time.Second
+	takeoverBackoffMax     = time.Minute
+	// takeoverStable is how long a connection must last to end a run of
+	// takeovers (longer than the other client's longest wait).
+	takeoverStable = 2 * takeoverBackoffMax
+)
+
+// takeoverBackoff is the wait after the n-th takeover in a row (n ≥ 1).
+func takeoverBackoff(n int) time.Duration {
+	d := takeoverBackoffMin
+	for i := 1; i < n && d < takeoverBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, takeoverBackoffMax)
 }
 
 // Client is a self-healing MQTT v5 connection.
@@ -65,6 +95,27 @@ type Client struct {
 	mu      sync.Mutex
 	filters []string
 	up      bool
+	upSince time.Time
+	// takenOver: the broker said the current connection's session was
+	// taken over; streak counts takeovers in a row, takeovers all of
+	// them; delay is the wait before the next reconnect.
+	takenOver bool
+	streak    int
+	takeovers int
+	delay     time.Duration
+}
+
+// session is paho's in-memory session state, watched for the broker's
+// DISCONNECT: paho reports it here before the connection counts as lost,
+// so that onDown knows the reason.
+type session struct {
+	*state.State
+	lost func(*packets.Disconnect)
+}
+
+func (s session) ConnectionLost(dp *packets.Disconnect) error {
+	s.lost(dp)
+	return s.State.ConnectionLost(dp)
 }
 
 // ErrNotConnected is returned by Publish and Subscribe while the connection is down.
@@ -113,7 +164,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		KeepAlive:                     uint16(cfg.KeepAlive / time.Second),
 		CleanStartOnInitialConnection: cfg.CleanStart,
 		SessionExpiryInterval:         uint32(cfg.SessionExpiry / time.Second),
-		ReconnectBackoff:              autopaho.NewExponentialBackoff(200*time.Millisecond, 30*time.Second, time.Second, 2),
+		ReconnectBackoff:              c.backoff(autopaho.NewExponentialBackoff(200*time.Millisecond, 30*time.Second, time.Second, 2)),
 		ConnectTimeout:                10 * time.Second,
 		ConnectUsername:               cfg.Username,
 		ConnectPassword:               cfg.Password,
@@ -124,6 +175,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		},
 		ClientConfig: paho.ClientConfig{
 			ClientID:          cfg.ClientID,
+			Session:           session{State: state.NewInMemory(), lost: c.sessionLost},
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublish},
 			OnClientError:     func(err error) { c.log.Warn("mqtt client error", "err", err) },
 		},
@@ -150,9 +202,42 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// backoff is the wait before connection attempt n of one reconnect: the
+// first waits only after a takeover, later ones as next says.
+func (c *Client) backoff(next autopaho.Backoff) func(int) time.Duration {
+	return func(attempt int) time.Duration {
+		if attempt > 0 {
+			return next(attempt)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		d := c.delay
+		c.delay = 0
+		return d
+	}
+}
+
+func (c *Client) sessionLost(dp *packets.Disconnect) {
+	if dp != nil && dp.ReasonCode == reasonSessionTakenOver {
+		c.mu.Lock()
+		c.takenOver = true
+		c.mu.Unlock()
+	}
+}
+
+// Takeovers is how many times another client with the same id took this
+// client's session over.
+func (c *Client) Takeovers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.takeovers
+}
+
 func (c *Client) onUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 	c.mu.Lock()
 	c.up = true
+	c.upSince = time.Now()
+	c.takenOver = false
 	filters := slices.Clone(c.filters)
 	c.mu.Unlock()
 	c.log.Debug("mqtt connected")
@@ -179,8 +264,24 @@ func (c *Client) onUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 func (c *Client) onDown() bool {
 	c.mu.Lock()
 	c.up = false
+	if time.Since(c.upSince) >= takeoverStable {
+		c.streak = 0
+	}
+	wait, streak := time.Duration(0), 0
+	if c.takenOver {
+		c.takenOver = false
+		c.streak++
+		c.takeovers++
+		wait, streak = takeoverBackoff(c.streak), c.streak
+		c.delay = wait
+	}
 	c.mu.Unlock()
-	c.log.Warn("mqtt connection lost")
+	if wait > 0 {
+		c.log.Warn("another client with the same id connected: the broker took the session over (MQTT reason 0x8E)",
+			"client_id", c.cfg.ClientID, "hint", c.cfg.TakeoverHint, "reconnect_in", wait, "takeovers_in_a_row", streak)
+	} else {
+		c.log.Warn("mqtt connection lost")
+	}
 	if c.cfg.OnDown != nil {
 		c.cfg.OnDown()
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -271,5 +273,116 @@ func TestConnectionOutlivesDialContext(t *testing.T) {
 	case <-c.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not stop the client")
+	}
+}
+
+func TestTakeoverBackoff(t *testing.T) {
+	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 6: 32 * time.Second, 7: time.Minute, 50: time.Minute} {
+		if got := takeoverBackoff(n); got != want {
+			t.Errorf("takeoverBackoff(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Two clients with one id (two labd with the same name): each takeover
+// is logged, naming the id, and the one thrown out waits longer each
+// time instead of taking the session back at once. Once the other is
+// gone it comes back (and a normal lost connection is retried at once).
+func TestSessionTakeoverBacksOff(t *testing.T) {
+	b := testbroker.Start(t)
+	var logs syncBuffer
+	var mu sync.Mutex
+	ups := map[string]int{}
+	up := make(chan string, 100)
+	mk := func(who string) *Client {
+		c, err := Dial(context.Background(), Config{URLs: []string{b.URL()}, ClientID: "twin", SessionExpiry: time.Minute,
+			TakeoverHint: "is a second labd running with name twin?",
+			Logger:       slog.New(slog.NewTextHandler(&logs, nil)).With("who", who),
+			OnUp: func(context.Context, *Client) {
+				mu.Lock()
+				ups[who]++
+				mu.Unlock()
+				up <- who
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		return c
+	}
+	a := mk("a")
+	if w := recvUp(t, up, 5*time.Second); w != "a" {
+		t.Fatalf("first up: %s", w)
+	}
+	second := mk("b")
+	time.Sleep(5 * time.Second)
+	mu.Lock()
+	total := ups["a"] + ups["b"]
+	mu.Unlock()
+	// Without a backoff the two take the session from each other
+	// hundreds of times; with it: at 0 s, 1 s, 2 s, 4 s.
+	if total > 7 {
+		t.Errorf("%d connections in 5 s: the clients do not back off (%v)", total, ups)
+	}
+	if a.Takeovers()+second.Takeovers() < 2 {
+		t.Errorf("takeovers a %d b %d, want some", a.Takeovers(), second.Takeovers())
+	}
+	if l := logs.String(); !strings.Contains(l, "another client with the same id connected") || !strings.Contains(l, "client_id=twin") ||
+		!strings.Contains(l, "is a second labd running with name twin?") {
+		t.Errorf("the takeover is not logged with the client id and the hint:\n%s", l)
+	}
+	// The second one goes away: the first is back within its backoff.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := second.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !a.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("the first client did not come back after the second left")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A connection lost for another reason is retried at once.
+	for len(up) > 0 {
+		<-up
+	}
+	b.Kick(t, "twin")
+	start := time.Now()
+	if w := recvUp(t, up, 5*time.Second); w != "a" {
+		t.Fatalf("up after the kick: %s", w)
+	}
+	if took := time.Since(start); took > 900*time.Millisecond {
+		t.Errorf("a normal reconnect took %s", took)
+	}
+}
+
+func recvUp(t *testing.T, ch <-chan string, d time.Duration) string {
+	t.Helper()
+	select {
+	case w := <-ch:
+		return w
+	case <-time.After(d):
+		t.Fatal("timeout waiting for a connection")
+		return ""
 	}
 }
