@@ -2,18 +2,22 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // The documentation's shell recipes are run as written: a block between
 //
-//	<!-- begin: NAME -->
+//	<!-- begin: NAME -->   (or <!-- begin: NAME (a note) -->)
 //	```sh
 //	...
 //	```
@@ -31,12 +35,14 @@ func docBlock(t *testing.T, doc, name string) string {
 		t.Fatal(err)
 	}
 	text := string(b)
-	begin, end := "<!-- begin: "+name+" -->", "<!-- end: "+name+" -->"
+	// A marker may say more after the name: <!-- begin: NAME (why) -->.
+	begin, end := "<!-- begin: "+name+" ", "<!-- end: "+name+" "
 	i, j := strings.Index(text, begin), strings.Index(text, end)
-	if i < 0 || j < i {
-		t.Fatalf("%s has no block between %q and %q", doc, begin, end)
+	k := strings.Index(text[max(i, 0):], "-->")
+	if i < 0 || j < i || k < 0 {
+		t.Fatalf("%s has no block between %q and %q", doc, begin+"-->", end+"-->")
 	}
-	block := strings.TrimSpace(text[i+len(begin) : j])
+	block := strings.TrimSpace(text[i+k+len("-->") : j])
 	if !strings.HasPrefix(block, "```sh\n") || !strings.HasSuffix(block, "\n```") {
 		t.Fatalf("%s: block %s is not one ```sh fenced block:\n%s", doc, name, block)
 	}
@@ -150,4 +156,92 @@ func runIn(t *testing.T, dir string, env []string, name string, args ...string) 
 		t.Fatalf("%s %s (in %s): %v\n%s%s", name, strings.Join(args, " "), dir, err, out.String(), errb.String())
 	}
 	return out.String()
+}
+
+// README's "Try it by hand", as pasted into a root shell in a fresh clone:
+// it builds bin/, runs a broker and one labd on a scratch profile, rolls
+// generation 2 of a fake system out and cleans up. Only the port differs
+// (a free one instead of 1883, in the block and in LAB_BROKER_URL, which
+// labctl reads instead of its default mqtt://127.0.0.1:1883).
+func TestReadmeTryItByHand(t *testing.T) {
+	requireTools(t, "bash", "go", "nix-build", "nix-env", "nix-store")
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: the README's block runs as root (Debian's nix-bin has no daemon for other users); CI runs as root")
+	}
+	block := docBlock(t, "README.md", "try-it-by-hand")
+	if !strings.Contains(block, "127.0.0.1:1883") {
+		t.Fatalf("the block no longer uses 127.0.0.1:1883; update this test's port substitution:\n%s", block)
+	}
+	port := freePort(t)
+	block = strings.ReplaceAll(block, "127.0.0.1:1883", fmt.Sprintf("127.0.0.1:%d", port))
+
+	clone, home, tmp := copyRepo(t), t.TempDir(), t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-e", "-c", block)
+	cmd.Dir = clone
+	cmd.Env = append(append(os.Environ(), goEnv(t)...),
+		"HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, "cache"), "TMPDIR="+tmp,
+		fmt.Sprintf("LAB_BROKER_URL=mqtt://127.0.0.1:%d", port))
+	// Its own process group, so that nothing it starts outlives the test,
+	// and its output in files: a background process that keeps a pipe open
+	// cannot make Wait hang.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	stdout, stderr := logFile(t, "stdout"), logFile(t, "stderr")
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+	err := cmd.Wait()
+	// Whatever the block started and did not stop is still in the group.
+	left := syscall.Kill(-pgid, 0)
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	out, errOut := readLog(t, stdout), readLog(t, stderr)
+	t.Logf("stdout:\n%s\nstderr:\n%s", out, errOut)
+	if err != nil {
+		t.Fatalf("the README block failed: %v", err)
+	}
+	if !errors.Is(left, syscall.ESRCH) {
+		t.Errorf("the block left processes behind (kill -0 -%d: %v)", pgid, left)
+	}
+	for _, want := range []string{
+		"labd config ok: node n1",
+		"1     n1    succeeded", // publish's table
+		" succeeded: 1 targets in 1 wave, 1 succeeded",
+		"n1    yes     succeeded", // status
+		"switch:ok",
+		"25.05.2-fake",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("the block left its scratch directory behind: %s/%s", tmp, left[0].Name())
+	}
+	if _, err := os.Stat(filepath.Join(clone, "bin", "labd")); err != nil {
+		t.Errorf("the block did not build bin/labd in the clone: %v", err)
+	}
+}
+
+func logFile(t *testing.T, name string) *os.File {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func readLog(t *testing.T, f *os.File) string {
+	t.Helper()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
