@@ -105,6 +105,7 @@ type (
 		toplevel string
 		action   proto.Action
 		resume   bool
+		previous string // the recorded previous system: the profile goes back to it if the switch cannot start
 	}
 	effChecks struct {
 		gen      uint64
@@ -218,7 +219,7 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		s.Previous = e.current
 		s.Exec.Attempt++
 		s, eff := m.to(s, proto.StateActivating, "")
-		return s, append(eff, effActivate{gen: s.Exec.Gen, toplevel: s.Exec.Toplevel, action: s.Exec.Action},
+		return s, append(eff, effActivate{gen: s.Exec.Gen, toplevel: s.Exec.Toplevel, action: s.Exec.Action, previous: s.Previous},
 			effTimer{s.Exec.Gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)})
 	case evActivated:
 		if s.Exec.State != proto.StateActivating || e.gen != s.Exec.Gen {
@@ -425,7 +426,7 @@ func (m machine) resume(s state) (state, []effect) {
 	case proto.StateFetching:
 		return s, []effect{effFetch{gen, s.Exec.Toplevel}, effTimer{gen, proto.StateFetching, m.timeouts.of(s.Desired, proto.StateFetching)}}
 	case proto.StateActivating:
-		return s, []effect{effActivate{gen: gen, toplevel: s.Exec.Toplevel, action: s.Exec.Action, resume: true},
+		return s, []effect{effActivate{gen: gen, toplevel: s.Exec.Toplevel, action: s.Exec.Action, resume: true, previous: s.Previous},
 			effTimer{gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)}}
 	case proto.StateVerifying:
 		return s, []effect{effChecks{gen, s.Desired.Checks, s.Exec.Toplevel}, effTimer{gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)}}
