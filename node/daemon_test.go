@@ -186,7 +186,9 @@ func TestActivationThatCannotStartChangesNothing(t *testing.T) {
 		wantCalls []string
 		wantError string
 	}{
-		{"check fails", func(f *nixsystest.Fake) { f.CheckErr = errors.New("activation run directory: mkdir x: not a directory") },
+		{"check fails", func(f *nixsystest.Fake) {
+			f.CheckErr = errors.New("activation run directory: mkdir x: not a directory")
+		},
 			[]string{"realise " + tlNew, "check switch " + tlNew}, "not a directory"},
 		{"start fails after the check", func(f *nixsystest.Fake) { f.StartErr = errors.New("systemd-run: exit status 1") },
 			[]string{"realise " + tlNew, "check switch " + tlNew, "set-profile " + tlNew, "activate switch " + tlNew, "set-profile " + tlOld}, "systemd-run"},
