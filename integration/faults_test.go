@@ -78,7 +78,7 @@ func TestBrokerLosesItsStoreMidRollout(t *testing.T) {
 	f := newFleet(t, []string{"n1", "n2"}, nil)
 	f.startNodes(f.nodes[:1]) // n2 is asleep
 	var out strings.Builder
-	cmd := f.labctlAsync(&out, "publish", "--id", "r-wipe", "--key", f.KeyFile, "--timeout", "60s",
+	cmd := f.labctlAsync(&out, "publish", "--id", "r-wipe", "--key", f.KeyFile, "--timeout", "60s", "--allow-unseen",
 		"--toplevel", "n1="+f.gen2["n1"], "--toplevel", "n2="+f.gen2["n2"])
 	f.Watch().AwaitState(t, "n1", "r-wipe", proto.StateSucceeded, 30*time.Second)
 	f.killBroker()

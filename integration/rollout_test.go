@@ -150,7 +150,7 @@ func TestOfflineNodeConvergesWhenItStarts(t *testing.T) {
 		n.Start()
 		f.awaitOnline(n)
 	}
-	code, out := f.publish("r-sleep", "--timeout", "15s")
+	code, out := f.publish("r-sleep", "--timeout", "15s", "--allow-unseen") // n3 never connected yet
 	if code != exitPending {
 		t.Fatalf("publish exit %d, want %d (pending)", code, exitPending)
 	}
