@@ -259,7 +259,7 @@ func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
 		case effRollback:
 			go func() { d.sendCtx(ctx, d.rollback(ctx, e)) }()
 		case effReboot:
-			go d.reboot(ctx, e.why, e.cmd)
+			go d.reboot(ctx, e)
 		case effBootChecks:
 			go d.bootChecks(ctx)
 		}

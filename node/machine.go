@@ -81,6 +81,11 @@ type (
 	evResume    struct{}
 	// evRebootCmd is an operator's reboot command (labctl reboot).
 	evRebootCmd struct{ id, rollout string }
+	// evRebootFailed: the reboot command an execution ran failed.
+	evRebootFailed struct {
+		gen    uint64
+		detail string
+	}
 	// evPersistFailed: the state of a new execution could not be saved.
 	evPersistFailed struct {
 		gen uint64
@@ -133,10 +138,14 @@ type (
 		from, to proto.ExecState
 		detail   string
 	}
-	// effReboot runs the configured reboot command; cmd is the operator's
-	// command being acted on ("" for a reboot of an execution), acked
-	// as failed if the reboot command fails.
-	effReboot struct{ why, cmd string }
+	// effReboot runs the configured reboot command. cmd is the
+	// operator's command being acted on, acknowledged as failed if the
+	// reboot command fails; gen is the execution that waits for the
+	// reboot (0: none), told with evRebootFailed.
+	effReboot struct {
+		why, cmd string
+		gen      uint64
+	}
 	// effBootChecks runs every check once after a reboot and reports them.
 	effBootChecks struct{}
 )
@@ -303,6 +312,13 @@ func (m machine) next(s state, ev any) (state, []effect) {
 			return s, nil
 		}
 		return m.to(s, proto.StateFailed, "cannot save the node's state, so nothing was changed: "+e.err.Error())
+	case evRebootFailed:
+		if s.Exec.State != proto.StateRebooting || e.gen != s.Exec.Gen {
+			return s, nil
+		}
+		// The machine is still on the old system; the new one is only
+		// its boot default: put the old one back.
+		return m.rollback(s, "the machine did not reboot: "+e.detail)
 	case evRebootCmd:
 		if slices.Contains(s.Commands, e.id) {
 			return s, nil // the same command again (QoS 1 redelivery)
@@ -334,7 +350,7 @@ func (m machine) rebootInto(s state) (state, []effect) {
 	}
 	s.BootBefore, s.Rebooted = m.bootID, false
 	s, eff := m.to(s, proto.StateRebooting, "")
-	return s, append(eff, effReboot{why: "boot the new system"},
+	return s, append(eff, effReboot{why: "boot the new system", gen: s.Exec.Gen},
 		effTimer{s.Exec.Gen, proto.StateRebooting, m.timeouts.of(s.Desired, proto.StateActivating)})
 }
 
@@ -439,7 +455,7 @@ func (m machine) resume(s state) (state, []effect) {
 	case proto.StateRebooting:
 		if m.bootID == s.BootBefore {
 			// labd restarted, the machine did not: ask again.
-			return s, []effect{effReboot{why: "boot the new system"}, effTimer{gen, proto.StateRebooting, m.timeouts.of(s.Desired, proto.StateActivating)}}
+			return s, []effect{effReboot{why: "boot the new system", gen: gen}, effTimer{gen, proto.StateRebooting, m.timeouts.of(s.Desired, proto.StateActivating)}}
 		}
 		s.Rebooted = true
 		s, eff := m.to(s, proto.StateVerifying, "came back after the reboot")

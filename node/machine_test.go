@@ -225,6 +225,13 @@ func TestTransitions(t *testing.T) {
 		{name: "state not saved at the start: failed, nothing moved", s: at(proto.StateFetching, d), ev: evPersistFailed{gen: 10, err: fmt.Errorf("read-only file system")},
 			want: proto.StateFailed},
 		{name: "state not saved later: no effect here", s: at(proto.StateActivating, d), ev: evPersistFailed{gen: 10, err: fmt.Errorf("x")}, want: proto.StateActivating},
+		{name: "the reboot command of a boot activation failed: roll back now", s: at(proto.StateRebooting, boot), ev: evRebootFailed{gen: 10, detail: "reboot command failed: exit status 1"},
+			want: proto.StateRollingBack, effects: []string{"Rollback"}, check: func(t *testing.T, s state, _ []effect) {
+				if !strings.Contains(s.Exec.Error, "did not reboot: reboot command failed") {
+					t.Errorf("error %q", s.Exec.Error)
+				}
+			}},
+		{name: "a stale reboot failure: nothing", s: at(proto.StateRebooting, boot), ev: evRebootFailed{gen: 9}, want: proto.StateRebooting},
 		{name: "reboot command when idle", s: at(proto.StateSucceeded, d), ev: evRebootCmd{id: "c1"}, want: proto.StateSucceeded, effects: []string{"Ack", "Reboot"},
 			check: func(t *testing.T, _ state, effs []effect) {
 				if a := effs[1].(effAck); a.ack != (cmdAck{"c1", proto.OpReboot, proto.CmdAccepted}) || a.to != proto.StateRebooting {

@@ -204,12 +204,13 @@ func tail(s string, n int) string {
 
 // reboot runs the configured reboot command once the status saying why
 // is on its way. The process is expected to die with the machine. If the
-// command fails, an operator's reboot command (cmd) is acknowledged as
-// failed, with the command's output; an execution's timer decides.
-func (d *Daemon) reboot(ctx context.Context, why, cmdID string) {
+// command fails, with the command's output as the reason, an operator's
+// reboot command is acknowledged as failed and an execution waiting for
+// the reboot is told (it rolls back at once, not at its deadline).
+func (d *Daemon) reboot(ctx context.Context, e effReboot) {
 	d.enqueueStatus()
 	time.Sleep(300 * time.Millisecond) // let the publisher send the status first
-	d.log.Warn("rebooting", "why", why, "command", d.cfg.RebootCommand)
+	d.log.Warn("rebooting", "why", e.why, "command", d.cfg.RebootCommand)
 	cmd := exec.CommandContext(ctx, d.cfg.RebootCommand[0], d.cfg.RebootCommand[1:]...)
 	out, err := cmd.CombinedOutput()
 	if err == nil {
@@ -221,15 +222,18 @@ func (d *Daemon) reboot(ctx context.Context, why, cmdID string) {
 	}
 	d.log.Error("reboot command failed", "err", err, "output", tail(string(out), 500))
 	s := d.snapshot()
-	if cmdID == "" {
+	switch {
+	case e.cmd != "":
+		cur := s.Exec.State
+		if !cur.Valid() {
+			cur = proto.StateIdle
+		}
+		d.ack(s.Exec.Rollout, cmdAck{e.cmd, proto.OpReboot, proto.CmdFailed}, proto.StateRebooting, cur, detail)
+	case e.gen != 0:
+		d.sendCtx(ctx, evRebootFailed{gen: e.gen, detail: detail})
+	default:
 		d.enqueueEvent(s.Exec.Rollout, 0, proto.StateRebooting, proto.StateRebooting, detail)
-		return
 	}
-	cur := s.Exec.State
-	if !cur.Valid() {
-		cur = proto.StateIdle
-	}
-	d.ack(s.Exec.Rollout, cmdAck{cmdID, proto.OpReboot, proto.CmdFailed}, proto.StateRebooting, cur, detail)
 }
 
 // bootChecks runs every configured check once after the machine rebooted
