@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -252,7 +253,7 @@ func TestRebootRefusedWhileActivating(t *testing.T) {
 	f.Watch().AwaitState(t, "n1", "r-busy", proto.StateActivating, 30*time.Second)
 	start := time.Now()
 	code, out, errOut := f.Labctl("reboot", "--on", "n1", "--key", f.KeyFile, "--deadline", "120s")
-	if code != 3 || !strings.Contains(out, "refused") || !strings.Contains(out, "the node is activating") {
+	if code != 3 || !regexp.MustCompile(`(?m)^n1\s+refused\s`).MatchString(out) || !strings.Contains(out, "the node is activating") {
 		t.Fatalf("labctl reboot exit %d, want 3 reporting the refusal\n%s%s", code, out, errOut)
 	}
 	if took := time.Since(start); took > 30*time.Second {

@@ -85,7 +85,7 @@ func (d *Daemon) ack(rollout string, a cmdAck, from, to proto.ExecState, detail 
 	if a.outcome == proto.CmdAccepted {
 		d.log.Info("command accepted", "op", a.op, "cmd", a.id, "detail", detail)
 	} else {
-		d.log.Warn("command "+string(a.outcome), "op", a.op, "cmd", a.id, "reason", detail)
+		d.log.Warn("command not carried out", "op", a.op, "cmd", a.id, "outcome", a.outcome, "reason", detail)
 	}
 	d.publishEvent(&proto.Event{Node: d.cfg.Name, Rollout: rollout, Prev: from, State: to, Detail: detail,
 		Cmd: clip(a.id, 128), Op: a.op, Outcome: a.outcome})

@@ -6,6 +6,10 @@ package proto
 // Bump this number and document what is new:
 //
 //	1: first version: desired, gate, command, status, presence, event, rollout.
+//	   Later optional fields, absent when empty so that every other
+//	   message encodes as before (no bump): rollout.halted,
+//	   rollout.omitted; event.cmd, event.op, event.outcome (command
+//	   acknowledgements, docs/protocol.md).
 const Version = 1
 
 // ContentType is the MQTT v5 content type of every lab payload.
