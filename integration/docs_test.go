@@ -26,8 +26,8 @@ import (
 // in a Markdown file is what docBlock returns, so the test and the page
 // cannot drift apart.
 
-// docBlock returns the shell code of the block NAME in the repository file
-// doc (e.g. "README.md"), without its fences.
+// docBlock returns the code of the block NAME in the repository file doc
+// (e.g. "README.md"), without its fences.
 func docBlock(t *testing.T, doc, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(repoRoot(t), doc))
@@ -43,10 +43,11 @@ func docBlock(t *testing.T, doc, name string) string {
 		t.Fatalf("%s has no block between %q and %q", doc, begin+"-->", end+"-->")
 	}
 	block := strings.TrimSpace(text[i+k+len("-->") : j])
-	if !strings.HasPrefix(block, "```sh\n") || !strings.HasSuffix(block, "\n```") {
-		t.Fatalf("%s: block %s is not one ```sh fenced block:\n%s", doc, name, block)
+	first, rest, _ := strings.Cut(block, "\n")
+	if !strings.HasPrefix(first, "```") || !strings.HasSuffix(rest, "\n```") || strings.Contains(strings.TrimSuffix(rest, "```"), "```") {
+		t.Fatalf("%s: block %s is not one fenced code block:\n%s", doc, name, block)
 	}
-	return strings.TrimSuffix(strings.TrimPrefix(block, "```sh\n"), "```")
+	return strings.TrimSuffix(rest, "```")
 }
 
 // repoRoot is the module root (the tests run in integration/).
