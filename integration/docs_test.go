@@ -9,10 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lab-fleet/lab/broker/access"
+	"github.com/lab-fleet/lab/proto"
 )
 
 // The documentation's shell recipes are run as written: a block between
@@ -245,4 +250,130 @@ func readLog(t *testing.T, f *os.File) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// docs/security.md's EMQX rules grant each role exactly what the broker's
+// own rules do (as `labctl acl export` writes them for mosquitto), and its
+// table's viewer row says the same. Identities as on the page: ops
+// (controller), grafana (viewer), web (node in servers).
+func TestSecurityDocEMQXRulesMatchTheBroker(t *testing.T) {
+	var f access.File
+	for _, id := range []access.Identity{
+		{Name: "ops", Role: access.RoleController},
+		{Name: "grafana", Role: access.RoleViewer},
+		{Name: "web", Role: access.RoleNode, Groups: []string{"servers"}},
+	} {
+		h, err := access.HashPassword([]byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id.PasswordHash = h
+		f.Put(id)
+	}
+	table, err := access.New(f, proto.DefaultTopics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := map[string][]string{} // "user publish|subscribe" → topics, %u as ${username}
+	user := ""
+	for _, l := range strings.Split(table.MosquittoACL(), "\n") {
+		fs := strings.Fields(l)
+		switch {
+		case len(fs) == 2 && fs[0] == "user":
+			user = fs[1]
+		case len(fs) == 3 && (fs[0] == "topic" || fs[0] == "pattern"):
+			who := user
+			if fs[0] == "pattern" {
+				who = "web" // every node
+			}
+			op := map[string]string{"read": "subscribe", "write": "publish"}[fs[1]]
+			broker[who+" "+op] = append(broker[who+" "+op], strings.ReplaceAll(fs[2], "%u", "${username}"))
+		}
+	}
+
+	doc := readRepoFile(t, "docs/security.md")
+	i := strings.Index(doc, "```erlang\n")
+	j := strings.Index(doc[i+1:], "```\n")
+	if i < 0 || j < 0 {
+		t.Fatal("docs/security.md has no ```erlang block")
+	}
+	rule := regexp.MustCompile(`\{allow, (all|\{username, "([a-z0-9-]+)"\}), (publish|subscribe), \[([^\]]*)\]\}\.`)
+	quoted := regexp.MustCompile(`"([^"]+)"`)
+	emqx := map[string][]string{}
+	for _, m := range rule.FindAllStringSubmatch(doc[i:i+1+j], -1) {
+		who := m[2]
+		if m[1] == "all" {
+			who = "web" // what every node may do
+		}
+		for _, q := range quoted.FindAllStringSubmatch(m[4], -1) {
+			emqx[who+" "+m[3]] = append(emqx[who+" "+m[3]], q[1])
+		}
+	}
+	for _, k := range []string{"ops publish", "ops subscribe", "grafana subscribe", "web publish", "web subscribe"} {
+		if got, want := sorted(emqx[k]), sorted(broker[k]); got != want {
+			t.Errorf("EMQX rules for %s:\n  %s\nthe broker's:\n  %s", k, got, want)
+		}
+	}
+	if len(emqx["grafana publish"]) > 0 {
+		t.Errorf("EMQX rules let the viewer publish: %v", emqx["grafana publish"])
+	}
+
+	row := regexp.MustCompile("(?m)^\\| viewer \\| nothing \\| (.*) \\|$").FindStringSubmatch(doc)
+	if row == nil {
+		t.Fatal("docs/security.md's table has no viewer row")
+	}
+	var cells []string
+	for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(row[1], -1) {
+		cells = append(cells, m[1])
+	}
+	if got, want := sorted(cells), sorted(broker["grafana subscribe"]); got != want {
+		t.Errorf("the table's viewer row:\n  %s\nthe broker's:\n  %s", got, want)
+	}
+}
+
+func sorted(s []string) string {
+	c := append([]string(nil), s...)
+	sort.Strings(c)
+	return strings.Join(c, " ")
+}
+
+// The user docs cite only what the repository has: no notes that live
+// outside it (RECIPES.md is the developers' machine notes, not shipped),
+// and every repository path they name in backticks exists.
+func TestDocsCiteOnlyWhatTheRepositoryHas(t *testing.T) {
+	root := repoRoot(t)
+	docs, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	docs = append(docs, filepath.Join(root, "README.md"), filepath.Join(root, "BENCHMARKS.md"))
+	top := map[string]bool{}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			top[e.Name()] = true
+		}
+	}
+	pathRe := regexp.MustCompile("`([a-z][a-z0-9_-]*/[A-Za-z0-9_./-]*)`")
+	for _, doc := range docs {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(root, doc)
+		for n, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "RECIPES") {
+				t.Errorf("%s:%d cites RECIPES, which is not in the repository: %s", rel, n+1, strings.TrimSpace(line))
+			}
+			for _, m := range pathRe.FindAllStringSubmatch(line, -1) {
+				p := strings.TrimSuffix(m[1], "/")
+				if first, _, _ := strings.Cut(p, "/"); !top[first] || strings.Contains(p, "...") {
+					continue
+				}
+				if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+					t.Errorf("%s:%d names `%s`, which the repository does not have", rel, n+1, m[1])
+				}
+			}
+		}
+	}
 }
