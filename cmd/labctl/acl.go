@@ -98,7 +98,7 @@ to (mosquitto on Debian and NixOS): give it the files with --owner mosquitto
 	fl.StringVar(&identities, "identities", "", "the identities `FILE`")
 	fl.StringVar(&out, "out", "", "output `DIR`")
 	fl.StringVar(&passwords, "passwords", "", "`DIR` with the NAME.password files of labctl node add (for the passwd file)")
-	fl.StringVar(&owner, "owner", "", "`USER[:GROUP]` who owns acl and passwd: the user mosquitto runs as (needs root)")
+	fl.StringVar(&owner, "owner", "", "the `USER[:GROUP]` to own acl and passwd: the user mosquitto runs as (needs root)")
 	cmd.AddCommand(export)
 	return cmd
 }
