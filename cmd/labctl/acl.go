@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -66,21 +67,9 @@ to (mosquitto on Debian and NixOS): give it the files with --owner mosquitto
 			if passwords == "" {
 				return nil
 			}
-			var lines []string
-			for _, id := range f.Identities {
-				b, err := os.ReadFile(filepath.Join(passwords, id.Name+".password"))
-				if err != nil {
-					fmt.Fprintf(g.errOut, "warning: %s: no password file, left out of passwd: %v\n", id.Name, err)
-					continue
-				}
-				line, err := access.MosquittoPassword(id.Name, []byte(strings.TrimSpace(string(b))))
-				if err != nil {
-					return err
-				}
-				lines = append(lines, line)
-			}
-			if len(lines) == 0 && len(f.Identities) > 0 {
-				return fmt.Errorf("--passwords %s: no NAME.password file for any of the %d identities (labctl node add writes them to its --out DIR, default .)", passwords, len(f.Identities))
+			lines, err := mosquittoPasswd(f, passwords, g.errOut)
+			if err != nil {
+				return err
 			}
 			path := filepath.Join(out, "passwd")
 			if err := writeFileAs(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600, uid, gid); err != nil {
@@ -101,6 +90,29 @@ to (mosquitto on Debian and NixOS): give it the files with --owner mosquitto
 	fl.StringVar(&owner, "owner", "", "the `USER[:GROUP]` to own acl and passwd: the user mosquitto runs as (needs root)")
 	cmd.AddCommand(export)
 	return cmd
+}
+
+// mosquittoPasswd is one passwd line per identity whose NAME.password is
+// in dir; an identity without one is left out with a warning, none at all
+// is an error.
+func mosquittoPasswd(f access.File, dir string, warn io.Writer) ([]string, error) {
+	var lines []string
+	for _, id := range f.Identities {
+		b, err := os.ReadFile(filepath.Join(dir, id.Name+".password"))
+		if err != nil {
+			fmt.Fprintf(warn, "warning: %s: no password file, left out of passwd: %v\n", id.Name, err)
+			continue
+		}
+		line, err := access.MosquittoPassword(id.Name, []byte(strings.TrimSpace(string(b))))
+		if err != nil {
+			return nil, err
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) == 0 && len(f.Identities) > 0 {
+		return nil, fmt.Errorf("--passwords %s: no NAME.password file for any of the %d identities (labctl node add writes them to its --out DIR, default .)", dir, len(f.Identities))
+	}
+	return lines, nil
 }
 
 // lookupOwner resolves --owner USER[:GROUP] (names or numbers; GROUP
