@@ -186,7 +186,7 @@ func TestReadmeTryItByHand(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-e", "-c", block)
 	cmd.Dir = clone
-	cmd.Env = append(append(os.Environ(), goEnv(t)...),
+	cmd.Env = append(append(withoutLabEnv(os.Environ()), goEnv(t)...),
 		"HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, "cache"), "TMPDIR="+tmp,
 		fmt.Sprintf("LAB_BROKER_URL=mqtt://127.0.0.1:%d", port))
 	// Its own process group, so that nothing it starts outlives the test,
@@ -376,4 +376,16 @@ func TestDocsCiteOnlyWhatTheRepositoryHas(t *testing.T) {
 			}
 		}
 	}
+}
+
+// withoutLabEnv drops the LAB_* variables of the test's own environment: a
+// shell that pastes the README has none.
+func withoutLabEnv(env []string) []string {
+	var keep []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "LAB_") {
+			keep = append(keep, kv)
+		}
+	}
+	return keep
 }
