@@ -23,6 +23,10 @@ func ackNode(t *testing.T, b *testbroker.Broker, name string, outcome proto.CmdO
 			cmds <- cmd
 		}
 	})
+	// Registered after dial, so it runs before the client closes: the
+	// acknowledgement may still be in flight when the test is over.
+	stopped := make(chan struct{})
+	t.Cleanup(func() { close(stopped) })
 	publish := func(m proto.Message, topic string, retain bool) {
 		raw, err := proto.Seal(m)
 		if err != nil {
@@ -30,7 +34,11 @@ func ackNode(t *testing.T, b *testbroker.Broker, name string, outcome proto.CmdO
 			return
 		}
 		if err := c.Publish(context.Background(), topic, raw, retain); err != nil {
-			t.Error(err)
+			select {
+			case <-stopped:
+			default:
+				t.Error(err)
+			}
 		}
 	}
 	p := &proto.Presence{Node: name, Online: true}
@@ -43,7 +51,13 @@ func ackNode(t *testing.T, b *testbroker.Broker, name string, outcome proto.CmdO
 		t.Fatal(err)
 	}
 	go func() {
-		for cmd := range cmds {
+		for {
+			var cmd proto.Command
+			select {
+			case cmd = <-cmds:
+			case <-stopped:
+				return
+			}
 			to := proto.StateRejected
 			if outcome == proto.CmdFailed {
 				to = proto.StateIdle
