@@ -28,7 +28,7 @@ func requireRoot(t *testing.T, tools ...string) {
 	requireTools(t, append([]string{"ip"}, tools...)...)
 }
 
-// lan is a private network for one test, as RECIPES §5 sets it up: a hub
+// lan is a private network for one test (docs/reliability.md): a hub
 // namespace holding a bridge (the switch, 10.200.0.1), one namespace per
 // host with an eth0 on the bridge. The root namespace is not touched: the
 // broker stays on loopback, and the hub forwards 10.200.0.1:PORT to it
