@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -99,13 +100,16 @@ func TestPresenceSaidAgainAfterTakeover(t *testing.T) {
 }
 
 // testNode runs a daemon named n1 on fake Nix (installed with tlOld)
-// against a test broker, pinning key; statuses arrives every status it
-// publishes.
-func testNode(t *testing.T, fake *nixsystest.Fake, key proto.PrivateKey) (br *testbroker.Broker, statuses chan proto.NodeStatus) {
+// against a test broker, pinning key; statuses gets every status it
+// publishes. prepare, if not nil, runs on the state directory first.
+func testNode(t *testing.T, fake *nixsystest.Fake, key proto.PrivateKey, prepare func(stateDir string)) (br *testbroker.Broker, statuses chan proto.NodeStatus) {
 	t.Helper()
 	br = testbroker.Start(t)
 	dir := t.TempDir()
 	fake.SetCurrent(tlOld)
+	if prepare != nil {
+		prepare(filepath.Join(dir, "state"))
+	}
 	d, err := New(Config{Name: "n1", Broker: []string{br.URL()}, StateDir: filepath.Join(dir, "state"), TrustedKeys: []string{key.Public().String()},
 		BootIDFile: filepath.Join(dir, "boot_id"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, fake)
 	if err != nil {
@@ -196,7 +200,7 @@ func TestActivationThatCannotStartChangesNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := nixsystest.New()
 			tc.set(fake)
-			br, statuses := testNode(t, fake, key)
+			br, statuses := testNode(t, fake, key, nil)
 			publishDesired(t, br, key, "r-1", tlNew)
 			s := awaitExec(t, statuses, "r-1", 10*time.Second)
 			if s.Execution.State != proto.StateFailed || !strings.Contains(s.Execution.Error, "nothing was changed") || !strings.Contains(s.Execution.Error, tc.wantError) {
@@ -215,5 +219,36 @@ func TestActivationThatCannotStartChangesNothing(t *testing.T) {
 				t.Errorf("profile on %s, want the old system", cur)
 			}
 		})
+	}
+}
+
+// labd stopped after it moved the profile and before it recorded the
+// activation; restarted, it finds the activation cannot start: the
+// profile goes back to the recorded previous system and the execution
+// only failed.
+func TestResumedActivationThatCannotStartSetsTheProfileBack(t *testing.T) {
+	key, err := proto.GenerateKey("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := nixsystest.New()
+	fake.CheckErr = errors.New("activation run directory: mkdir x: not a directory")
+	d := desired(uint64(time.Now().UnixMilli()), 0, proto.ActionSwitch)
+	_, statuses := testNode(t, fake, key, func(stateDir string) {
+		fake.SetCurrent(tlNew) // the profile had moved
+		s := at(proto.StateActivating, d)
+		if err := os.MkdirAll(stateDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := saveState(stateDir, s); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s := awaitExec(t, statuses, d.Rollout, 10*time.Second)
+	if s.Execution.State != proto.StateFailed || !strings.Contains(s.Execution.Error, "profile is back on the previous system") {
+		t.Errorf("execution %s %q, want failed with the profile set back", s.Execution.State, s.Execution.Error)
+	}
+	if cur, _ := fake.Current(); cur != tlOld {
+		t.Errorf("profile on %s, want the old system", cur)
 	}
 }

@@ -32,19 +32,19 @@ func (d *Daemon) activate(ctx context.Context, e effActivate) evActivated {
 		}
 	}
 	if act == nil {
+		// Resumed, the profile may have moved before labd stopped.
+		cur, _ := d.nix.Current()
+		moved := e.action != proto.ActionTest && cur == e.toplevel && e.previous != e.toplevel
 		// Everything that could keep the switch from starting is checked
-		// while the profile has not moved: then the node only failed.
+		// before the profile moves: then the node only failed.
 		if err := d.nix.CheckActivation(e.toplevel, string(e.action), d.runDir()); err != nil {
-			return evActivated{gen: e.gen, detail: "cannot start the activation, so nothing was changed: " + err.Error()}
+			return d.notStarted(ctx, e, moved, err)
 		}
-		moved := false
-		if e.action != proto.ActionTest {
-			if cur, _ := d.nix.Current(); cur != e.toplevel {
-				if err := d.nix.SetProfile(ctx, e.toplevel); err != nil {
-					return evActivated{gen: e.gen, detail: err.Error()}
-				}
-				moved = true
+		if e.action != proto.ActionTest && cur != e.toplevel {
+			if err := d.nix.SetProfile(ctx, e.toplevel); err != nil {
+				return evActivated{gen: e.gen, detail: err.Error()}
 			}
+			moved = true
 		}
 		a, err := d.nix.StartActivation(ctx, e.toplevel, string(e.action), d.runDir())
 		if err != nil {
@@ -67,17 +67,17 @@ func (d *Daemon) activate(ctx context.Context, e effActivate) evActivated {
 	return evActivated{gen: e.gen, profileMoved: true, ok: res.OK(), detail: tail(fmt.Sprintf("exit %d: %s", res.ExitCode, res.OutputTail), 1500)}
 }
 
-// notStarted handles an activation that could not be started (the check
-// before passed): the switch did not run, so setting the profile back is
-// all there is to undo and the execution only failed. If that fails too,
-// the machine rolls back.
+// notStarted handles an activation that cannot start (its check failed)
+// or could not be started: the switch did not run, so setting the profile
+// back, if it moved, is all there is to undo and the execution only
+// failed. If that fails too, the machine rolls back.
 func (d *Daemon) notStarted(ctx context.Context, e effActivate, moved bool, err error) evActivated {
 	var ae *nixsys.ActivationError
-	if !errors.As(err, &ae) || ae.Phase != "start" {
-		return evActivated{gen: e.gen, profileMoved: true, detail: err.Error()}
+	if !errors.As(err, &ae) || (ae.Phase != "check" && ae.Phase != "start") {
+		return evActivated{gen: e.gen, profileMoved: moved, detail: err.Error()}
 	}
 	if !moved {
-		return evActivated{gen: e.gen, detail: "the activation did not start, so nothing was changed: " + err.Error()}
+		return evActivated{gen: e.gen, detail: "the activation cannot start, so nothing was changed: " + err.Error()}
 	}
 	if proto.ValidStorePath(e.previous) != nil {
 		return evActivated{gen: e.gen, profileMoved: true, detail: err.Error()}
@@ -85,7 +85,7 @@ func (d *Daemon) notStarted(ctx context.Context, e effActivate, moved bool, err 
 	if rerr := d.nix.SetProfile(ctx, e.previous); rerr != nil {
 		return evActivated{gen: e.gen, profileMoved: true, detail: fmt.Sprintf("%v; setting the profile back: %v", err, rerr)}
 	}
-	return evActivated{gen: e.gen, detail: "the activation did not start and the profile is back on the previous system, so nothing was changed: " + err.Error()}
+	return evActivated{gen: e.gen, detail: "the activation cannot start and the profile is back on the previous system, so nothing was changed: " + err.Error()}
 }
 
 // verify proves the broker is reachable from the new system, then runs
