@@ -5,7 +5,8 @@
 // previous system, move the profile, run switch-to-configuration detached),
 // verifying (local health checks, broker reachable again) and succeeded, or
 // rolling back to the recorded previous system when anything after the
-// profile moved fails.
+// profile moved fails. What could keep the switch from starting is checked
+// before the profile moves; such an execution only fails.
 //
 // The transition function next (machine.go) is pure and table-tested: it
 // takes the state and one event and returns the new state and the effects to
@@ -18,5 +19,6 @@
 //
 // Any malformed, oversize, invalid, unsigned-when-keys-are-pinned, forged,
 // expired or replayed message is reported as a "rejected" event and changes
-// nothing else.
+// nothing else. Reboot commands are acknowledged (intake.go, report.go):
+// an event naming the command says accepted, refused or failed.
 package node
