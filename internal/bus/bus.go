@@ -58,6 +58,8 @@ type Config struct {
 	TakeoverHint string
 
 	Logger *slog.Logger
+
+	flapWindow time.Duration // tests: default flapWindow
 }
 
 // After the broker took the session over (MQTT v5 DISCONNECT with reason
@@ -65,11 +67,16 @@ type Config struct {
 // waits before it reconnects — 1 s, doubling up to a minute while the
 // takeovers go on — instead of taking the session back at once: two
 // processes with one id would otherwise throw each other out without end.
-// Any other lost connection is retried at once.
+// A connection lost within flapWindow of opening counts the same, with
+// waits up to flapBackoffMax: mosquitto 2.0 closes a taken-over
+// connection without a DISCONNECT. Any other lost connection is retried
+// at once.
 const (
 	reasonSessionTakenOver = 0x8E
 	takeoverBackoffMin     = time.Second
 	takeoverBackoffMax     = time.Minute
+	flapWindow             = 5 * time.Second
+	flapBackoffMax         = 15 * time.Second
 	// takeoverStable is how long a connection must last to end a run of
 	// takeovers (longer than the other client's longest wait).
 	takeoverStable = 2 * takeoverBackoffMax
@@ -155,6 +162,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.flapWindow == 0 {
+		cfg.flapWindow = flapWindow
+	}
 	c := &Client{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID), ready: make(chan struct{})}
 	ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
@@ -226,7 +236,8 @@ func (c *Client) sessionLost(dp *packets.Disconnect) {
 }
 
 // Takeovers is how many times another client with the same id took this
-// client's session over.
+// client's session over, or the broker closed a connection within
+// seconds of opening it (which is how mosquitto 2.0 takes a session over).
 func (c *Client) Takeovers() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -264,22 +275,31 @@ func (c *Client) onUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 func (c *Client) onDown() bool {
 	c.mu.Lock()
 	c.up = false
-	if time.Since(c.upSince) >= takeoverStable {
+	lasted := time.Since(c.upSince)
+	if lasted >= takeoverStable {
 		c.streak = 0
 	}
+	takenOver, flapped := c.takenOver, lasted < c.cfg.flapWindow
+	c.takenOver = false
 	wait, streak := time.Duration(0), 0
-	if c.takenOver {
-		c.takenOver = false
+	if takenOver || flapped {
 		c.streak++
 		c.takeovers++
 		wait, streak = takeoverBackoff(c.streak), c.streak
+		if !takenOver {
+			wait = min(wait, flapBackoffMax)
+		}
 		c.delay = wait
 	}
 	c.mu.Unlock()
-	if wait > 0 {
+	switch {
+	case takenOver:
 		c.log.Warn("another client with the same id connected: the broker took the session over (MQTT reason 0x8E)",
-			"client_id", c.cfg.ClientID, "hint", c.cfg.TakeoverHint, "reconnect_in", wait, "takeovers_in_a_row", streak)
-	} else {
+			"hint", c.cfg.TakeoverHint, "reconnect_in", wait, "in_a_row", streak)
+	case flapped:
+		c.log.Warn("the broker closed the connection right after it opened: another client with the same id connected, or the broker refuses this client",
+			"hint", c.cfg.TakeoverHint, "lasted", lasted.Round(time.Millisecond), "reconnect_in", wait, "in_a_row", streak)
+	default:
 		c.log.Warn("mqtt connection lost")
 	}
 	if c.cfg.OnDown != nil {

@@ -314,8 +314,8 @@ func TestSessionTakeoverBacksOff(t *testing.T) {
 	up := make(chan string, 100)
 	mk := func(who string) *Client {
 		c, err := Dial(context.Background(), Config{URLs: []string{b.URL()}, ClientID: "twin", SessionExpiry: time.Minute,
-			TakeoverHint: "is a second labd running with name twin?",
-			Logger:       slog.New(slog.NewTextHandler(&logs, nil)).With("who", who),
+			TakeoverHint: "is a second labd running with name twin?", flapWindow: 300 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(&logs, nil)).With("who", who),
 			OnUp: func(context.Context, *Client) {
 				mu.Lock()
 				ups[who]++
@@ -345,7 +345,7 @@ func TestSessionTakeoverBacksOff(t *testing.T) {
 	if a.Takeovers()+second.Takeovers() < 2 {
 		t.Errorf("takeovers a %d b %d, want some", a.Takeovers(), second.Takeovers())
 	}
-	if l := logs.String(); !strings.Contains(l, "another client with the same id connected") || !strings.Contains(l, "client_id=twin") ||
+	if l := logs.String(); !strings.Contains(l, "another client with the same id connected") || !strings.Contains(l, "client=twin") ||
 		!strings.Contains(l, "is a second labd running with name twin?") {
 		t.Errorf("the takeover is not logged with the client id and the hint:\n%s", l)
 	}
@@ -362,7 +362,9 @@ func TestSessionTakeoverBacksOff(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// A connection lost for another reason is retried at once.
+	// A connection lost for another reason, after it lasted, is retried
+	// at once.
+	time.Sleep(500 * time.Millisecond)
 	for len(up) > 0 {
 		<-up
 	}
@@ -384,5 +386,37 @@ func recvUp(t *testing.T, ch <-chan string, d time.Duration) string {
 	case <-time.After(d):
 		t.Fatal("timeout waiting for a connection")
 		return ""
+	}
+}
+
+// A connection the broker closes right after it opened (mosquitto 2.0
+// closes a taken-over connection without a DISCONNECT) is retried after a
+// wait, logged as such; one that lasted is retried at once.
+func TestConnectionClosedRightAfterOpeningBacksOff(t *testing.T) {
+	b := testbroker.Start(t)
+	link := newLink(t, b.Addr)
+	var logs syncBuffer
+	up := make(chan string, 10)
+	dial(t, "mqtt://"+link.addr(), "n1", Config{CleanStart: true, flapWindow: 300 * time.Millisecond, TakeoverHint: "a second n1?",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		OnUp:   func(context.Context, *Client) { up <- "up" }})
+	recvUp(t, up, 5*time.Second)
+	link.drop()
+	link.restore()
+	start := time.Now()
+	recvUp(t, up, 5*time.Second)
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Errorf("a connection closed right after it opened was retried after %s, want a wait", took)
+	}
+	if l := logs.String(); !strings.Contains(l, "the broker closed the connection right after it opened") || !strings.Contains(l, "a second n1?") {
+		t.Errorf("not logged:\n%s", l)
+	}
+	time.Sleep(500 * time.Millisecond)
+	link.drop()
+	link.restore()
+	start = time.Now()
+	recvUp(t, up, 5*time.Second)
+	if took := time.Since(start); took > 700*time.Millisecond {
+		t.Errorf("a connection that lasted was retried after %s, want at once", took)
 	}
 }

@@ -2,8 +2,9 @@
 // (autopaho, exponential backoff with jitter), remembers its subscriptions
 // and re-sends them on every connect, and publishes QoS 1 msgpack payloads.
 // A connection whose session another client with the same id took over
-// (MQTT reason 0x8E) is logged as such and retried after a growing wait
-// (1 s up to a minute) instead of at once.
+// (MQTT reason 0x8E), or that the broker closed right after it opened, is
+// logged as such and retried after a growing wait (from 1 s) instead of at
+// once.
 //
 // It is shared by the node daemon and the controller. It uses plain MQTT v5
 // only — nothing broker-specific — so both run unchanged against the embedded
