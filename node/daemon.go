@@ -243,7 +243,7 @@ func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
 		case effReject:
 			d.reject(e.rollout, e.gen, e.reason)
 		case effAck:
-			d.ack(s.Exec.Rollout, e.ack, e.from, e.to, e.detail)
+			d.ack(e.ack, e.from, e.to, e.detail)
 		case effTimer:
 			ev := evTimeout{gen: e.gen, phase: e.phase}
 			time.AfterFunc(e.d, func() { d.sendCtx(ctx, ev) })

@@ -127,7 +127,7 @@ func (d *Daemon) refuse(c *proto.Command, reason string) {
 	if !cur.Valid() {
 		cur = proto.StateIdle
 	}
-	d.ack(c.Rollout, cmdAck{c.ID, c.Op, proto.CmdRefused}, cur, proto.StateRejected, detail)
+	d.ack(cmdAck{id: c.ID, rollout: c.Rollout, op: c.Op, outcome: proto.CmdRefused}, cur, proto.StateRejected, detail)
 }
 
 // reject reports a refused message as a rejected event.

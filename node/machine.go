@@ -139,12 +139,13 @@ type (
 		detail   string
 	}
 	// effReboot runs the configured reboot command. cmd is the
-	// operator's command being acted on, acknowledged as failed if the
-	// reboot command fails; gen is the execution that waits for the
-	// reboot (0: none), told with evRebootFailed.
+	// operator's command being acted on (id "" for none), acknowledged as
+	// failed if the reboot command fails; gen is the execution that
+	// waits for the reboot (0: none), told with evRebootFailed.
 	effReboot struct {
-		why, cmd string
-		gen      uint64
+		why string
+		cmd cmdAck
+		gen uint64
 	}
 	// effBootChecks runs every check once after a reboot and reports them.
 	effBootChecks struct{}
@@ -152,11 +153,12 @@ type (
 
 type effect any
 
-// cmdAck names a command and what the node did with it.
+// cmdAck names a command (its id, op and rollout) and what the node did
+// with it.
 type cmdAck struct {
-	id      string
-	op      proto.Op
-	outcome proto.CmdOutcome
+	id, rollout string
+	op          proto.Op
+	outcome     proto.CmdOutcome
 }
 
 // timeouts are the node's defaults, overridden per Desired.
@@ -331,12 +333,15 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		if !cur.Valid() {
 			cur = proto.StateIdle
 		}
+		cmd := cmdAck{id: e.id, rollout: e.rollout, op: proto.OpReboot}
 		if busy(s.Exec.State) || s.Exec.State == proto.StateFetching {
-			return s, []effect{effPersist{}, effAck{cmdAck{e.id, proto.OpReboot, proto.CmdRefused}, cur, proto.StateRejected,
-				fmt.Sprintf("reboot refused: the node is %s", s.Exec.State)}}
+			cmd.outcome = proto.CmdRefused
+			return s, []effect{effPersist{}, effAck{cmd, cur, proto.StateRejected, fmt.Sprintf("reboot refused: the node is %s", s.Exec.State)}}
 		}
-		return s, []effect{effPersist{}, effAck{cmdAck{e.id, proto.OpReboot, proto.CmdAccepted}, cur, proto.StateRebooting, "reboot requested by the operator"},
-			effReboot{why: "operator command", cmd: e.id}}
+		accepted := cmd
+		accepted.outcome = proto.CmdAccepted
+		return s, []effect{effPersist{}, effAck{accepted, cur, proto.StateRebooting, "reboot requested by the operator"},
+			effReboot{why: "operator command", cmd: cmd}}
 	}
 	return s, nil
 }

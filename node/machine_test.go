@@ -234,16 +234,16 @@ func TestTransitions(t *testing.T) {
 		{name: "a stale reboot failure: nothing", s: at(proto.StateRebooting, boot), ev: evRebootFailed{gen: 9}, want: proto.StateRebooting},
 		{name: "reboot command when idle", s: at(proto.StateSucceeded, d), ev: evRebootCmd{id: "c1"}, want: proto.StateSucceeded, effects: []string{"Ack", "Reboot"},
 			check: func(t *testing.T, _ state, effs []effect) {
-				if a := effs[1].(effAck); a.ack != (cmdAck{"c1", proto.OpReboot, proto.CmdAccepted}) || a.to != proto.StateRebooting {
+				if a := effs[1].(effAck); a.ack != (cmdAck{id: "c1", op: proto.OpReboot, outcome: proto.CmdAccepted}) || a.to != proto.StateRebooting {
 					t.Errorf("ack %+v, want c1 reboot accepted", a)
 				}
-				if r := effs[2].(effReboot); r.cmd != "c1" {
+				if r := effs[2].(effReboot); r.cmd.id != "c1" {
 					t.Errorf("reboot %+v does not name the command", r)
 				}
 			}},
 		{name: "reboot command refused while activating", s: at(proto.StateActivating, d), ev: evRebootCmd{id: "c1"}, want: proto.StateActivating, effects: []string{"Ack"},
 			check: func(t *testing.T, _ state, effs []effect) {
-				if a := effs[1].(effAck); a.ack != (cmdAck{"c1", proto.OpReboot, proto.CmdRefused}) || a.to != proto.StateRejected || !strings.Contains(a.detail, "activating") {
+				if a := effs[1].(effAck); a.ack != (cmdAck{id: "c1", op: proto.OpReboot, outcome: proto.CmdRefused}) || a.to != proto.StateRejected || !strings.Contains(a.detail, "activating") {
 					t.Errorf("ack %+v, want c1 reboot refused because activating", a)
 				}
 			}},

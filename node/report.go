@@ -78,7 +78,8 @@ func (d *Daemon) enqueueEvent(rollout string, gen uint64, from, to proto.ExecSta
 // ack acknowledges a command: an event that names it, its op and what
 // the node did with it (labctl reboot reports a refusal or a failure at
 // once instead of waiting for its deadline).
-func (d *Daemon) ack(rollout string, a cmdAck, from, to proto.ExecState, detail string) {
+func (d *Daemon) ack(a cmdAck, from, to proto.ExecState, detail string) {
+	rollout := a.rollout
 	if proto.ValidID(rollout) != nil {
 		rollout = ""
 	}

@@ -223,12 +223,14 @@ func (d *Daemon) reboot(ctx context.Context, e effReboot) {
 	d.log.Error("reboot command failed", "err", err, "output", tail(string(out), 500))
 	s := d.snapshot()
 	switch {
-	case e.cmd != "":
+	case e.cmd.id != "":
 		cur := s.Exec.State
 		if !cur.Valid() {
 			cur = proto.StateIdle
 		}
-		d.ack(s.Exec.Rollout, cmdAck{e.cmd, proto.OpReboot, proto.CmdFailed}, proto.StateRebooting, cur, detail)
+		failed := e.cmd
+		failed.outcome = proto.CmdFailed
+		d.ack(failed, proto.StateRebooting, cur, detail)
 	case e.gen != 0:
 		d.sendCtx(ctx, evRebootFailed{gen: e.gen, detail: detail})
 	default:
