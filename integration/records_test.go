@@ -143,7 +143,7 @@ func TestPublishToAnUnseenNameIsRefused(t *testing.T) {
 	f.startAll()
 	start := time.Now()
 	code, _, errOut := f.Labctl("publish", "--id", "r-typo", "--key", f.KeyFile, "--on", "web", "--toplevel", f.gen2["n1"])
-	if code != 2 || !strings.Contains(errOut, "never seen") || !strings.Contains(errOut, "--allow-unseen") {
+	if code != 2 || !strings.Contains(errOut, "never seen") || !strings.Contains(errOut, "--allow-unseen") || !strings.Contains(errOut, "--on @web") {
 		t.Fatalf("publish --on web (no such node): exit %d, want 2\n%s", code, errOut)
 	}
 	if d := time.Since(start); d > 20*time.Second {

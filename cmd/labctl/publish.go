@@ -343,7 +343,13 @@ func checkSeen(g *globals, plan controller.Plan, fleet *controller.Fleet, allow 
 		list += fmt.Sprintf(" and %d more", len(unseen)-10)
 	}
 	if !allow {
-		return usageError{fmt.Errorf("never seen on this broker: %s (no labd of that name has connected; `labctl status` lists the nodes it knows): check the names, or add --allow-unseen to publish to machines that have not connected yet", list)}
+		hint := ""
+		for _, n := range unseen {
+			if len(fleet.Members(n)) > 0 {
+				hint += fmt.Sprintf("; %s is a group: --on @%s selects its members", n, n)
+			}
+		}
+		return usageError{fmt.Errorf("never seen on this broker: %s (no labd of that name has connected; `labctl status` lists the nodes it knows)%s: check the names, or add --allow-unseen to publish to machines that have not connected yet", list, hint)}
 	}
 	fmt.Fprintf(g.errOut, "warning: never seen on this broker: %s; they stay pending until a labd of that name connects\n", list)
 	return nil
