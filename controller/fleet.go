@@ -31,6 +31,9 @@ type NodeView struct {
 	DesiredLast uint64
 	DesiredSeen time.Time
 	LastEvent   *proto.Event // latest event
+	// LastAck is the latest command acknowledgement (an event naming a
+	// command): kept apart, so that events after it do not hide it.
+	LastAck *proto.Event
 }
 
 // Fleet is the live view of every node, built from retained messages.
@@ -137,6 +140,9 @@ func (f *Fleet) Handle(topic string, payload []byte) {
 		var e proto.Event
 		if err = proto.Decode(payload, &e); err == nil {
 			n.LastEvent = &e
+			if e.Cmd != "" {
+				n.LastAck = &e
+			}
 		}
 	default:
 		return

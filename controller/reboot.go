@@ -125,7 +125,7 @@ func (c *Controller) rebootOne(ctx context.Context, n string, opts RebootOptions
 		took := opts.Clock().Sub(start)
 		// The node acknowledges the command by its id: a refusal or a
 		// failed reboot command ends this machine's part at once.
-		if ev := v.LastEvent; ev != nil && ev.Cmd == cmd.ID && ev.Op == proto.OpReboot {
+		if ev := v.LastAck; ev != nil && ev.Cmd == cmd.ID && ev.Op == proto.OpReboot {
 			switch ev.Outcome {
 			case proto.CmdRefused:
 				return RebootResult{Node: n, State: RebootRefused, Detail: ev.Detail, Took: took}, nil
