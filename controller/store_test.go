@@ -55,12 +55,9 @@ func TestResumeAfterInterrupt(t *testing.T) {
 		startGateNode(t, r, log, n, []string{"web"}, proto.StateSucceeded)
 	}
 	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
-	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := tempStore(t)
 	ctx, stop := context.WithCancel(context.Background())
-	_, err = r.ctl.Run(ctx, plan, Options{Store: store, Timeout: 20 * time.Second, OnWave: func(e WaveEvent) {
+	_, err := r.ctl.Run(ctx, plan, Options{Store: store, Timeout: 20 * time.Second, OnWave: func(e WaveEvent) {
 		if e.Index == 1 {
 			stop() // interrupted right after opening wave 2
 		}
@@ -111,10 +108,7 @@ func TestCancelFromElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
-	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := tempStore(t)
 	done := make(chan *Result, 1)
 	go func() {
 		res, err := r.ctl.Run(context.Background(), plan, Options{Store: store, Timeout: 30 * time.Second})
@@ -123,7 +117,10 @@ func TestCancelFromElsewhere(t *testing.T) {
 		}
 		done <- res
 	}()
-	var rec *Record
+	var (
+		rec *Record
+		err error
+	)
 	eventually(t, 5*time.Second, func() bool {
 		rec, err = store.Get("r-can")
 		return err == nil && rec.Opened == 1
@@ -171,10 +168,7 @@ func TestRolloutIDIsNotReused(t *testing.T) {
 	r := newRig(t)
 	simNode(t, r.b, "n1", proto.StateSucceeded)
 	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
-	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := tempStore(t)
 	plan := Plan{ID: "r-once", Targets: map[string]string{"n1": tlA}}
 	if _, err := r.ctl.Run(context.Background(), plan, Options{Store: store, Timeout: 10 * time.Second}); err != nil {
 		t.Fatal(err)
@@ -185,10 +179,7 @@ func TestRolloutIDIsNotReused(t *testing.T) {
 		t.Fatalf("second rollout with the same id: %v, want ErrRolloutExists", err)
 	}
 	// Another operator's records (a fresh store) still see it on the broker.
-	other, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := tempStore(t)
 	if _, err := r.ctl.Run(context.Background(), again, Options{Store: other, Timeout: 10 * time.Second}); !errors.Is(err, ErrRolloutExists) {
 		t.Fatalf("same id from another store: %v, want ErrRolloutExists", err)
 	}
@@ -208,10 +199,7 @@ func TestPendingRolloutIsRecordedPendingAndResumes(t *testing.T) {
 	r := newRig(t)
 	simNode(t, r.b, "n1", proto.StateSucceeded)
 	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
-	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := tempStore(t)
 	plan := Plan{ID: "r-pend", Targets: map[string]string{"n1": tlA, "n2": tlA}, WaveDeadline: 2 * time.Second}
 	res, err := r.ctl.Run(context.Background(), plan, Options{Store: store})
 	if err != nil {
@@ -239,10 +227,7 @@ func TestProgressKeepsARecordedEnd(t *testing.T) {
 	r := newRig(t)
 	simNode(t, r.b, "n1", proto.StateRolledBack)
 	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
-	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := tempStore(t)
 	res, err := r.ctl.Run(context.Background(), Plan{ID: "r-first", Targets: map[string]string{"n1": tlA}}, Options{Store: store, Timeout: 10 * time.Second})
 	if err != nil || res.Outcome != OutcomeRolledBack {
 		t.Fatalf("first rollout: %v %+v", err, res)
@@ -274,10 +259,7 @@ func TestSignedRolloutNeedsAKeyToResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := tempStore(t)
 	plan := Plan{ID: "r-signed", Targets: map[string]string{"n1": tlA}, WaveDeadline: time.Second}
 	if _, err := r.ctl.Run(context.Background(), plan, Options{Store: store, Key: &key}); err != nil {
 		t.Fatal(err)
@@ -306,4 +288,14 @@ func TestSignedRolloutNeedsAKeyToResume(t *testing.T) {
 		v, _ := r.fleet.Get("n1")
 		return v.DesiredLast == 0 && !v.DesiredSeen.IsZero()
 	})
+}
+
+// tempStore is a fresh record store in the test's temporary directory.
+func tempStore(t *testing.T) *BoltStore {
+	t.Helper()
+	s, err := OpenStore(filepath.Join(t.TempDir(), "rollouts.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
