@@ -35,7 +35,8 @@ type Config struct {
 	FetchTimeout    time.Duration  // default 30m
 	ActivateTimeout time.Duration  // default 10m
 	ConfirmTimeout  time.Duration  // default 5m
-	TrustedKeys     []string       // operator public keys "id:base64"; empty = accept unsigned (warned)
+	TrustedKeys     []string       // operator public keys "id:base64": Desired, Gates, Commands; no key at all = accept unsigned (warned)
+	ControllerKeys  []string       // controller public keys "id:base64": Gates and Commands only
 	BootIDFile      string         // default /proc/sys/kernel/random/boot_id
 	KeepAlive       time.Duration  // default 30s
 	SessionExpiry   time.Duration  // default 24h
@@ -106,8 +107,17 @@ func (c *Config) Validate() error {
 	if c.BootIDFile == "" {
 		c.BootIDFile = "/proc/sys/kernel/random/boot_id"
 	}
-	if _, err := proto.NewKeyring(c.TrustedKeys...); err != nil {
+	operator, err := proto.NewKeyring(c.TrustedKeys...)
+	if err != nil {
 		bad("trusted_keys", "%v", err)
+	}
+	for i, k := range c.ControllerKeys {
+		pub, err := proto.ParsePublicKey(k)
+		if err != nil {
+			bad(fmt.Sprintf("controller_keys[%d]", i), "%v", err)
+		} else if op, ok := operator[pub.ID]; ok && !op.Equal(pub.Key) {
+			bad(fmt.Sprintf("controller_keys[%d]", i), "key id %q is also in trusted_keys, with another key: give each key its own id", pub.ID)
+		}
 	}
 	for i := range c.Checks {
 		if err := c.Checks[i].Validate(); err != nil {
@@ -139,8 +149,17 @@ func setDur(d *time.Duration, def time.Duration) {
 // `labd --check-config` prints them.
 func (c *Config) Warnings() []string {
 	var w []string
-	if len(c.TrustedKeys) == 0 {
+	switch {
+	case len(c.TrustedKeys) == 0 && len(c.ControllerKeys) == 0:
 		w = append(w, "no trusted_keys configured: accepting UNSIGNED desired states; pin the operator's public key (labctl key public)")
+	case len(c.TrustedKeys) == 0:
+		w = append(w, "controller_keys but no trusted_keys configured: every desired state is REJECTED (controller keys sign gates and commands only); pin the operator's public key (labctl key public)")
+	}
+	operator, _ := proto.NewKeyring(c.TrustedKeys...)
+	for _, k := range c.ControllerKeys {
+		if pub, err := proto.ParsePublicKey(k); err == nil && operator[pub.ID] != nil {
+			w = append(w, fmt.Sprintf("key %q is in both trusted_keys and controller_keys: as an operator key it may sign desired states too; controller_keys need not repeat operator keys", pub.ID))
+		}
 	}
 	profile := c.Nix.Profile
 	if profile == "" {

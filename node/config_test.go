@@ -39,6 +39,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"prefix", func(c *Config) { c.Prefix = "a/+/b" }},
 		{"timeouts.fetch", func(c *Config) { c.FetchTimeout = -time.Second }},
 		{"trusted_keys", func(c *Config) { c.TrustedKeys = []string{"op:not-base64"} }},
+		{"controller_keys[0]", func(c *Config) { c.ControllerKeys = []string{"ctl:not-base64"} }},
+		{"controller_keys[1]", func(c *Config) {
+			c.TrustedKeys = []string{"op:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k="}
+			c.ControllerKeys = []string{"ctl:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=", "op:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
+		}},
 		{"checks[0]", func(c *Config) { c.Checks = []health.Check{{Name: "web", Type: "ftp"}} }},
 		{"machine", func(c *Config) { c.Machine = proto.Machine{Dependencies: []string{"DB"}} }},
 	} {

@@ -22,7 +22,7 @@ type Daemon struct {
 	cfg    Config
 	log    *slog.Logger
 	topics proto.Topics
-	keys   proto.Keyring
+	keys   pins
 	nix    nixsys.System
 	checks *health.Runner
 	m      machine
@@ -55,7 +55,7 @@ func New(cfg Config, sys nixsys.System) (*Daemon, error) {
 		sys = n
 	}
 	topics, _ := proto.NewTopics(cfg.Prefix)
-	keys, _ := proto.NewKeyring(cfg.TrustedKeys...)
+	keys := newPins(cfg.TrustedKeys, cfg.ControllerKeys)
 	st, err := loadState(cfg.StateDir)
 	if err != nil {
 		return nil, err

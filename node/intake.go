@@ -38,11 +38,9 @@ func (d *Daemon) receive(m bus.Message) {
 			d.reject("", 0, "gate: "+err.Error())
 			return
 		}
-		if len(d.keys) > 0 {
-			if err := d.keys.Verify(&g); err != nil {
-				d.reject(g.Rollout, 0, "gate: "+err.Error())
-				return
-			}
+		if err := d.keys.verifyControl(&g); err != nil {
+			d.reject(g.Rollout, 0, "gate: "+err.Error())
+			return
 		}
 		if g.Group != r.Group {
 			d.reject(g.Rollout, 0, fmt.Sprintf("gate: names group %q but came on %s", g.Group, m.Topic))
@@ -55,7 +53,8 @@ func (d *Daemon) receive(m bus.Message) {
 }
 
 // checkDesired decodes strictly and verifies what the payload cannot prove
-// by itself: it is for this node, signed by a pinned key, not expired.
+// by itself: it is for this node, signed by a pinned operator key, not
+// expired.
 func (d *Daemon) checkDesired(payload []byte, dsr *proto.Desired) error {
 	if err := proto.Decode(payload, dsr); err != nil {
 		return err
@@ -63,10 +62,8 @@ func (d *Daemon) checkDesired(payload []byte, dsr *proto.Desired) error {
 	if dsr.Node != d.cfg.Name {
 		return fmt.Errorf("%w: addressed to node %q, this is %q", proto.ErrInvalidField, dsr.Node, d.cfg.Name)
 	}
-	if len(d.keys) > 0 {
-		if err := d.keys.Verify(dsr); err != nil {
-			return err
-		}
+	if err := d.keys.verifyDesired(dsr); err != nil {
+		return err
 	}
 	if proto.Expired(dsr.Expires, time.Now()) {
 		return fmt.Errorf("%w: expired at %s", proto.ErrExpired, time.UnixMilli(dsr.Expires).UTC().Format(time.RFC3339))
@@ -84,11 +81,9 @@ func (d *Daemon) command(payload []byte) {
 		d.reject("", 0, "command: "+err.Error())
 		return
 	}
-	if len(d.keys) > 0 {
-		if err := d.keys.Verify(&c); err != nil {
-			d.refuse(&c, err.Error())
-			return
-		}
+	if err := d.keys.verifyControl(&c); err != nil {
+		d.refuse(&c, err.Error())
+		return
 	}
 	if proto.Expired(c.Expires, time.Now()) {
 		d.refuse(&c, proto.ErrExpired.Error())

@@ -36,6 +36,7 @@ type fileConfig struct {
 		Confirm  time.Duration `mapstructure:"confirm"`
 	} `mapstructure:"timeouts"`
 	TrustedKeys   []string `mapstructure:"trusted_keys"`
+	CtlKeys       []string `mapstructure:"controller_keys"`
 	BootIDFile    string   `mapstructure:"boot_id_file"`
 	RebootCommand []string `mapstructure:"reboot_command"`
 	LabdPath      string   `mapstructure:"labd_path"`
@@ -95,7 +96,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		Name: fc.Name, Groups: fc.Groups, Broker: fc.Broker, Username: fc.Username, PasswordFile: fc.PasswordFile,
 		Prefix: fc.Prefix, StateDir: fc.StateDir, Checks: fc.Checks,
 		FetchTimeout: fc.Timeouts.Fetch, ActivateTimeout: fc.Timeouts.Activate, ConfirmTimeout: fc.Timeouts.Confirm,
-		TrustedKeys: fc.TrustedKeys, BootIDFile: fc.BootIDFile, RebootCommand: fc.RebootCommand, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
+		TrustedKeys: fc.TrustedKeys, ControllerKeys: fc.CtlKeys, BootIDFile: fc.BootIDFile, RebootCommand: fc.RebootCommand, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
 		Version: version, Logger: logger,
 	}
 	if t := fc.TLS; t.CA != "" || t.Cert != "" || t.Key != "" {

@@ -20,6 +20,9 @@ checks:
   - {name: web, type: http, url: "http://127.0.0.1:8080/healthz"}
 `
 
+// otherKey is a second valid public key (base64 of 32 bytes).
+const otherKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
 func checkConfig(t *testing.T, yaml string) (int, string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -42,6 +45,8 @@ func TestCheckConfig(t *testing.T) {
 		{"missing name", strings.Replace(goodConfig, "name: n1\n", "", 1), "name"},
 		{"bad broker", strings.Replace(goodConfig, "mqtt://127.0.0.1:1883", "http://x", 1), "broker[0]"},
 		{"bad trusted key", strings.Replace(goodConfig, "op:3o0Hq", "op:!!!", 1), "trusted_keys"},
+		{"bad controller key", goodConfig + "controller_keys: [\"ctl:short\"]\n", "controller_keys[0]"},
+		{"controller key id of an operator key", goodConfig + "controller_keys: [\"op:" + otherKey + "\"]\n", "controller_keys[0]"},
 		{"bad check", strings.Replace(goodConfig, "type: http", "type: ftp", 1), "checks[0]"},
 		{"bad dependency", strings.Replace(goodConfig, "[db]", "[DB!]", 1), "machine"},
 		{"not yaml", "name: [unclosed\n", "labd.yaml"},
@@ -83,7 +88,11 @@ func TestCheckConfigWarns(t *testing.T) {
 	}{
 		{"no keys, no profile", unsigned + "profile: " + profile + "\n",
 			[]string{"warning: no trusted_keys configured", "UNSIGNED", "system profile " + profile + " does not exist", "nix-env -p " + profile + " --set"}, nil},
-		{"keys and a profile", goodConfig + "profile: " + dir + "\n", nil, []string{"warning"}},
+		{"controller keys only", unsigned + "controller_keys: [\"ctl:" + otherKey + "\"]\nprofile: " + dir + "\n",
+			[]string{"warning: controller_keys but no trusted_keys configured", "every desired state is REJECTED"}, []string{"UNSIGNED"}},
+		{"an operator key repeated as a controller key", goodConfig + "controller_keys: [\"op:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=\"]\nprofile: " + dir + "\n",
+			[]string{`warning: key "op" is in both trusted_keys and controller_keys`}, nil},
+		{"keys and a profile", goodConfig + "controller_keys: [\"ctl:" + otherKey + "\"]\nprofile: " + dir + "\n", nil, []string{"warning"}},
 	} {
 		path := filepath.Join(dir, "labd.yaml")
 		if err := os.WriteFile(path, []byte(strings.ReplaceAll(tc.yaml, "STATE", dir)), 0o600); err != nil {
