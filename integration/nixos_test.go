@@ -72,6 +72,12 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 		machine["reboot_order"] != float64(10) || len(checks) != 2 || !strings.HasSuffix(cfg["labd_path"].(string), "/bin/labd") {
 		t.Errorf("labd.yaml: %v", cfg)
 	}
+	if keys, _ := cfg["trusted_keys"].([]any); len(keys) != 1 || keys[0] != "operator-2026:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=" {
+		t.Errorf("trusted_keys: %v", cfg["trusted_keys"])
+	}
+	if keys, _ := cfg["controller_keys"].([]any); len(keys) != 1 || keys[0] != "controller-2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" {
+		t.Errorf("controller_keys (services.labd.controllerKeys): %v", cfg["controller_keys"])
+	}
 	// The real labd accepts it (the credential path exists only in the
 	// unit: point it at a file here).
 	dir := t.TempDir()

@@ -20,6 +20,7 @@ let
     };
     state_dir = cfg.stateDir;
     trusted_keys = cfg.trustedKeys;
+    controller_keys = cfg.controllerKeys;
     labd_path = "${cfg.package}/bin/labd";
     timeouts = nonNull { inherit (cfg.timeouts) fetch activate confirm; };
     machine = nonNull {
@@ -70,7 +71,13 @@ in {
       type = types.listOf types.str;
       default = [ ];
       example = [ "operator-2026:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=" ];
-      description = "Operator public keys (labctl key public) whose signatures the node accepts; several for rotation. Empty accepts unsigned desired states: do not leave it empty.";
+      description = "Operator public keys (labctl key public) whose signatures the node accepts on desired states (what it runs), gates and commands; several for rotation. With controllerKeys also empty the node accepts unsigned messages: do not leave it empty.";
+    };
+    controllerKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "controller-2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" ];
+      description = "Controller public keys whose signatures the node accepts on gates and commands only (when, reboots, cancels), never on desired states; several for rotation. trustedKeys are accepted for gates and commands as well, so this need not repeat them.";
     };
     stateDir = mkOption {
       type = types.str;

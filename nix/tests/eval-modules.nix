@@ -36,6 +36,7 @@ let
       passwordFile = "/run/secrets/labd-mqtt-password";
       tls.caFile = "/etc/lab/ca.crt";
       trustedKeys = [ "operator-2026:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=" ];
+      controllerKeys = [ "controller-2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" ];
       timeouts.fetch = "45m";
     };
     services.lab-broker = { enable = true; package = fakeLab; port = 8883; openFirewall = true; jsonMirror = false; };
