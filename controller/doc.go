@@ -1,15 +1,27 @@
-// Package controller is the operator's side of lab: the fleet view built
-// from retained status, presence and desired state; rollout planning and
-// execution; and the rendering of both for the CLI.
+// Package controller is the operator's side of lab as a library: the fleet
+// view built from retained status, presence and desired state (Fleet); the
+// rollout plan and its waves (Plan, PlanWaves: all at once, rolling
+// batches or a canary first, ordered by reboot order and dependencies);
+// rollout execution with gates, failure thresholds, wave deadlines, halts
+// and rollback (Controller.Run, Resume, Cancel); the rollout records that
+// make a rollout resumable (BoltStore); and ordered reboots
+// (Controller.Reboot). It does not render anything: tables and JSON for
+// people and scripts are in internal/render. Outcome.ExitCode still gives
+// the exit code labctl uses for each outcome.
 //
-// A rollout (Run) publishes every target's signed Desired state (retained),
-// then follows the targets' retained status until each is terminal or the
-// deadline passes, publishing the rollout's own retained RolloutState as it
-// goes. It never counts on seeing every message: progress is recomputed
-// from the latest retained status of each node (DESIGN §8, fan-in), so a
-// lost or duplicated message changes nothing.
+// A rollout (Run) saves its record, publishes every target's signed
+// Desired state (retained; in a plan of several waves a target waits for
+// the gate of its wave), then follows the targets' retained status — its
+// main loop is run.follow — opening each next wave when the previous one
+// is done or its deadline passed, halting when failures cross the plan's threshold, and publishing
+// the rollout's own retained RolloutState as it goes. It never counts on
+// seeing every message: progress is recomputed from the latest retained
+// status of each node (DESIGN §8, fan-in), so a lost or duplicated message
+// changes nothing.
 //
-// In this version a rollout has one wave and is driven by the CLI process
-// (`labctl publish`); the transport is the small Bus interface, so the same
-// code can run beside the broker on its inline client.
+// In this version the rollout is driven by the process that calls Run —
+// `labctl publish`, or `labctl rollout resume` after it was interrupted —
+// and its later waves open only while that process runs. The transport is
+// the small Bus interface (today *bus.Client, an MQTT v5 client), so the
+// same code can later run beside the broker on its inline client.
 package controller

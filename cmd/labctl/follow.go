@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/internal/render"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -115,7 +116,7 @@ func (r *reporter) result(res *controller.Result, keyFile string) error {
 	r.stop()
 	if r.asJSON {
 		r.emit(event{Type: "result", Rollout: res.Rollout, Result: res})
-	} else if err := controller.WriteResult(r.g.out, res); err != nil {
+	} else if err := render.WriteResult(r.g.out, res); err != nil {
 		return err
 	}
 	if res.Outcome == controller.OutcomePending && !r.asJSON {

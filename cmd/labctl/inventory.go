@@ -11,6 +11,7 @@ import (
 
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/controller/flake"
+	"github.com/lab-fleet/lab/internal/render"
 	"github.com/spf13/cobra"
 )
 
@@ -119,12 +120,12 @@ with the machine's name.`,
 				rows[i] = inventoryRow{Machine: m, Live: live[m.Name]}
 			}
 			if asJSON {
-				return controller.WriteJSON(g.out, rows)
+				return render.WriteJSON(g.out, rows)
 			}
 			tw := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tROLE\tGROUPS\tORDER\tDEPENDS ON\tSYSTEM\tLIVE")
 			for _, r := range rows {
-				sys := controller.ShortPath(r.Toplevel)
+				sys := render.ShortPath(r.Toplevel)
 				if r.Error != "" {
 					sys = "EVAL ERROR"
 				}

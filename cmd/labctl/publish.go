@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/internal/render"
 	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
 )
@@ -182,7 +183,7 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	}
 	if pf.noWait {
 		if pf.asJSON {
-			return controller.WriteJSON(g.out, map[string]string{"rollout": plan.ID})
+			return render.WriteJSON(g.out, map[string]string{"rollout": plan.ID})
 		}
 		fmt.Fprintf(g.out, "rollout %s published to %d nodes; follow it with `labctl rollout show %s`\n", plan.ID, len(plan.Targets), plan.ID)
 		return nil

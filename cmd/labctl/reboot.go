@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/internal/render"
 	"github.com/spf13/cobra"
 )
 
@@ -67,7 +68,7 @@ offline.`,
 				return err
 			}
 			if asJSON {
-				err = controller.WriteJSON(g.out, res)
+				err = render.WriteJSON(g.out, res)
 			} else {
 				tw := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "NODE\tRESULT\tTOOK\tDETAIL")

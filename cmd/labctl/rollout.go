@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/internal/render"
 	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
 )
@@ -46,7 +47,7 @@ func newRolloutListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return controller.WriteJSON(g.out, recs)
+				return render.WriteJSON(g.out, recs)
 			}
 			tw := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATE\tSTRATEGY\tTARGETS\tWAVES\tCREATED\tREASON")
@@ -88,7 +89,7 @@ code is the rollout's outcome, as for publish (0 while it is still running).`,
 			defer conn.close()
 			res := controller.Progress(rec, conn.fleet)
 			if asJSON {
-				if err := controller.WriteJSON(g.out, struct {
+				if err := render.WriteJSON(g.out, struct {
 					*controller.Record
 					Live *controller.Result `json:"live"`
 				}{rec, res}); err != nil {
@@ -101,7 +102,7 @@ code is the rollout's outcome, as for publish (0 while it is still running).`,
 				}
 				fmt.Fprintf(g.out, "rollout %s: %s, created %s, wave %d of %d opened\n", rec.Plan.ID, state,
 					rec.Created.Local().Format(time.DateTime), rec.Opened, len(rec.Waves))
-				if err := controller.WriteResult(g.out, res); err != nil {
+				if err := render.WriteResult(g.out, res); err != nil {
 					return err
 				}
 			}

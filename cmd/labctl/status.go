@@ -3,7 +3,7 @@ package main
 import (
 	"time"
 
-	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/internal/render"
 	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
 )
@@ -26,11 +26,11 @@ the system it runs and its health checks.`,
 				return err
 			}
 			defer conn.close()
-			rows := controller.StatusRows(conn.fleet.Snapshot())
+			rows := render.StatusRows(conn.fleet.Snapshot())
 			if asJSON {
-				return controller.WriteJSON(g.out, rows)
+				return render.WriteJSON(g.out, rows)
 			}
-			return controller.WriteStatus(g.out, rows, time.Now())
+			return render.WriteStatus(g.out, rows, time.Now())
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (an array of nodes) instead of a table")

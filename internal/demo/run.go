@@ -11,6 +11,7 @@ import (
 
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/render"
 	"github.com/lab-fleet/lab/node"
 	"github.com/lab-fleet/lab/node/health"
 	"github.com/lab-fleet/lab/node/nixsys"
@@ -146,7 +147,7 @@ func (w *world) rollout(ctx context.Context) (*controller.Result, error) {
 		return nil, err
 	}
 	w.say("\n")
-	if err := controller.WriteResult(w.opts.Out, res); err != nil {
+	if err := render.WriteResult(w.opts.Out, res); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -187,16 +188,16 @@ func (w *world) explain(res *controller.Result) error {
 		}
 		switch r.State {
 		case proto.StateSucceeded:
-			w.say("  %-4s realised generation 2, switched to it, its health check passed: it now runs %s\n", r.Node, controller.ShortPath(cur))
+			w.say("  %-4s realised generation 2, switched to it, its health check passed: it now runs %s\n", r.Node, render.ShortPath(cur))
 		case proto.StateRolledBack:
 			w.say("  %-4s switched to generation 2, its health check failed (%s),\n       so it switched back by itself: it runs %s again\n",
-				r.Node, oneLine(r.Detail), controller.ShortPath(cur))
+				r.Node, oneLine(r.Detail), render.ShortPath(cur))
 		default:
 			w.say("  %-4s ended %s: %s\n", r.Node, stateOr(r.State), oneLine(r.Detail))
 		}
 		w.say("       switch-to-configuration calls: %s\n", strings.Join(switches, ", "))
 		if r.State != wantState || cur != want {
-			wrong = append(wrong, fmt.Sprintf("%s ended %s on %s, expected %s on %s", r.Node, stateOr(r.State), controller.ShortPath(cur), wantState, controller.ShortPath(want)))
+			wrong = append(wrong, fmt.Sprintf("%s ended %s on %s, expected %s on %s", r.Node, stateOr(r.State), render.ShortPath(cur), wantState, render.ShortPath(want)))
 		}
 	}
 	if len(wrong) > 0 {
@@ -231,7 +232,7 @@ func (w *world) switches(name string) []string {
 	var out []string
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		action, path, _ := strings.Cut(line, " ")
-		gen := controller.ShortPath(path)
+		gen := render.ShortPath(path)
 		switch path {
 		case w.gen1[name]:
 			gen = "generation 1"

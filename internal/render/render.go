@@ -1,4 +1,4 @@
-package controller
+package render
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -25,11 +26,11 @@ func ShortPath(p string) string {
 // WriteResult renders a rollout's end: a table by wave, a summary line,
 // every target that did not succeed with the reason, and the rollback
 // rollout when there was one.
-func WriteResult(w io.Writer, r *Result) error {
+func WriteResult(w io.Writer, r *controller.Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "WAVE\tNODE\tSTATE\tTOPLEVEL\tDETAIL")
 	nodes := slices.Clone(r.Nodes)
-	slices.SortStableFunc(nodes, func(a, b NodeResult) int { return a.Wave - b.Wave })
+	slices.SortStableFunc(nodes, func(a, b controller.NodeResult) int { return a.Wave - b.Wave })
 	for _, n := range nodes {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", n.Wave, n.Node, stateName(n), ShortPath(n.Toplevel), oneLine(n.Detail, 100))
 	}
@@ -62,7 +63,7 @@ func WriteResult(w io.Writer, r *Result) error {
 	return nil
 }
 
-func stateName(n NodeResult) string {
+func stateName(n controller.NodeResult) string {
 	switch {
 	case n.State == "":
 		return "pending"
@@ -104,7 +105,7 @@ type StatusRow struct {
 }
 
 // StatusRows turns the fleet view into rows, by node name.
-func StatusRows(views []NodeView) []StatusRow {
+func StatusRows(views []controller.NodeView) []StatusRow {
 	rows := make([]StatusRow, 0, len(views))
 	for _, v := range views {
 		r := StatusRow{Node: v.Name, Online: v.Online, State: proto.StateIdle, Status: v.Status}
