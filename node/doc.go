@@ -19,6 +19,8 @@
 //
 // Any malformed, oversize, invalid, unsigned-when-keys-are-pinned, forged,
 // expired or replayed message is reported as a "rejected" event and changes
-// nothing else. Reboot commands are acknowledged (intake.go, report.go):
+// nothing else; so is a Desired signed by a key pinned for gates and
+// commands only (trust.go: operator keys sign what runs, controller keys
+// when and reboots). Reboot commands are acknowledged (intake.go, report.go):
 // an event naming the command says accepted, refused or failed.
 package node
