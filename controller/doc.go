@@ -24,4 +24,8 @@
 // and its later waves open only while that process runs. The transport is
 // the small Bus interface (today *bus.Client, an MQTT v5 client), so the
 // same code can later run beside the broker on its inline client.
+//
+// Errors and halt reasons name plan fields in the plan's words (Field:
+// "batch size", "max failures"), never a front end's options; a refusal
+// caused by one field is a FieldError, which labctl rewords with its flag.
 package controller

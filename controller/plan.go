@@ -116,16 +116,16 @@ func (p *Plan) Validate() error {
 		p.OnFailure = OnFailureHalt
 	case OnFailureHalt, OnFailureRollback:
 	default:
-		return fmt.Errorf("%w: on-failure %q: want halt or rollback", ErrInvalidPlan, p.OnFailure)
+		return fieldErr(FieldOnFailure, "%w: %s %q: want halt or rollback", ErrInvalidPlan, FieldOnFailure, p.OnFailure)
 	}
 	if p.WaveDeadline < 0 {
-		return fmt.Errorf("%w: wave deadline %s is negative", ErrInvalidPlan, p.WaveDeadline)
+		return fieldErr(FieldWaveDeadline, "%w: %s %s is negative", ErrInvalidPlan, FieldWaveDeadline, p.WaveDeadline)
 	}
 	if p.WaveDeadline == 0 {
 		p.WaveDeadline = DefaultWaveDeadline
 	}
 	if p.MinExecuted < 0 {
-		return fmt.Errorf("%w: min-executed %d is negative", ErrInvalidPlan, p.MinExecuted)
+		return fieldErr(FieldMinExecuted, "%w: %s %d is negative", ErrInvalidPlan, FieldMinExecuted, p.MinExecuted)
 	}
 	if p.MinExecuted == 0 {
 		p.MinExecuted = 5

@@ -38,7 +38,7 @@ type WaveEvent struct {
 var (
 	// ErrKeyNeeded refuses to resume or cancel a signed rollout without
 	// a key: what it would publish unsigned, nodes that pin keys reject.
-	ErrKeyNeeded = errors.New("give the operator key (--key) that signed it")
+	ErrKeyNeeded = errors.New("give the " + string(FieldKey) + " that signed it")
 	// ErrRolloutEnded refuses to resume or cancel a rollout that is over.
 	ErrRolloutEnded = errors.New("nothing is left to resume or cancel")
 )
@@ -106,8 +106,8 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	}
 	r.reconnects, _ = c.fleet.Reconnects()
 	if rs, ok := c.fleet.Rollout(plan.ID); ok {
-		return nil, fmt.Errorf("%w: %q is on the broker already (%s, created %s): choose another --id",
-			ErrRolloutExists, plan.ID, rs.State, time.UnixMilli(rs.CreatedAt).UTC().Format(time.RFC3339))
+		return nil, fieldErr(FieldRolloutID, "%w: %q is on the broker already (%s, created %s): choose another %s",
+			ErrRolloutExists, plan.ID, rs.State, time.UnixMilli(rs.CreatedAt).UTC().Format(time.RFC3339), FieldRolloutID)
 	}
 	r.chooseGates()
 	if err := r.create(); err != nil {
@@ -176,7 +176,7 @@ func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 		return nil, fmt.Errorf("rollout %s already ended (%s): %w", rec.Plan.ID, rec.State, ErrRolloutEnded)
 	}
 	if rec.KeyID != "" && opts.Key == nil {
-		return nil, fmt.Errorf("%w: rollout %s was signed with key %q; nodes that pin keys reject unsigned gates and commands", ErrKeyNeeded, rec.Plan.ID, rec.KeyID)
+		return nil, fieldErr(FieldKey, "%w: rollout %s was signed with key %q; nodes that pin keys reject unsigned gates and commands", ErrKeyNeeded, rec.Plan.ID, rec.KeyID)
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now

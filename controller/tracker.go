@@ -118,7 +118,7 @@ func (t *tracker) exceeded() bool {
 
 func (t *tracker) failureReason() string {
 	failed, finished := t.failures()
-	return fmt.Sprintf("%d of %d finished targets failed, more than --max-failures %s", failed, finished, t.plan.MaxFailures)
+	return fmt.Sprintf("%d of %d finished targets failed, more than %s %s", failed, finished, FieldMaxFailures, t.plan.MaxFailures)
 }
 
 // progress derives a target's result from its view.

@@ -12,8 +12,8 @@ import (
 // Strategies of a rollout.
 const (
 	StrategyAll     = "all"     // every target at once (dependency levels still wait for each other)
-	StrategyRolling = "rolling" // batches of --batch
-	StrategyCanary  = "canary"  // --canary first, then the rest (in batches when --batch is set)
+	StrategyRolling = "rolling" // batches of Strategy.Batch
+	StrategyCanary  = "canary"  // Strategy.Canary first, then the rest (in batches when Batch is set)
 )
 
 // ErrDependencyCycle is returned by PlanWaves when targets depend on each
@@ -106,7 +106,7 @@ func PlanWaves(machines []Machine, st Strategy) ([][]string, error) {
 	case StrategyRolling:
 		b := st.Batch.Of(total)
 		if b < 1 {
-			return nil, fmt.Errorf("%w: rolling needs --batch of at least 1 machine (got %s of %d)", ErrInvalidPlan, st.Batch, total)
+			return nil, fieldErr(FieldBatch, "%w: %s must be at least 1 machine for rolling (got %s of %d)", ErrInvalidPlan, FieldBatch, st.Batch, total)
 		}
 		caps = []int{b}
 	case StrategyCanary:
@@ -115,12 +115,12 @@ func PlanWaves(machines []Machine, st Strategy) ([][]string, error) {
 			c = st.Canary.Of(total)
 		}
 		if c < 1 {
-			return nil, fmt.Errorf("%w: --canary must select at least 1 machine (got %s of %d)", ErrInvalidPlan, st.Canary, total)
+			return nil, fieldErr(FieldCanary, "%w: %s must select at least 1 machine (got %s of %d)", ErrInvalidPlan, FieldCanary, st.Canary, total)
 		}
 		rest := total
 		if !st.Batch.IsZero() {
 			if rest = st.Batch.Of(total); rest < 1 {
-				return nil, fmt.Errorf("%w: --batch must select at least 1 machine (got %s of %d)", ErrInvalidPlan, st.Batch, total)
+				return nil, fieldErr(FieldBatch, "%w: %s must select at least 1 machine (got %s of %d)", ErrInvalidPlan, FieldBatch, st.Batch, total)
 			}
 		}
 		caps = []int{c, rest}

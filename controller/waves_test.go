@@ -91,7 +91,7 @@ func TestPlanWavesRefuses(t *testing.T) {
 	}{
 		{"cycle", []Machine{{Name: "a", Dependencies: []string{"b"}}, {Name: "b", Dependencies: []string{"c"}}, {Name: "c", Dependencies: []string{"a"}}}, Strategy{}, ErrDependencyCycle, "a → b → c → a"},
 		{"self", []Machine{{Name: "a", Dependencies: []string{"a"}}}, Strategy{}, ErrDependencyCycle, "a → a"},
-		{"rolling without batch", ms("a"), Strategy{Kind: StrategyRolling}, ErrInvalidPlan, "--batch"},
+		{"rolling without batch", ms("a"), Strategy{Kind: StrategyRolling}, ErrInvalidPlan, "batch size must be at least 1 machine"},
 		{"unknown strategy", ms("a"), Strategy{Kind: "yolo"}, ErrInvalidPlan, "yolo"},
 		{"duplicate", ms("a", "a"), Strategy{}, ErrInvalidPlan, "twice"},
 	} {

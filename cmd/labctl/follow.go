@@ -76,6 +76,9 @@ func (r *reporter) emit(e event) {
 func (r *reporter) options(o controller.Options) controller.Options {
 	stamp := func() string { return time.Now().Format("15:04:05") }
 	o.OnWave = func(e controller.WaveEvent) {
+		if !r.asJSON {
+			e.Reason = sayReason(e.Reason)
+		}
 		switch {
 		case r.bars != nil:
 			r.bars.wave(e)
@@ -116,7 +119,7 @@ func (r *reporter) result(res *controller.Result, keyFile string) error {
 	r.stop()
 	if r.asJSON {
 		r.emit(event{Type: "result", Rollout: res.Rollout, Result: res})
-	} else if err := render.WriteResult(r.g.out, res); err != nil {
+	} else if err := render.WriteResult(r.g.out, forPeople(res)); err != nil {
 		return err
 	}
 	if res.Outcome == controller.OutcomePending && !r.asJSON {

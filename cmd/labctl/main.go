@@ -26,7 +26,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 	root.SetOut(out)
 	root.SetErr(errOut)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(errOut, "labctl: %v\n", err)
+		fmt.Fprintf(errOut, "labctl: %v\n", withFlags(err))
 		return exitCode(err)
 	}
 	return 0

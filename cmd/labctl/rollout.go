@@ -57,7 +57,7 @@ func newRolloutListCmd(g *globals) *cobra.Command {
 					strategy = controller.StrategyAll
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d/%d\t%s\t%s\n", r.Plan.ID, r.State, strategy, len(r.Plan.Targets),
-					r.Opened, len(r.Waves), r.Created.Local().Format("2006-01-02 15:04"), r.Reason)
+					r.Opened, len(r.Waves), r.Created.Local().Format("2006-01-02 15:04"), sayReason(r.Reason))
 			}
 			return tw.Flush()
 		},
@@ -102,7 +102,7 @@ code is the rollout's outcome, as for publish (0 while it is still running).`,
 				}
 				fmt.Fprintf(g.out, "rollout %s: %s, created %s, wave %d of %d opened\n", rec.Plan.ID, state,
 					rec.Created.Local().Format(time.DateTime), rec.Opened, len(rec.Waves))
-				if err := render.WriteResult(g.out, res); err != nil {
+				if err := render.WriteResult(g.out, forPeople(res)); err != nil {
 					return err
 				}
 			}
