@@ -236,7 +236,7 @@ func breakIn(t *testing.T, mosquitto bool) {
 func (sf *secureFleet) labctlAs(user string, args ...string) (int, string, string) {
 	sf.t.Helper()
 	cmd := sf.command(bin.labctl, args...)
-	cmd.Env = append(cmd.Env, "LAB_BROKER_URL="+sf.BrokerURL(), "LAB_USERNAME="+user, "LAB_PASSWORD_FILE="+sf.pw[user])
+	cmd.Env = append(cmd.Env, "LAB_BROKER="+sf.BrokerURL(), "LAB_USERNAME="+user, "LAB_PASSWORD_FILE="+sf.pw[user])
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -188,7 +188,7 @@ func TestReadmeTryItByHand(t *testing.T) {
 	cmd.Dir = clone
 	cmd.Env = append(append(withoutLabEnv(os.Environ()), goEnv(t)...),
 		"HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, "cache"), "TMPDIR="+tmp,
-		fmt.Sprintf("LAB_BROKER_URL=mqtt://127.0.0.1:%d", port))
+		fmt.Sprintf("LAB_BROKER=mqtt://127.0.0.1:%d", port))
 	// Its own process group, so that nothing it starts outlives the test,
 	// and its output in files: a background process that keeps a pipe open
 	// cannot make Wait hang.

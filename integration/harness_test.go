@@ -140,7 +140,7 @@ func (e *Env) command(name string, args ...string) *exec.Cmd {
 func (e *Env) Labctl(args ...string) (int, string, string) {
 	e.t.Helper()
 	cmd := e.command(bin.labctl, args...)
-	cmd.Env = append(append(cmd.Env, "LAB_BROKER_URL="+e.BrokerURL()), e.labctlEnv()...)
+	cmd.Env = append(append(cmd.Env, "LAB_BROKER="+e.BrokerURL()), e.labctlEnv()...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -42,7 +42,7 @@ func (n *Node) reboot(boot int) {
 func (e *Env) labctlAsync(out *strings.Builder, args ...string) *exec.Cmd {
 	e.t.Helper()
 	cmd := e.command(bin.labctl, args...)
-	cmd.Env = append(append(cmd.Env, "LAB_BROKER_URL="+e.BrokerURL()), e.labctlEnv()...)
+	cmd.Env = append(append(cmd.Env, "LAB_BROKER="+e.BrokerURL()), e.labctlEnv()...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)

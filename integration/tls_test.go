@@ -60,7 +60,7 @@ func TestTLSWithClientCertificates(t *testing.T) {
 
 	// The controller over TLS with its password and no certificate.
 	cmd := e.command(bin.labctl, "publish", "--id", "r-tls", "--key", e.KeyFile, "--toplevel", "n1="+gen2, "--timeout", "60s")
-	cmd.Env = append(cmd.Env, "LAB_BROKER_URL="+tlsURL, "LAB_USERNAME=ops", "LAB_PASSWORD_FILE="+filepath.Join(e.Dir, "ops.password"),
+	cmd.Env = append(cmd.Env, "LAB_BROKER="+tlsURL, "LAB_USERNAME=ops", "LAB_PASSWORD_FILE="+filepath.Join(e.Dir, "ops.password"),
 		"LAB_TLS_CA="+filepath.Join(ca, "ca.crt"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("publish over TLS: %v\n%s", err, out)

@@ -533,7 +533,7 @@ func stopSims(sims []*sim) {
 // timed runs labctl and returns its wall time and CPU time (user+system).
 func timed(labctl, url string, args ...string) (wall, cpu time.Duration, out string, err error) {
 	cmd := exec.Command(labctl, args...)
-	cmd.Env = append(os.Environ(), "LAB_BROKER_URL="+url)
+	cmd.Env = append(os.Environ(), "LAB_BROKER="+url)
 	var b strings.Builder
 	cmd.Stdout, cmd.Stderr = &b, &b
 	start := time.Now()
