@@ -30,6 +30,8 @@ func rawConnect(addr, id string) (net.Conn, error) {
 		conn.Close()
 		return nil, err
 	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // a lost CONNACK fails, never hangs
+	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
 	hdr := make([]byte, 2)
 	if _, err := io.ReadFull(conn, hdr); err != nil || hdr[0] != 0x20 {
 		conn.Close()
@@ -145,8 +147,22 @@ func BenchmarkIdleConnection(b *testing.B) {
 				for _, c := range conns {
 					c.Close()
 				}
-				_ = s.Close()
+				closeWithin(b, s, 30*time.Second)
 			}
 		})
+	}
+}
+
+// closeWithin closes the broker, failing with every goroutine's stack if
+// that takes longer than d (a CI run once hung in this benchmark).
+func closeWithin(b *testing.B, s *Server, d time.Duration) {
+	b.Helper()
+	done := make(chan struct{})
+	go func() { _ = s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		buf := make([]byte, 1<<20)
+		b.Fatalf("broker Close did not return within %s:\n%s", d, buf[:runtime.Stack(buf, true)])
 	}
 }
