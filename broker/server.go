@@ -142,10 +142,27 @@ func (s *Server) Close() error {
 		s.state = stateClosed
 		s.mu.Unlock()
 		s.ops.Wait()
+		// Listeners and their clients first, our way: mochi v2.7.9's
+		// Close lists a listener's clients under a read lock that it takes
+		// twice (Clients.GetByListener calls Len), so a client leaving at
+		// that moment (Delete waiting for the write lock) deadlocks the
+		// shutdown for good. CloseAll waits until every client's goroutine
+		// ended; mochi's Close then finds nobody left to remove.
+		s.mochi.Listeners.CloseAll(s.closeListenerClients)
 		_ = s.mochi.Close() // always nil in mochi v2.7.9
 		s.log.Info("broker stopped")
 	})
 	return nil
+}
+
+// closeListenerClients disconnects the clients of one listener, reading
+// the client list under one read lock (mochi's own helper takes it twice).
+func (s *Server) closeListenerClients(listener string) {
+	for _, cl := range s.mochi.Clients.GetAll() {
+		if cl.Net.Listener == listener && !cl.Closed() {
+			_ = s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // Mochi returns the underlying mochi server, for hooks added later (auth,
