@@ -530,10 +530,11 @@ func stopSims(sims []*sim) {
 	}
 }
 
-// timed runs labctl and returns its wall time and CPU time (user+system).
-func timed(labctl, url string, args ...string) (wall, cpu time.Duration, out string, err error) {
+// timed runs labctl, with its rollout records in the file records, and
+// returns its wall time and CPU time (user+system).
+func timed(labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
 	cmd := exec.Command(labctl, args...)
-	cmd.Env = append(os.Environ(), "LAB_BROKER="+url)
+	cmd.Env = append(os.Environ(), "LAB_BROKER="+url, "LAB_ROLLOUTS_DB="+records)
 	var b strings.Builder
 	cmd.Stdout, cmd.Stderr = &b, &b
 	start := time.Now()
@@ -601,6 +602,10 @@ func measure(o options, kind, labctl string) (result, error) {
 	}
 	r.rssPerConn = (r.rssBrokerIdle - r.rssBrokerStart) / int64(o.nodes)
 
+	// The run's own rollout records (ids are used once; never the
+	// operator's own records file).
+	records := filepath.Join(o.dir, kind+"-rollouts.db")
+	_ = os.Remove(records)
 	// Rollout 1: publish --no-wait, followed by the watcher.
 	before, err := wireBytes(sims)
 	if err != nil {
@@ -614,7 +619,7 @@ func measure(o options, kind, labctl string) (result, error) {
 		go func() { profiled <- fetchProfile("http://"+o.profileAddr+"/debug/pprof/profile?seconds=5", o.profile) }()
 	}
 	t0 := time.Now()
-	d, cpu, out, err := timed(labctl, url, "publish", "--id", "bench-1", "--key", keyFile, "--on", "@bench", "--toplevel", gen2, "--no-wait")
+	d, cpu, out, err := timed(labctl, url, records, "publish", "--id", "bench-1", "--key", keyFile, "--on", "@bench", "--toplevel", gen2, "--no-wait")
 	if err != nil {
 		return r, fmt.Errorf("labctl publish --no-wait: %v\n%s", err, out)
 	}
@@ -660,17 +665,17 @@ func measure(o options, kind, labctl string) (result, error) {
 
 	// Rollout 2: labctl publish following it to the end.
 	gen3 := "/nix/store/00000000000000000000000000000003-nixos-system-bench-3"
-	d, _, out, err = timed(labctl, url, "publish", "--id", "bench-2", "--key", keyFile, "--on", "@bench", "--toplevel", gen3,
+	d, _, out, err = timed(labctl, url, records, "publish", "--id", "bench-2", "--key", keyFile, "--on", "@bench", "--toplevel", gen3,
 		"--timeout", o.timeout.String())
 	if err != nil {
 		return r, fmt.Errorf("labctl publish (following): %v\n%s", err, lastLines(out, 5))
 	}
 	r.follow = d
 	_ = os.WriteFile(filepath.Join(dir, "follow.log"), []byte(out), 0o644) // kept with -dir
-	if r.status, _, out, err = timed(labctl, url, "status"); err != nil {
+	if r.status, _, out, err = timed(labctl, url, records, "status"); err != nil {
 		return r, fmt.Errorf("labctl status: %v\n%s", err, lastLines(out, 5))
 	}
-	if r.statusJSON, _, out, err = timed(labctl, url, "status", "--json"); err != nil {
+	if r.statusJSON, _, out, err = timed(labctl, url, records, "status", "--json"); err != nil {
 		return r, fmt.Errorf("labctl status --json: %v\n%s", err, lastLines(out, 5))
 	}
 	var listed []json.RawMessage
