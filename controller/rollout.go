@@ -172,11 +172,8 @@ func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Re
 
 // fromRecord rebuilds the run a record describes (Resume, Cancel).
 func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
-	if rec.Done() {
-		return nil, fmt.Errorf("rollout %s already ended (%s): %w", rec.Plan.ID, rec.State, ErrRolloutEnded)
-	}
-	if rec.KeyID != "" && opts.Key == nil {
-		return nil, fieldErr(FieldKey, "%w: rollout %s was signed with key %q; nodes that pin keys reject unsigned gates and commands", ErrKeyNeeded, rec.Plan.ID, rec.KeyID)
+	if err := rec.CanContinue(opts.Key != nil); err != nil {
+		return nil, err
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now

@@ -45,6 +45,20 @@ type Record struct {
 // happen. A pending rollout is not done.
 func (r *Record) Done() bool { return r.State.Terminal() }
 
+// CanContinue says why the rollout cannot be resumed or cancelled: it is
+// over, or it was signed and no key is given (what would be published
+// unsigned, nodes that pin keys reject). Callers check it before
+// connecting; Resume and Cancel check it again.
+func (r *Record) CanContinue(haveKey bool) error {
+	if r.Done() {
+		return fmt.Errorf("rollout %s already ended (%s): %w", r.Plan.ID, r.State, ErrRolloutEnded)
+	}
+	if r.KeyID != "" && !haveKey {
+		return fieldErr(FieldKey, "%w: rollout %s was signed with key %q; nodes that pin keys reject unsigned gates and commands", ErrKeyNeeded, r.Plan.ID, r.KeyID)
+	}
+	return nil
+}
+
 // Followed reports whether a controller followed the rollout to its end
 // (pending included): its result is an outcome, not a snapshot.
 func (r *Record) Followed() bool { return r.State != proto.RolloutRunning && r.State != "" }

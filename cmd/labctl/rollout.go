@@ -228,11 +228,8 @@ needs that key (--key): nodes that pin keys reject unsigned gates.`,
 // canContinue refuses, before connecting, to resume or cancel a rollout
 // that is over, or a signed one without a key (exit 2).
 func canContinue(rec *controller.Record, keyFile string) error {
-	if rec.Done() {
-		return usageError{fmt.Errorf("rollout %s already ended (%s): %w", rec.Plan.ID, rec.State, controller.ErrRolloutEnded)}
-	}
-	if rec.KeyID != "" && keyFile == "" {
-		return usageError{fmt.Errorf("rollout %s was signed with key %q: give that key with --key FILE (nodes that pin keys reject unsigned gates and commands)", rec.Plan.ID, rec.KeyID)}
+	if err := rec.CanContinue(keyFile != ""); err != nil {
+		return usageError{withFlags(err)}
 	}
 	return nil
 }
