@@ -18,6 +18,16 @@ import (
 //	<p>/rollout/<id>          controller, retained          RolloutState
 //	<p>/json/...              embedded broker               JSON mirror
 //
+// and the controller service's request/response API (DESIGN §11, MQTT v5):
+//
+//	<p>/ctl/req/<verb>          controller-role client → service   request, with Response Topic and Correlation Data
+//	<p>/ctl/res/<client>/<id>   service → that client              response (only <client> may read it)
+//
+// <client> names the requester: its identity (username or certificate
+// CN) when the broker has identities, which the access rules let read
+// only its own responses; <id> is any identifier it picks. The ctl topics
+// are not mirrored under json/.
+//
 // No topic is longer than 7 slashes, so the layout also fits brokers with
 // AWS IoT-like limits.
 
@@ -35,13 +45,16 @@ const (
 	TopicGroupCmd TopicKind = "group-cmd"
 	TopicAllCmd   TopicKind = "all-cmd"
 	TopicRollout  TopicKind = "rollout"
+
+	TopicCtlRequest  TopicKind = "ctl-request"
+	TopicCtlResponse TopicKind = "ctl-response"
 )
 
 // MaxTopicSlashes bounds the depth of every topic of the layout.
 const MaxTopicSlashes = 7
 
 // deepest is the number of slashes the layout adds to the prefix at most
-// ("/json/node/<node>/status").
+// ("/json/node/<node>/status", "/ctl/res/<client>/<id>").
 const deepest = 4
 
 // Topics builds and parses the topics of one prefix.
@@ -106,6 +119,21 @@ func (t Topics) AllEvents() string   { return t.NodeEvents("+") }
 func (t Topics) AllGates() string    { return t.GroupGate("+") }
 func (t Topics) AllRollouts() string { return t.Rollout("+") }
 
+// CtlRequest is where requests with verb go to the controller service.
+func (t Topics) CtlRequest(verb string) string { return t.prefix + "/ctl/req/" + verb }
+
+// CtlRequests matches every request (what the controller service subscribes to).
+func (t Topics) CtlRequests() string { return t.CtlRequest("+") }
+
+// CtlResponse is the response topic a client names in its request: id
+// tells its own requests apart.
+func (t Topics) CtlResponse(client, id string) string {
+	return t.prefix + "/ctl/res/" + client + "/" + id
+}
+
+// CtlResponses matches every response to client.
+func (t Topics) CtlResponses(client string) string { return t.prefix + "/ctl/res/" + client + "/#" }
+
 // JSON returns the JSON-mirror topic of a layout topic
 // (<p>/node/n1/status → <p>/json/node/n1/status).
 func (t Topics) JSON(topic string) string {
@@ -114,10 +142,11 @@ func (t Topics) JSON(topic string) string {
 
 // Route is a parsed topic.
 type Route struct {
-	Kind  TopicKind
-	Node  string // node topics
-	Group string // group topics
-	ID    string // rollout topics
+	Kind   TopicKind
+	Node   string // node topics
+	Group  string // group topics
+	ID     string // rollout topics: the rollout; ctl-request: the verb; ctl-response: the client's id
+	Client string // ctl-response: the client the response is for
 }
 
 // Parse maps a topic of this layout to its Route. The identifiers in it are
@@ -169,6 +198,19 @@ func (t Topics) Parse(topic string) (Route, error) {
 		r.Kind, r.ID = TopicRollout, parts[1]
 		if err := ValidID(r.ID); err != nil {
 			return Route{}, fmt.Errorf("%w: rollout in %q: %v", ErrInvalidTopic, topic, err)
+		}
+	case len(parts) == 3 && parts[0] == "ctl" && parts[1] == "req":
+		r.Kind, r.ID = TopicCtlRequest, parts[2]
+		if err := ValidID(r.ID); err != nil {
+			return Route{}, fmt.Errorf("%w: verb in %q: %v", ErrInvalidTopic, topic, err)
+		}
+	case len(parts) == 4 && parts[0] == "ctl" && parts[1] == "res":
+		r.Kind, r.Client, r.ID = TopicCtlResponse, parts[2], parts[3]
+		if err := ValidID(r.Client); err != nil {
+			return Route{}, fmt.Errorf("%w: client in %q: %v", ErrInvalidTopic, topic, err)
+		}
+		if err := ValidID(r.ID); err != nil {
+			return Route{}, fmt.Errorf("%w: response id in %q: %v", ErrInvalidTopic, topic, err)
 		}
 	default:
 		return bad()

@@ -12,24 +12,31 @@ func TestTopicsBuildAndParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []struct {
-		topic string
-		want  Route
+		topic    string
+		want     Route
+		noMirror bool // not mirrored under json/
 	}{
-		{tp.NodeDesired("n1"), Route{Kind: TopicDesired, Node: "n1"}},
-		{tp.NodeCmd("n1"), Route{Kind: TopicNodeCmd, Node: "n1"}},
-		{tp.NodeStatus("pi-4"), Route{Kind: TopicStatus, Node: "pi-4"}},
-		{tp.NodePresence("n1"), Route{Kind: TopicPresence, Node: "n1"}},
-		{tp.NodeEvents("n1"), Route{Kind: TopicEvents, Node: "n1"}},
-		{tp.GroupGate("canary"), Route{Kind: TopicGate, Group: "canary"}},
-		{tp.GroupCmd("canary"), Route{Kind: TopicGroupCmd, Group: "canary"}},
-		{tp.AllCmd(), Route{Kind: TopicAllCmd}},
-		{tp.Rollout("r-1"), Route{Kind: TopicRollout, ID: "r-1"}},
+		{tp.NodeDesired("n1"), Route{Kind: TopicDesired, Node: "n1"}, false},
+		{tp.NodeCmd("n1"), Route{Kind: TopicNodeCmd, Node: "n1"}, false},
+		{tp.NodeStatus("pi-4"), Route{Kind: TopicStatus, Node: "pi-4"}, false},
+		{tp.NodePresence("n1"), Route{Kind: TopicPresence, Node: "n1"}, false},
+		{tp.NodeEvents("n1"), Route{Kind: TopicEvents, Node: "n1"}, false},
+		{tp.GroupGate("canary"), Route{Kind: TopicGate, Group: "canary"}, false},
+		{tp.GroupCmd("canary"), Route{Kind: TopicGroupCmd, Group: "canary"}, false},
+		{tp.AllCmd(), Route{Kind: TopicAllCmd}, false},
+		{tp.Rollout("r-1"), Route{Kind: TopicRollout, ID: "r-1"}, false},
+		{tp.CtlRequest("submit"), Route{Kind: TopicCtlRequest, ID: "submit"}, true},
+		{tp.CtlResponse("ops", "c-7f3a"), Route{Kind: TopicCtlResponse, Client: "ops", ID: "c-7f3a"}, true},
 	}
 	for _, c := range cases {
 		if !strings.HasPrefix(c.topic, "lab/v1/") {
 			t.Errorf("%s: wrong prefix", c.topic)
 		}
-		if n := strings.Count(tp.JSON(c.topic), "/"); n > MaxTopicSlashes {
+		deepest := tp.JSON(c.topic)
+		if c.noMirror {
+			deepest = c.topic
+		}
+		if n := strings.Count(deepest, "/"); n > MaxTopicSlashes {
 			t.Errorf("%s: %d slashes", c.topic, n)
 		}
 		got, err := tp.Parse(c.topic)
@@ -43,6 +50,33 @@ func TestTopicsBuildAndParse(t *testing.T) {
 	if tp.AllStatus() != "lab/v1/node/+/status" {
 		t.Errorf("AllStatus = %q", tp.AllStatus())
 	}
+	for got, want := range map[string]string{
+		tp.CtlRequest("submit"):      "lab/v1/ctl/req/submit",
+		tp.CtlRequests():             "lab/v1/ctl/req/+",
+		tp.CtlResponse("ops", "r-1"): "lab/v1/ctl/res/ops/r-1",
+		tp.CtlResponses("ops"):       "lab/v1/ctl/res/ops/#",
+	} {
+		if got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+}
+
+// The deepest topics of the layout still fit MaxTopicSlashes under the
+// deepest prefix NewTopics accepts.
+func TestTopicsDeepestPrefix(t *testing.T) {
+	tp, err := NewTopics("a/b/c/d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{tp.JSON(tp.NodeStatus("n1")), tp.CtlResponse("ops", "x"), tp.CtlResponses("ops")} {
+		if n := strings.Count(s, "/"); n != MaxTopicSlashes {
+			t.Errorf("%s: %d slashes, want exactly %d: deepest is off", s, n, MaxTopicSlashes)
+		}
+	}
+	if r, err := tp.Parse(tp.CtlResponse("ops", "x")); err != nil || r != (Route{Kind: TopicCtlResponse, Client: "ops", ID: "x"}) {
+		t.Errorf("Parse = %+v, %v", r, err)
+	}
 }
 
 func TestTopicsRejects(t *testing.T) {
@@ -50,6 +84,11 @@ func TestTopicsRejects(t *testing.T) {
 	for _, s := range []string{
 		"lab/v1/node/N1/status", "lab/v1/node/+/status", "lab/v1/node/n1/reboot", "other/node/n1/status",
 		"lab/v1/node/n1/status/x", "lab/v1/group//gate", "lab/v1/rollout/" + strings.Repeat("a", 64), "lab/v1",
+		// ctl: a verb, a client and an id are identifiers; nothing else lives under ctl/.
+		"lab/v1/ctl/req/Submit", "lab/v1/ctl/req/+", "lab/v1/ctl/req/", "lab/v1/ctl/req", "lab/v1/ctl/req/submit/x",
+		"lab/v1/ctl/res/ops", "lab/v1/ctl/res/ops/", "lab/v1/ctl/res//x", "lab/v1/ctl/res/+/x", "lab/v1/ctl/res/ops/#",
+		"lab/v1/ctl/res/Ops/x", "lab/v1/ctl/res/ops/a_b", "lab/v1/ctl/res/ops/x/y", "lab/v1/ctl/res/ops/" + strings.Repeat("a", 64),
+		"lab/v1/ctl/other/x", "lab/v1/ctl/submit", "lab/v1/json/ctl/req/submit",
 	} {
 		if _, err := tp.Parse(s); !errors.Is(err, ErrInvalidTopic) {
 			t.Errorf("Parse(%q) = %v, want ErrInvalidTopic", s, err)
