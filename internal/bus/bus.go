@@ -26,6 +26,13 @@ type Message struct {
 	Topic   string
 	Payload []byte
 	Retain  bool
+	// ResponseTopic and Correlation are the MQTT v5 request/response
+	// properties (Response Topic, Correlation Data): where the publisher
+	// wants the answer, and what the answer must carry back. Publish
+	// sends neither, nor does Config.Will; PublishMessage sends them when
+	// set.
+	ResponseTopic string
+	Correlation   []byte
 }
 
 // Config describes a connection.
@@ -127,6 +134,16 @@ func (s session) ConnectionLost(dp *packets.Disconnect) error {
 
 // ErrNotConnected is returned by Publish and Subscribe while the connection is down.
 var ErrNotConnected = autopaho.ConnectionDownError
+
+// ErrNoSubscribers is wrapped by PublishMessage's error when the broker
+// accepted the message but said nobody subscribes to its topic (MQTT v5
+// PUBACK reason 0x10), e.g. a request nobody serves. A broker may say so
+// but need not: mosquitto does, mochi (the embedded broker, v2.7.9) never
+// does, so a nil error does not prove anyone received the message.
+var ErrNoSubscribers = errors.New("no matching subscribers")
+
+// reasonNoMatchingSubscribers is the MQTT v5 PUBACK reason 0x10.
+const reasonNoMatchingSubscribers = 0x10
 
 // Dial validates cfg and starts connecting in the background. It does not
 // wait for the connection: see AwaitConnection. The connection lives until
@@ -311,7 +328,11 @@ func (c *Client) onDown() bool {
 func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 	if c.cfg.OnMessage != nil {
 		p := pr.Packet
-		c.cfg.OnMessage(Message{Topic: p.Topic, Payload: p.Payload, Retain: p.Retain})
+		m := Message{Topic: p.Topic, Payload: p.Payload, Retain: p.Retain}
+		if p.Properties != nil {
+			m.ResponseTopic, m.Correlation = p.Properties.ResponseTopic, p.Properties.CorrelationData
+		}
+		c.cfg.OnMessage(m)
 	}
 	return true, nil
 }
@@ -373,18 +394,43 @@ func (c *Client) subscribe(ctx context.Context, filters []string) error {
 }
 
 // Publish sends one QoS 1 message and waits for the broker's PUBACK.
+// A broker saying that nobody subscribes (reason 0x10) is no error here:
+// retained state is read later.
 func (c *Client) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
+	_, err := c.publish(ctx, Message{Topic: topic, Payload: payload, Retain: retain})
+	return err
+}
+
+// PublishMessage is Publish with m's request/response properties
+// (Response Topic and Correlation Data, when set). When the broker says
+// nobody subscribes to m.Topic (MQTT v5 reason 0x10), the error wraps
+// ErrNoSubscribers: a requester can tell at once that nobody serves the
+// request, where a broker reports it (see ErrNoSubscribers).
+func (c *Client) PublishMessage(ctx context.Context, m Message) error {
+	code, err := c.publish(ctx, m)
+	if err == nil && code == reasonNoMatchingSubscribers {
+		return fmt.Errorf("bus: publish %s: %w (MQTT reason 0x%02x)", m.Topic, ErrNoSubscribers, code)
+	}
+	return err
+}
+
+// publish sends m at QoS 1 and returns the reason code of the broker's
+// PUBACK; codes from 0x80 up are errors.
+func (c *Client) publish(ctx context.Context, m Message) (byte, error) {
 	resp, err := c.cm.Publish(ctx, &paho.Publish{
-		QoS: 1, Retain: retain, Topic: topic, Payload: payload,
-		Properties: &paho.PublishProperties{ContentType: ContentType},
+		QoS: 1, Retain: m.Retain, Topic: m.Topic, Payload: m.Payload,
+		Properties: &paho.PublishProperties{ContentType: ContentType, ResponseTopic: m.ResponseTopic, CorrelationData: m.Correlation},
 	})
 	if err != nil {
-		return fmt.Errorf("bus: publish %s: %w", topic, err)
+		return 0, fmt.Errorf("bus: publish %s: %w", m.Topic, err)
 	}
-	if resp != nil && resp.ReasonCode >= 0x80 {
-		return fmt.Errorf("bus: publish %s refused: reason 0x%02x", topic, resp.ReasonCode)
+	if resp == nil {
+		return 0, nil
 	}
-	return nil
+	if resp.ReasonCode >= 0x80 {
+		return resp.ReasonCode, fmt.Errorf("bus: publish %s refused: reason 0x%02x", m.Topic, resp.ReasonCode)
+	}
+	return resp.ReasonCode, nil
 }
 
 // Close disconnects cleanly (the broker does not send the Last Will) and

@@ -1,15 +1,22 @@
 package bus
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/lab-fleet/lab/internal/testbroker"
 )
@@ -418,5 +425,212 @@ func TestConnectionClosedRightAfterOpeningBacksOff(t *testing.T) {
 	recvUp(t, up, 5*time.Second)
 	if took := time.Since(start); took > 700*time.Millisecond {
 		t.Errorf("a connection that lasted was retried after %s, want at once", took)
+	}
+}
+
+// A request published with a response topic and correlation data arrives
+// with both; the answer, published to that topic with the same
+// correlation, arrives back. A plain Publish carries neither.
+func TestRequestResponseProperties(t *testing.T) {
+	b := testbroker.Start(t)
+	requests := make(chan Message, 10)
+	answers := make(chan Message, 10)
+	server := dial(t, b.URL(), "server", Config{CleanStart: true, OnMessage: func(m Message) { requests <- m }})
+	client := dial(t, b.URL(), "client", Config{CleanStart: true, OnMessage: func(m Message) { answers <- m }})
+	ctx := context.Background()
+	if err := server.Subscribe(ctx, "p/ctl/req/+"); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Subscribe(ctx, "p/ctl/res/ops/#"); err != nil {
+		t.Fatal(err)
+	}
+	corr := []byte{0, 1, 0xfe, 0xff}
+	if err := client.PublishMessage(ctx, Message{Topic: "p/ctl/req/submit", Payload: []byte("req"),
+		ResponseTopic: "p/ctl/res/ops/c1", Correlation: corr}); err != nil {
+		t.Fatal(err)
+	}
+	m := recv(t, requests)
+	if m.Topic != "p/ctl/req/submit" || string(m.Payload) != "req" || m.ResponseTopic != "p/ctl/res/ops/c1" || !bytes.Equal(m.Correlation, corr) {
+		t.Fatalf("request arrived as %+v", m)
+	}
+	if err := server.PublishMessage(ctx, Message{Topic: m.ResponseTopic, Payload: []byte("res"), Correlation: m.Correlation}); err != nil {
+		t.Fatal(err)
+	}
+	a := recv(t, answers)
+	if a.Topic != "p/ctl/res/ops/c1" || string(a.Payload) != "res" || a.ResponseTopic != "" || !bytes.Equal(a.Correlation, corr) {
+		t.Fatalf("answer arrived as %+v", a)
+	}
+	if err := client.Publish(ctx, "p/ctl/req/list", []byte("plain"), false); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, requests); m.ResponseTopic != "" || m.Correlation != nil {
+		t.Fatalf("a plain publish arrived with properties: %+v", m)
+	}
+}
+
+// mochi (the embedded broker, v2.7.9) never says that nobody subscribes:
+// PublishMessage to a topic nobody reads succeeds. It could not even if a
+// hook asked it to (OnPublish returning packets.CodeNoMatchingSubscribers):
+// its PUBACK encoder leaves out reason codes below 0x80 unless the ack has
+// properties, and a PUBACK without a reason code means success. Should a
+// release start sending 0x10, this test says so.
+func TestPublishMessageNobodyListensMochi(t *testing.T) {
+	b := testbroker.Start(t)
+	c := dial(t, b.URL(), "client", Config{CleanStart: true})
+	err := c.PublishMessage(context.Background(), Message{Topic: "p/ctl/req/submit", Payload: []byte("x"), ResponseTopic: "p/ctl/res/ops/1", Correlation: []byte("1")})
+	if err != nil {
+		t.Fatalf("mochi now answers a publish nobody subscribes to with an error (0x10?): %v — ErrNoSubscribers works with the embedded broker too; update its doc", err)
+	}
+}
+
+// fakeBroker speaks just enough MQTT v5 to accept connections and answer
+// every QoS 1 publish with a PUBACK of its reason code (0x10 as the broker
+// with no subscribers would; mochi cannot send it).
+func fakeBroker(t *testing.T, reason byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	serve := func(conn net.Conn) {
+		defer conn.Close()
+		for {
+			cp, err := packets.ReadPacket(conn)
+			if err != nil {
+				return
+			}
+			var out *packets.ControlPacket
+			switch p := cp.Content.(type) {
+			case *packets.Connect:
+				out = packets.NewControlPacket(packets.CONNACK)
+			case *packets.Publish:
+				if p.QoS != 1 {
+					continue
+				}
+				out = packets.NewControlPacket(packets.PUBACK)
+				ack := out.Content.(*packets.Puback)
+				ack.PacketID, ack.ReasonCode = p.PacketID, reason
+			case *packets.Pingreq:
+				out = packets.NewControlPacket(packets.PINGRESP)
+			case *packets.Disconnect:
+				return
+			default:
+				continue
+			}
+			if _, err := out.WriteTo(conn); err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(conn)
+		}
+	}()
+	return "mqtt://" + ln.Addr().String()
+}
+
+// PUBACK 0x10: PublishMessage's error wraps ErrNoSubscribers and names the
+// topic; Publish does not mind. A refusal (0x87) is an error that does not.
+func TestPublishMessageReasonCodes(t *testing.T) {
+	ctx := context.Background()
+	req := Message{Topic: "p/ctl/req/submit", Payload: []byte("x"), ResponseTopic: "p/ctl/res/ops/1", Correlation: []byte("1")}
+	c := dial(t, fakeBroker(t, 0x10), "client", Config{CleanStart: true})
+	err := c.PublishMessage(ctx, req)
+	if !errors.Is(err, ErrNoSubscribers) || !strings.Contains(err.Error(), req.Topic) || !strings.Contains(err.Error(), "0x10") {
+		t.Errorf("PUBACK 0x10: PublishMessage = %v, want ErrNoSubscribers naming the topic and the reason", err)
+	}
+	if err := c.Publish(ctx, req.Topic, req.Payload, false); err != nil {
+		t.Errorf("PUBACK 0x10: Publish = %v, want nil", err)
+	}
+	refused := dial(t, fakeBroker(t, 0x87), "client", Config{CleanStart: true})
+	for _, err := range []error{refused.PublishMessage(ctx, req), refused.Publish(ctx, req.Topic, req.Payload, false)} {
+		if err == nil || errors.Is(err, ErrNoSubscribers) || !strings.Contains(err.Error(), req.Topic) {
+			t.Errorf("PUBACK 0x87: %v, want a refusal naming the topic", err)
+		}
+	}
+	ok := dial(t, fakeBroker(t, 0), "client", Config{CleanStart: true})
+	if err := ok.PublishMessage(ctx, req); err != nil {
+		t.Errorf("PUBACK 0x00: %v", err)
+	}
+}
+
+// mosquitto answers a publish nobody subscribes to with 0x10 by itself:
+// PublishMessage says ErrNoSubscribers, Publish does not mind; once
+// someone subscribes, the request arrives with its properties.
+func TestPublishMessageNoSubscribersMosquitto(t *testing.T) {
+	url := startMosquitto(t)
+	got := make(chan Message, 10)
+	c := dial(t, url, "client", Config{CleanStart: true})
+	ctx := context.Background()
+	req := Message{Topic: "p/ctl/req/submit", Payload: []byte("x"), ResponseTopic: "p/ctl/res/ops/1", Correlation: []byte("1")}
+	err := c.PublishMessage(ctx, req)
+	if !errors.Is(err, ErrNoSubscribers) {
+		t.Fatalf("PublishMessage to a topic nobody subscribes to: %v, want ErrNoSubscribers", err)
+	}
+	if !strings.Contains(err.Error(), "p/ctl/req/submit") || !strings.Contains(err.Error(), "0x10") {
+		t.Errorf("error does not name the topic and reason: %v", err)
+	}
+	if err := c.Publish(ctx, "p/node/n1/status", []byte("x"), true); err != nil {
+		t.Errorf("Publish to a topic nobody subscribes to: %v, want nil", err)
+	}
+	sub := dial(t, url, "server", Config{CleanStart: true, OnMessage: func(m Message) { got <- m }})
+	if err := sub.Subscribe(ctx, "p/ctl/req/+"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PublishMessage(ctx, req); err != nil {
+		t.Fatalf("PublishMessage with a subscriber: %v", err)
+	}
+	if m := recvTopic(t, got, req.Topic); m.ResponseTopic != req.ResponseTopic || string(m.Correlation) != "1" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+// startMosquitto runs mosquitto (anonymous, no persistence) on a free
+// loopback port until the test ends and returns its URL. It skips the test
+// when mosquitto is not installed (CI installs it).
+func startMosquitto(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		t.Skip("SKIPPED: mosquitto is not installed (apt-get install mosquitto): the test against a real mosquitto did not run")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	// user root: started as root, mosquitto would drop to its own user,
+	// which cannot read the test's directory.
+	if err := os.WriteFile(conf, []byte("user root\nlistener "+port+" 127.0.0.1\nallow_anonymous true\npersistence false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	cmd := exec.Command(bin, "-c", conf)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return "mqtt://" + addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mosquitto does not listen on %s: %v\n%s", addr, err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
