@@ -50,6 +50,9 @@ type Fleet struct {
 	last     time.Time
 	changed  chan struct{}
 
+	watchMu  sync.Mutex
+	watchers map[chan struct{}]struct{} // Watch: one coalescing channel per follower
+
 	lost       time.Time // when the connection feeding the view last dropped
 	reconnects int       // how many times it came back
 }
@@ -160,6 +163,33 @@ func (f *Fleet) signal() {
 	case f.changed <- struct{}{}:
 	default:
 	}
+	f.watchMu.Lock()
+	for ch := range f.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	f.watchMu.Unlock()
+}
+
+// Watch returns a channel of its own that is signalled (coalesced) after
+// every applied message, and the function that ends it. Every follower
+// of the view needs its own: Changed wakes only one of them, and a
+// controller service follows several rollouts and reboot jobs at once.
+func (f *Fleet) Watch() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	f.watchMu.Lock()
+	if f.watchers == nil {
+		f.watchers = map[chan struct{}]struct{}{}
+	}
+	f.watchers[ch] = struct{}{}
+	f.watchMu.Unlock()
+	return ch, func() {
+		f.watchMu.Lock()
+		delete(f.watchers, ch)
+		f.watchMu.Unlock()
+	}
 }
 
 // Rollout returns the latest retained state of a rollout.
@@ -168,6 +198,18 @@ func (f *Fleet) Rollout(id string) (proto.RolloutState, bool) {
 	defer f.mu.Unlock()
 	rs, ok := f.rollouts[id]
 	return rs, ok
+}
+
+// Rollouts returns the latest retained state of every rollout, by id.
+func (f *Fleet) Rollouts() []proto.RolloutState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]proto.RolloutState, 0, len(f.rollouts))
+	for _, rs := range f.rollouts {
+		out = append(out, rs)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Rollout < out[j].Rollout })
+	return out
 }
 
 // Gate returns the latest retained gate of a group.
@@ -187,7 +229,8 @@ func (f *Fleet) node(name string) *NodeView {
 	return n
 }
 
-// Changed is signalled (coalesced) after every applied message.
+// Changed is signalled (coalesced) after every applied message. It wakes
+// one reader: a view followed by several goroutines gives each a Watch.
 func (f *Fleet) Changed() <-chan struct{} { return f.changed }
 
 // Invalid is the number of invalid payloads ignored so far.

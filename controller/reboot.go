@@ -118,6 +118,8 @@ func (c *Controller) rebootOne(ctx context.Context, n string, opts RebootOptions
 	deadline := time.NewTimer(opts.Deadline)
 	defer deadline.Stop()
 	tick := time.NewTicker(500 * time.Millisecond)
+	changes, unwatch := c.fleet.Watch()
+	defer unwatch()
 	defer tick.Stop()
 	accepted := ""
 	for {
@@ -150,7 +152,7 @@ func (c *Controller) rebootOne(ctx context.Context, n string, opts RebootOptions
 		case <-deadline.C:
 			return RebootResult{Node: n, State: RebootTimeout, Took: took,
 				Detail: fmt.Sprintf("not back healthy within %s (boot id %q → %q, online %v%s)", opts.Deadline, oldBoot, statusBoot(v), v.Online, accepted)}, nil
-		case <-c.fleet.Changed():
+		case <-changes:
 		case <-tick.C:
 		}
 	}

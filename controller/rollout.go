@@ -16,12 +16,15 @@ import (
 
 // Options tune a rollout run.
 type Options struct {
-	Key      *proto.PrivateKey // operator key signing every Desired and Gate; nil = unsigned
-	Timeout  time.Duration     // overall limit for following the rollout; 0 = only the wave deadlines
-	NoWait   bool              // publish and return at once (single-wave plans only)
-	Progress func(NodeResult)  // called on every change of a target's state
-	OnWave   func(WaveEvent)   // called when a wave opens and when the rollout halts
-	Clock    func() time.Time  // default time.Now
+	Key *proto.PrivateKey // operator key signing every Desired (and Gate, unless GateKey); nil = unsigned
+	// GateKey signs gates and commands (the controller service's own
+	// key, DESIGN §9); nil = Key.
+	GateKey  *proto.PrivateKey
+	Timeout  time.Duration    // overall limit for following the rollout; 0 = only the wave deadlines
+	NoWait   bool             // publish and return at once (single-wave plans only)
+	Progress func(NodeResult) // called on every change of a target's state
+	OnWave   func(WaveEvent)  // called when a wave opens and when the rollout halts
+	Clock    func() time.Time // default time.Now
 	Logger   *slog.Logger
 	Store    Store // where the rollout's record is saved at every step (nil: nowhere)
 }
@@ -63,18 +66,33 @@ func New(b Bus, fleet *Fleet, topics proto.Topics, from string) *Controller {
 
 // run is one rollout in progress.
 type run struct {
-	c     *Controller
-	plan  Plan
-	opts  Options
-	log   *slog.Logger
-	tr    *tracker
-	gated map[string]bool // targets opened by a group gate (their Desired is published at start)
-	gates []string        // the groups whose gates open the gated targets
-	keyID string          // the key that signed the Desired states ("" unsigned)
-	seq   uint64          // last gate seq
+	c         *Controller
+	plan      Plan
+	opts      Options
+	log       *slog.Logger
+	tr        *tracker
+	gated     map[string]bool // targets opened by a group gate (their Desired is published at start)
+	gates     []string        // the groups whose gates open the gated targets
+	keyID     string          // the key that signed the Desired states ("" unsigned)
+	submitter string          // who submitted it to a controller service ("": run by labctl)
+	seq       uint64          // last gate seq
+	// signed holds the Desired states the operator signed, sealed, by
+	// node (a submitted rollout: the controller cannot sign them), with
+	// their gens; nil = signed here with opts.Key. rollback holds the
+	// signed way back of each target (--on-failure rollback).
+	signed   map[string][]byte
+	rollback map[string][]byte
 	// reconnects is the count of the bus's reconnects (Fleet.Reconnects)
 	// that follow has handled: the ones before the run are not its own.
 	reconnects int
+}
+
+// gateKey is the key that signs gates and commands.
+func (r *run) gateKey() *proto.PrivateKey {
+	if r.opts.GateKey != nil {
+		return r.opts.GateKey
+	}
+	return r.opts.Key
 }
 
 // Run publishes the plan and follows it: every target's Desired at start
@@ -110,14 +128,7 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 			ErrRolloutExists, plan.ID, rs.State, time.UnixMilli(rs.CreatedAt).UTC().Format(time.RFC3339), FieldRolloutID)
 	}
 	r.chooseGates()
-	if err := r.create(); err != nil {
-		return nil, err // nothing is published before the record is safe
-	}
-	if err := r.publishDesired(ctx, func(n string) bool { return len(waves) == 1 || r.gated[n] }); err != nil {
-		return nil, err
-	}
-	r.log.Debug("rollout published", "targets", len(plan.Targets), "waves", len(waves), "gates", r.gates)
-	if err := r.openWave(ctx, 0); err != nil {
+	if err := r.begin(ctx); err != nil {
 		return nil, err
 	}
 	if opts.NoWait {
@@ -125,6 +136,20 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 		return r.tr.result(false), r.save()
 	}
 	return r.followAndFinish(ctx)
+}
+
+// begin saves the run's first record, publishes the Desired of the
+// first wave and of every gated target, and opens the first wave.
+func (r *run) begin(ctx context.Context) error {
+	if err := r.create(); err != nil {
+		return err // nothing is published before the record is safe
+	}
+	waves := r.tr.waves
+	if err := r.publishDesired(ctx, func(n string) bool { return len(waves) == 1 || r.gated[n] }); err != nil {
+		return err
+	}
+	r.log.Debug("rollout published", "targets", len(r.plan.Targets), "waves", len(waves), "gates", r.gates)
+	return r.openWave(ctx, 0)
 }
 
 // Resume continues a rollout from its record: the Desired states are
@@ -172,7 +197,7 @@ func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Re
 
 // fromRecord rebuilds the run a record describes (Resume, Cancel).
 func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
-	if err := rec.CanContinue(opts.Key != nil); err != nil {
+	if err := rec.CanContinue(opts.Key != nil || opts.GateKey != nil); err != nil {
 		return nil, err
 	}
 	if opts.Clock == nil {
@@ -195,6 +220,7 @@ func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 		r.gated[n] = true
 	}
 	maps.Copy(r.tr.gens, rec.Gens)
+	r.signed, r.rollback, r.submitter = rec.Signed, rec.Rollback, rec.Submitter
 	return r, nil
 }
 
@@ -217,7 +243,8 @@ func (r *run) followAndFinish(ctx context.Context) (*Result, error) {
 func (r *run) record(done bool) *Record {
 	t := r.tr
 	rec := &Record{Plan: r.plan, Waves: t.waves, Gates: r.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
-		Created: t.created, Updated: r.opts.Clock(), State: proto.RolloutRunning, Reason: t.reason, KeyID: r.keyID, Result: t.result(done)}
+		Created: t.created, Updated: r.opts.Clock(), State: proto.RolloutRunning, Reason: t.reason, KeyID: r.keyID, Result: t.result(done),
+		Submitter: r.submitter, Signed: r.signed, Rollback: r.rollback}
 	for n := range r.gated {
 		rec.Gated = append(rec.Gated, n)
 	}
@@ -270,7 +297,9 @@ func (c *Controller) machines(plan Plan) map[string]Machine {
 // adopt makes a node that joined a group the rollout targets (--on
 // @group with one system for all) a target of the current wave.
 func (r *run) adopt(ctx context.Context) error {
-	if r.tr.opened == 0 || r.tr.halted {
+	if r.tr.opened == 0 || r.tr.halted || r.signed != nil {
+		// A submitted rollout has only the Desired states the operator
+		// signed: the controller cannot sign one for a newcomer.
 		return nil
 	}
 	for group, toplevel := range r.plan.Groups {
@@ -410,6 +439,9 @@ func (r *run) publishOne(ctx context.Context, n, toplevel string, wave int, now 
 // signOne builds, signs and encodes the Desired of node n, with a gen
 // newer than any it had.
 func (r *run) signOne(n, toplevel string, wave int, now time.Time) (topic string, payload []byte, gen uint64, err error) {
+	if r.signed != nil {
+		return r.presigned(n)
+	}
 	v, _ := r.c.fleet.Get(n)
 	gen = nextGen(now, max(v.DesiredGen, r.tr.gens[n]))
 	topic, payload, err = r.signGen(n, toplevel, wave, gen, now)
@@ -418,6 +450,10 @@ func (r *run) signOne(n, toplevel string, wave int, now time.Time) (topic string
 
 // signGen builds, signs and encodes the Desired of node n with gen.
 func (r *run) signGen(n, toplevel string, wave int, gen uint64, now time.Time) (topic string, payload []byte, err error) {
+	if r.signed != nil {
+		topic, payload, _, err = r.presigned(n)
+		return topic, payload, err
+	}
 	p := r.plan
 	d := &proto.Desired{Node: n, Rollout: p.ID, Gen: gen, Toplevel: toplevel,
 		Action: p.Action, Reboot: p.Reboot, Wave: wave, Checks: p.Checks, Timeouts: p.Timeouts}
@@ -466,8 +502,8 @@ func (r *run) publishGates(ctx context.Context, openWave int, state proto.GateSt
 		r.seq = seq
 		gt := &proto.Gate{Group: g, Rollout: r.plan.ID, OpenWave: openWave, State: state, Seq: seq}
 		gt.Stamp(r.c.from, r.opts.Clock())
-		if r.opts.Key != nil {
-			if err := proto.Sign(gt, *r.opts.Key); err != nil {
+		if k := r.gateKey(); k != nil {
+			if err := proto.Sign(gt, *k); err != nil {
 				return fmt.Errorf("sign gate for %s: %w", g, err)
 			}
 		}
@@ -494,6 +530,8 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	changes, unwatch := r.c.fleet.Watch()
+	defer unwatch()
 	lastPublish, lastResync := time.Time{}, time.Now()
 	var lost, back time.Time // set after a reconnect: check what the broker still holds
 	for {
@@ -565,7 +603,7 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("rollout %s: %w", r.plan.ID, ctx.Err())
 		case <-overall:
 			return r.finish(ctx)
-		case <-r.c.fleet.Changed():
+		case <-changes:
 		case <-tick.C:
 		}
 	}
@@ -699,11 +737,13 @@ func (r *run) cancelledElsewhere() (string, bool) {
 }
 
 func (r *run) finish(ctx context.Context) (*Result, error) {
-	if err := r.c.publishState(ctx, r.tr, true); err != nil {
-		r.log.Warn("publish final rollout state", "err", err)
-	}
+	// Saved first: whoever sees the final state and asks for the record
+	// (labctl publish following a controller service) finds its outcome.
 	if err := r.saveDone(true); err != nil {
 		r.log.Warn("save rollout", "err", err)
+	}
+	if err := r.c.publishState(ctx, r.tr, true); err != nil {
+		r.log.Warn("publish final rollout state", "err", err)
 	}
 	res := r.tr.result(true)
 	r.log.Debug("rollout ended", "outcome", res.Outcome)
@@ -713,6 +753,9 @@ func (r *run) finish(ctx context.Context) (*Result, error) {
 // rollbackSwitched sends every target that succeeded back to the system it
 // ran before, as a rollout of its own (<id>-rollback, one wave).
 func (r *run) rollbackSwitched(ctx context.Context) (*Result, error) {
+	if r.signed != nil {
+		return r.rollbackSigned(ctx)
+	}
 	back := Plan{ID: rollbackID(r.plan.ID), Targets: map[string]string{}, Action: r.plan.Action, Reboot: r.plan.Reboot,
 		MaxFailures: Size{Percent: 100}, WaveDeadline: r.plan.WaveDeadline}
 	for _, n := range r.tr.list() {
@@ -769,8 +812,8 @@ func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) erro
 	now := opts.Clock()
 	cmd := &proto.Command{Op: proto.OpCancel, Rollout: plan.ID, Expires: now.Add(time.Hour).UnixMilli()}
 	cmd.Stamp(c.from, now)
-	if opts.Key != nil {
-		if err := proto.Sign(cmd, *opts.Key); err != nil {
+	if k := r.gateKey(); k != nil {
+		if err := proto.Sign(cmd, *k); err != nil {
 			return fmt.Errorf("sign cancel: %w", err)
 		}
 	}

@@ -39,6 +39,17 @@ type Record struct {
 	// nodes that pin keys reject unsigned gates and commands.
 	KeyID  string  `json:"key_id,omitempty"`
 	Result *Result `json:"result,omitempty"` // as last seen
+	// Submitter is who submitted the rollout to a controller service
+	// (its MQTT identity, or the name in the request); empty for a
+	// rollout labctl drove itself.
+	Submitter string `json:"submitter,omitempty"`
+	// Signed and Rollback are the sealed Desired states the operator
+	// signed for a submitted rollout (by node), and the signed way back
+	// of each target for --on-failure rollback: the controller service
+	// publishes them as they are. BoltStore keeps them apart from the
+	// record (written once, by Create; read back by Get).
+	Signed   map[string][]byte `json:"-"`
+	Rollback map[string][]byte `json:"-"`
 }
 
 // Done reports whether the rollout is over: nothing of it can still
@@ -89,7 +100,16 @@ var (
 // publish` is running.
 type BoltStore struct{ path string }
 
-var bucket = []byte("rollouts")
+var (
+	bucket       = []byte("rollouts")
+	signedBucket = []byte("signed") // id → the submitted rollout's signed Desired states (signedSet, JSON)
+)
+
+// signedSet is what signedBucket holds for one rollout.
+type signedSet struct {
+	Desired  map[string][]byte `json:"desired"`
+	Rollback map[string][]byte `json:"rollback,omitempty"`
+}
 
 // OpenStore returns the store at path, creating its directory.
 func OpenStore(path string) (*BoltStore, error) {
@@ -148,9 +168,24 @@ func (s *BoltStore) Create(r *Record) error {
 	if err != nil {
 		return err
 	}
+	var signed []byte
+	if r.Signed != nil {
+		if signed, err = json.Marshal(signedSet{Desired: r.Signed, Rollback: r.Rollback}); err != nil {
+			return err
+		}
+	}
 	err = s.with(func(bk *bolt.Bucket) error {
 		if bk.Get([]byte(r.Plan.ID)) != nil {
 			return fmt.Errorf("%w: %q (created earlier; see labctl rollout show %s)", ErrRolloutExists, r.Plan.ID, r.Plan.ID)
+		}
+		if signed != nil {
+			sb, err := bk.Tx().CreateBucketIfNotExists(signedBucket)
+			if err != nil {
+				return err
+			}
+			if err := sb.Put([]byte(r.Plan.ID), signed); err != nil {
+				return err
+			}
 		}
 		return bk.Put([]byte(r.Plan.ID), b)
 	})
@@ -168,6 +203,15 @@ func (s *BoltStore) Get(id string) (*Record, error) {
 		r = new(Record)
 		if err := json.Unmarshal(v, r); err != nil {
 			return fmt.Errorf("record %s: %w", id, err)
+		}
+		if sb := bk.Tx().Bucket(signedBucket); sb != nil {
+			if v := sb.Get([]byte(id)); v != nil {
+				var set signedSet
+				if err := json.Unmarshal(v, &set); err != nil {
+					return fmt.Errorf("record %s: signed desired states: %w", id, err)
+				}
+				r.Signed, r.Rollback = set.Desired, set.Rollback
+			}
 		}
 		return nil
 	})

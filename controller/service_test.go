@@ -1,0 +1,334 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/testbroker"
+	"github.com/lab-fleet/lab/proto"
+)
+
+// serviceRig is a controller service on its own MQTT connection and a
+// requester (the operator's labctl) on another.
+type serviceRig struct {
+	t        *testing.T
+	b        *testbroker.Broker
+	svc      *Service
+	store    *BoltStore
+	ctlKey   proto.PrivateKey
+	opKey    proto.PrivateKey
+	req      *bus.Client
+	reqFleet *Fleet
+	ctl      *Controller // the requester's, for Prepare
+
+	mu      sync.Mutex
+	answers map[string]chan []byte
+}
+
+type busResponder struct{ c *bus.Client }
+
+func (r busResponder) Respond(ctx context.Context, topic string, corr, payload []byte) error {
+	return r.c.PublishMessage(ctx, bus.Message{Topic: topic, Payload: payload, Correlation: corr})
+}
+
+func newServiceRig(t *testing.T, trustOperator bool) *serviceRig {
+	t.Helper()
+	r := &serviceRig{t: t, b: testbroker.Start(t), answers: map[string]chan []byte{}}
+	tp := proto.DefaultTopics
+	var err error
+	if r.ctlKey, err = proto.GenerateKey("ctl-test"); err != nil {
+		t.Fatal(err)
+	}
+	if r.opKey, err = proto.GenerateKey("op-test"); err != nil {
+		t.Fatal(err)
+	}
+	if r.store, err = OpenStore(filepath.Join(t.TempDir(), "rollouts.db")); err != nil {
+		t.Fatal(err)
+	}
+	fleet := NewFleet(tp, nil)
+	var svc *Service
+	var svcMu sync.Mutex
+	c := dial(t, r.b.URL(), "controller", func(m bus.Message) {
+		if strings.HasPrefix(m.Topic, tp.Prefix()+"/ctl/req/") {
+			svcMu.Lock()
+			s := svc
+			svcMu.Unlock()
+			s.HandleRequest(RequestMessage{Topic: m.Topic, Payload: m.Payload, ResponseTopic: m.ResponseTopic, Correlation: m.Correlation})
+			return
+		}
+		fleet.Handle(m.Topic, m.Payload)
+	})
+	trusted := proto.Keyring{}
+	if trustOperator {
+		trusted[r.opKey.ID] = r.opKey.Public().Key
+	}
+	s, err := NewService(ServiceConfig{Bus: c, Responder: busResponder{c}, Fleet: fleet, Topics: tp, Name: "controller",
+		Store: r.store, Key: r.ctlKey, Trusted: trusted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcMu.Lock()
+	svc = s
+	svcMu.Unlock()
+	r.svc = s
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := fleet.Subscribe(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Subscribe(context.Background(), s.Filters()...); err != nil {
+		t.Fatal(err)
+	}
+	r.reqFleet = NewFleet(tp, nil)
+	r.req = dial(t, r.b.URL(), "alice", func(m bus.Message) {
+		if strings.HasPrefix(m.Topic, tp.Prefix()+"/ctl/res/") {
+			r.mu.Lock()
+			ch := r.answers[string(m.Correlation)]
+			r.mu.Unlock()
+			if ch != nil {
+				ch <- m.Payload
+			}
+			return
+		}
+		r.reqFleet.Handle(m.Topic, m.Payload)
+	})
+	if err := r.req.Subscribe(context.Background(), append(r.reqFleet.Filters(), tp.CtlResponses("alice"))...); err != nil {
+		t.Fatal(err)
+	}
+	r.ctl = New(r.req, r.reqFleet, tp, "alice")
+	return r
+}
+
+// ask sends one request and returns the answer.
+func (r *serviceRig) ask(verb string, req *Request) *Response {
+	r.t.Helper()
+	b, err := EncodeRequest(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return r.askRaw(verb, b)
+}
+
+func (r *serviceRig) askRaw(verb string, body []byte) *Response {
+	r.t.Helper()
+	corr := proto.NewID()
+	ch := make(chan []byte, 1)
+	r.mu.Lock()
+	r.answers[corr] = ch
+	r.mu.Unlock()
+	tp := proto.DefaultTopics
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.req.PublishMessage(ctx, bus.Message{Topic: tp.CtlRequest(verb), Payload: body,
+		ResponseTopic: tp.CtlResponse("alice", corr), Correlation: []byte(corr)}); err != nil {
+		r.t.Fatal(err)
+	}
+	select {
+	case b := <-ch:
+		resp, err := DecodeResponse(b)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		return resp
+	case <-ctx.Done():
+		r.t.Fatalf("no answer to %s", verb)
+	}
+	return nil
+}
+
+// settle waits until the requester's view knows the nodes.
+func (r *serviceRig) settle(nodes ...string) {
+	r.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, n := range nodes {
+		for {
+			if v, _ := r.reqFleet.Get(n); v.Status != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				r.t.Fatalf("%s never reported", n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func (r *serviceRig) waitRecord(id string, want proto.RolloutPhase) *Record {
+	r.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		rec, err := r.store.Get(id)
+		if err == nil && rec.State == want {
+			return rec
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("rollout %s: record %+v (err %v), want %s", id, rec, err, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestServiceDrivesASubmittedRollout(t *testing.T) {
+	r := newServiceRig(t, true)
+	simNode(t, r.b, "n1", proto.StateSucceeded)
+	simNode(t, r.b, "n2", proto.StateSucceeded)
+	r.settle("n1", "n2")
+	plan := Plan{ID: "r-sub-1", Targets: map[string]string{"n1": tlA, "n2": tlA}}
+	sub, err := r.ctl.Prepare(plan, &r.opKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := r.ask(VerbSubmit, &Request{Submission: sub, From: "alice"})
+	if resp.Code != CodeOK || resp.Rollout != "r-sub-1" {
+		t.Fatalf("submit: %+v", resp)
+	}
+	rec := r.waitRecord("r-sub-1", proto.RolloutSucceeded)
+	if rec.Submitter != "alice" || rec.KeyID != "op-test" {
+		t.Errorf("record: submitter %q key %q", rec.Submitter, rec.KeyID)
+	}
+	if rec.Result == nil || rec.Result.Counters.Succeeded != 2 {
+		t.Errorf("result: %+v", rec.Result)
+	}
+	// The same id again is refused with a reason.
+	if resp := r.ask(VerbSubmit, &Request{Submission: sub}); resp.Code != CodeRefused || !strings.Contains(resp.Error, "r-sub-1") {
+		t.Errorf("second submit: %+v", resp)
+	}
+	show := r.ask(VerbShow, &Request{Rollout: "r-sub-1"})
+	if show.Code != CodeOK || show.Record == nil || show.Record.State != proto.RolloutSucceeded {
+		t.Errorf("show: %+v", show)
+	}
+	list := r.ask(VerbList, &Request{})
+	if list.Code != CodeOK || len(list.Records) != 1 || list.Records[0].Plan.ID != "r-sub-1" {
+		t.Errorf("list: %+v", list)
+	}
+	if nf := r.ask(VerbShow, &Request{Rollout: "r-nope"}); nf.Code != CodeNotFound {
+		t.Errorf("show unknown: %+v", nf)
+	}
+	info := r.ask(VerbInfo, &Request{})
+	if info.Code != CodeOK || info.Info == nil || info.Info.Key != r.ctlKey.Public().String() {
+		t.Errorf("info: %+v", info)
+	}
+}
+
+func TestServiceRefusesWhatTheOperatorDidNotSign(t *testing.T) {
+	r := newServiceRig(t, true)
+	simNode(t, r.b, "n1", proto.StateSucceeded)
+	r.settle("n1")
+	other, _ := proto.GenerateKey("mallory")
+	forged, err := r.ctl.Prepare(Plan{ID: "r-forged", Targets: map[string]string{"n1": tlA}}, &other, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := r.ctl.Prepare(Plan{ID: "r-unsigned", Targets: map[string]string{"n1": tlA}}, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Signed by the operator, but the plan was changed after signing.
+	tampered, err := r.ctl.Prepare(Plan{ID: "r-tampered", Targets: map[string]string{"n1": tlA}}, &r.opKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered.Plan.Targets["n1"] = tlB
+	// The controller's key cannot sign a Desired either.
+	byCtl, err := r.ctl.Prepare(Plan{ID: "r-by-ctl", Targets: map[string]string{"n1": tlA}}, &r.ctlKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		sub  *Submission
+		want string
+	}{
+		{forged, "unknown key"},
+		{unsigned, "not signed"},
+		{tampered, "the plan says"},
+		{byCtl, "unknown key"},
+	} {
+		resp := r.ask(VerbSubmit, &Request{Submission: c.sub})
+		if resp.Code != CodeRefused || !strings.Contains(resp.Error, c.want) {
+			t.Errorf("%s: %+v, want refused with %q", c.sub.Plan.ID, resp, c.want)
+		}
+		if _, err := r.store.Get(c.sub.Plan.ID); !errors.Is(err, ErrNoRollout) {
+			t.Errorf("%s: recorded (%v)", c.sub.Plan.ID, err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if v, _ := r.reqFleet.Get("n1"); v.DesiredGen != 0 {
+		t.Errorf("a refused submission published a desired state (gen %d)", v.DesiredGen)
+	}
+	if bad := r.askRaw(VerbSubmit, []byte{0xc1, 0x00}); bad.Code != CodeBadRequest {
+		t.Errorf("garbage: %+v", bad)
+	}
+	if bad := r.ask("frobnicate", &Request{}); bad.Code != CodeBadRequest || !strings.Contains(bad.Error, "unknown verb") {
+		t.Errorf("unknown verb: %+v", bad)
+	}
+}
+
+func TestServiceTakesASubmissionInParts(t *testing.T) {
+	r := newServiceRig(t, true)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		simNode(t, r.b, n, proto.StateSucceeded)
+	}
+	r.settle("n1", "n2", "n3")
+	sub, err := r.ctl.Prepare(Plan{ID: "r-parts", Targets: map[string]string{"n1": tlA, "n2": tlA, "n3": tlB}}, &r.opKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs, err := SplitRequests(sub, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reqs) < 3 {
+		t.Fatalf("%d parts: the test wants several", len(reqs))
+	}
+	for i, req := range reqs {
+		resp := r.ask(VerbSubmit, req)
+		if resp.Code != CodeOK {
+			t.Fatalf("part %d: %+v", i, resp)
+		}
+		if _, err := r.store.Get("r-parts"); (err == nil) != (i == len(reqs)-1) {
+			t.Fatalf("after part %d of %d: record %v", i, len(reqs), err)
+		}
+	}
+	r.waitRecord("r-parts", proto.RolloutSucceeded)
+	// A part out of order is refused.
+	if resp := r.ask(VerbSubmit, &Request{Upload: "u-1", Part: 1, Parts: 2, Chunk: []byte{1}}); resp.Code != CodeBadRequest {
+		t.Errorf("stray part: %+v", resp)
+	}
+}
+
+func TestServiceCancelsARunningRollout(t *testing.T) {
+	r := newServiceRig(t, true)
+	simNode(t, r.b, "n1", proto.StateSucceeded)
+	r.settle("n1")
+	// n2 never reports: the wave waits for it until its deadline.
+	plan := Plan{ID: "r-cancel", Targets: map[string]string{"n1": tlA, "n2": tlA}, WaveDeadline: time.Hour}
+	sub, err := r.ctl.Prepare(plan, &r.opKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := r.ask(VerbSubmit, &Request{Submission: sub}); resp.Code != CodeOK {
+		t.Fatalf("submit: %+v", resp)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.svc.Running()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp := r.ask(VerbCancel, &Request{Rollout: "r-cancel"})
+	if resp.Code != CodeOK || resp.Record == nil || resp.Record.State != proto.RolloutCancelled {
+		t.Fatalf("cancel: %+v", resp)
+	}
+	if got := r.svc.Running(); len(got) != 0 {
+		t.Errorf("still driving %v after the cancel", got)
+	}
+	if again := r.ask(VerbResume, &Request{Rollout: "r-cancel"}); again.Code != CodeRefused {
+		t.Errorf("resume after cancel: %+v", again)
+	}
+}
