@@ -43,13 +43,18 @@ const (
 )
 
 // Server is the embedded broker. Create it with New, then Start; Close it
-// once. Publish and Subscribe are safe for concurrent use.
+// once. Publish, PublishMessage, Subscribe and SubscribeMessages are safe
+// for concurrent use.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	mochi  *mqtt.Server
 	tcp    *listeners.TCP
 	access *access.Hook // nil without an identities file
+	// inline publishes PublishMessage's packets: an inline client of our
+	// own (mochi keeps its own unexported), not looked up by its id, which
+	// a remote client could share.
+	inline *mqtt.Client
 
 	mu    sync.Mutex
 	state state
@@ -73,6 +78,7 @@ func New(cfg Config) (*Server, error) {
 		SysTopicResendInterval:   sysTopicInterval,
 		InlineClient:             true,
 	})
+	s.inline = s.mochi.NewClient(nil, mqtt.LocalListener, mqtt.InlineClientId, true)
 	if err := s.addHooks(); err != nil {
 		_ = s.mochi.Close() // stops the hooks added so far
 		return nil, err
@@ -205,6 +211,104 @@ func (s *Server) Publish(topic string, payload []byte, retain bool) error {
 	return nil
 }
 
+// ContentType is the Content Type property of PublishMessage's messages.
+const ContentType = "application/msgpack"
+
+// Message is one publish with its MQTT v5 request/response properties, as
+// PublishMessage sends it and SubscribeMessages hands it over.
+type Message struct {
+	Topic   string
+	Payload []byte
+	Retain  bool
+	// ResponseTopic and Correlation are the Response Topic and Correlation
+	// Data properties: where the publisher wants an answer, and what the
+	// answer carries back.
+	ResponseTopic string
+	Correlation   []byte
+	// Username is the publishing client's username ("" for the broker's
+	// inline client, and for a client without one), ClientID its client
+	// id (mqtt.InlineClientId, "inline", for the inline client). They are
+	// set by SubscribeMessages (see there how) and ignored by
+	// PublishMessage. With an identities file the username is the
+	// identity (the certificate's CN on a TLS listener), which a client
+	// cannot claim falsely.
+	Username string
+	ClientID string
+}
+
+// PublishMessage publishes m through the inline client at QoS 1, like
+// Publish, with the Content Type ContentType and, when set, m's Response
+// Topic and Correlation Data.
+func (s *Server) PublishMessage(m Message) error {
+	if !mqtt.IsValidFilter(m.Topic, true) || m.Topic == "" {
+		return fmt.Errorf("publish %q: %w", m.Topic, ErrInvalidTopic)
+	}
+	if m.ResponseTopic != "" && !mqtt.IsValidFilter(m.ResponseTopic, true) {
+		return fmt.Errorf("publish %q: response topic %q: %w", m.Topic, m.ResponseTopic, ErrInvalidTopic)
+	}
+	size := uint64(len(m.Topic)) + uint64(len(m.Payload)) + uint64(len(m.ResponseTopic)) + uint64(len(m.Correlation)) + uint64(len(ContentType))
+	if size > uint64(s.cfg.MaxPacketSize) {
+		return fmt.Errorf("publish %q (%d bytes): %w", m.Topic, len(m.Payload), ErrTooLarge)
+	}
+	if err := s.enter(); err != nil {
+		return fmt.Errorf("publish %q: %w", m.Topic, err)
+	}
+	defer s.leave()
+	// As mochi's own Publish does: the inline client's packets are handled
+	// as QoS 0 inside the broker (no PUBACK to wait for), the packet id
+	// only passes the validity checks; subscribers get QoS 1.
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: m.Retain},
+		TopicName:   m.Topic,
+		Payload:     m.Payload,
+		PacketID:    1,
+		Properties: packets.Properties{
+			ContentType:     ContentType,
+			ResponseTopic:   m.ResponseTopic,
+			CorrelationData: m.Correlation,
+		},
+	}
+	if err := s.mochi.InjectPacket(s.inline, pk); err != nil {
+		return fmt.Errorf("publish %q: %w", m.Topic, err)
+	}
+	return nil
+}
+
+// SubscribeMessages is Subscribe handing fn the whole Message: its
+// properties and who published it. The same rules hold: fn runs on the
+// publisher's goroutine, must return quickly, must not call Close, and must
+// not modify the message's byte slices.
+//
+// mochi passes inline handlers its own inline client, never the publisher;
+// the publisher is found by the client id mochi records in the packet, when
+// fn is called. For a live message that is the publisher itself (fn runs
+// while the broker handles its publish). For a retained message delivered
+// by SubscribeMessages itself, or a Last Will, the publisher may be gone
+// (Username "") or a later client with the same id may be connected (its
+// username). The inline client's messages carry mochi's id "inline"; a
+// remote client connected with that id (mochi lets it replace the inline
+// client in its client list) gets them attributed to its username, never
+// its own attributed to the inline client.
+func (s *Server) SubscribeMessages(filter string, fn func(Message)) (unsubscribe func(), err error) {
+	if fn == nil {
+		return nil, fmt.Errorf("subscribe %q: nil callback", filter)
+	}
+	return s.subscribe(filter, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) { fn(s.message(pk)) })
+}
+
+// message is the Message of a packet delivered to an inline subscriber.
+func (s *Server) message(pk packets.Packet) Message {
+	m := Message{
+		Topic: pk.TopicName, Payload: pk.Payload, Retain: pk.FixedHeader.Retain,
+		ResponseTopic: pk.Properties.ResponseTopic, Correlation: pk.Properties.CorrelationData,
+		ClientID: pk.Origin,
+	}
+	if cl, ok := s.mochi.Clients.Get(pk.Origin); ok && !cl.Net.Inline {
+		m.Username = string(cl.Properties.Username)
+	}
+	return m
+}
+
 // Subscribe calls fn for every message matching filter, retained messages
 // first (synchronously, before Subscribe returns). There is no queue: fn
 // runs on the publisher's goroutine, so it must return quickly, must not
@@ -215,6 +319,12 @@ func (s *Server) Subscribe(filter string, fn func(topic string, payload []byte, 
 	if fn == nil {
 		return nil, fmt.Errorf("subscribe %q: nil callback", filter)
 	}
+	return s.subscribe(filter, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		fn(pk.TopicName, pk.Payload, pk.FixedHeader.Retain)
+	})
+}
+
+func (s *Server) subscribe(filter string, handler mqtt.InlineSubFn) (unsubscribe func(), err error) {
 	if !mqtt.IsValidFilter(filter, false) {
 		return nil, fmt.Errorf("subscribe %q: %w", filter, ErrInvalidTopic)
 	}
@@ -223,9 +333,6 @@ func (s *Server) Subscribe(filter string, fn func(topic string, payload []byte, 
 	}
 	defer s.leave()
 	id := int(s.subID.Add(1))
-	handler := func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-		fn(pk.TopicName, pk.Payload, pk.FixedHeader.Retain)
-	}
 	if err := s.mochi.Subscribe(filter, id, handler); err != nil {
 		return nil, fmt.Errorf("subscribe %q: %w", filter, err)
 	}

@@ -3,11 +3,14 @@ package broker
 import (
 	"context"
 	"errors"
+	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -159,5 +162,171 @@ func TestListenError(t *testing.T) {
 	err = s2.Start()
 	if err == nil || !strings.Contains(err.Error(), "listen "+s.Addr()) {
 		t.Fatalf("Start on a busy port: %v, want a listen error naming the address", err)
+	}
+}
+
+// connectAs connects a test client with a username (and password).
+func connectAs(t *testing.T, addr, id, user, password string) *client {
+	t.Helper()
+	u, err := url.Parse("mqtt://" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{msgs: make(chan *paho.Publish, 64), connack: make(chan *paho.Connack, 4)}
+	cm, err := autopaho.NewConnection(context.Background(), autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{u},
+		KeepAlive:                     20,
+		CleanStartOnInitialConnection: true,
+		ConnectRetryDelay:             50 * time.Millisecond,
+		ConnectUsername:               user,
+		ConnectPassword:               []byte(password),
+		OnConnectionUp:                func(_ *autopaho.ConnectionManager, ca *paho.Connack) { c.connack <- ca },
+		ClientConfig: paho.ClientConfig{
+			ClientID: id,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+				c.msgs <- pr.Packet
+				return true, nil
+			}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cm = cm
+	t.Cleanup(c.disconnect)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := cm.AwaitConnection(ctx); err != nil {
+		t.Fatalf("connect %s as %s: %v", id, user, err)
+	}
+	return c
+}
+
+// messages collects what SubscribeMessages hands over.
+type messages chan Message
+
+func (ms messages) fn(m Message) { ms <- m }
+
+func (ms messages) next(t *testing.T) Message {
+	t.Helper()
+	select {
+	case m := <-ms:
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("timeout waiting for an inline message")
+		return Message{}
+	}
+}
+
+// A request an MQTT v5 client publishes reaches an inline subscriber with
+// its Response Topic, Correlation Data, the publisher's username and
+// client id.
+func TestSubscribeMessagesSeesPropertiesAndPublisher(t *testing.T) {
+	s := startServer(t, Config{})
+	got := make(messages, 10)
+	unsub, err := s.SubscribeMessages("lab/v1/ctl/req/+", got.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	c := connectAs(t, s.Addr(), "ops-1", "ops", "")
+	corr := []byte{0, 1, 0xff}
+	if _, err := c.cm.Publish(context.Background(), &paho.Publish{Topic: "lab/v1/ctl/req/submit", QoS: 1, Payload: []byte("req"),
+		Properties: &paho.PublishProperties{ResponseTopic: "lab/v1/ctl/res/ops/1", CorrelationData: corr}}); err != nil {
+		t.Fatal(err)
+	}
+	m := got.next(t)
+	want := Message{Topic: "lab/v1/ctl/req/submit", Payload: []byte("req"), ResponseTopic: "lab/v1/ctl/res/ops/1", Correlation: corr, Username: "ops", ClientID: "ops-1"}
+	if !reflect.DeepEqual(m, want) {
+		t.Fatalf("inline subscriber got %+v, want %+v", m, want)
+	}
+	// Without properties, from a client without a username.
+	anon := connect(t, s.Addr(), clientOpts{id: "anon"})
+	if _, err := anon.cm.Publish(context.Background(), &paho.Publish{Topic: "lab/v1/ctl/req/list", QoS: 1, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if m := got.next(t); m.ResponseTopic != "" || m.Correlation != nil || m.Username != "" || m.ClientID != "anon" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+// PublishMessage reaches an MQTT v5 client with its properties, at QoS 1,
+// and an inline subscriber as from the inline client.
+func TestPublishMessageToClientAndInline(t *testing.T) {
+	s := startServer(t, Config{})
+	c := connect(t, s.Addr(), clientOpts{id: "ops-1"})
+	c.subscribe(t, "lab/v1/ctl/res/ops/#")
+	got := make(messages, 10)
+	unsub, err := s.SubscribeMessages("lab/v1/ctl/res/ops/#", got.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	m := Message{Topic: "lab/v1/ctl/res/ops/1", Payload: []byte("answer"), ResponseTopic: "lab/v1/ctl/req/more", Correlation: []byte("c-1")}
+	if err := s.PublishMessage(m); err != nil {
+		t.Fatal(err)
+	}
+	pk := c.expect(t, m.Topic, "answer")
+	if pk.QoS != 1 || pk.Retain || pk.Properties == nil || pk.Properties.ResponseTopic != m.ResponseTopic ||
+		string(pk.Properties.CorrelationData) != "c-1" || pk.Properties.ContentType != ContentType {
+		t.Fatalf("client got qos %d retain %v properties %+v", pk.QoS, pk.Retain, pk.Properties)
+	}
+	in := got.next(t)
+	if in.Topic != m.Topic || in.ResponseTopic != m.ResponseTopic || string(in.Correlation) != "c-1" || in.Username != "" || in.ClientID != "inline" {
+		t.Fatalf("inline subscriber got %+v", in)
+	}
+	// Retained, and without a response topic.
+	if err := s.PublishMessage(Message{Topic: "lab/v1/ctl/res/ops/2", Payload: []byte("kept"), Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	if pk := c.expect(t, "lab/v1/ctl/res/ops/2", "kept"); pk.Properties.ResponseTopic != "" || pk.Properties.CorrelationData != nil {
+		t.Fatalf("properties %+v", pk.Properties)
+	}
+	got.next(t)
+	late := make(messages, 10)
+	unsub2, err := s.SubscribeMessages("lab/v1/ctl/res/ops/2", late.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub2()
+	if m := late.next(t); !m.Retain || string(m.Payload) != "kept" {
+		t.Fatalf("retained copy: %+v", m)
+	}
+}
+
+func TestPublishMessageErrors(t *testing.T) {
+	logger, _ := testLogger(t)
+	s, err := New(Config{Listen: "127.0.0.1:0", Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PublishMessage(Message{Topic: "a/b"}); !errors.Is(err, ErrNotStarted) {
+		t.Errorf("PublishMessage before Start: %v, want ErrNotStarted", err)
+	}
+	if _, err := s.SubscribeMessages("a/#", func(Message) {}); !errors.Is(err, ErrNotStarted) {
+		t.Errorf("SubscribeMessages before Start: %v, want ErrNotStarted", err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []Message{{Topic: ""}, {Topic: "a/+"}, {Topic: "$SYS/x"}, {Topic: "a/b", ResponseTopic: "r/+"}, {Topic: "a/b", ResponseTopic: "r/#"}} {
+		if err := s.PublishMessage(m); !errors.Is(err, ErrInvalidTopic) {
+			t.Errorf("PublishMessage(%+v): %v, want ErrInvalidTopic", m, err)
+		}
+	}
+	if err := s.PublishMessage(Message{Topic: "a/b", Correlation: make([]byte, DefaultMaxPacketSize)}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("oversize PublishMessage: %v, want ErrTooLarge", err)
+	}
+	if _, err := s.SubscribeMessages("a/#/b", func(Message) {}); !errors.Is(err, ErrInvalidTopic) {
+		t.Errorf("SubscribeMessages(a/#/b): %v, want ErrInvalidTopic", err)
+	}
+	if _, err := s.SubscribeMessages("a/#", nil); err == nil {
+		t.Error("SubscribeMessages with a nil callback accepted")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PublishMessage(Message{Topic: "a/b"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("PublishMessage after Close: %v, want ErrClosed", err)
 	}
 }
