@@ -67,7 +67,8 @@ func (sf *secureFleet) password(t *testing.T, name string) string {
 // startBrokerArgs is StartBroker with extra labctl broker flags.
 func (e *Env) startBrokerArgs(extra ...string) {
 	e.t.Helper()
-	e.runBroker(bin.labctl, append([]string{"broker", "--listen", fmt.Sprintf("127.0.0.1:%d", e.Port), "--data-dir", filepath.Join(e.Dir, "broker-data")}, extra...)...)
+	args := []string{"broker", "--listen", fmt.Sprintf("127.0.0.1:%d", e.Port), "--data-dir", filepath.Join(e.Dir, "broker-data")}
+	e.runBroker(bin.labctl, append(append(args, e.brokerArgs...), extra...)...)
 }
 
 // runBroker starts a broker process logging to broker.log, stops it at

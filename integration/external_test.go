@@ -136,10 +136,16 @@ func (c *creds) password(t *testing.T, name string) string {
 
 // labctlEnv is what labctl needs to log in as the controller.
 func (e *Env) labctlEnv() []string {
-	if e.creds == nil {
-		return nil
+	var env []string
+	if !e.service {
+		// The tests written before the controller service drive their
+		// rollouts from labctl (service_test.go submits them).
+		env = append(env, "LAB_LOCAL_CONTROLLER=true")
 	}
-	return []string{"LAB_USERNAME=" + mosqController, "LAB_PASSWORD_FILE=" + e.creds.passwordFile(mosqController)}
+	if e.creds == nil {
+		return env
+	}
+	return append(env, "LAB_USERNAME="+mosqController, "LAB_PASSWORD_FILE="+e.creds.passwordFile(mosqController))
 }
 
 // nodeConfigLines are the node's credentials, if the broker wants them.

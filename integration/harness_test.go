@@ -70,6 +70,12 @@ type Env struct {
 	broker *exec.Cmd
 	watch  *Watcher
 	creds  *creds // set when the broker wants identities (the mosquitto pass)
+	// service: labctl submits rollouts to a controller service (labctl
+	// broker's, or a labctl controller beside mosquitto) instead of
+	// driving them itself; brokerArgs are extra labctl broker flags.
+	service    bool
+	brokerArgs []string
+	controller *exec.Cmd
 }
 
 // NewEnv prepares an environment; call StartBroker to run the broker.

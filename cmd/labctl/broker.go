@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -63,7 +64,19 @@ func newBrokerCmd(g *globals) *cobra.Command {
 					return usageError{err}
 				}
 			}
-			return runBroker(cmd.Context(), g, cfg)
+			var svc *serviceSettings
+			if g.v.GetBool(keyControllerEnabled) {
+				dir := defaultControllerDir()
+				if cfg.DataDir != "" {
+					dir = filepath.Join(cfg.DataDir, "controller")
+				}
+				st, err := readServiceSettings(g.v, dir)
+				if err != nil {
+					return usageError{err}
+				}
+				svc = &st
+			}
+			return runBroker(cmd.Context(), g, cfg, svc)
 		},
 	}
 	f := cmd.Flags()
@@ -77,6 +90,9 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	f.String("tls-cert", "", "broker certificate `FILE` (labctl pki issue broker --host ...)")
 	f.String("tls-key", "", "broker private key `FILE`")
 	f.String("tls-client-ca", "", "accept client certificates signed by this CA `FILE`; their common name is the identity")
+	f.Bool("controller", true, "run the controller service beside the broker (it drives submitted rollouts; --controller=false for a broker alone)")
+	mustBind(g.v, keyControllerEnabled, cmd, "controller")
+	addServiceFlags(g, cmd, "`DIR` for the controller's rollouts and key (default <data-dir>/controller, else ~/.local/state/lab/controller)")
 	f.Bool("json-mirror", true, "publish JSON copies of node status, presence, events and rollout state under <prefix>/json/ for generic MQTT clients (--json-mirror=false clears them)")
 	mustBind(g.v, keyIdentities, cmd, "identities")
 	for key, flag := range map[string]string{keyTLSListen: "tls-listen", keyWSListen: "ws-listen", keyTLSCert: "tls-cert", keyTLSKey: "tls-key", keyTLSClientCA: "tls-client-ca"} {
@@ -194,7 +210,7 @@ func serveDebug(ctx context.Context, g *globals, addr string) error {
 
 // runBroker serves until ctx ends or SIGINT/SIGTERM arrives, then closes
 // the broker, which flushes its store.
-func runBroker(ctx context.Context, g *globals, cfg broker.Config) error {
+func runBroker(ctx context.Context, g *globals, cfg broker.Config, svc *serviceSettings) error {
 	s, err := broker.New(cfg)
 	if errors.Is(err, broker.ErrDataDirInUse) {
 		return fmt.Errorf("%w; stop it or use another --data-dir (broker.data_dir)", err)
@@ -208,6 +224,12 @@ func runBroker(ctx context.Context, g *globals, cfg broker.Config) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	var svcDone <-chan struct{}
+	if svc != nil {
+		if svcDone, err = startInlineService(ctx, g, s, *svc, cfg.Prefix); err != nil {
+			return err
+		}
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -221,5 +243,12 @@ func runBroker(ctx context.Context, g *globals, cfg broker.Config) error {
 		}
 	}
 	g.logger.Info("broker shutting down", "cause", context.Cause(ctx))
+	if svcDone != nil {
+		select { // its rollouts' records say running: the next start resumes them
+		case <-svcDone:
+		case <-time.After(10 * time.Second):
+			g.logger.Warn("the controller service did not stop within 10s")
+		}
+	}
 	return s.Close()
 }

@@ -60,6 +60,11 @@ type connection struct {
 	bus    *bus.Client
 	fleet  *controller.Fleet
 	topics proto.Topics
+	// self names this client in its response topics
+	// (<p>/ctl/res/<self>/...): its identity, else its client id.
+	self    string
+	answers *answers
+	urls    []string
 }
 
 // connect dials the broker, subscribes the fleet view and waits for the
@@ -70,6 +75,12 @@ func connect(ctx context.Context, g *globals) (*connection, error) { return conn
 // the whole fleet view). `labctl status` reads status and presence only:
 // half the retained messages of a large fleet.
 func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []string) (*connection, error) {
+	return dial(ctx, g, filters, nil)
+}
+
+// dial is connectTo where intercept, when set, sees every message first
+// and keeps the ones it reports taking (the controller's requests).
+func dial(ctx context.Context, g *globals, filters func(proto.Topics) []string, intercept func(bus.Message) bool) (*connection, error) {
 	topics, err := proto.NewTopics(g.v.GetString(keyPrefix))
 	if err != nil {
 		return nil, usageError{fmt.Errorf("prefix: %w", err)}
@@ -102,6 +113,11 @@ func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []str
 	if err != nil {
 		return nil, usageError{err}
 	}
+	self := identityOf(g.v.GetString(keyUsername), tlsCfg)
+	if self == "" {
+		self = clientID
+	}
+	ans := newAnswers(topics.CtlResponses(self))
 	c, err := bus.Dial(ctx, bus.Config{
 		URLs:       urls,
 		TLS:        tlsCfg,
@@ -109,7 +125,14 @@ func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []str
 		Username:   g.v.GetString(keyUsername),
 		Password:   password,
 		CleanStart: true,
-		OnMessage:  func(m bus.Message) { fleet.Handle(m.Topic, m.Payload) },
+		OnMessage: func(m bus.Message) {
+			if intercept != nil && intercept(m) {
+				return
+			}
+			if !ans.deliver(m) {
+				fleet.Handle(m.Topic, m.Payload)
+			}
+		},
 		// A rollout being followed checks, after a reconnect, what the
 		// broker still holds (controller: reassert).
 		OnDown: fleet.ConnectionLost,
@@ -129,6 +152,9 @@ func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []str
 	if filters != nil {
 		subs = filters(topics)
 	}
+	if len(subs) == 0 {
+		return &connection{bus: c, fleet: fleet, topics: topics, self: self, answers: ans, urls: urls}, nil
+	}
 	if err := c.Subscribe(ctx, subs...); err != nil {
 		_ = c.Close(context.Background())
 		return nil, explainRefusal(err, identityOf(g.v.GetString(keyUsername), tlsCfg), g.command, topics, subs)
@@ -136,7 +162,7 @@ func connectTo(ctx context.Context, g *globals, filters func(proto.Topics) []str
 	// Until the retained flood stops (10,000 statuses take seconds), so
 	// that `--on @group` never selects from half a fleet.
 	fleet.Settle(ctx, 300*time.Millisecond, 30*time.Second)
-	return &connection{bus: c, fleet: fleet, topics: topics}, nil
+	return &connection{bus: c, fleet: fleet, topics: topics, self: self, answers: ans, urls: urls}, nil
 }
 
 func (c *connection) close() {

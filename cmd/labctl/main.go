@@ -59,7 +59,7 @@ Then, for a real fleet:
 	pf.String("config", "", "config `FILE` (YAML or TOML); every key can also be set as LAB_<KEY> (docs/labctl.md)")
 	pf.String("log-level", "info", "log level: debug, info, warn or error")
 	pf.String("rollouts-db", "", "rollout records `FILE` (default $XDG_STATE_HOME/lab/rollouts.db or ~/.local/state/lab/rollouts.db; env LAB_ROLLOUTS_DB)")
-	root.AddCommand(newBrokerCmd(g))
+	root.AddCommand(newBrokerCmd(g), newControllerCmd(g))
 	root.AddCommand(newKeyCmd(g))
 	root.AddCommand(newPublishCmd(g), newStatusCmd(g))
 	root.AddCommand(newRolloutCmd(g), newRebootCmd(g), newInventoryCmd(g), newNodeCmd(g), newACLCmd(g), newPKICmd(g))

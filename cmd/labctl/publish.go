@@ -26,6 +26,8 @@ type publishFlags struct {
 	id        string
 	noWait    bool
 	asJSON    bool
+	detach    bool
+	local     bool
 
 	allowUnseen bool
 
@@ -45,10 +47,18 @@ func newPublishCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "publish --toplevel NODE=/nix/store/... [--on @group|node,...] [--key FILE]",
 		Short: "Roll a new system out to nodes and follow it to the end",
-		Long: `publish signs a Desired state for every target with the operator key,
-publishes it retained (a node that is asleep finds it when it wakes), and
-follows the targets' retained status until every one is done or --timeout
-passes. It prints a line per change and a summary table.
+		Long: `publish signs a Desired state for every target with the operator key and
+submits the rollout to the controller service (labctl broker runs one beside
+the embedded broker; labctl controller beside an external one), which checks
+the signatures, keeps the rollout and drives it to its end: the Desired
+states are retained (a node that is asleep finds it when it wakes), waves
+open one after another, thresholds halt it. publish then follows the
+rollout's retained state until it ends or --timeout passes, printing a line
+per change and a summary table. Ctrl-C, a crash or a sleeping laptop only
+stop the following: labctl rollout show ID shows it later; --detach returns
+as soon as the controller accepted it. When no controller answers, publish
+says so within seconds; --local-controller drives the rollout from this
+process instead (it then stops when this process stops).
 
 Waves: --strategy all (default) opens every target at once; rolling opens
 --batch N (or P%) targets per wave; canary opens --canary N (default 1)
@@ -88,7 +98,10 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f.DurationVar(&pf.timeout, "timeout", 0, "stop following after this long; 0 = until every wave is done (each waits at most --wave-deadline)")
 	f.StringVar(&pf.keyFile, "key", "", "operator signing key `FILE` (labctl key generate); without it Desired states are unsigned")
 	f.StringVar(&pf.id, "id", "", "rollout `ID` (default r-<date>-<time>-<random>)")
-	f.BoolVar(&pf.noWait, "no-wait", false, "publish and exit without following")
+	f.BoolVar(&pf.noWait, "no-wait", false, "publish and exit without following (with the controller service: as --detach)")
+	f.BoolVar(&pf.detach, "detach", false, "return once the controller service accepted the rollout and published its first wave; it drives the rest")
+	f.BoolVar(&pf.local, "local-controller", false, "drive the rollout from this process, without a controller service (it stops when this process stops; config local_controller, env LAB_LOCAL_CONTROLLER)")
+	mustBind(g.v, keyLocalController, cmd, "local-controller")
 	f.BoolVar(&pf.asJSON, "json", false, "print JSON lines on stdout: one per wave, halt and node change, then the result")
 	f.StringVar(&pf.strategy, "strategy", "all", "waves: all, rolling or canary")
 	f.StringVar(&pf.batch, "batch", "", "wave size `N|P%` for rolling (and canary after the canaries)")
@@ -152,6 +165,13 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	}
 	defer ss.close()
 	ctx, conn := ss.ctx, ss.conn
+	local := g.v.GetBool(keyLocalController)
+	var svc *controller.Info
+	if !local { // before building: say at once that nobody would drive it
+		if svc, err = conn.controllerInfo(ctx); err != nil {
+			return err
+		}
+	}
 	if pf.flake != "" {
 		if err := flakeTargets(ctx, g, &plan, pf); err != nil {
 			return err
@@ -164,6 +184,9 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	}
 	if err := checkSeen(g, plan, conn.fleet, pf.allowUnseen); err != nil {
 		return err
+	}
+	if !local {
+		return submit(ss, g, svc, plan, pf)
 	}
 	store, err := openStore(g)
 	if err != nil {

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"os/signal"
+	"slices"
+	"syscall"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -35,7 +39,7 @@ func newRolloutListCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list [--json]",
-		Short: "List recorded rollouts, newest first",
+		Short: "List rollouts, newest first: the controller service's and this machine's (--local-controller)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			store, err := openStore(g)
@@ -46,6 +50,8 @@ func newRolloutListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			recs = append(recs, serviceRecords(cmd, g)...)
+			slices.SortFunc(recs, func(a, b *controller.Record) int { return b.Created.Compare(a.Created) })
 			if asJSON {
 				return render.WriteJSON(g.out, recs)
 			}
@@ -63,7 +69,25 @@ func newRolloutListCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as JSON")
+	addClientFlags(g, cmd)
 	return cmd
+}
+
+// serviceRecords are the controller service's rollouts, if a broker and
+// a controller answer (else a note on stderr).
+func serviceRecords(cmd *cobra.Command, g *globals) []*controller.Record {
+	conn, err := connectTo(cmd.Context(), g, func(proto.Topics) []string { return nil })
+	if err != nil {
+		fmt.Fprintf(g.errOut, "note: only this machine's records (%s): %v\n", storePath(g), err)
+		return nil
+	}
+	defer conn.close()
+	resp, err := conn.request(cmd.Context(), controller.VerbList, &controller.Request{}, requestWait)
+	if err != nil {
+		fmt.Fprintf(g.errOut, "note: only this machine's records (%s): %v\n", storePath(g), err)
+		return nil
+	}
+	return resp.Records
 }
 
 func newRolloutShowCmd(g *globals) *cobra.Command {
@@ -79,14 +103,20 @@ code is the rollout's outcome, as for publish (0 while it is still running).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rec, err := getRecord(g, args[0])
-			if err != nil {
+			if err != nil && !errors.Is(err, controller.ErrNoRollout) {
 				return err
 			}
-			conn, err := connect(cmd.Context(), g)
-			if err != nil {
-				return err
+			conn, cerr := connect(cmd.Context(), g)
+			if cerr != nil {
+				return cerr
 			}
 			defer conn.close()
+			local := err == nil
+			if !local {
+				if rec, err = serviceRecord(cmd.Context(), conn, args[0], err); err != nil {
+					return err
+				}
+			}
 			res := controller.Progress(rec, conn.fleet)
 			if asJSON {
 				if err := render.WriteJSON(g.out, struct {
@@ -109,7 +139,7 @@ code is the rollout's outcome, as for publish (0 while it is still running).`,
 			if !rec.Followed() {
 				return nil // still followed, or stopped before its end (resume continues it)
 			}
-			if rec.State == proto.RolloutPending && res.Outcome != controller.OutcomePending {
+			if local && rec.State == proto.RolloutPending && res.Outcome != controller.OutcomePending {
 				// Its last targets converged since: the record says so now.
 				if err := updateOutcome(g, rec, res); err != nil {
 					g.logger.Warn("record the rollout's outcome", "rollout", rec.Plan.ID, "err", err)
@@ -142,6 +172,9 @@ cancel and stops.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rec, err := getRecord(g, args[0])
+			if errors.Is(err, controller.ErrNoRollout) {
+				return askService(cmd, g, controller.VerbCancel, args[0], err, "cancelled")
+			}
 			if err != nil {
 				return err
 			}
@@ -188,6 +221,9 @@ needs that key (--key): nodes that pin keys reject unsigned gates.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rec, err := getRecord(g, args[0])
+			if errors.Is(err, controller.ErrNoRollout) {
+				return askService(cmd, g, controller.VerbResume, args[0], err, "resumed: the controller drives it")
+			}
 			if err != nil {
 				return err
 			}
@@ -231,6 +267,43 @@ func canContinue(rec *controller.Record, keyFile string) error {
 	if err := rec.CanContinue(keyFile != ""); err != nil {
 		return usageError{withFlags(err)}
 	}
+	return nil
+}
+
+// serviceRecord asks the controller service for a rollout this labctl
+// does not keep; notLocal is the local store's answer, returned when no
+// controller answers either.
+func serviceRecord(ctx context.Context, conn *connection, id string, notLocal error) (*controller.Record, error) {
+	resp, err := conn.request(ctx, controller.VerbShow, &controller.Request{Rollout: id}, requestWait)
+	var none errNoController
+	switch {
+	case errors.As(err, &none):
+		return nil, fmt.Errorf("%w; and %w", notLocal, err)
+	case err != nil:
+		return nil, err
+	case resp.Record == nil:
+		return nil, fmt.Errorf("the controller's answer about %s carries no record", id)
+	}
+	return resp.Record, nil
+}
+
+// askService sends a cancel or resume of a rollout the controller
+// service keeps.
+func askService(cmd *cobra.Command, g *globals, verb, id string, notLocal error, done string) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	conn, err := connect(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer conn.close()
+	if _, err := serviceRecord(ctx, conn, id, notLocal); err != nil {
+		return err
+	}
+	if _, err := conn.request(ctx, verb, &controller.Request{Rollout: id}, requestWait); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.out, "rollout %s %s\n", id, done)
 	return nil
 }
 

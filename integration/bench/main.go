@@ -534,7 +534,9 @@ func stopSims(sims []*sim) {
 // returns its wall time and CPU time (user+system).
 func timed(labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
 	cmd := exec.Command(labctl, args...)
-	cmd.Env = append(os.Environ(), "LAB_BROKER="+url, "LAB_ROLLOUTS_DB="+records)
+	// The CLI-driven path unless the caller asks for the controller
+	// service (an earlier LAB_LOCAL_CONTROLLER in args' env wins: last).
+	cmd.Env = append(os.Environ(), "LAB_BROKER="+url, "LAB_ROLLOUTS_DB="+records, "LAB_LOCAL_CONTROLLER=true")
 	var b strings.Builder
 	cmd.Stdout, cmd.Stderr = &b, &b
 	start := time.Now()

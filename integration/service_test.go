@@ -1,0 +1,205 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// newServiceFleet is newFleet with a controller service driving the
+// rollouts: labctl broker's (embedded pass) or a labctl controller beside
+// mosquitto (mosquitto pass). The service's key is made here, so that
+// every node pins it (controller_keys) before it starts, and the service
+// trusts the operator's key only.
+func newServiceFleet(t *testing.T, names []string, gen2Args map[string][]string) *fleet {
+	e := NewEnv(t)
+	e.service = true
+	ctlKey, err := proto.GenerateKey("ctl-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := e.controllerDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "controller.key"), []byte(ctlKey.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.brokerArgs = []string{"--trust-key", e.Key.Public().String()}
+	e.StartBroker()
+	if externalBroker() == "mosquitto" {
+		e.startController()
+	}
+	f := &fleet{Env: e, gen1: map[string]string{}, gen2: map[string]string{}}
+	for _, name := range names {
+		f.gen1[name] = e.Build(name, 1)
+		f.gen2[name] = e.Build(name, 2, gen2Args[name]...)
+		n := e.NewNode(name, []string{"web"}, f.gen1[name])
+		n.appendConfig(fmt.Sprintf("controller_keys: [%q]\n", ctlKey.Public().String()))
+		f.nodes = append(f.nodes, n)
+	}
+	e.DumpOnFailure(f.nodes...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(e.Dir, "controller.log")); err == nil {
+				t.Logf("controller.log:\n%s", b)
+			}
+		}
+	})
+	return f
+}
+
+// controllerDir is where the env's controller service keeps its data.
+func (e *Env) controllerDir() string {
+	if externalBroker() == "mosquitto" {
+		return filepath.Join(e.Dir, "controller")
+	}
+	return filepath.Join(e.Dir, "broker-data", "controller")
+}
+
+// startController runs `labctl controller` against the env's broker
+// (the mosquitto pass), logging to controller.log.
+func (e *Env) startController() {
+	e.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(e.Dir, "controller.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := e.command(bin.labctl, "controller", "--controller-dir", e.controllerDir(), "--trust-key", e.Key.Public().String(), "--log-level", "debug")
+	cmd.Env = append(append(cmd.Env, "LAB_BROKER="+e.BrokerURL()), e.labctlEnv()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.mu.Lock()
+	e.controller = cmd
+	e.mu.Unlock()
+	e.t.Cleanup(func() { stopProcess(cmd); logf.Close() })
+	// Ready once it answers: labctl rollout list asks it.
+	eventually(e.t, 30*time.Second, "the controller answers", func() bool {
+		code, _, errOut := e.Labctl("rollout", "list")
+		return code == 0 && !strings.Contains(errOut, "no controller")
+	})
+}
+
+// killController SIGKILLs the controller service (with the embedded
+// broker: the broker's process, which holds it), then starts it again on
+// the same data.
+func (e *Env) killController() {
+	e.t.Helper()
+	if externalBroker() != "mosquitto" {
+		e.killBroker()
+		time.Sleep(300 * time.Millisecond)
+		e.StartBroker()
+		return
+	}
+	e.mu.Lock()
+	cmd := e.controller
+	e.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	e.startController()
+}
+
+func (f *fleet) publishArgs(id string, extra ...string) []string {
+	args := []string{"publish", "--id", id, "--key", f.KeyFile}
+	for _, n := range f.nodes {
+		args = append(args, "--toplevel", n.Name+"="+f.gen2[n.Name])
+	}
+	return append(args, extra...)
+}
+
+// The laptop sleeps (labctl publish frozen with SIGSTOP) right after wave
+// 1 of a rolling rollout succeeded: the controller service opens the
+// other waves, every node converges, and rollout show reports the
+// outcome — publish was frozen the whole time.
+func TestServiceFinishesWhileTheLaptopSleeps(t *testing.T) {
+	f := newServiceFleet(t, []string{"n1", "n2", "n3"}, nil)
+	f.startAll()
+	var out strings.Builder
+	cmd := f.labctlAsync(&out, f.publishArgs("r-sleep", "--strategy", "rolling", "--batch", "1")...)
+	f.Watch().AwaitState(t, "n1", "r-sleep", proto.StateSucceeded, 60*time.Second)
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range f.nodes {
+		f.Watch().AwaitState(t, n.Name, "r-sleep", proto.StateSucceeded, 60*time.Second)
+		if c := switched(n, "switch", f.gen2[n.Name]); c != 1 {
+			t.Errorf("%s switched %d times", n.Name, c)
+		}
+	}
+	if cmd.ProcessState != nil {
+		t.Fatalf("publish was not asleep: it exited\n%s", out.String())
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	if !strings.Contains(out.String(), "submitted to controller") {
+		t.Errorf("publish did not say it submitted the rollout:\n%s", out.String())
+	}
+	eventually(t, 15*time.Second, "the record says succeeded", func() bool {
+		code, so, _ := f.Labctl("rollout", "show", "r-sleep")
+		return code == 0 && strings.Contains(so, "r-sleep: succeeded")
+	})
+	code, so, _ := f.Labctl("rollout", "list")
+	if code != 0 || !strings.Contains(so, "r-sleep") {
+		t.Errorf("rollout list: exit %d\n%s", code, so)
+	}
+}
+
+// A multi-wave rollout submitted with --detach; the controller is
+// SIGKILLed in the middle and started again on its data: it resumes the
+// rollout from its store and completes it; no node switches twice.
+func TestServiceResumesAfterSIGKILL(t *testing.T) {
+	slow := []string{"--arg", "sleepSwitch", "2"}
+	f := newServiceFleet(t, []string{"n1", "n2", "n3"}, map[string][]string{"n1": slow, "n2": slow, "n3": slow})
+	f.startAll()
+	code, so, se := f.Labctl(f.publishArgs("r-ckill", "--strategy", "rolling", "--batch", "1", "--detach")...)
+	if code != 0 || !strings.Contains(so, "submitted") {
+		t.Fatalf("publish --detach: exit %d\n%s%s", code, so, se)
+	}
+	f.Watch().AwaitState(t, "n2", "r-ckill", proto.StateActivating, 60*time.Second)
+	f.killController()
+	for _, n := range f.nodes {
+		f.Watch().AwaitState(t, n.Name, "r-ckill", proto.StateSucceeded, 90*time.Second)
+		if c := switched(n, "switch", f.gen2[n.Name]); c != 1 {
+			t.Errorf("%s switched %d times", n.Name, c)
+		}
+	}
+	eventually(t, 15*time.Second, "the record says succeeded", func() bool {
+		code, so, _ := f.Labctl("rollout", "show", "r-ckill")
+		return code == 0 && strings.Contains(so, "r-ckill: succeeded")
+	})
+}
+
+// A submission whose Desired states the controller does not trust is
+// refused with the reason, and nothing reaches the node; without a
+// controller publish says so at once and names --local-controller.
+func TestServiceRefusesAForgedSubmission(t *testing.T) {
+	f := newServiceFleet(t, []string{"n1"}, nil)
+	f.startAll()
+	other, err := proto.GenerateKey("mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := filepath.Join(f.Dir, "mallory.key")
+	if err := os.WriteFile(forged, []byte(other.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, so, se := f.Labctl("publish", "--id", "r-forged", "--key", forged, "--toplevel", "n1="+f.gen2["n1"])
+	if code != 2 || !strings.Contains(se, "refused") || !strings.Contains(se, "mallory") {
+		t.Fatalf("forged publish: exit %d, want 2 with the reason\n%s%s", code, so, se)
+	}
+	time.Sleep(time.Second)
+	if st, _ := f.Watch().Status("n1"); st.Execution.Rollout == "r-forged" || f.nodes[0].Current() != f.gen1["n1"] {
+		t.Errorf("the forged rollout reached n1: %+v", st.Execution)
+	}
+	if code, so, _ := f.Labctl("rollout", "show", "r-forged"); code == 0 {
+		t.Errorf("a refused rollout was recorded:\n%s", so)
+	}
+}
