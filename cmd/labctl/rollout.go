@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/signal"
 	"slices"
 	"syscall"
-	"fmt"
 	"text/tabwriter"
 	"time"
 
