@@ -47,6 +47,10 @@ func fixtures() []struct {
 		NeedsReboot: true, NixOSVersion: "25.11.20261120.abcdef", LabdVersion: "0.1.0", BootID: "5c1c2b3e-0000-4000-8000-000000000001",
 		Machine:  Machine{Role: "web", RebootOrder: 2, Dependencies: []string{"db1"}, RebootDelay: 30, Criticality: "high"},
 		Problems: []string{"cannot save state: read-only file system"}, UpdatedAt: 1764000002000}
+	// A labd older than NodeStatus.Pins: the same status without them,
+	// byte for byte the status fixture from before the field.
+	old := *s
+	s.Pins = &KeyPins{Operator: []string{"op-2026"}, Controller: []string{"ctl-1", "ctl-2"}}
 	p := &Presence{Envelope: env("p1"), Node: "n1", Online: true, Since: 1764000000000}
 	e := &Event{Envelope: env("e1"), Node: "n1", Rollout: "r-1", Gen: 1764000000000, Prev: StateVerifying, State: StateRollingBack, Detail: `check "web": GET http://127.0.0.1/ → 500`}
 	ack := &Event{Envelope: env("e2"), Node: "n1", Prev: StateRebooting, State: StateSucceeded,
@@ -62,7 +66,7 @@ func fixtures() []struct {
 	return []struct {
 		name string
 		msg  Message
-	}{{"desired", d}, {"gate", g}, {"command", c}, {"status", s}, {"presence", p}, {"event", e}, {"event-ack", ack}, {"rollout", r}}
+	}{{"desired", d}, {"gate", g}, {"command", c}, {"status", s}, {"status-old", &old}, {"presence", p}, {"event", e}, {"event-ack", ack}, {"rollout", r}}
 }
 
 func must(err error) {

@@ -3,6 +3,7 @@ package proto
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"slices"
 	"time"
 )
 
@@ -127,6 +128,61 @@ type NodeStatus struct {
 	Machine      Machine      `msgpack:"machine" json:"machine"`
 	Problems     []string     `msgpack:"problems" json:"problems,omitempty"` // what is wrong on the node itself (e.g. its state cannot be saved)
 	UpdatedAt    int64        `msgpack:"updated_at" json:"updated_at"`       // Unix ms
+	// Pins names the keys the node pins, by power (DESIGN §9, "two keys,
+	// two powers"), so that a controller can tell before it starts a
+	// rollout whether the node would take its gates and commands
+	// (AcceptsGateKey). nil (absent on the wire) = not reported: a labd
+	// older than this field. Non-nil with both lists empty = the node pins
+	// no key and accepts unsigned messages of every kind. Absent when nil,
+	// so that an old node's status encodes as before.
+	Pins *KeyPins `msgpack:"pins,omitempty" json:"pins,omitempty"`
+}
+
+// MaxPinnedKeys bounds each list of a KeyPins.
+const MaxPinnedKeys = 32
+
+// KeyPins are the ids of the public keys a node pins (labd's trusted_keys
+// and controller_keys), each list sorted, each id once.
+type KeyPins struct {
+	// Operator: trusted_keys. They sign Desired, and Gates and Commands too.
+	Operator []string `msgpack:"operator" json:"operator"`
+	// Controller: the controller_keys that are not also operator keys.
+	// They sign Gates and Commands only.
+	Controller []string `msgpack:"controller" json:"controller"`
+}
+
+// None reports whether p pins no key: such a node accepts unsigned
+// messages, and any signature, on every kind.
+func (p *KeyPins) None() bool { return len(p.Operator) == 0 && len(p.Controller) == 0 }
+
+// GateKeys returns the ids a Gate or Command may be signed with:
+// Operator ∪ Controller, sorted, each once (empty when p pins none, and
+// then any key, or none, is accepted: see None).
+func (p *KeyPins) GateKeys() []string {
+	ids := slices.Concat(p.Operator, p.Controller)
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// AcceptsGateKey reports whether the node would accept a Gate or Command
+// signed by key id ("" = unsigned): yes if it pins no key at all, else if
+// id is among its operator or controller keys. known is false when the
+// status does not say (s nil, or a labd older than NodeStatus.Pins);
+// accepts is then false and means nothing.
+func (s *NodeStatus) AcceptsGateKey(id string) (accepts, known bool) {
+	if s == nil || s.Pins == nil {
+		return false, false
+	}
+	return s.Pins.None() || (id != "" && slices.Contains(s.Pins.GateKeys(), id)), true
+}
+
+// AcceptsDesiredKey is AcceptsGateKey for a Desired: only operator keys
+// sign one, so a node that pins controller keys alone accepts none.
+func (s *NodeStatus) AcceptsDesiredKey(id string) (accepts, known bool) {
+	if s == nil || s.Pins == nil {
+		return false, false
+	}
+	return s.Pins.None() || (id != "" && slices.Contains(s.Pins.Operator, id)), true
 }
 
 // Machine is what a node declares about itself for rollout planning (the

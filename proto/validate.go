@@ -224,6 +224,29 @@ func (s *NodeStatus) Validate() error {
 			return invalid(name, "longer than 128")
 		}
 	}
+	return s.Pins.validate()
+}
+
+func (p *KeyPins) validate() error {
+	if p == nil {
+		return nil
+	}
+	if err := keyIDs("pins.operator", p.Operator); err != nil {
+		return err
+	}
+	return keyIDs("pins.controller", p.Controller)
+}
+
+// keyIDs checks a list of key ids (as ParsePublicKey accepts them).
+func keyIDs(name string, list []string) error {
+	if len(list) > MaxPinnedKeys {
+		return invalid(name, "%d entries, at most %d", len(list), MaxPinnedKeys)
+	}
+	for i, k := range list {
+		if err := validKeyID(k); err != nil {
+			return field(fmt.Sprintf("%s[%d]", name, i), err)
+		}
+	}
 	return nil
 }
 
