@@ -126,6 +126,7 @@ func (d *Daemon) status() *proto.NodeStatus {
 		s.BootID = clip(strings.TrimSpace(string(b)), 128)
 	}
 	s.NeedsReboot = s.Booted != "" && s.Current != "" && s.Booted != s.Current
+	s.Pins = d.keys.report()
 	s.Stamp(d.cfg.Name, time.Now())
 	return s
 }

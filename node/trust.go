@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/lab-fleet/lab/proto"
 )
@@ -69,4 +70,28 @@ func (p pins) verifyControl(m proto.Signable) error {
 		return nil
 	}
 	return p.control.Verify(m)
+}
+
+// report names the pinned keys for the node's status (NodeStatus.Pins):
+// the operator keys, and the controller keys that are not also operator
+// keys, each list sorted; empty lists when the node pins none. nil (not
+// reported, as an older labd) when a list is longer than a status may
+// carry: a controller then cannot tell, rather than being told wrongly
+// that a key is not pinned.
+func (p pins) report() *proto.KeyPins {
+	r := &proto.KeyPins{Operator: []string{}, Controller: []string{}}
+	for id := range p.operator {
+		r.Operator = append(r.Operator, id)
+	}
+	for id := range p.control {
+		if _, op := p.operator[id]; !op {
+			r.Controller = append(r.Controller, id)
+		}
+	}
+	if len(r.Operator) > proto.MaxPinnedKeys || len(r.Controller) > proto.MaxPinnedKeys {
+		return nil
+	}
+	slices.Sort(r.Operator)
+	slices.Sort(r.Controller)
+	return r
 }
