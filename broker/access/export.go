@@ -16,6 +16,11 @@ import (
 // pattern lines (%u = the username, or the certificate CN with
 // use_identity_as_username) for every node's own topics. Anything not
 // listed is denied.
+//
+// mosquitto applies pattern lines to every user, whatever user line comes
+// before them; so a controller's own responses (<p>/ctl/res/<name>/#) are
+// a topic line under its user line, not a pattern, which would let nodes
+// and viewers read <p>/ctl/res/<their name>/# too.
 func (t *Table) MosquittoACL() string {
 	tp := t.topics
 	var b strings.Builder
@@ -39,12 +44,15 @@ func (t *Table) MosquittoACL() string {
 			}
 		}
 	}
-	section(RoleController, "controllers: publish desired state, gates, commands, rollouts; read all of lab", func(id Identity) []string {
+	section(RoleController, "controllers: publish desired state, gates, commands, rollouts, requests and answers; read all of lab but others' answers", func(id Identity) []string {
 		var out []string
 		for _, p := range t.publishes(id) {
 			out = append(out, "topic write "+p)
 		}
-		return append(out, "topic read "+tp.Prefix()+"/#")
+		for _, p := range t.reads(id) {
+			out = append(out, "topic read "+p)
+		}
+		return out
 	})
 	section(RoleViewer, "viewers: read status, presence, rollouts, the JSON mirror", func(id Identity) []string {
 		var out []string

@@ -66,7 +66,11 @@ func (t *Table) buildPublishes(id Identity) []string {
 	case RoleNode:
 		return []string{tp.NodeStatus(id.Name), tp.NodePresence(id.Name), tp.NodeEvents(id.Name)}
 	case RoleController:
-		return []string{tp.AllDesired(), tp.NodeCmd("+"), tp.AllGates(), tp.GroupCmd("+"), tp.AllCmd(), tp.AllRollouts()}
+		// Besides desired state, gates, commands and rollouts: requests to
+		// the controller service, and (the service's identity) its
+		// answers to any client.
+		return []string{tp.AllDesired(), tp.NodeCmd("+"), tp.AllGates(), tp.GroupCmd("+"), tp.AllCmd(), tp.AllRollouts(),
+			tp.CtlRequests(), tp.CtlResponses("+")}
 	}
 	return nil
 }
@@ -81,7 +85,11 @@ func (t *Table) buildReads(id Identity) []string {
 		}
 		return out
 	case RoleController:
-		return []string{tp.Prefix() + "/#"}
+		// All of lab but the answers to other clients: <p>/ctl/res/<name>/
+		// is for <name> alone.
+		p := tp.Prefix()
+		return []string{p + "/node/#", p + "/group/#", p + "/all/#", p + "/rollout/#", p + "/json/#",
+			tp.CtlRequests(), tp.CtlResponses(id.Name)}
 	case RoleViewer:
 		return []string{tp.AllStatus(), tp.AllPresence(), tp.AllEvents(), tp.AllRollouts(), tp.Prefix() + "/json/#"}
 	}

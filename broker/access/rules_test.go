@@ -20,6 +20,7 @@ func testTable(t testing.TB) *Table {
 		{Name: "n1", Role: RoleNode, Groups: []string{"web"}, PasswordHash: h},
 		{Name: "n2", Role: RoleNode, Groups: []string{"db"}, PasswordHash: h},
 		{Name: "ops", Role: RoleController, PasswordHash: h},
+		{Name: "ci", Role: RoleController, PasswordHash: h},
 		{Name: "grafana", Role: RoleViewer, PasswordHash: h},
 	}}, proto.DefaultTopics)
 	if err != nil {
@@ -61,6 +62,12 @@ func TestRules(t *testing.T) {
 		{"n1", "lab/v1/#", false, false},
 		{"n1", "#", false, false},
 		{"n1", "lab/v1/node/n2/status", false, false},
+		// Nodes have nothing to do with the controller service's API.
+		{"n1", "lab/v1/ctl/req/submit", true, false},
+		{"n1", "lab/v1/ctl/res/n1/x", true, false},
+		{"n1", "lab/v1/ctl/req/+", false, false},
+		{"n1", "lab/v1/ctl/res/n1/#", false, false},
+		{"n1", "lab/v1/ctl/#", false, false},
 		// Controllers publish desired, gates, commands and rollouts, read everything of lab.
 		{"ops", "lab/v1/node/n1/desired", true, true},
 		{"ops", "lab/v1/group/web/gate", true, true},
@@ -71,10 +78,36 @@ func TestRules(t *testing.T) {
 		{"ops", "lab/v1/node/n1/status", true, false},
 		{"ops", "lab/v1/node/n1/presence", true, false},
 		{"ops", "other/topic", true, false},
-		{"ops", "lab/v1/#", false, true},
 		{"ops", "lab/v1/node/+/status", false, true},
+		{"ops", "lab/v1/node/#", false, true},
+		{"ops", "lab/v1/group/#", false, true},
+		{"ops", "lab/v1/all/#", false, true},
+		{"ops", "lab/v1/rollout/#", false, true},
+		{"ops", "lab/v1/json/#", false, true},
 		{"ops", "#", false, false},
 		{"ops", "$SYS/#", false, false},
+		// ... but other clients' answers from the controller service.
+		{"ops", "lab/v1/#", false, false},
+		{"ops", "lab/v1/ctl/#", false, false},
+		{"ops", "lab/v1/other/x", false, false},
+		// Controllers request, and (the service) answer anyone; each reads
+		// every request and only its own answers.
+		{"ops", "lab/v1/ctl/req/submit", true, true},
+		{"ops", "lab/v1/ctl/res/ci/r-1", true, true},
+		{"ops", "lab/v1/ctl/res/ops/r-1", true, true},
+		{"ops", "lab/v1/ctl/req/+", true, false},
+		{"ops", "lab/v1/ctl/res", true, false},
+		{"ops", "lab/v1/ctl/other", true, false},
+		{"ops", "lab/v1/ctl/req/+", false, true},
+		{"ops", "lab/v1/ctl/req/submit", false, true},
+		{"ops", "lab/v1/ctl/res/ops/#", false, true},
+		{"ops", "lab/v1/ctl/res/ops/r-1", false, true},
+		{"ops", "lab/v1/ctl/res/ci/#", false, false},
+		{"ops", "lab/v1/ctl/res/ci/r-1", false, false},
+		{"ops", "lab/v1/ctl/res/+/#", false, false},
+		{"ops", "lab/v1/ctl/res/#", false, false},
+		{"ci", "lab/v1/ctl/res/ci/#", false, true},
+		{"ci", "lab/v1/ctl/res/ops/#", false, false},
 		// Viewers read status, presence, rollouts and the JSON mirror; they publish nothing.
 		{"grafana", "lab/v1/node/+/status", false, true},
 		{"grafana", "lab/v1/node/n1/presence", false, true},
@@ -84,6 +117,11 @@ func TestRules(t *testing.T) {
 		{"grafana", "lab/v1/node/+/+", false, false},
 		{"grafana", "lab/v1/#", false, false},
 		{"grafana", "lab/v1/node/n1/status", true, false},
+		{"grafana", "lab/v1/ctl/req/submit", true, false},
+		{"grafana", "lab/v1/ctl/res/grafana/x", true, false},
+		{"grafana", "lab/v1/ctl/req/+", false, false},
+		{"grafana", "lab/v1/ctl/res/grafana/#", false, false},
+		{"grafana", "lab/v1/ctl/res/ops/#", false, false},
 	} {
 		var got bool
 		if r.write {
