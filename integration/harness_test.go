@@ -76,6 +76,9 @@ type Env struct {
 	service    bool
 	brokerArgs []string
 	controller *exec.Cmd
+	// controllerStarts counts the labctl controller starts (its log is
+	// appended to).
+	controllerStarts int
 }
 
 // NewEnv prepares an environment; call StartBroker to run the broker.

@@ -81,11 +81,12 @@ func (e *Env) startController() {
 	e.controller = cmd
 	e.mu.Unlock()
 	e.t.Cleanup(func() { stopProcess(cmd); logf.Close() })
-	// Ready once it answers: labctl rollout list asks it.
-	eventually(e.t, 30*time.Second, "the controller answers", func() bool {
-		code, _, errOut := e.Labctl("rollout", "list")
-		return code == 0 && !strings.Contains(errOut, "no controller")
+	// Ready once it listens for requests (it logs it after subscribing).
+	eventually(e.t, 30*time.Second, "the controller listens", func() bool {
+		b, _ := os.ReadFile(logf.Name())
+		return strings.Count(string(b), "controller service running") > e.controllerStarts
 	})
+	e.controllerStarts++
 }
 
 // killController SIGKILLs the controller service (with the embedded
@@ -139,7 +140,7 @@ func TestServiceFinishesWhileTheLaptopSleeps(t *testing.T) {
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
-	if !strings.Contains(out.String(), "submitted to controller") {
+	if !strings.Contains(out.String(), "submitted to the controller service") {
 		t.Errorf("publish did not say it submitted the rollout:\n%s", out.String())
 	}
 	eventually(t, 15*time.Second, "the record says succeeded", func() bool {
@@ -170,6 +171,13 @@ func TestServiceResumesAfterSIGKILL(t *testing.T) {
 		if c := switched(n, "switch", f.gen2[n.Name]); c != 1 {
 			t.Errorf("%s switched %d times", n.Name, c)
 		}
+	}
+	logName := "broker.log" // the embedded broker's process holds the service
+	if externalBroker() == "mosquitto" {
+		logName = "controller.log"
+	}
+	if b, _ := os.ReadFile(filepath.Join(f.Dir, logName)); !strings.Contains(string(b), `msg="resuming rollout" component=controller rollout=r-ckill`) {
+		t.Errorf("the restarted controller did not resume r-ckill from its store (%s)", logName)
 	}
 	eventually(t, 15*time.Second, "the record says succeeded", func() bool {
 		code, so, _ := f.Labctl("rollout", "show", "r-ckill")

@@ -56,15 +56,8 @@ func newBrokerCmd(g *globals) *cobra.Command {
 				return usageError{err}
 			}
 			cfg.Logger = g.logger
-			if checkOnly {
-				return checkBrokerConfig(g, cfg)
-			}
-			if debugListen != "" {
-				if err := serveDebug(cmd.Context(), g, debugListen); err != nil {
-					return usageError{err}
-				}
-			}
 			var svc *serviceSettings
+			bindServiceFlags(g, cmd)
 			if g.v.GetBool(keyControllerEnabled) {
 				dir := defaultControllerDir()
 				if cfg.DataDir != "" {
@@ -75,6 +68,14 @@ func newBrokerCmd(g *globals) *cobra.Command {
 					return usageError{err}
 				}
 				svc = &st
+			}
+			if checkOnly {
+				return checkBrokerConfig(g, cfg)
+			}
+			if debugListen != "" {
+				if err := serveDebug(cmd.Context(), g, debugListen); err != nil {
+					return usageError{err}
+				}
 			}
 			return runBroker(cmd.Context(), g, cfg, svc)
 		},

@@ -52,6 +52,12 @@ func addServiceFlags(g *globals, cmd *cobra.Command, dirHelp string) {
 	f.String("controller-dir", "", dirHelp)
 	f.StringArray("trust-key", nil, "operator public `KEY` (labctl key public) whose signed rollouts the controller accepts (repeatable; config controller.trusted_keys); none: any, the nodes' trusted_keys decide")
 	f.String("controller-name", "controller", "the controller's `NAME` in what it publishes; a replacement host must use the same to recover its rollouts")
+}
+
+// bindServiceFlags binds the service's flags to their keys; it runs when
+// the command runs: several commands share these keys, and viper keeps
+// one flag per key.
+func bindServiceFlags(g *globals, cmd *cobra.Command) {
 	mustBind(g.v, keyControllerDir, cmd, "controller-dir")
 	mustBind(g.v, keyControllerTrusted, cmd, "trust-key")
 	mustBind(g.v, keyControllerName, cmd, "controller-name")
@@ -260,6 +266,7 @@ func newControllerKeyCmd(g *globals) *cobra.Command {
 		Short: "Print the controller's public key (for labd's controller_keys), creating the key if needed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			bindServiceFlags(g, cmd)
 			st, err := readServiceSettings(g.v, defaultControllerDir())
 			if err != nil {
 				return usageError{err}
@@ -282,6 +289,7 @@ func defaultControllerDir() string {
 }
 
 func runController(cmd *cobra.Command, g *globals) error {
+	bindServiceFlags(g, cmd)
 	st, err := readServiceSettings(g.v, defaultControllerDir())
 	if err != nil {
 		return usageError{err}

@@ -44,11 +44,11 @@ func submit(ss *session, g *globals, svc *controller.Info, plan controller.Plan,
 		if pf.asJSON {
 			return render.WriteJSON(g.out, map[string]string{"rollout": id, "controller": svc.Name})
 		}
-		fmt.Fprintf(g.out, "rollout %s submitted to controller %s (%d targets, %d waves); it drives the rollout: `labctl rollout show %s` shows it\n",
+		fmt.Fprintf(g.out, "rollout %s submitted to the controller service %q (%d targets, %d waves); it drives the rollout: `labctl rollout show %s` shows it\n",
 			id, svc.Name, len(sub.Plan.Targets), len(sub.Waves), id)
 		return nil
 	}
-	fmt.Fprintf(g.errOut, "rollout %s submitted to controller %s (%d targets, %d waves); following it (Ctrl-C stops only the following)\n",
+	fmt.Fprintf(g.errOut, "rollout %s submitted to the controller service %q (%d targets, %d waves); following it (Ctrl-C stops only the following)\n",
 		id, svc.Name, len(sub.Plan.Targets), len(sub.Waves))
 	rep := newReporter(g, pf.asJSON)
 	defer rep.stop()
