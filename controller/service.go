@@ -476,7 +476,7 @@ func (s *Service) gateTrust(sub *Submission) error {
 		if v.Status == nil {
 			continue
 		}
-		if ok, known := acceptsGateKeyTODO(v.Status, s.cfg.Key.ID); known && !ok {
+		if ok, known := v.Status.AcceptsGateKey(s.cfg.Key.ID); known && !ok {
 			refusing = append(refusing, n)
 		}
 	}
@@ -512,5 +512,3 @@ func (s *Service) respond(ctx context.Context, m RequestMessage, r *Response) {
 		s.log.Warn("answer a request", "topic", m.ResponseTopic, "err", err)
 	}
 }
-
-func acceptsGateKeyTODO(*proto.NodeStatus, string) (bool, bool) { return false, false }

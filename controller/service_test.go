@@ -332,3 +332,51 @@ func TestServiceCancelsARunningRollout(t *testing.T) {
 		t.Errorf("resume after cancel: %+v", again)
 	}
 }
+
+// A multi-wave rollout whose gated targets say they do not pin the
+// service's key is refused with the fix: they would wait for their
+// wave forever.
+func TestServiceRefusesGatesTheNodesWouldReject(t *testing.T) {
+	r := newServiceRig(t, true)
+	tp := proto.DefaultTopics
+	c := dial(t, r.b.URL(), "pinner", nil)
+	for _, n := range []string{"n1", "n2"} {
+		st := &proto.NodeStatus{Node: n, Groups: []string{"web"}, Pins: &proto.KeyPins{Operator: []string{r.opKey.ID}}}
+		st.Stamp(n, time.Now())
+		b, err := proto.Seal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Publish(context.Background(), tp.NodeStatus(n), b, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.settle("n1", "n2")
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) { // the service's own view, too
+		if v, _ := r.svc.cfg.Fleet.Get("n2"); v.Status != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	plan := Plan{ID: "r-pins", Targets: map[string]string{"n1": tlA, "n2": tlA}, Strategy: Strategy{Kind: StrategyRolling, Batch: Size{N: 1}}}
+	sub, err := r.ctl.Prepare(plan, &r.opKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sub.Gated) != 2 {
+		t.Fatalf("gated %v: the test wants both targets opened by gates", sub.Gated)
+	}
+	resp := r.ask(VerbSubmit, &Request{Submission: sub})
+	if resp.Code != CodeRefused || !strings.Contains(resp.Error, "controller_keys") || !strings.Contains(resp.Error, r.ctlKey.Public().String()) {
+		t.Fatalf("submit: %+v, want refused naming the key to pin", resp)
+	}
+	// One wave needs no gate: the same targets are accepted.
+	one, err := r.ctl.Prepare(Plan{ID: "r-pins-1", Targets: map[string]string{"n1": tlA, "n2": tlA}}, &r.opKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := r.ask(VerbSubmit, &Request{Submission: one}); resp.Code != CodeOK {
+		t.Fatalf("single wave: %+v", resp)
+	}
+}
