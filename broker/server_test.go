@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/lab-fleet/lab/broker/access"
 )
 
 type inlineMsg struct {
@@ -328,5 +331,84 @@ func TestPublishMessageErrors(t *testing.T) {
 	}
 	if err := s.PublishMessage(Message{Topic: "a/b"}); !errors.Is(err, ErrClosed) {
 		t.Errorf("PublishMessage after Close: %v, want ErrClosed", err)
+	}
+}
+
+// With an identities file: a controller's request reaches the inline
+// subscriber under its identity; a viewer's and a node's are refused (MQTT
+// v5 reason 0x87) and never arrive; a controller cannot read another
+// controller's answers, and reads its own.
+func TestControllerAPIUnderTheAccessRules(t *testing.T) {
+	dir := t.TempDir()
+	var f access.File
+	for _, id := range []access.Identity{
+		{Name: "ops", Role: access.RoleController}, {Name: "ci", Role: access.RoleController},
+		{Name: "grafana", Role: access.RoleViewer}, {Name: "n1", Role: access.RoleNode, Groups: []string{"web"}},
+	} {
+		h, err := access.HashPassword([]byte("pw-" + id.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id.PasswordHash = h
+		f.Put(id)
+	}
+	path := filepath.Join(dir, "identities.yaml")
+	if err := access.Save(path, f); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, Config{Identities: path})
+	got := make(messages, 10)
+	unsub, err := s.SubscribeMessages("lab/v1/ctl/req/+", got.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	ctx := context.Background()
+	as := func(user, id string) *client { return connectAs(t, s.Addr(), id, user, "pw-"+user) }
+	request := func(c *client, verb string) (*paho.PublishResponse, error) {
+		return c.cm.Publish(ctx, &paho.Publish{Topic: "lab/v1/ctl/req/" + verb, QoS: 1, Payload: []byte(verb),
+			Properties: &paho.PublishProperties{ResponseTopic: "lab/v1/ctl/res/x/1", CorrelationData: []byte("1")}})
+	}
+	ops, ci, viewer, node := as("ops", "ops-1"), as("ci", "ci"), as("grafana", "grafana-1"), as("n1", "n1") // a node's id is its name
+	for _, c := range []struct {
+		who string
+		c   *client
+	}{{"grafana", viewer}, {"n1", node}} {
+		resp, err := request(c.c, "submit")
+		if err == nil || resp == nil || resp.ReasonCode != 0x87 {
+			t.Errorf("%s's request: %+v, %v; want refused with 0x87", c.who, resp, err)
+		}
+	}
+	if _, err := request(ops, "list"); err != nil {
+		t.Fatal(err)
+	}
+	// Refused requests never arrive: the first message is the controller's.
+	if m := got.next(t); string(m.Payload) != "list" || m.Username != "ops" || m.ClientID != "ops-1" || m.ResponseTopic != "lab/v1/ctl/res/x/1" {
+		t.Fatalf("inline subscriber got %+v, want ops's list request", m)
+	}
+	subscribe := func(c *client, filter string) byte {
+		ack, err := c.cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+		if ack == nil || len(ack.Reasons) != 1 {
+			t.Fatalf("subscribe %s: %+v, %v", filter, ack, err)
+		}
+		return ack.Reasons[0]
+	}
+	for _, c := range []struct {
+		who    string
+		c      *client
+		filter string
+	}{{"ci", ci, "lab/v1/ctl/res/ops/#"}, {"ci", ci, "lab/v1/ctl/res/+/#"}, {"ci", ci, "lab/v1/#"}, {"grafana", viewer, "lab/v1/ctl/req/+"}, {"grafana", viewer, "lab/v1/ctl/res/grafana/#"}, {"n1", node, "lab/v1/ctl/res/n1/#"}} {
+		if code := subscribe(c.c, c.filter); code < 0x80 {
+			t.Errorf("%s may subscribe to %s (reason 0x%02x)", c.who, c.filter, code)
+		}
+	}
+	if code := subscribe(ops, "lab/v1/ctl/res/ops/#"); code >= 0x80 {
+		t.Fatalf("ops may not read its own answers: reason 0x%02x", code)
+	}
+	if err := s.PublishMessage(Message{Topic: "lab/v1/ctl/res/ops/1", Payload: []byte("answer"), Correlation: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	if pk := ops.expect(t, "lab/v1/ctl/res/ops/1", "answer"); string(pk.Properties.CorrelationData) != "1" {
+		t.Fatalf("answer without its correlation: %+v", pk.Properties)
 	}
 }
