@@ -238,6 +238,9 @@ func (sf *secureFleet) labctlAs(user string, args ...string) (int, string, strin
 	sf.t.Helper()
 	cmd := sf.command(bin.labctl, args...)
 	cmd.Env = append(cmd.Env, "LAB_BROKER="+sf.BrokerURL(), "LAB_USERNAME="+user, "LAB_PASSWORD_FILE="+sf.pw[user])
+	if !sf.service {
+		cmd.Env = append(cmd.Env, "LAB_LOCAL_CONTROLLER=true") // as Labctl: the tests before the service drive rollouts themselves
+	}
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
