@@ -46,6 +46,12 @@ type Plan struct {
 	// OnFailure is what a halt does to the targets that already switched:
 	// OnFailureHalt leaves them, OnFailureRollback switches them back.
 	OnFailure string
+	// NotBefore schedules the rollout: nothing is published before it
+	// (zero: at once). Window limits it to a daily maintenance window in
+	// the controller's time zone: outside it no wave opens, and a wave in
+	// progress finishes.
+	NotBefore time.Time
+	Window    Window
 }
 
 // What a halted rollout does to targets that already switched.

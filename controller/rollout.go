@@ -75,6 +75,8 @@ type run struct {
 	gates     []string        // the groups whose gates open the gated targets
 	keyID     string          // the key that signed the Desired states ("" unsigned)
 	submitter string          // who submitted it to a controller service ("": run by labctl)
+	begun     bool            // the first wave was published (a scheduled rollout waits for its time)
+	outside   bool            // a wave is waiting for the maintenance window (logged once)
 	seq       uint64          // last gate seq
 	// signed holds the Desired states the operator signed, sealed, by
 	// node (a submitted rollout: the controller cannot sign them), with
@@ -111,6 +113,9 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	if opts.NoWait && len(waves) > 1 {
 		return nil, ErrNoWaitNeedsOneWave
 	}
+	if opts.NoWait && !plan.due(time.Now()) {
+		return nil, ErrNoWaitNeedsOneWave
+	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
@@ -144,6 +149,18 @@ func (r *run) begin(ctx context.Context) error {
 	if err := r.create(); err != nil {
 		return err // nothing is published before the record is safe
 	}
+	if now := r.opts.Clock(); !r.plan.due(now) {
+		r.log.Info("rollout scheduled: nothing is published before its time", "not_before", r.plan.NotBefore,
+			"window", r.plan.Window.String(), "first", r.plan.Window.Next(later(now, r.plan.NotBefore)).Format(time.RFC3339))
+		return r.c.publishState(ctx, r.tr, false)
+	}
+	return r.publishFirst(ctx)
+}
+
+// publishFirst publishes the Desired of the first wave and of every
+// gated target, and opens the first wave.
+func (r *run) publishFirst(ctx context.Context) error {
+	r.begun = true
 	waves := r.tr.waves
 	if err := r.publishDesired(ctx, func(n string) bool { return len(waves) == 1 || r.gated[n] }); err != nil {
 		return err
@@ -170,6 +187,11 @@ func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Re
 	// What was published before may be gone from the broker (restarted
 	// on an empty or older store meanwhile): the view is what it sent on
 	// this connection, so anything published and not in it goes again.
+	if rec.Opened == 0 && !r.plan.due(r.opts.Clock()) {
+		r.log.Info("rollout resumed: still scheduled", "not_before", r.plan.NotBefore, "window", r.plan.Window.String())
+		return r.followAndFinish(ctx) // follow publishes it when it is due
+	}
+	r.begun = true
 	if err := r.reassert(ctx, time.Time{}); err != nil {
 		return nil, err
 	}
@@ -543,6 +565,15 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 		}
 		changed := r.tr.update(r.c.fleet, r.opts.Progress)
 		now := r.opts.Clock()
+		if !r.begun && r.tr.halted {
+			return r.finish(ctx) // cancelled before its time: nothing was published
+		}
+		if !r.begun && r.plan.due(now) {
+			if err := r.publishFirst(ctx); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if by, ok := r.cancelledElsewhere(); ok && !r.tr.halted {
 			r.tr.cancelled = true
 			r.tr.halt(cancelledBy + by)
@@ -574,10 +605,19 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 			if r.tr.halted || next >= len(r.tr.waves) {
 				return r.finish(ctx)
 			}
-			if err := r.openWave(ctx, next); err != nil {
-				return nil, err
+			if !r.plan.Window.Contains(now) {
+				if !r.outside {
+					r.outside = true
+					r.log.Info("outside the maintenance window: the next wave waits for it", "window", r.plan.Window.String(),
+						"opens", r.plan.Window.Next(now).Format(time.RFC3339))
+				}
+			} else {
+				r.outside = false
+				if err := r.openWave(ctx, next); err != nil {
+					return nil, err
+				}
+				continue
 			}
-			continue
 		}
 		if changed && time.Since(lastPublish) > 200*time.Millisecond {
 			if err := r.c.publishState(ctx, r.tr, false); err != nil {

@@ -332,7 +332,7 @@ func (s *Service) answer(ctx context.Context, verb string, req *Request, who str
 	switch verb {
 	case VerbInfo:
 		return &Response{Code: CodeOK, Info: &Info{Name: s.cfg.Name, Key: s.cfg.Key.Public().String(),
-			TrustedKeys: slices.Sorted(maps.Keys(s.cfg.Trusted)), Running: s.Running(), TimeZone: time.Local.String()}}
+			TrustedKeys: slices.Sorted(maps.Keys(s.cfg.Trusted)), Running: s.Running(), TimeZone: ZoneName()}}
 	case VerbSubmit:
 		if req.Parts > 0 {
 			sub, done, err := s.part(req)
