@@ -211,3 +211,53 @@ func TestServiceRefusesAForgedSubmission(t *testing.T) {
 		t.Errorf("a refused rollout was recorded:\n%s", so)
 	}
 }
+
+// A scheduled rollout (--at) publishes nothing before its time and then
+// runs, with the submitter gone; one limited to a maintenance window that
+// is closed now waits (and is cancelled here).
+func TestServiceScheduleAndWindow(t *testing.T) {
+	f := newServiceFleet(t, []string{"n1", "n2"}, nil)
+	f.startAll()
+	at := time.Now().Add(8 * time.Second).Truncate(time.Second)
+	code, so, se := f.Labctl(f.publishArgs("r-at", "--at", at.Format(time.RFC3339), "--detach")...)
+	if code != 0 || !strings.Contains(se, "scheduled: not before") {
+		t.Fatalf("publish --at: exit %d\n%s%s", code, so, se)
+	}
+	time.Sleep(time.Until(at) - 2*time.Second)
+	for _, n := range f.nodes {
+		if st, _ := f.Watch().Status(n.Name); st.Execution.Rollout == "r-at" || len(n.Switches()) != 0 {
+			t.Fatalf("%s acted before the rollout's time: %+v", n.Name, st.Execution)
+		}
+	}
+	for _, n := range f.nodes {
+		s := f.Watch().AwaitState(t, n.Name, "r-at", proto.StateSucceeded, 60*time.Second)
+		if s.Execution.Since < at.UnixMilli() {
+			t.Errorf("%s started at %d, before %s", n.Name, s.Execution.Since, at)
+		}
+	}
+
+	// A window that is closed now: nothing opens.
+	from := time.Now().Add(3 * time.Hour)
+	window := fmt.Sprintf("%s-%s", from.Format("15:04"), from.Add(time.Hour).Format("15:04"))
+	args := []string{"publish", "--id", "r-window", "--key", f.KeyFile, "--window", window, "--detach"}
+	for _, n := range f.nodes {
+		args = append(args, "--toplevel", n.Name+"="+f.gen1[n.Name])
+	}
+	code, so, se = f.Labctl(args...)
+	if code != 0 || !strings.Contains(se, "waves open only between "+window) {
+		t.Fatalf("publish --window: exit %d\n%s%s", code, so, se)
+	}
+	time.Sleep(3 * time.Second)
+	for _, n := range f.nodes {
+		if st, _ := f.Watch().Status(n.Name); st.Execution.Rollout == "r-window" {
+			t.Errorf("%s acted outside the window: %+v", n.Name, st.Execution)
+		}
+	}
+	if code, so, se := f.Labctl("rollout", "cancel", "r-window"); code != 0 {
+		t.Fatalf("cancel: exit %d\n%s%s", code, so, se)
+	}
+	eventually(t, 15*time.Second, "the record says cancelled", func() bool {
+		code, so, _ := f.Labctl("rollout", "show", "r-window")
+		return strings.Contains(so, "r-window: cancelled") && code == 6
+	})
+}

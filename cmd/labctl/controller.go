@@ -14,7 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
@@ -145,7 +144,7 @@ func newService(g *globals, st serviceSettings, b controller.Bus, resp controlle
 	if len(st.trusted) == 0 {
 		g.logger.Warn("the controller trusts no operator key: it accepts rollouts signed by any key, or unsigned; each labd's trusted_keys still decide (pin them here with --trust-key)")
 	}
-	g.logger.Info("controller service", "name", st.name, "data_dir", st.dir, "key", key.Public().String(), "time_zone", time.Local.String())
+	g.logger.Info("controller service", "name", st.name, "data_dir", st.dir, "key", key.Public().String(), "time_zone", controller.ZoneName())
 	return controller.NewService(controller.ServiceConfig{Bus: b, Responder: resp, Fleet: fleet, Topics: topics, Name: st.name,
 		Store: store, Key: key, Trusted: st.trusted, Logger: g.logger})
 }

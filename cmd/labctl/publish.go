@@ -28,6 +28,8 @@ type publishFlags struct {
 	asJSON    bool
 	detach    bool
 	local     bool
+	at        string
+	window    string
 
 	allowUnseen bool
 
@@ -99,6 +101,8 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f.StringVar(&pf.keyFile, "key", "", "operator signing key `FILE` (labctl key generate); without it Desired states are unsigned")
 	f.StringVar(&pf.id, "id", "", "rollout `ID` (default r-<date>-<time>-<random>)")
 	f.BoolVar(&pf.noWait, "no-wait", false, "publish and exit without following (with the controller service: as --detach)")
+	f.StringVar(&pf.at, "at", "", "schedule the rollout: nothing is published before `TIME` (RFC 3339, e.g. 2026-12-03T02:00:00+01:00, or \"2026-12-03 02:00\" in this machine's time zone)")
+	f.StringVar(&pf.window, "window", "", "maintenance window `HH:MM-HH:MM` in the controller's time zone (e.g. 02:00-05:00; 22:00-04:00 runs over midnight): outside it no wave opens, a wave in progress finishes")
 	f.BoolVar(&pf.detach, "detach", false, "return once the controller service accepted the rollout and published its first wave; it drives the rest")
 	f.BoolVar(&pf.local, "local-controller", false, "drive the rollout from this process, without a controller service (it stops when this process stops; config local_controller, env LAB_LOCAL_CONTROLLER)")
 	mustBind(g.v, keyLocalController, cmd, "local-controller")
@@ -139,6 +143,20 @@ func (pf publishFlags) plan() (controller.Plan, error) {
 			return plan, fmt.Errorf("%s %w", sz.flag, err)
 		}
 		*sz.dst = v
+	}
+	if pf.at != "" {
+		t, err := parseAt(pf.at)
+		if err != nil {
+			return plan, err
+		}
+		plan.NotBefore = t
+	}
+	if pf.window != "" {
+		w, err := controller.ParseWindow(pf.window)
+		if err != nil {
+			return plan, fmt.Errorf("--window %w", err)
+		}
+		plan.Window = w
 	}
 	if pf.batch != "" && pf.strategy == controller.StrategyAll {
 		return plan, errors.New("--batch needs --strategy rolling or canary")
@@ -212,6 +230,17 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 		return nil
 	}
 	return rep.result(res, pf.keyFile)
+}
+
+// parseAt reads --at: RFC 3339, or "YYYY-MM-DD HH:MM" in the local zone.
+func parseAt(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.ParseInLocation("2006-01-02 15:04", s, time.Local); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("--at %q: want RFC 3339 (2026-12-03T02:00:00+01:00) or \"2026-12-03 02:00\" (this machine's time zone)", s)
 }
 
 // flakeTargets fills the plan from the flake: one evaluation, one build of

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
@@ -40,6 +41,9 @@ func submit(ss *session, g *globals, svc *controller.Info, plan controller.Plan,
 		}
 	}
 	id := resp.Rollout
+	if when := schedule(sub.Plan, svc); when != "" {
+		fmt.Fprintf(g.errOut, "rollout %s is scheduled: %s\n", id, when)
+	}
 	if pf.detach || pf.noWait {
 		if pf.asJSON {
 			return render.WriteJSON(g.out, map[string]string{"rollout": id, "controller": svc.Name})
@@ -66,6 +70,18 @@ func submit(ss *session, g *globals, svc *controller.Info, plan controller.Plan,
 		return err
 	}
 	return rep.result(res, "")
+}
+
+// schedule says when a scheduled rollout runs, in words ("" for now).
+func schedule(p controller.Plan, svc *controller.Info) string {
+	var parts []string
+	if !p.NotBefore.IsZero() {
+		parts = append(parts, "not before "+p.NotBefore.Format("2006-01-02 15:04 MST"))
+	}
+	if p.Window.Set {
+		parts = append(parts, fmt.Sprintf("waves open only between %s in the controller's time zone (%s)", p.Window, svc.TimeZone))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func groupList(groups map[string]string) string {
