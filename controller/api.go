@@ -19,10 +19,12 @@ const (
 	VerbCancel = "cancel" // Request.Rollout → Response.Record
 	VerbResume = "resume" // Request.Rollout (a pending or interrupted one) → Response.Record
 	VerbInfo   = "info"   // → Response.Info
+	VerbReboot = "reboot" // Request.Reboot → Response.Job (an ordered reboot the service runs)
+	VerbJob    = "job"    // Request.Rollout (a reboot job's id) → Response.Job
 )
 
 // Verbs lists every verb the service answers.
-var Verbs = []string{VerbSubmit, VerbList, VerbShow, VerbCancel, VerbResume, VerbInfo}
+var Verbs = []string{VerbSubmit, VerbList, VerbShow, VerbCancel, VerbResume, VerbInfo, VerbReboot, VerbJob}
 
 // APIVersion is the version of Request and Response; a service refuses a
 // request of a newer major version with a reason.
@@ -34,6 +36,7 @@ type Request struct {
 	From       string      `json:"from,omitempty"` // who asks (labctl's client id); the broker's identity wins where known
 	Rollout    string      `json:"rollout,omitempty"`
 	Submission *Submission `json:"submission,omitempty"`
+	Reboot     *RebootJob  `json:"reboot,omitempty"`
 	// A submission larger than one MQTT packet (brokers such as EMQX
 	// accept 1 MiB by default) goes in parts: the encoded Submission
 	// (EncodeSubmission) cut into Chunks, Part 0 … Parts-1 of one
@@ -82,13 +85,14 @@ const (
 
 // Response is the body of the service's answer.
 type Response struct {
-	V       int       `json:"v"`
-	Code    string    `json:"code"`
-	Error   string    `json:"error,omitempty"` // the reason, for every code but ok
-	Rollout string    `json:"rollout,omitempty"`
-	Record  *Record   `json:"record,omitempty"`
-	Records []*Record `json:"records,omitempty"`
-	Info    *Info     `json:"info,omitempty"`
+	V       int        `json:"v"`
+	Code    string     `json:"code"`
+	Error   string     `json:"error,omitempty"` // the reason, for every code but ok
+	Rollout string     `json:"rollout,omitempty"`
+	Record  *Record    `json:"record,omitempty"`
+	Records []*Record  `json:"records,omitempty"`
+	Info    *Info      `json:"info,omitempty"`
+	Job     *JobRecord `json:"job,omitempty"`
 }
 
 // Info describes the controller service.

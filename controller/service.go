@@ -146,6 +146,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.ctx = ctx
 	s.mu.Unlock()
+	s.interruptJobs()
 	if err := s.recover(ctx); err != nil {
 		s.log.Error("recovering rollouts", "err", err)
 	}
@@ -415,6 +416,28 @@ func (s *Service) answer(ctx context.Context, verb string, req *Request, who str
 		}
 		s.drive(rec.Plan.ID, func(ctx context.Context) (*Result, error) { return s.ctl.Resume(ctx, rec, s.options()) })
 		return &Response{Code: CodeOK, Rollout: rec.Plan.ID, Record: rec}
+	case VerbReboot:
+		if req.Reboot == nil {
+			return &Response{Code: CodeBadRequest, Error: "reboot without a job"}
+		}
+		rec, err := s.startJob(*req.Reboot, who)
+		if err != nil {
+			return fail(err)
+		}
+		return &Response{Code: CodeOK, Rollout: rec.Job.ID, Job: rec}
+	case VerbJob:
+		if bad := needID(); bad != nil {
+			return bad
+		}
+		js, ok := s.cfg.Store.(JobStore)
+		if !ok {
+			return &Response{Code: CodeNotFound, Error: "this controller keeps no reboot jobs"}
+		}
+		rec, err := js.Job(req.Rollout)
+		if err != nil {
+			return fail(err)
+		}
+		return &Response{Code: CodeOK, Rollout: rec.Job.ID, Job: rec}
 	}
 	return &Response{Code: CodeBadRequest, Error: fmt.Sprintf("unknown verb %q: this controller answers %v", verb, Verbs)}
 }

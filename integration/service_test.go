@@ -261,3 +261,39 @@ func TestServiceScheduleAndWindow(t *testing.T) {
 		return strings.Contains(so, "r-window: cancelled") && code == 6
 	})
 }
+
+// A reboot sequence with the laptop gone: labctl reboot --detach hands
+// the job to the controller service, which reboots the machines in reboot
+// order, one at a time, each back before the next; labctl reboot --job
+// reports the outcome afterwards.
+func TestServiceRebootsWithTheLaptopGone(t *testing.T) {
+	f := newServiceFleet(t, []string{"n1", "n2"}, nil)
+	order := map[string]int{"n2": 1, "n1": 2}
+	for _, n := range f.nodes {
+		n.appendConfig(fmt.Sprintf("machine: {reboot_order: %d}\n", order[n.Name]))
+	}
+	f.startAll()
+	eventually(t, 10*time.Second, "reboot orders in status", func() bool {
+		s, ok := f.Watch().Status("n1")
+		return ok && s.Machine.RebootOrder == 2
+	})
+	code, so, se := f.Labctl("reboot", "--on", "@web", "--id", "reboot-night", "--deadline", "60s", "--detach")
+	if code != 0 || !strings.Contains(se, "in this order: n2 n1") {
+		t.Fatalf("reboot --detach: exit %d\n%s%s", code, so, se)
+	}
+	byName := map[string]*Node{"n1": f.nodes[0], "n2": f.nodes[1]}
+	for i, name := range []string{"n2", "n1"} {
+		n := byName[name]
+		eventually(t, 30*time.Second, name+" asked to reboot", n.rebootRequested)
+		for _, other := range f.nodes {
+			if other != n && other.rebootRequested() {
+				t.Fatalf("%s asked to reboot while %s reboots", other.Name, name)
+			}
+		}
+		n.reboot(2 + i)
+	}
+	code, so, se = f.Labctl("reboot", "--job", "reboot-night")
+	if code != 0 || strings.Count(so, "rebooted") != 2 {
+		t.Fatalf("reboot --job: exit %d\n%s%s", code, so, se)
+	}
+}

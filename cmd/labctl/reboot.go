@@ -1,21 +1,52 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/internal/render"
+	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
 )
 
+// followJob polls the controller's record of a reboot job until it ends,
+// reporting each machine's result as it comes.
+func followJob(ctx context.Context, conn *connection, id string, progress func(controller.RebootResult)) ([]controller.RebootResult, error) {
+	seen := 0
+	for {
+		resp, err := conn.request(ctx, controller.VerbJob, &controller.Request{Rollout: id}, requestWait)
+		if err != nil {
+			return nil, err
+		}
+		j := resp.Job
+		for ; seen < len(j.Results); seen++ {
+			progress(j.Results[seen])
+		}
+		switch j.State {
+		case controller.JobDone:
+			return j.Results, nil
+		case controller.JobInterrupted:
+			return j.Results, fmt.Errorf("reboot job %s was interrupted: %s", id, j.Reason)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("stopped following reboot job %s (%w); the controller goes on with it: `labctl reboot --job %s` follows it again", id, ctx.Err(), id)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 func newRebootCmd(g *globals) *cobra.Command {
-	var on, keyFile string
+	var on, keyFile, id, job string
 	var deadline time.Duration
-	var asJSON bool
+	var asJSON, detach bool
 	cmd := &cobra.Command{
 		Use:   "reboot --on @group|node,... [--key FILE]",
 		Short: "Reboot machines one at a time, in reboot order, each back healthy before the next",
@@ -32,6 +63,12 @@ offline machine is skipped.
 
 labd reboots with its reboot_command (default: systemctl reboot).
 
+The controller service runs the sequence (a job, signed with its own key:
+the machines must pin it in controller_keys), so it goes on when this
+terminal goes away; reboot follows the job until it ends (--detach returns
+at once; labctl reboot --job ID follows it again). --local-controller runs
+the sequence from this process, signed with --key.
+
 Exit codes: 0 every machine rebooted and came back healthy; 3 one failed,
 refused or did not come back in time; 5 some were skipped because they were
 offline.`,
@@ -39,6 +76,10 @@ offline.`,
   labctl reboot --key operator.key --on nas,router --deadline 20m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			mustBind(g.v, keyLocalController, cmd, "local-controller")
+			if job != "" {
+				return followAgain(cmd, g, job, asJSON)
+			}
 			if on == "" {
 				return usageError{errors.New("--on is required: @group or node names")}
 			}
@@ -55,46 +96,39 @@ offline.`,
 				return usageError{err}
 			}
 			ctx, key, ctl := ss.ctx, ss.key, ss.ctl
-			if !asJSON {
-				fmt.Fprintf(g.errOut, "rebooting in this order: %s\n", strings.Join(ctl.RebootOrder(nodes), " "))
+			progress := func(r controller.RebootResult) {
+				if !asJSON {
+					fmt.Fprintf(g.errOut, "%s  %-8s %s (%s)\n", time.Now().Format("15:04:05"), r.Node, r.State, r.Took.Round(time.Second))
+				}
 			}
-			res, err := ctl.Reboot(ctx, nodes, controller.RebootOptions{Key: key, Deadline: deadline,
-				Progress: func(r controller.RebootResult) {
-					if !asJSON {
-						fmt.Fprintf(g.errOut, "%s  %-8s %s (%s)\n", time.Now().Format("15:04:05"), r.Node, r.State, r.Took.Round(time.Second))
-					}
-				}})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				err = render.WriteJSON(g.out, res)
+			var res []controller.RebootResult
+			if g.v.GetBool(keyLocalController) {
+				if !asJSON {
+					fmt.Fprintf(g.errOut, "rebooting in this order: %s\n", strings.Join(ctl.RebootOrder(nodes), " "))
+				}
+				if res, err = ctl.Reboot(ctx, nodes, controller.RebootOptions{Key: key, Deadline: deadline, Progress: progress}); err != nil {
+					return err
+				}
 			} else {
-				tw := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "NODE\tRESULT\tTOOK\tDETAIL")
-				for _, r := range res {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Node, r.State, r.Took.Round(100*time.Millisecond), r.Detail)
+				if id == "" {
+					id = "reboot-" + strings.TrimPrefix(controller.NewID(time.Now()), "r-")
 				}
-				err = tw.Flush()
-			}
-			if err != nil {
-				return err
-			}
-			code := 0
-			for _, r := range res {
-				switch r.State {
-				case controller.RebootFailed, controller.RebootRefused, controller.RebootTimeout:
-					code = 3
-				case controller.RebootSkipped:
-					if code == 0 {
-						code = 5
-					}
+				resp, err := ss.conn.request(ctx, controller.VerbReboot, &controller.Request{Reboot: &controller.RebootJob{ID: id, Nodes: nodes, Deadline: deadline}}, requestWait)
+				if err != nil {
+					return err
+				}
+				if !asJSON {
+					fmt.Fprintf(g.errOut, "reboot job %s accepted by the controller service; in this order: %s\n", id, strings.Join(resp.Job.Order, " "))
+				}
+				if detach {
+					fmt.Fprintf(g.out, "reboot job %s: the controller runs it; `labctl reboot --job %s` follows it\n", id, id)
+					return nil
+				}
+				if res, err = followJob(ctx, ss.conn, id, progress); err != nil {
+					return err
 				}
 			}
-			if code != 0 {
-				return exitErr{code: code, err: errors.New("not every machine rebooted and came back healthy")}
-			}
-			return nil
+			return reportReboot(g, res, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -102,6 +136,10 @@ offline.`,
 	f.StringVar(&keyFile, "key", "", "operator signing key `FILE` for the reboot commands")
 	f.DurationVar(&deadline, "deadline", 10*time.Minute, "per machine: how long to wait for it to come back healthy")
 	f.BoolVar(&asJSON, "json", false, "print the results as JSON")
+	f.StringVar(&id, "id", "", "the reboot job's `ID` (default reboot-<date>-<time>-<random>)")
+	f.BoolVar(&detach, "detach", false, "return once the controller service accepted the job")
+	f.Bool("local-controller", false, "run the sequence from this process, signed with --key, without a controller service")
+	f.StringVar(&job, "job", "", "follow the controller's reboot job `ID` again (no --on)")
 	addClientFlags(g, cmd)
 	return cmd
 }
@@ -113,4 +151,61 @@ func selectNodes(on string, fleet *controller.Fleet) ([]string, error) {
 		return nil, err
 	}
 	return resolve(terms, fleet.Members, "no node has reported membership of this group")
+}
+
+// reportReboot prints the results of an ordered reboot and maps them to
+// the exit code.
+func reportReboot(g *globals, res []controller.RebootResult, asJSON bool) error {
+	var err error
+	if asJSON {
+		err = render.WriteJSON(g.out, res)
+	} else {
+		tw := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tRESULT\tTOOK\tDETAIL")
+		for _, r := range res {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Node, r.State, r.Took.Round(100*time.Millisecond), r.Detail)
+		}
+		err = tw.Flush()
+	}
+	if err != nil {
+		return err
+	}
+	code := 0
+	for _, r := range res {
+		switch r.State {
+		case controller.RebootFailed, controller.RebootRefused, controller.RebootTimeout:
+			code = 3
+		case controller.RebootSkipped:
+			if code == 0 {
+				code = 5
+			}
+		}
+	}
+	if code != 0 {
+		return exitErr{code: code, err: errors.New("not every machine rebooted and came back healthy")}
+	}
+	return nil
+}
+
+// followAgain follows a reboot job the controller runs (--job).
+func followAgain(cmd *cobra.Command, g *globals, id string, asJSON bool) error {
+	if err := proto.ValidID(id); err != nil {
+		return usageError{fmt.Errorf("--job %q: %w", id, err)}
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	conn, err := connectTo(ctx, g, func(proto.Topics) []string { return nil })
+	if err != nil {
+		return err
+	}
+	defer conn.close()
+	res, err := followJob(ctx, conn, id, func(r controller.RebootResult) {
+		if !asJSON {
+			fmt.Fprintf(g.errOut, "%-8s %s (%s)\n", r.Node, r.State, r.Took.Round(time.Second))
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return reportReboot(g, res, asJSON)
 }
