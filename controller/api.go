@@ -17,14 +17,15 @@ const (
 	VerbList   = "list"   // → Response.Records (newest first, without per-node results)
 	VerbShow   = "show"   // Request.Rollout → Response.Record
 	VerbCancel = "cancel" // Request.Rollout → Response.Record
-	VerbResume = "resume" // Request.Rollout (a pending or interrupted one) → Response.Record
+	VerbResume = "resume" // Request.Rollout (a paused, pending or interrupted one) → Response.Record
+	VerbPause  = "pause"  // Request.Rollout → Response.Record: no further wave opens until resume
 	VerbInfo   = "info"   // → Response.Info
 	VerbReboot = "reboot" // Request.Reboot → Response.Job (an ordered reboot the service runs)
 	VerbJob    = "job"    // Request.Rollout (a reboot job's id) → Response.Job
 )
 
 // Verbs lists every verb the service answers.
-var Verbs = []string{VerbSubmit, VerbList, VerbShow, VerbCancel, VerbResume, VerbInfo, VerbReboot, VerbJob}
+var Verbs = []string{VerbSubmit, VerbList, VerbShow, VerbCancel, VerbResume, VerbPause, VerbInfo, VerbReboot, VerbJob}
 
 // APIVersion is the version of Request and Response; a service refuses a
 // request of a newer major version with a reason.

@@ -148,7 +148,7 @@ func (s *Service) startJob(job RebootJob, who string) (*JobRecord, error) {
 	}
 	s.log.Info("reboot job accepted", "job", job.ID, "submitter", who, "order", rec.Order)
 	k := s.cfg.Key
-	s.drive("reboot/"+job.ID, func(ctx context.Context) (*Result, error) {
+	s.drive("reboot/"+job.ID, nil, func(ctx context.Context) (*Result, error) {
 		save := func() { // on this goroutine only
 			rec.Updated = time.Now()
 			if err := js.SaveJob(rec); err != nil {

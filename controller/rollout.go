@@ -77,6 +77,7 @@ type run struct {
 	submitter string          // who submitted it to a controller service ("": run by labctl)
 	begun     bool            // the first wave was published (a scheduled rollout waits for its time)
 	outside   bool            // a wave is waiting for the maintenance window (logged once)
+	facts     chan func(*run) // requests for the goroutine that owns the run (pause, resume)
 	seq       uint64          // last gate seq
 	// signed holds the Desired states the operator signed, sealed, by
 	// node (a submitted rollout: the controller cannot sign them), with
@@ -176,10 +177,22 @@ func (r *run) publishFirst(ctx context.Context) error {
 // offline) is followed again for a whole wave deadline. A rollout that is
 // over is refused.
 func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Result, error) {
+	st, err := c.Restart(ctx, rec, opts)
+	if err != nil {
+		return nil, err
+	}
+	return st.Follow(ctx)
+}
+
+// Restart is Resume up to the following: it publishes again what is
+// missing and reopens the waves opened so far; Follow drives the rest.
+func (c *Controller) Restart(ctx context.Context, rec *Record, opts Options) (*Started, error) {
 	r, err := c.fromRecord(rec, opts)
 	if err != nil {
 		return nil, err
 	}
+	r.tr.paused = rec.Paused
+	r.facts = make(chan func(*run))
 	openedAt := rec.OpenedAt
 	if rec.State == proto.RolloutPending {
 		openedAt = r.opts.Clock()
@@ -189,7 +202,7 @@ func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Re
 	// this connection, so anything published and not in it goes again.
 	if rec.Opened == 0 && !r.plan.due(r.opts.Clock()) {
 		r.log.Info("rollout resumed: still scheduled", "not_before", r.plan.NotBefore, "window", r.plan.Window.String())
-		return r.followAndFinish(ctx) // follow publishes it when it is due
+		return &Started{r: r}, nil // follow publishes it when it is due
 	}
 	r.begun = true
 	if err := r.reassert(ctx, time.Time{}); err != nil {
@@ -214,7 +227,7 @@ func (c *Controller) Resume(ctx context.Context, rec *Record, opts Options) (*Re
 		}
 		r.log.Info("rollout resumed", "wave", rec.Opened, "of", len(rec.Waves))
 	}
-	return r.followAndFinish(ctx)
+	return &Started{r: r}, nil
 }
 
 // fromRecord rebuilds the run a record describes (Resume, Cancel).
@@ -266,7 +279,7 @@ func (r *run) record(done bool) *Record {
 	t := r.tr
 	rec := &Record{Plan: r.plan, Waves: t.waves, Gates: r.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
 		Created: t.created, Updated: r.opts.Clock(), State: proto.RolloutRunning, Reason: t.reason, KeyID: r.keyID, Result: t.result(done),
-		Submitter: r.submitter, Signed: r.signed, Rollback: r.rollback}
+		Submitter: r.submitter, Signed: r.signed, Rollback: r.rollback, Paused: t.paused}
 	for n := range r.gated {
 		rec.Gated = append(rec.Gated, n)
 	}
@@ -605,7 +618,9 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 			if r.tr.halted || next >= len(r.tr.waves) {
 				return r.finish(ctx)
 			}
-			if !r.plan.Window.Contains(now) {
+			if r.tr.paused != "" {
+				// paused: the next wave waits for a resume
+			} else if !r.plan.Window.Contains(now) {
 				if !r.outside {
 					r.outside = true
 					r.log.Info("outside the maintenance window: the next wave waits for it", "window", r.plan.Window.String(),
@@ -645,7 +660,19 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 			return r.finish(ctx)
 		case <-changes:
 		case <-tick.C:
+		case f := <-r.facts:
+			f(r)
 		}
+	}
+}
+
+// saveAndPublish saves the record and publishes the retained state.
+func (r *run) saveAndPublish(ctx context.Context) {
+	if err := r.save(); err != nil {
+		r.log.Warn("save rollout", "err", err)
+	}
+	if err := r.c.publishState(ctx, r.tr, false); err != nil {
+		r.log.Warn("publish rollout state", "err", err)
 	}
 }
 

@@ -94,8 +94,9 @@ const (
 
 // active is a rollout the service drives.
 type active struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+	started *Started // nil for reboot jobs
 }
 
 // NewService checks cfg and returns a service; Run starts it.
@@ -192,7 +193,12 @@ func (s *Service) recover(ctx context.Context) error {
 			continue
 		}
 		s.log.Info("resuming rollout", "rollout", rec.Plan.ID, "wave", rec.Opened, "of", len(rec.Waves))
-		s.drive(full.Plan.ID, func(ctx context.Context) (*Result, error) { return s.ctl.Resume(ctx, full, s.options()) })
+		st, err := s.ctl.Restart(ctx, full, s.options())
+		if err != nil {
+			s.log.Error("cannot resume rollout", "rollout", rec.Plan.ID, "err", err)
+			continue
+		}
+		s.drive(full.Plan.ID, st, st.Follow)
 	}
 	for _, rs := range s.cfg.Fleet.Rollouts() {
 		if known[rs.Rollout] || rs.State.Terminal() || rs.From != s.cfg.Name {
@@ -242,14 +248,14 @@ func (s *Service) options() Options {
 }
 
 // drive runs fn on its own goroutine as the owner of rollout id.
-func (s *Service) drive(id string, fn func(context.Context) (*Result, error)) {
+func (s *Service) drive(id string, st *Started, fn func(context.Context) (*Result, error)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped || s.ctx == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	a := &active{cancel: cancel, done: make(chan struct{})}
+	a := &active{cancel: cancel, done: make(chan struct{}), started: st}
 	s.runs[id] = a
 	s.wg.Go(func() {
 		defer close(a.done)
@@ -355,7 +361,7 @@ func (s *Service) answer(ctx context.Context, verb string, req *Request, who str
 		if err != nil {
 			return fail(err)
 		}
-		s.drive(started.ID(), started.Follow)
+		s.drive(started.ID(), started, started.Follow)
 		return &Response{Code: CodeOK, Rollout: started.ID()}
 	case VerbList:
 		recs, err := s.cfg.Store.List()
@@ -401,11 +407,18 @@ func (s *Service) answer(ctx context.Context, verb string, req *Request, who str
 		if bad := needID(); bad != nil {
 			return bad
 		}
-		s.mu.Lock()
-		_, running := s.runs[req.Rollout]
-		s.mu.Unlock()
-		if running {
-			return &Response{Code: CodeRefused, Error: fmt.Sprintf("rollout %s is running: the controller drives it already", req.Rollout)}
+		if a := s.active(req.Rollout); a != nil {
+			rec, err := s.cfg.Store.Get(req.Rollout)
+			if err != nil {
+				return fail(err)
+			}
+			if rec.Paused == "" {
+				return &Response{Code: CodeRefused, Error: fmt.Sprintf("rollout %s is running and not paused: the controller drives it already", req.Rollout)}
+			}
+			if err := a.started.Unpause(ctx, who); err != nil {
+				return fail(err)
+			}
+			return s.showResponse(req.Rollout)
 		}
 		rec, err := s.cfg.Store.Get(req.Rollout)
 		if err != nil {
@@ -414,8 +427,28 @@ func (s *Service) answer(ctx context.Context, verb string, req *Request, who str
 		if err := rec.CanContinue(true); err != nil {
 			return fail(err)
 		}
-		s.drive(rec.Plan.ID, func(ctx context.Context) (*Result, error) { return s.ctl.Resume(ctx, rec, s.options()) })
+		rec.Paused = "" // resuming a stopped rollout also ends a pause
+		st, err := s.ctl.Restart(ctx, rec, s.options())
+		if err != nil {
+			return fail(err)
+		}
+		s.drive(rec.Plan.ID, st, st.Follow)
 		return &Response{Code: CodeOK, Rollout: rec.Plan.ID, Record: rec}
+	case VerbPause:
+		if bad := needID(); bad != nil {
+			return bad
+		}
+		a := s.active(req.Rollout)
+		if a == nil || a.started == nil {
+			if _, err := s.cfg.Store.Get(req.Rollout); err != nil {
+				return fail(err)
+			}
+			return &Response{Code: CodeRefused, Error: fmt.Sprintf("rollout %s is not running here: nothing to pause", req.Rollout)}
+		}
+		if err := a.started.Pause(ctx, who); err != nil {
+			return fail(err)
+		}
+		return s.showResponse(req.Rollout)
 	case VerbReboot:
 		if req.Reboot == nil {
 			return &Response{Code: CodeBadRequest, Error: "reboot without a job"}
@@ -484,6 +517,22 @@ func (s *Service) part(req *Request) (*Submission, bool, error) {
 		return nil, false, fmt.Errorf("%w: upload %q: %w", ErrBadRequest, req.Upload, err)
 	}
 	return sub, true, nil
+}
+
+// active returns the goroutine driving id, if any.
+func (s *Service) active(id string) *active {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runs[id]
+}
+
+// showResponse answers with the rollout's record.
+func (s *Service) showResponse(id string) *Response {
+	rec, err := s.cfg.Store.Get(id)
+	if err != nil {
+		return &Response{Code: CodeInternal, Error: err.Error()}
+	}
+	return &Response{Code: CodeOK, Rollout: id, Record: rec}
 }
 
 // gateTrust refuses a rollout whose gated targets say (in their status)

@@ -380,3 +380,43 @@ func TestServiceRefusesGatesTheNodesWouldReject(t *testing.T) {
 		t.Fatalf("single wave: %+v", resp)
 	}
 }
+
+// A paused rollout opens no further wave, even after the current wave's
+// deadline; resumed, it goes on.
+func TestServicePausesAndResumes(t *testing.T) {
+	r := newServiceRig(t, true)
+	log := &actLog{}
+	startGateNode(t, &rig{b: r.b}, log, "b", []string{"web"}, proto.StateSucceeded)
+	r.settle("b")
+	// a never reports: wave 1 lasts its whole deadline.
+	plan := Plan{ID: "r-pause", Targets: map[string]string{"a": tlA, "b": tlA}, Strategy: Strategy{Kind: StrategyRolling, Batch: Size{N: 1}},
+		WaveDeadline: 1500 * time.Millisecond}
+	sub, err := r.ctl.Prepare(plan, &r.opKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := r.ask(VerbSubmit, &Request{Submission: sub}); resp.Code != CodeOK {
+		t.Fatalf("submit: %+v", resp)
+	}
+	resp := r.ask(VerbPause, &Request{Rollout: "r-pause", From: "alice"})
+	if resp.Code != CodeOK || resp.Record == nil || resp.Record.Paused != "alice" {
+		t.Fatalf("pause: %+v", resp)
+	}
+	time.Sleep(3 * time.Second) // past wave 1's deadline
+	if got := log.list(); len(got) != 0 {
+		t.Fatalf("a wave opened while paused: %v acted", got)
+	}
+	if again := r.ask(VerbResume, &Request{Rollout: "r-pause"}); again.Code != CodeOK || again.Record.Paused != "" {
+		t.Fatalf("resume: %+v", again)
+	}
+	rec := r.waitRecord("r-pause", proto.RolloutPending) // a is still offline
+	if got := log.list(); len(got) != 1 || got[0] != "b" {
+		t.Errorf("acted %v, want b after the resume", got)
+	}
+	if rec.Paused != "" {
+		t.Errorf("record still paused by %q", rec.Paused)
+	}
+	if p := r.ask(VerbPause, &Request{Rollout: "r-pause"}); p.Code != CodeRefused {
+		t.Errorf("pause of an ended rollout: %+v", p)
+	}
+}

@@ -48,6 +48,9 @@ type Record struct {
 	// of each target for --on-failure rollback: the controller service
 	// publishes them as they are. BoltStore keeps them apart from the
 	// record (written once, by Create; read back by Get).
+	// Paused names who paused the rollout (no further wave opens until
+	// it is resumed); empty when it is not paused.
+	Paused   string            `json:"paused,omitempty"`
 	Signed   map[string][]byte `json:"-"`
 	Rollback map[string][]byte `json:"-"`
 }

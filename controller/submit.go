@@ -297,8 +297,44 @@ func (r *run) rollbackSigned(ctx context.Context) (*Result, error) {
 }
 
 // Started is a submitted rollout that a controller service accepted: its
-// record is saved and its first wave published.
+// record is saved and its first wave published (or resumed: Restart).
+// Follow drives it on the goroutine that owns it; Pause and Unpause send
+// it requests.
 type Started struct{ r *run }
+
+// Pause asks the goroutine driving the rollout to open no further wave
+// (the wave in progress finishes); by is recorded.
+func (s *Started) Pause(ctx context.Context, by string) error {
+	return s.send(ctx, func(r *run) {
+		r.tr.paused = by
+		r.log.Info("rollout paused", "by", by)
+		r.saveAndPublish(ctx)
+	})
+}
+
+// Unpause lets a paused rollout open its next wave again.
+func (s *Started) Unpause(ctx context.Context, by string) error {
+	return s.send(ctx, func(r *run) {
+		r.tr.paused = ""
+		r.log.Info("rollout unpaused", "by", by)
+		r.saveAndPublish(ctx)
+	})
+}
+
+func (s *Started) send(ctx context.Context, f func(*run)) error {
+	done := make(chan struct{})
+	select {
+	case s.r.facts <- func(r *run) { f(r); close(done) }:
+	case <-ctx.Done():
+		return fmt.Errorf("rollout %s: %w", s.r.plan.ID, ctx.Err())
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("rollout %s: %w", s.r.plan.ID, ctx.Err())
+	}
+}
 
 // ID is the rollout's id.
 func (s *Started) ID() string { return s.r.plan.ID }
@@ -334,6 +370,7 @@ func (c *Controller) Start(ctx context.Context, sub *Submission, trusted proto.K
 		r.gated[n] = true
 	}
 	r.reconnects, _ = c.fleet.Reconnects()
+	r.facts = make(chan func(*run))
 	if err := r.begin(ctx); err != nil {
 		return nil, err
 	}

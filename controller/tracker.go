@@ -18,7 +18,8 @@ type tracker struct {
 	opened    int            // waves opened so far
 	openedAt  time.Time      // when the last one opened
 	halted    bool
-	cancelled bool // halted by labctl rollout cancel
+	cancelled bool   // halted by labctl rollout cancel
+	paused    string // who paused it (no further wave opens); "" = not paused
 	reason    string
 	gens      map[string]uint64
 	nodes     map[string]NodeResult
@@ -243,6 +244,8 @@ func (t *tracker) state(done bool) *proto.RolloutState {
 	switch {
 	case t.halted:
 		s.Reason = t.reason
+	case t.paused != "" && !done:
+		s.Reason = "paused by " + t.paused + ": no further wave opens until it is resumed"
 	case done:
 		s.Reason = reason(c)
 	}

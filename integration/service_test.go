@@ -297,3 +297,24 @@ func TestServiceRebootsWithTheLaptopGone(t *testing.T) {
 		t.Fatalf("reboot --job: exit %d\n%s%s", code, so, se)
 	}
 }
+
+// rollout retry publishes the rollout again to its failed targets only.
+func TestServiceRetriesTheFailedTargets(t *testing.T) {
+	f := newServiceFleet(t, []string{"n1", "n2"}, map[string][]string{"n1": {"--arg", "failHealth", "true"}})
+	f.startAll()
+	code, out := f.publish("r-flaky", "--max-failures", "1", "--timeout", "90s")
+	if code != exitRolledBack {
+		t.Fatalf("publish exit %d, want %d\n%s", code, exitRolledBack, out)
+	}
+	code, so, se := f.Labctl("rollout", "retry", "r-flaky", "--key", f.KeyFile, "--timeout", "90s")
+	if code != exitRolledBack || !strings.Contains(se, "as r-flaky-retry for 1 targets: n1") {
+		t.Fatalf("retry: exit %d, want %d (n1 fails again)\n%s%s", code, exitRolledBack, so, se)
+	}
+	f.Watch().AwaitState(t, "n1", "r-flaky-retry", proto.StateRolledBack, 30*time.Second)
+	if c := switched(f.nodes[1], "switch", f.gen2["n2"]); c != 1 {
+		t.Errorf("n2 switched %d times: the retry reached a target that had succeeded", c)
+	}
+	if st, _ := f.Watch().Status("n2"); st.Execution.Rollout != "r-flaky" {
+		t.Errorf("n2 took part in the retry: %+v", st.Execution)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -19,7 +20,7 @@ import (
 func newRolloutCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollout",
-		Short: "List, show, cancel and resume rollouts",
+		Short: "List, show, cancel, pause, resume and retry rollouts",
 		Long: `Every rollout labctl publishes is recorded, step by step, in the rollout
 records file (--rollouts-db); an id is never reused. These commands read those
 records; show, cancel and resume also read the nodes' live state from the
@@ -31,7 +32,7 @@ publish's exit codes: succeeded (0), failed (3), rolled-back (4), pending (5:
 followed to the end with targets still offline; they converge when they
 connect, and resume or cancel still apply), cancelled (6).`,
 	}
-	cmd.AddCommand(newRolloutListCmd(g), newRolloutShowCmd(g), newRolloutCancelCmd(g), newRolloutResumeCmd(g))
+	cmd.AddCommand(newRolloutListCmd(g), newRolloutShowCmd(g), newRolloutCancelCmd(g), newRolloutResumeCmd(g), newRolloutPauseCmd(g), newRolloutRetryCmd(g))
 	return cmd
 }
 
@@ -344,4 +345,120 @@ func updateOutcome(g *globals, rec *controller.Record, res *controller.Result) e
 	up := *rec
 	up.State, up.Result, up.Updated = res.Outcome.Phase(), res, time.Now()
 	return store.Save(&up)
+}
+
+func newRolloutPauseCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pause ID",
+		Short: "Stop opening waves of a rollout the controller service drives (resume goes on)",
+		Long: `pause asks the controller service to open no further wave of the rollout:
+the wave in progress finishes, the next one waits — past its deadline too —
+until labctl rollout resume ID. The record and the retained rollout state
+say who paused it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := proto.ValidID(args[0]); err != nil {
+				return usageError{fmt.Errorf("rollout id %q: %w", args[0], err)}
+			}
+			return askService(cmd, g, controller.VerbPause, args[0], fmt.Errorf("%w: %q", controller.ErrNoRollout, args[0]), "paused: no further wave opens until labctl rollout resume "+args[0])
+		},
+	}
+	addClientFlags(g, cmd)
+	return cmd
+}
+
+func newRolloutRetryCmd(g *globals) *cobra.Command {
+	var pf publishFlags
+	cmd := &cobra.Command{
+		Use:   "retry ID [--key FILE]",
+		Short: "Publish a rollout again to its targets that failed (failed, rolled back, timed out, rejected)",
+		Long: `retry starts a new rollout, <ID>-retry (then -retry-2, ...), with the plan of
+rollout ID — the same systems, strategy, thresholds and timeouts — for the
+targets whose end was a failure: failed, rolled back, timed out, rejected or
+a failed rollback. Targets that succeeded, are still pending or were
+cancelled are left alone. Like publish it signs every Desired with --key and
+submits the rollout to the controller service (--local-controller: drives
+it from here), with publish's output and exit codes.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return runRetry(cmd, g, args[0], pf) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&pf.keyFile, "key", "", "operator signing key `FILE`")
+	f.BoolVar(&pf.detach, "detach", false, "return once the controller service accepted the rollout")
+	f.BoolVar(&pf.asJSON, "json", false, "print JSON lines, as publish --json")
+	f.DurationVar(&pf.timeout, "timeout", 0, "stop following after this long")
+	f.Bool("local-controller", false, "drive the new rollout from this process, without a controller service")
+	addClientFlags(g, cmd)
+	return cmd
+}
+
+// retryable says whether a target's end counts as a failure to retry.
+func retryable(n controller.NodeResult) bool {
+	return !n.Pending && n.State != "" && n.State != proto.StateCancelled && !n.State.OK()
+}
+
+func runRetry(cmd *cobra.Command, g *globals, id string, pf publishFlags) error {
+	mustBind(g.v, keyLocalController, cmd, "local-controller")
+	rec, err := getRecord(g, id)
+	if err != nil && !errors.Is(err, controller.ErrNoRollout) {
+		return err
+	}
+	ss, serr := openSession(cmd, g, pf.keyFile)
+	if serr != nil {
+		return serr
+	}
+	defer ss.close()
+	if err != nil {
+		if rec, err = serviceRecord(ss.ctx, ss.conn, id, err); err != nil {
+			return err
+		}
+	}
+	res := controller.Progress(rec, ss.conn.fleet)
+	plan := rec.Plan
+	plan.Targets, plan.Groups = map[string]string{}, nil
+	for _, n := range res.Nodes {
+		if retryable(n) {
+			plan.Targets[n.Node] = rec.Plan.Targets[n.Node]
+		}
+	}
+	if len(plan.Targets) == 0 {
+		return usageError{fmt.Errorf("rollout %s has no failed targets to retry (%s)", id, res.Outcome)}
+	}
+	base := id
+	if len(base) > 50 {
+		base = base[:50]
+	}
+	plan.ID = base + "-retry"
+	for i := 2; rolloutIDTaken(g, ss, plan.ID); i++ {
+		plan.ID = fmt.Sprintf("%s-retry-%d", base, i)
+	}
+	fmt.Fprintf(g.errOut, "retrying rollout %s as %s for %d targets: %s\n", id, plan.ID, len(plan.Targets), strings.Join(plan.Nodes(), " "))
+	if !g.v.GetBool(keyLocalController) {
+		svc, err := ss.conn.controllerInfo(ss.ctx)
+		if err != nil {
+			return err
+		}
+		return submit(ss, g, svc, plan, pf)
+	}
+	store, err := openStore(g)
+	if err != nil {
+		return err
+	}
+	rep := newReporter(g, pf.asJSON)
+	defer rep.stop()
+	out, err := ss.ctl.Run(ss.ctx, plan, rep.options(controller.Options{Key: ss.key, Timeout: pf.timeout, Logger: g.logger, Store: store}))
+	if err != nil {
+		return err
+	}
+	return rep.result(out, pf.keyFile)
+}
+
+// rolloutIDTaken reports whether the broker (retained state) or the local
+// records know a rollout id.
+func rolloutIDTaken(g *globals, ss *session, id string) bool {
+	if _, ok := ss.conn.fleet.Rollout(id); ok {
+		return true
+	}
+	_, err := getRecord(g, id)
+	return err == nil
 }
