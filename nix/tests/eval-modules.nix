@@ -1,6 +1,9 @@
 # Evaluates lab's NixOS modules with nixpkgs' own lib.evalModules, with the
 # few NixOS options they set declared by a stub module, and returns what
-# they generate. Used by nix/modules_test.go:
+# they generate: a machine with labd and the broker (its controller on,
+# with trusted keys and a name), a broker without its controller beside
+# services.lab-controller for an external broker, and a controller with two
+# broker URLs. Used by integration/nixos_test.go:
 #   nix-instantiate --eval --strict --json nix/tests/eval-modules.nix --arg libPath $NIXPKGS_LIB
 { libPath }:
 let
@@ -35,15 +38,53 @@ let
       broker = [ "tls://lab.example.net:8883" ];
       passwordFile = "/run/secrets/labd-mqtt-password";
       tls.caFile = "/etc/lab/ca.crt";
-      trustedKeys = [ "operator-2026:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=" ];
+      trustedKeys = [ operatorKey ];
       controllerKeys = [ "controller-2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" ];
       timeouts.fetch = "45m";
     };
-    services.lab-broker = { enable = true; package = fakeLab; port = 8883; openFirewall = true; jsonMirror = false; };
+    services.lab-broker = {
+      enable = true; package = fakeLab; port = 8883; openFirewall = true; jsonMirror = false;
+      controller.trustedKeys = [ operatorKey rotatedKey ];
+      controller.name = "nas-ctl";
+    };
   };
-  c = (lib.evalModules { modules = [ nixosStub ../modules/default.nix machine ]; }).config;
+  # Public keys as labctl key public prints them: id:base64, with + / =.
+  operatorKey = "operator-2026:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=";
+  rotatedKey = "operator-2027:+/+/AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxw=";
+  # A broker without its controller, and a controller beside an external
+  # broker (mosquitto, EMQX, ...).
+  external = {
+    services.lab-broker = { enable = true; package = fakeLab; controller.enable = false; controller.trustedKeys = [ operatorKey ]; };
+    services.lab-controller = {
+      enable = true;
+      package = fakeLab;
+      broker = [ "tls://mqtt.example.net:8883" ];
+      username = "ctl";
+      passwordFile = "/run/secrets/lab-controller-mqtt-password";
+      tls = { caFile = "/etc/lab/ca.crt"; certFile = "/run/secrets/ctl.crt"; keyFile = "/run/secrets/ctl.key"; };
+      trustedKeys = [ operatorKey rotatedKey ];
+    };
+  };
+  # Two broker URLs: a config file's list (--broker takes one).
+  severalBrokers = {
+    services.lab-controller = {
+      enable = true;
+      package = fakeLab;
+      broker = [ "tls://a.example.net:8883" "wss://b.example.net/mqtt" ];
+      dataDir = "/srv/lab-controller";
+      name = "site-b";
+      # An argument systemd would split, and expand (% and $): quoted.
+      extraArgs = [ "--prefix" "lab 100%/$HOME" ];
+    };
+  };
+  eval = m: (lib.evalModules { modules = [ nixosStub ../modules/default.nix m ]; }).config;
+  c = eval machine;
+  e = eval external;
+  s = eval severalBrokers;
   labd = c.systemd.services.labd;
   broker = c.systemd.services.lab-broker;
+  ctl = e.systemd.services.lab-controller;
+  ctl2 = s.systemd.services.lab-controller;
 in {
   labdYaml = c.environment.etc."labd/labd.yaml".text;
   labdExecStart = labd.serviceConfig.ExecStart;
@@ -52,4 +93,16 @@ in {
   labdRestart = labd.serviceConfig.Restart;
   brokerExecStart = broker.serviceConfig.ExecStart;
   firewall = c.networking.firewall.allowedTCPPorts;
+  operatorKeys = [ operatorKey rotatedKey ];
+  brokerHostHasControllerUnit = c.systemd.services ? lab-controller;
+  brokerWithoutControllerExecStart = e.systemd.services.lab-broker.serviceConfig.ExecStart;
+  controllerExecStart = ctl.serviceConfig.ExecStart;
+  controllerLoadCredential = ctl.serviceConfig.LoadCredential;
+  controllerStateDirectory = ctl.serviceConfig.StateDirectory;
+  controllerUnit = { inherit (ctl) wantedBy after; inherit (ctl.serviceConfig) Restart ProtectSystem NoNewPrivileges PrivateDevices ReadWritePaths; };
+  controllerEtc = builtins.attrNames e.environment.etc;
+  severalExecStart = ctl2.serviceConfig.ExecStart;
+  severalConfig = s.environment.etc."lab-controller/config.yaml".text;
+  severalStateDirectory = ctl2.serviceConfig.StateDirectory or null;
+  severalLoadCredential = ctl2.serviceConfig.LoadCredential;
 }
