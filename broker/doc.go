@@ -4,7 +4,12 @@
 // broker.db, in Config.DataDir), the limits that bound each connection's
 // memory and packet size, and an inline client through which code running in
 // the same process (the controller service) publishes and subscribes without
-// a network connection or a per-client queue (DESIGN §8, fan-in).
+// a network connection or a per-client queue (DESIGN §8, fan-in):
+// Publish and Subscribe, and PublishMessage and SubscribeMessages with the
+// MQTT v5 properties of the controller's request/response API (Response
+// Topic, Correlation Data, and the requester's authenticated username).
+// cmd/labctl wires the service to it; this package does not import the
+// controller.
 //
 // The JSON mirror (mirror.go) copies node status, presence, events and
 // rollout state as JSON under <prefix>/json/ for generic MQTT clients.

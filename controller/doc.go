@@ -19,11 +19,22 @@
 // status of each node (DESIGN §8, fan-in), so a lost or duplicated message
 // changes nothing.
 //
-// In this version the rollout is driven by the process that calls Run —
-// `labctl publish`, or `labctl rollout resume` after it was interrupted —
-// and its later waves open only while that process runs. The transport is
-// the small Bus interface (today *bus.Client, an MQTT v5 client), so the
-// same code can later run beside the broker on its inline client.
+// Two things drive rollouts with that code. The controller service
+// (Service, DESIGN §11) runs beside the broker — `labctl broker` on mochi's
+// inline client, `labctl controller` as an MQTT v5 client — and answers
+// requests on <p>/ctl/req/<verb> (api.go): a Submission (Prepare, on the
+// operator's side) carries every Desired signed by the operator; the
+// service checks them against the operator keys it trusts, records the
+// rollout and drives it on a goroutine of its own (Start, then
+// Started.Follow; Restart after its own restart), signing gates and
+// commands with its own key. It also keeps reboot jobs (jobs.go),
+// schedules and maintenance windows (schedule.go) and pauses. With
+// --local-controller the process that calls Run drives the rollout, and
+// its later waves open only while that process runs. Either way the
+// transport is the small Bus interface.
+//
+// Not yet as DESIGN §11 wants it: the rollout's decisions still live in
+// run.follow's loop rather than in a pure next(state, fact) function.
 //
 // Errors and halt reasons name plan fields in the plan's words (Field:
 // "batch size", "max failures"), never a front end's options; a refusal
