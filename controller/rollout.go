@@ -568,6 +568,7 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	changes, unwatch := r.c.fleet.Watch()
 	defer unwatch()
 	lastPublish, lastResync := time.Time{}, time.Now()
+	dirty := false           // progress not yet published and saved
 	var lost, back time.Time // set after a reconnect: check what the broker still holds
 	for {
 		if n, at := r.c.fleet.Reconnects(); n > r.reconnects {
@@ -576,26 +577,10 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 		if err := r.adopt(ctx); err != nil {
 			return nil, err
 		}
-		changed := r.tr.update(r.c.fleet, r.opts.Progress)
+		if r.tr.update(r.c.fleet, r.opts.Progress) {
+			dirty = true
+		}
 		now := r.opts.Clock()
-		if !r.begun && r.tr.halted {
-			return r.finish(ctx) // cancelled before its time: nothing was published
-		}
-		if !r.begun && r.plan.due(now) {
-			if err := r.publishFirst(ctx); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if by, ok := r.cancelledElsewhere(); ok && !r.tr.halted {
-			r.tr.cancelled = true
-			r.tr.halt(cancelledBy + by)
-			r.log.Debug("rollout cancelled", "by", by)
-			if r.opts.OnWave != nil {
-				r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: r.tr.reason})
-			}
-			changed = true
-		}
 		// The broker sends every retained message again after a
 		// reconnect: judge what it lost once they stopped arriving.
 		quiet := time.Since(later(r.c.fleet.LastMessage(), back))
@@ -605,43 +590,49 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 			}
 			lost = time.Time{}
 		}
-		// Crossing the threshold halts what is left to open; in the last
-		// wave there is nothing left, unless switched targets must go back.
-		if !r.tr.halted && r.tr.exceeded() && (r.tr.opened < len(r.tr.waves) || r.plan.OnFailure == OnFailureRollback) {
+		by, _ := r.cancelledElsewhere()
+		sit := situation{Begun: r.begun, Due: r.plan.due(now), WindowOpen: r.plan.Window.Contains(now), Halted: r.tr.halted,
+			CancelledBy: by, Exceeded: r.tr.exceeded(), Rollback: r.plan.OnFailure == OnFailureRollback,
+			Opened: r.tr.opened, Waves: len(r.tr.waves), WaveDone: r.tr.waveDone(now), Paused: r.tr.paused != ""}
+		switch st := decide(sit); st {
+		case stepFinish:
+			return r.finish(ctx)
+		case stepPublishFirst:
+			if err := r.publishFirst(ctx); err != nil {
+				return nil, err
+			}
+			continue
+		case stepCancelled:
+			r.tr.cancelled = true
+			r.tr.halt(cancelledBy + by)
+			r.log.Debug("rollout cancelled", "by", by)
+			if r.opts.OnWave != nil {
+				r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: r.tr.reason})
+			}
+			dirty = true
+			continue
+		case stepHalt:
 			if err := r.halt(ctx, r.tr.failureReason()); err != nil {
 				return nil, err
 			}
-			changed = true
-		}
-		if r.tr.waveDone(now) {
-			next := r.tr.opened
-			if r.tr.halted || next >= len(r.tr.waves) {
-				return r.finish(ctx)
+			dirty = true
+			continue
+		case stepOpenWave:
+			r.outside = false
+			if err := r.openWave(ctx, r.tr.opened); err != nil {
+				return nil, err
 			}
-			if r.tr.paused != "" {
-				// paused: the next wave waits for a resume
-			} else if !r.plan.Window.Contains(now) {
-				if !r.outside {
-					r.outside = true
-					r.log.Info("outside the maintenance window: the next wave waits for it", "window", r.plan.Window.String(),
-						"opens", r.plan.Window.Next(now).Format(time.RFC3339))
-				}
-			} else {
-				r.outside = false
-				if err := r.openWave(ctx, next); err != nil {
-					return nil, err
-				}
-				continue
+			continue
+		case stepHoldWindow:
+			if !r.outside {
+				r.outside = true
+				r.log.Info("outside the maintenance window: the next wave waits for it", "window", r.plan.Window.String(),
+					"opens", r.plan.Window.Next(now).Format(time.RFC3339))
 			}
 		}
-		if changed && time.Since(lastPublish) > 200*time.Millisecond {
-			if err := r.c.publishState(ctx, r.tr, false); err != nil {
-				r.log.Warn("publish rollout state", "err", err)
-			}
-			if err := r.save(); err != nil {
-				r.log.Warn("save rollout", "err", err)
-			}
-			lastPublish = time.Now()
+		if dirty && time.Since(lastPublish) > 200*time.Millisecond {
+			r.saveAndPublish(ctx)
+			lastPublish, dirty = time.Now(), false
 		}
 		if now := time.Now(); needResync(r.c.fleet.LastMessage(), lastResync, now) {
 			// Quiet while targets still run: a broker under a burst may
