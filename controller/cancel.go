@@ -1,0 +1,147 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// halt stops the rollout: no further wave opens, and the gates say
+// cancelled, so that gated targets of later waves report cancelled instead
+// of waiting forever. Targets already running finish (or roll back).
+func (r *run) halt(ctx context.Context, reason string) error {
+	r.tr.halt(reason)
+	r.log.Debug("rollout halted", "reason", reason)
+	if r.opts.OnWave != nil {
+		r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: reason})
+	}
+	if err := r.publishGates(ctx, r.tr.opened, proto.GateCancelled); err != nil {
+		return err
+	}
+	return r.clearUnstarted(ctx)
+}
+
+// clearUnstarted clears the retained Desired of every target that has not
+// started this rollout, so that one offline now finds nothing when it
+// wakes. A node that already took it (queued) is told by its gate.
+func (r *run) clearUnstarted(ctx context.Context) error {
+	for _, n := range r.tr.list() {
+		v, _ := r.c.fleet.Get(n.Node)
+		started := v.Status != nil && v.Status.Execution.Rollout == r.plan.ID && v.Status.Execution.State != proto.StateQueued
+		if n.State == "" && !started && v.DesiredGen == r.tr.gens[n.Node] && v.DesiredGen != 0 {
+			if err := r.c.bus.Publish(ctx, r.c.topics.NodeDesired(n.Node), nil, true); err != nil {
+				return fmt.Errorf("clear desired of %s: %w", n.Node, err)
+			}
+		}
+	}
+	return nil
+}
+
+// cancelledBy starts the reason of a cancelled rollout.
+const cancelledBy = "cancelled by "
+
+// cancelledElsewhere reports whether the rollout was ended by someone
+// else (labctl rollout cancel), and by whom: its retained state says it is
+// over while this run still follows it, or one of its gates was cancelled.
+func (r *run) cancelledElsewhere() (string, bool) {
+	if rs, ok := r.c.fleet.Rollout(r.plan.ID); ok && rs.State.Terminal() && rs.CreatedAt == r.tr.created.UnixMilli() {
+		return rs.From, true
+	}
+	for _, g := range r.gates {
+		gt, ok := r.c.fleet.Gate(g)
+		if ok && gt.Rollout == r.plan.ID && gt.State == proto.GateCancelled && gt.Seq > r.seq {
+			return gt.From, true
+		}
+	}
+	return "", false
+}
+
+// rollbackSwitched sends every target that succeeded back to the system it
+// ran before, as a rollout of its own (<id>-rollback, one wave).
+func (r *run) rollbackSwitched(ctx context.Context) (*Result, error) {
+	if r.signed != nil {
+		return r.rollbackSigned(ctx)
+	}
+	back := Plan{ID: rollbackID(r.plan.ID), Targets: map[string]string{}, Action: r.plan.Action, Reboot: r.plan.Reboot,
+		MaxFailures: Size{Percent: 100}, WaveDeadline: r.plan.WaveDeadline}
+	for _, n := range r.tr.list() {
+		if n.State != proto.StateSucceeded {
+			continue
+		}
+		v, _ := r.c.fleet.Get(n.Node)
+		if v.Status == nil || proto.ValidStorePath(v.Status.Previous) != nil {
+			r.log.Warn("cannot roll back: no previous system recorded", "node", n.Node)
+			continue
+		}
+		back.Targets[n.Node] = v.Status.Previous
+	}
+	if len(back.Targets) == 0 {
+		return nil, nil
+	}
+	r.log.Info("rolling back the targets that switched", "rollout", back.ID, "targets", len(back.Targets))
+	opts := r.opts
+	opts.OnWave = nil
+	for i := 2; ; i++ {
+		res, err := r.c.Run(ctx, back, opts)
+		if !errors.Is(err, ErrRolloutExists) || i > 9 {
+			return res, err
+		}
+		back.ID = rollbackID(r.plan.ID + "-" + strconv.Itoa(i)) // <id>-2-rollback: the id is taken
+	}
+}
+
+func rollbackID(id string) string {
+	const suffix = "-rollback"
+	if len(id)+len(suffix) > 63 {
+		id = id[:63-len(suffix)]
+	}
+	return id + suffix
+}
+
+// Cancel stops a rollout that may be followed by another labctl or by
+// nobody: its gates say cancelled (queued targets report cancelled), a
+// cancel command reaches the targets online that have not started, the
+// retained Desired of every target that never started is cleared (so an
+// offline one finds nothing when it wakes), and the retained state and
+// the record say cancelled. Targets already activating finish or roll
+// back: a node refuses a cancel once its profile may have moved.
+func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) error {
+	r, err := c.fromRecord(rec, opts)
+	if err != nil {
+		return err
+	}
+	plan, opts := r.plan, r.opts
+	r.tr.opened, r.tr.openedAt = rec.Opened, rec.OpenedAt
+	if err := r.publishGates(ctx, rec.Opened, proto.GateCancelled); err != nil {
+		return err
+	}
+	now := opts.Clock()
+	cmd := &proto.Command{Op: proto.OpCancel, Rollout: plan.ID, Expires: now.Add(time.Hour).UnixMilli()}
+	cmd.Stamp(c.from, now)
+	if k := r.gateKey(); k != nil {
+		if err := proto.Sign(cmd, *k); err != nil {
+			return fmt.Errorf("sign cancel: %w", err)
+		}
+	}
+	b, err := proto.Seal(cmd)
+	if err != nil {
+		return err
+	}
+	if err := c.bus.Publish(ctx, c.topics.AllCmd(), b, false); err != nil {
+		return fmt.Errorf("publish cancel: %w", err)
+	}
+	r.tr.update(c.fleet, nil)
+	if err := r.clearUnstarted(ctx); err != nil {
+		return err
+	}
+	r.tr.cancelled = true
+	r.tr.halt(cancelledBy + c.from)
+	if err := c.publishState(ctx, r.tr, true); err != nil {
+		return err
+	}
+	return r.saveDone(true)
+}

@@ -1,0 +1,232 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// publishInFlight bounds the Desired publishes awaiting their
+// acknowledgement: one at a time, a 10,000-node rollout waits 10,000
+// round trips (and the broker's store) before the last node hears of it.
+const publishInFlight = 64
+
+// publishDesired signs and publishes the Desired of every target that
+// include selects, retained, up to publishInFlight at once.
+func (r *run) publishDesired(ctx context.Context, include func(string) bool) error {
+	now := r.opts.Clock()
+	type job struct {
+		node string
+		wave int
+	}
+	var jobs []job
+	for i, wave := range r.tr.waves {
+		for _, n := range wave {
+			if !include(n) {
+				continue
+			}
+			w := 0
+			if r.gated[n] {
+				w = i + 1
+			}
+			jobs = append(jobs, job{n, w})
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		gens     = make(map[string]uint64, len(jobs))
+		slots    = make(chan struct{}, publishInFlight)
+	)
+	for _, j := range jobs {
+		// Signed here, in order: the generation depends on the fleet's
+		// view and the tracker, which only this goroutine touches.
+		topic, b, gen, err := r.signOne(j.node, r.plan.Targets[j.node], j.wave, now)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			err := r.c.bus.Publish(ctx, topic, b, true)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("publish desired for %s: %w", j.node, err)
+				}
+				cancel()
+				return
+			}
+			gens[j.node] = gen
+		}()
+	}
+	wg.Wait()
+	for n, g := range gens {
+		r.tr.gens[n] = g
+	}
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	return firstErr
+}
+
+func (r *run) publishOne(ctx context.Context, n, toplevel string, wave int, now time.Time) error {
+	topic, b, gen, err := r.signOne(n, toplevel, wave, now)
+	if err != nil {
+		return err
+	}
+	if err := r.c.bus.Publish(ctx, topic, b, true); err != nil {
+		return fmt.Errorf("publish desired for %s: %w", n, err)
+	}
+	r.tr.gens[n] = gen
+	return nil
+}
+
+// signOne builds, signs and encodes the Desired of node n, with a gen
+// newer than any it had.
+func (r *run) signOne(n, toplevel string, wave int, now time.Time) (topic string, payload []byte, gen uint64, err error) {
+	if r.signed != nil {
+		return r.presigned(n)
+	}
+	v, _ := r.c.fleet.Get(n)
+	gen = nextGen(now, max(v.DesiredGen, r.tr.gens[n]))
+	topic, payload, err = r.signGen(n, toplevel, wave, gen, now)
+	return topic, payload, gen, err
+}
+
+// signGen builds, signs and encodes the Desired of node n with gen.
+func (r *run) signGen(n, toplevel string, wave int, gen uint64, now time.Time) (topic string, payload []byte, err error) {
+	if r.signed != nil {
+		topic, payload, _, err = r.presigned(n)
+		return topic, payload, err
+	}
+	p := r.plan
+	d := &proto.Desired{Node: n, Rollout: p.ID, Gen: gen, Toplevel: toplevel,
+		Action: p.Action, Reboot: p.Reboot, Wave: wave, Checks: p.Checks, Timeouts: p.Timeouts}
+	d.Stamp(r.c.from, now)
+	if r.opts.Key != nil {
+		if err := proto.Sign(d, *r.opts.Key); err != nil {
+			return "", nil, fmt.Errorf("sign desired for %s: %w", n, err)
+		}
+	}
+	b, err := proto.Seal(d)
+	if err != nil {
+		return "", nil, fmt.Errorf("desired for %s: %w", n, err)
+	}
+	return r.c.topics.NodeDesired(n), b, nil
+}
+
+// openWave opens wave i: the gates of the gated groups move to i+1, and
+// the ungated targets of the wave get their Desired.
+func (r *run) openWave(ctx context.Context, i int) error {
+	if err := r.publishGates(ctx, i+1, proto.GateRunning); err != nil {
+		return err
+	}
+	wave := r.tr.waves[i]
+	if err := r.publishDesired(ctx, func(n string) bool {
+		return len(r.tr.waves) > 1 && !r.gated[n] && slices.Contains(wave, n)
+	}); err != nil {
+		return err
+	}
+	r.tr.open(i, r.opts.Clock())
+	r.log.Debug("wave opened", "wave", i+1, "of", len(r.tr.waves), "nodes", wave)
+	if r.opts.OnWave != nil {
+		r.opts.OnWave(WaveEvent{Index: i, Total: len(r.tr.waves), Nodes: wave})
+	}
+	if err := r.save(); err != nil {
+		return err
+	}
+	return r.c.publishState(ctx, r.tr, false)
+}
+
+func (r *run) publishGates(ctx context.Context, openWave int, state proto.GateState) error {
+	for _, g := range r.gates {
+		seq := uint64(r.opts.Clock().UnixMilli())
+		if seq <= r.seq {
+			seq = r.seq + 1
+		}
+		r.seq = seq
+		gt := &proto.Gate{Group: g, Rollout: r.plan.ID, OpenWave: openWave, State: state, Seq: seq}
+		gt.Stamp(r.c.from, r.opts.Clock())
+		if k := r.gateKey(); k != nil {
+			if err := proto.Sign(gt, *k); err != nil {
+				return fmt.Errorf("sign gate for %s: %w", g, err)
+			}
+		}
+		b, err := proto.Seal(gt)
+		if err != nil {
+			return fmt.Errorf("gate for %s: %w", g, err)
+		}
+		if err := r.c.bus.Publish(ctx, r.c.topics.GroupGate(g), b, true); err != nil {
+			return fmt.Errorf("publish gate for %s: %w", g, err)
+		}
+	}
+	return nil
+}
+
+// publishState publishes the retained RolloutState.
+func (c *Controller) publishState(ctx context.Context, tr *tracker, done bool) error {
+	s := tr.state(done)
+	s.Stamp(c.from, time.Now())
+	b, err := sealRolloutState(s)
+	if err != nil {
+		return fmt.Errorf("rollout state: %w", err)
+	}
+	return c.bus.Publish(ctx, c.topics.Rollout(tr.plan.ID), b, true)
+}
+
+// sealRolloutState seals s; when it is over the size limit (a rollout of
+// many thousand targets) it leaves targets out of Nodes, least
+// interesting first — succeeded, then the rest that are not in trouble —
+// and counts them in Omitted.
+func sealRolloutState(s *proto.RolloutState) ([]byte, error) {
+	b, err := proto.Seal(s)
+	if !errors.Is(err, proto.ErrTooLarge) {
+		return b, err
+	}
+	trouble := func(p proto.NodeProgress) bool {
+		switch p.State {
+		case proto.StateFailed, proto.StateRolledBack, proto.StateRollbackFailed, proto.StateTimedOut, proto.StateRejected:
+			return true
+		}
+		return false
+	}
+	for _, drop := range []func(proto.NodeProgress) bool{
+		func(p proto.NodeProgress) bool {
+			return p.State == proto.StateSucceeded || p.State == proto.StateAlreadyCurrent
+		},
+		func(p proto.NodeProgress) bool { return !trouble(p) },
+		func(proto.NodeProgress) bool { return true },
+	} {
+		for n, p := range s.Nodes {
+			if drop(p) {
+				delete(s.Nodes, n)
+				s.Omitted++
+			}
+		}
+		if b, err = proto.Seal(s); !errors.Is(err, proto.ErrTooLarge) {
+			return b, err
+		}
+	}
+	// Waves alone are too large: say so rather than publish nothing.
+	s.Waves = nil
+	return proto.Seal(s)
+}
