@@ -6,8 +6,8 @@
 // and rollback (Controller.Run, Resume, Cancel); the rollout records that
 // make a rollout resumable (BoltStore); and ordered reboots
 // (Controller.Reboot). It does not render anything: tables and JSON for
-// people and scripts are in internal/render. Outcome.ExitCode still gives
-// the exit code labctl uses for each outcome.
+// people and scripts, and labctl's exit code for each outcome, are in
+// internal/render.
 //
 // A rollout (Run) saves its record, publishes every target's signed
 // Desired state (retained; in a plan of several waves a target waits for

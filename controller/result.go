@@ -5,7 +5,7 @@ import "github.com/lab-fleet/lab/proto"
 // Outcome classifies a finished rollout for the operator and for scripts.
 type Outcome string
 
-// The outcomes, from best to worst; ExitCode maps each to labctl's exit code.
+// The outcomes, from best to worst (render.ExitCode maps each to labctl's exit code).
 const (
 	OutcomeSucceeded  Outcome = "succeeded"   // every target runs the new system
 	OutcomePending    Outcome = "pending"     // the rest are offline or still busy; they converge later
@@ -13,25 +13,6 @@ const (
 	OutcomeFailed     Outcome = "failed"      // some failed, timed out, were rejected or could not roll back
 	OutcomeCancelled  Outcome = "cancelled"   // cancelled before every target ran; none failed
 )
-
-// Exit codes of `labctl publish`: 0 succeeded, 3 failed, 4 rolled back,
-// 5 pending (offline nodes converge when they wake), 6 cancelled. 1 and 2
-// are labctl's own (the command failed; bad usage).
-func (o Outcome) ExitCode() int {
-	switch o {
-	case OutcomeSucceeded:
-		return 0
-	case OutcomeFailed:
-		return 3
-	case OutcomeRolledBack:
-		return 4
-	case OutcomePending:
-		return 5
-	case OutcomeCancelled:
-		return 6
-	}
-	return 1
-}
 
 // NodeResult is one target's end state in a rollout.
 type NodeResult struct {

@@ -126,7 +126,7 @@ func (r *reporter) result(res *controller.Result, keyFile string) error {
 		fmt.Fprintf(r.g.errOut, "the rollout is pending: its offline targets converge when they connect; `labctl rollout show %s` shows them, `%s` follows it again (and publishes again what the broker lost), `%s` stops it\n",
 			res.Rollout, rolloutCmd("resume", res.Rollout, keyFile), rolloutCmd("cancel", res.Rollout, keyFile))
 	}
-	if code := res.Outcome.ExitCode(); code != 0 {
+	if code := render.ExitCode(res.Outcome); code != 0 {
 		return exitErr{code: code, err: fmt.Errorf("rollout %s %s", res.Rollout, res.Outcome)}
 	}
 	return nil

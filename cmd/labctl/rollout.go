@@ -146,7 +146,7 @@ code is the rollout's outcome, as for publish (0 while it is still running).`,
 					g.logger.Warn("record the rollout's outcome", "rollout", rec.Plan.ID, "err", err)
 				}
 			}
-			if code := res.Outcome.ExitCode(); code != 0 {
+			if code := render.ExitCode(res.Outcome); code != 0 {
 				return exitErr{code: code, err: fmt.Errorf("rollout %s %s", res.Rollout, res.Outcome)}
 			}
 			return nil

@@ -196,3 +196,23 @@ func oneLine(s string, n int) string {
 	}
 	return s
 }
+
+// ExitCode is labctl's exit code for a rollout's outcome: 0 succeeded,
+// 3 failed, 4 rolled back, 5 pending (offline nodes converge when they
+// wake), 6 cancelled. 1 and 2 are labctl's own (the command failed; bad
+// usage).
+func ExitCode(o controller.Outcome) int {
+	switch o {
+	case controller.OutcomeSucceeded:
+		return 0
+	case controller.OutcomeFailed:
+		return 3
+	case controller.OutcomeRolledBack:
+		return 4
+	case controller.OutcomePending:
+		return 5
+	case controller.OutcomeCancelled:
+		return 6
+	}
+	return 1
+}

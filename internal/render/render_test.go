@@ -80,3 +80,12 @@ func TestWriteStatus(t *testing.T) {
 		t.Errorf("empty fleet: %q", b.String())
 	}
 }
+
+func TestExitCodes(t *testing.T) {
+	for o, want := range map[controller.Outcome]int{controller.OutcomeSucceeded: 0, controller.OutcomeFailed: 3,
+		controller.OutcomeRolledBack: 4, controller.OutcomePending: 5, controller.OutcomeCancelled: 6, "what": 1} {
+		if got := ExitCode(o); got != want {
+			t.Errorf("%s: exit %d, want %d", o, got, want)
+		}
+	}
+}
