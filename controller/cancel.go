@@ -119,7 +119,7 @@ func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) erro
 	if err := r.publishGates(ctx, rec.Opened, proto.GateCancelled); err != nil {
 		return err
 	}
-	now := opts.Clock()
+	now := opts.Clock.Now()
 	cmd := &proto.Command{Op: proto.OpCancel, Rollout: plan.ID, Expires: now.Add(time.Hour).UnixMilli()}
 	cmd.Stamp(c.from, now)
 	if k := r.gateKey(); k != nil {

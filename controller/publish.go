@@ -19,7 +19,7 @@ const publishInFlight = 64
 // publishDesired signs and publishes the Desired of every target that
 // include selects, retained, up to publishInFlight at once.
 func (r *run) publishDesired(ctx context.Context, include func(string) bool) error {
-	now := r.opts.Clock()
+	now := r.opts.Clock.Now()
 	type job struct {
 		node string
 		wave int
@@ -146,7 +146,7 @@ func (r *run) openWave(ctx context.Context, i int) error {
 	}); err != nil {
 		return err
 	}
-	r.tr.open(i, r.opts.Clock())
+	r.tr.open(i, r.opts.Clock.Now())
 	r.log.Debug("wave opened", "wave", i+1, "of", len(r.tr.waves), "nodes", wave)
 	if r.opts.OnWave != nil {
 		r.opts.OnWave(WaveEvent{Index: i, Total: len(r.tr.waves), Nodes: wave})
@@ -159,13 +159,13 @@ func (r *run) openWave(ctx context.Context, i int) error {
 
 func (r *run) publishGates(ctx context.Context, openWave int, state proto.GateState) error {
 	for _, g := range r.gates {
-		seq := uint64(r.opts.Clock().UnixMilli())
+		seq := uint64(r.opts.Clock.Now().UnixMilli())
 		if seq <= r.seq {
 			seq = r.seq + 1
 		}
 		r.seq = seq
 		gt := &proto.Gate{Group: g, Rollout: r.plan.ID, OpenWave: openWave, State: state, Seq: seq}
-		gt.Stamp(r.c.from, r.opts.Clock())
+		gt.Stamp(r.c.from, r.opts.Clock.Now())
 		if k := r.gateKey(); k != nil {
 			if err := proto.Sign(gt, *k); err != nil {
 				return fmt.Errorf("sign gate for %s: %w", g, err)

@@ -47,7 +47,7 @@ func (r *run) reassert(ctx context.Context, lost time.Time) error {
 		}
 	}
 	slices.Sort(missing)
-	now := r.opts.Clock()
+	now := r.opts.Clock.Now()
 	for _, n := range missing {
 		wave := 0
 		if r.gated[n] {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -79,7 +80,7 @@ func TestReassertPublishesWhatTheBrokerLost(t *testing.T) {
 		plan.Targets[n] = tlB
 	}
 	const gen = 1000
-	r := &run{c: New(b, f, tp, "test"), plan: plan, opts: Options{Key: &key, Clock: time.Now}, log: slog.Default(),
+	r := &run{c: New(b, f, tp, "test"), plan: plan, opts: Options{Key: &key, Clock: clock.Real{}}, log: slog.Default(),
 		tr: newTracker(plan, [][]string{nodes}, time.Now()), gated: map[string]bool{}}
 	for _, n := range nodes {
 		r.tr.gens[n] = gen
@@ -136,7 +137,7 @@ func TestReassertOnAFreshConnection(t *testing.T) {
 	f := NewFleet(tp, nil)
 	b := &recordingBus{}
 	plan := Plan{ID: "r1", Action: proto.ActionSwitch, Targets: map[string]string{"held": tlB, "gone": tlB}}
-	r := &run{c: New(b, f, tp, "test"), plan: plan, opts: Options{Clock: time.Now}, log: slog.Default(),
+	r := &run{c: New(b, f, tp, "test"), plan: plan, opts: Options{Clock: clock.Real{}}, log: slog.Default(),
 		tr: newTracker(plan, [][]string{{"gone", "held"}}, time.Now()), gated: map[string]bool{}}
 	r.tr.gens["held"], r.tr.gens["gone"] = 7, 7
 	f.Handle(tp.NodeDesired("held"), sealedDesired(t, "held", 7))

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -24,7 +25,7 @@ type RebootOptions struct {
 	Key      *proto.PrivateKey // signs the reboot commands
 	Deadline time.Duration     // per machine, for coming back healthy (default 10m)
 	Progress func(RebootResult)
-	Clock    func() time.Time
+	Clock    clock.Clock // default the system clock
 }
 
 // RebootResult is one machine's part in an ordered reboot.
@@ -59,9 +60,7 @@ func (c *Controller) Reboot(ctx context.Context, nodes []string, opts RebootOpti
 	if opts.Deadline == 0 {
 		opts.Deadline = 10 * time.Minute
 	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
+	opts.Clock = clock.Or(opts.Clock)
 	var out []RebootResult
 	stop := false
 	for _, n := range c.RebootOrder(nodes) {
@@ -95,7 +94,7 @@ func (c *Controller) Reboot(ctx context.Context, nodes []string, opts RebootOpti
 }
 
 func (c *Controller) rebootOne(ctx context.Context, n string, opts RebootOptions) (RebootResult, error) {
-	start := opts.Clock()
+	start := opts.Clock.Now()
 	v, _ := c.fleet.Get(n)
 	if !v.Online || v.Status == nil {
 		return RebootResult{Node: n, State: RebootSkipped, Detail: "offline: not rebooted"}, nil
@@ -124,7 +123,7 @@ func (c *Controller) rebootOne(ctx context.Context, n string, opts RebootOptions
 	accepted := ""
 	for {
 		v, _ := c.fleet.Get(n)
-		took := opts.Clock().Sub(start)
+		took := opts.Clock.Now().Sub(start)
 		// The node acknowledges the command by its id: a refusal or a
 		// failed reboot command ends this machine's part at once.
 		if ev := v.LastAck; ev != nil && ev.Cmd == cmd.ID && ev.Op == proto.OpReboot {

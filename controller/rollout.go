@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -22,7 +23,7 @@ type Options struct {
 	NoWait   bool             // publish and return at once (single-wave plans only)
 	Progress func(NodeResult) // called on every change of a target's state
 	OnWave   func(WaveEvent)  // called when a wave opens and when the rollout halts
-	Clock    func() time.Time // default time.Now
+	Clock    clock.Clock      // default the system clock
 	Logger   *slog.Logger
 	Store    Store // where the rollout's record is saved at every step (nil: nowhere)
 }
@@ -115,14 +116,12 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	if opts.NoWait && !plan.due(time.Now()) {
 		return nil, ErrNoWaitNeedsOneWave
 	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
+	opts.Clock = clock.Or(opts.Clock)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
-		tr: newTracker(plan, waves, opts.Clock()), gated: map[string]bool{}}
+		tr: newTracker(plan, waves, opts.Clock.Now()), gated: map[string]bool{}}
 	if opts.Key != nil {
 		r.keyID = opts.Key.ID
 	}
@@ -148,7 +147,7 @@ func (r *run) begin(ctx context.Context) error {
 	if err := r.create(); err != nil {
 		return err // nothing is published before the record is safe
 	}
-	if now := r.opts.Clock(); !r.plan.due(now) {
+	if now := r.opts.Clock.Now(); !r.plan.due(now) {
 		r.log.Info("rollout scheduled: nothing is published before its time", "not_before", r.plan.NotBefore,
 			"window", r.plan.Window.String(), "first", r.plan.Window.Next(later(now, r.plan.NotBefore)).Format(time.RFC3339))
 		return r.c.publishState(ctx, r.tr, false)
@@ -193,12 +192,12 @@ func (c *Controller) Restart(ctx context.Context, rec *Record, opts Options) (*S
 	r.facts = make(chan func(*run))
 	openedAt := rec.OpenedAt
 	if rec.State == proto.RolloutPending {
-		openedAt = r.opts.Clock()
+		openedAt = r.opts.Clock.Now()
 	}
 	// What was published before may be gone from the broker (restarted
 	// on an empty or older store meanwhile): the view is what it sent on
 	// this connection, so anything published and not in it goes again.
-	if rec.Opened == 0 && !r.plan.due(r.opts.Clock()) {
+	if rec.Opened == 0 && !r.plan.due(r.opts.Clock.Now()) {
 		r.log.Info("rollout resumed: still scheduled", "not_before", r.plan.NotBefore, "window", r.plan.Window.String())
 		return &Started{r: r}, nil // follow publishes it when it is due
 	}
@@ -233,9 +232,7 @@ func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 	if err := rec.CanContinue(opts.Key != nil || opts.GateKey != nil); err != nil {
 		return nil, err
 	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
+	opts.Clock = clock.Or(opts.Clock)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -276,7 +273,7 @@ func (r *run) followAndFinish(ctx context.Context) (*Result, error) {
 func (r *run) record(done bool) *Record {
 	t := r.tr
 	rec := &Record{Plan: r.plan, Waves: t.waves, Gates: r.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
-		Created: t.created, Updated: r.opts.Clock(), State: proto.RolloutRunning, Reason: t.reason, KeyID: r.keyID, Result: t.result(done),
+		Created: t.created, Updated: r.opts.Clock.Now(), State: proto.RolloutRunning, Reason: t.reason, KeyID: r.keyID, Result: t.result(done),
 		Submitter: r.submitter, Signed: r.signed, Rollback: r.rollback, Paused: t.paused}
 	for n := range r.gated {
 		rec.Gated = append(rec.Gated, n)
@@ -342,7 +339,7 @@ func (r *run) adopt(ctx context.Context) error {
 			}
 			r.plan.Targets[n] = toplevel
 			r.tr.adopt(n, toplevel)
-			if err := r.publishOne(ctx, n, toplevel, 0, r.opts.Clock()); err != nil {
+			if err := r.publishOne(ctx, n, toplevel, 0, r.opts.Clock.Now()); err != nil {
 				return err
 			}
 			r.log.Info("node joined a targeted group: added to the current wave", "node", n, "group", group)
@@ -407,7 +404,7 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 		if r.tr.update(r.c.fleet, r.opts.Progress) {
 			dirty = true
 		}
-		now := r.opts.Clock()
+		now := r.opts.Clock.Now()
 		// The broker sends every retained message again after a
 		// reconnect: judge what it lost once they stopped arriving.
 		quiet := time.Since(later(r.c.fleet.LastMessage(), back))

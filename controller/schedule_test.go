@@ -2,9 +2,10 @@ package controller
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/lab-fleet/lab/internal/clock"
 )
 
 func TestParseWindow(t *testing.T) {
@@ -50,15 +51,6 @@ func TestParseWindow(t *testing.T) {
 	}
 }
 
-// fakeClock is a settable clock for Options.Clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
-
 // A scheduled rollout publishes nothing before its time; a rollout
 // limited to a window opens no wave outside it, and the waves open once
 // the clock enters it.
@@ -71,12 +63,12 @@ func TestScheduleAndWindow(t *testing.T) {
 	r.fleet.Settle(context.Background(), 200*time.Millisecond, 2*time.Second)
 	night, _ := ParseWindow("02:00-05:00")
 	noon := time.Date(2026, 12, 2, 12, 0, 0, 0, time.Local)
-	clock := &fakeClock{now: noon}
+	clk := clock.NewFake(noon)
 	plan := Plan{ID: "r-night", Targets: map[string]string{"a": tlA, "b": tlA}, Strategy: Strategy{Kind: StrategyRolling, Batch: Size{N: 1}},
 		Window: night, NotBefore: noon.Add(time.Hour)}
 	done := make(chan *Result, 1)
 	go func() {
-		res, err := r.ctl.Run(context.Background(), plan, Options{Clock: clock.Now, Timeout: 30 * time.Second})
+		res, err := r.ctl.Run(context.Background(), plan, Options{Clock: clk, Timeout: 30 * time.Second})
 		if err != nil {
 			t.Error(err)
 		}
@@ -90,13 +82,13 @@ func TestScheduleAndWindow(t *testing.T) {
 		t.Fatal("a Desired was published before the rollout's time")
 	}
 	// Past NotBefore but outside the window: still nothing.
-	clock.Set(noon.Add(2 * time.Hour))
+	clk.Set(noon.Add(2 * time.Hour))
 	time.Sleep(1500 * time.Millisecond)
 	if got := log.list(); len(got) != 0 {
 		t.Fatalf("acted outside the window: %v", got)
 	}
 	// Inside the window: the rollout runs to its end.
-	clock.Set(time.Date(2026, 12, 3, 2, 30, 0, 0, time.Local))
+	clk.Set(time.Date(2026, 12, 3, 2, 30, 0, 0, time.Local))
 	select {
 	case res := <-done:
 		if res == nil || res.Outcome != OutcomeSucceeded {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -51,7 +52,7 @@ func (c *Controller) Prepare(plan Plan, key *proto.PrivateKey, now time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	r := &run{c: c, plan: plan, opts: Options{Key: key, Clock: func() time.Time { return now }},
+	r := &run{c: c, plan: plan, opts: Options{Key: key, Clock: clock.NewFake(now)},
 		tr: newTracker(plan, waves, now), gated: map[string]bool{}}
 	r.chooseGates()
 	sub := &Submission{Plan: plan, Waves: waves, Gates: r.gates, Desired: make(map[string][]byte, len(plan.Targets))}
@@ -287,7 +288,7 @@ func (r *run) rollbackSigned(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	waves, _ := back.Waves()
-	rb := &run{c: r.c, plan: back, opts: opts, log: r.log.With("rollout", back.ID), tr: newTracker(back, waves, opts.Clock()),
+	rb := &run{c: r.c, plan: back, opts: opts, log: r.log.With("rollout", back.ID), tr: newTracker(back, waves, opts.Clock.Now()),
 		gated: map[string]bool{}, keyID: r.keyID, submitter: r.submitter, signed: signed}
 	rb.reconnects, _ = r.c.fleet.Reconnects()
 	if err := rb.begin(ctx); err != nil {
@@ -349,13 +350,11 @@ func (s *Started) Follow(ctx context.Context) (*Result, error) { return s.r.foll
 // Desired states are published as the operator signed them; gates and
 // commands are signed with opts.GateKey. submitter is recorded.
 func (c *Controller) Start(ctx context.Context, sub *Submission, trusted proto.Keyring, submitter string, opts Options) (*Started, error) {
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
+	opts.Clock = clock.Or(opts.Clock)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	rec, err := sub.check(trusted, opts.Clock())
+	rec, err := sub.check(trusted, opts.Clock.Now())
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/node/health"
 	"github.com/lab-fleet/lab/node/nixsys"
 	"github.com/lab-fleet/lab/proto"
@@ -22,6 +23,9 @@ var ErrInvalidConfig = errors.New("invalid labd config")
 
 // Config is labd's configuration. Validate fills the defaults.
 type Config struct {
+	// Clock is the clock of the node's state machine and its timers
+	// (nil: the system clock; tests give a clock.Fake).
+	Clock           clock.Clock    `mapstructure:"-"`
 	Name            string         // node id, [a-z0-9-]{1,63}; also MQTT client id and username
 	Groups          []string       // groups whose gates and commands the node follows
 	Broker          []string       // broker URLs, e.g. mqtt://broker:1883

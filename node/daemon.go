@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/node/health"
 	"github.com/lab-fleet/lab/node/nixsys"
 	"github.com/lab-fleet/lab/proto"
@@ -62,7 +63,7 @@ func New(cfg Config, sys nixsys.System) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), topics: topics, keys: keys, nix: sys,
 		checks: &health.Runner{}, events: make(chan any, 64), st: st, pubq: make(chan func(context.Context), 256),
-		m: machine{groups: cfg.Groups, now: time.Now, timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout},
+		m: machine{groups: cfg.Groups, clock: clock.Or(cfg.Clock), timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout},
 			bootID: readBootID(cfg.BootIDFile)}}
 	// Every configured check is in the status from the start, "not run"
 	// (At 0) until it runs, so that a watcher can tell "no checks" from
@@ -246,7 +247,7 @@ func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
 			d.ack(e.ack, e.from, e.to, e.detail)
 		case effTimer:
 			ev := evTimeout{gen: e.gen, phase: e.phase}
-			time.AfterFunc(e.d, func() { d.sendCtx(ctx, ev) })
+			d.m.clock.AfterFunc(e.d, func() { d.sendCtx(ctx, ev) })
 		case effFetch:
 			if held {
 				continue

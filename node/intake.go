@@ -65,7 +65,7 @@ func (d *Daemon) checkDesired(payload []byte, dsr *proto.Desired) error {
 	if err := d.keys.verifyDesired(dsr); err != nil {
 		return err
 	}
-	if proto.Expired(dsr.Expires, time.Now()) {
+	if proto.Expired(dsr.Expires, d.m.clock.Now()) {
 		return fmt.Errorf("%w: expired at %s", proto.ErrExpired, time.UnixMilli(dsr.Expires).UTC().Format(time.RFC3339))
 	}
 	return nil
@@ -85,7 +85,7 @@ func (d *Daemon) command(payload []byte) {
 		d.refuse(&c, err.Error())
 		return
 	}
-	if proto.Expired(c.Expires, time.Now()) {
+	if proto.Expired(c.Expires, d.m.clock.Now()) {
 		d.refuse(&c, proto.ErrExpired.Error())
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -185,8 +186,8 @@ func (t timeouts) of(d *proto.Desired, phase proto.ExecState) time.Duration {
 type machine struct {
 	groups   []string
 	timeouts timeouts
-	now      func() time.Time
-	bootID   string // the boot id of this run of labd (fixed for a process)
+	clock    clock.Clock // the one clock (internal/clock): Real in labd, Fake in tests
+	bootID   string      // the boot id of this run of labd (fixed for a process)
 }
 
 // busy reports whether an execution is past the point where it can be
@@ -372,7 +373,7 @@ func (m machine) onDesired(s state, e evDesired) (state, []effect) {
 	}
 	s.HighGen, s.Desired, s.Held = d.Gen, d, nil
 	s.TimedOut, s.Confirmed, s.Rebooted, s.BootBefore = false, false, false, ""
-	s.Exec = proto.Execution{Rollout: d.Rollout, Gen: d.Gen, Toplevel: d.Toplevel, Action: d.Action, State: proto.StateQueued, Since: m.now().UnixMilli()}
+	s.Exec = proto.Execution{Rollout: d.Rollout, Gen: d.Gen, Toplevel: d.Toplevel, Action: d.Action, State: proto.StateQueued, Since: m.clock.Now().UnixMilli()}
 	if d.Toplevel == e.current && d.Action != proto.ActionBoot {
 		s.AppliedGen = d.Gen
 		return m.to(s, proto.StateAlreadyCurrent, "the system already runs this toplevel")
@@ -423,7 +424,7 @@ func (m machine) rollback(s state, why string) (state, []effect) {
 // terminal state releases a held Desired.
 func (m machine) to(s state, st proto.ExecState, detail string) (state, []effect) {
 	from := s.Exec.State
-	s.Exec.State, s.Exec.Since = st, m.now().UnixMilli()
+	s.Exec.State, s.Exec.Since = st, m.clock.Now().UnixMilli()
 	if detail != "" && !st.OK() {
 		s.Exec.Error = detail
 	}

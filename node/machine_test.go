@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -18,7 +19,7 @@ const (
 var epoch = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 func testMachine() machine {
-	return machine{groups: []string{"web"}, now: func() time.Time { return epoch },
+	return machine{groups: []string{"web"}, clock: clock.NewFake(epoch),
 		timeouts: timeouts{fetch: time.Minute, activate: 2 * time.Minute, confirm: 3 * time.Minute}, bootID: "boot-2"}
 }
 
