@@ -244,8 +244,9 @@ HiveMQ, VerneMQ), as an ordinary MQTT v5 client with a controller identity
 (--username/--password-file or a client certificate).
 
 It answers requests on <prefix>/ctl/req/<verb> (submit, list, show, cancel,
-resume, info) and keeps its rollouts and its own key in --controller-dir
-(default ~/.local/state/lab/controller). Its key signs gates and commands:
+pause, resume, reboot, job, info; docs/protocol.md) and keeps its rollouts and its own key in --controller-dir
+(default ~/.local/state/lab/controller); started again, it resumes the
+rollouts that were running. Its key signs gates and commands:
 pin its public key (printed at start, and by labctl controller key) in every
 labd's controller_keys. The operator's key alone signs what machines run.`,
 		Example: `  labctl controller --broker tls://broker.example:8883 --tls-ca ca.pem \

@@ -212,13 +212,17 @@ func newRolloutResumeCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "resume ID [--key FILE]",
-		Short: "Continue following a rollout whose labctl stopped (Ctrl-C, crash)",
+		Short: "Continue a paused rollout, or one whose driver stopped (Ctrl-C, crash of a --local-controller publish)",
 		Long: `resume picks a rollout up where its record says it got: it publishes
 whatever was not published yet (and again what the broker lost), reopens the
 waves already opened and follows the rest exactly as publish would, with the
 same output and exit codes. A pending rollout (publish exited 5) is followed
 again for one more --wave-deadline of its plan. A rollout signed with a key
-needs that key (--key): nodes that pin keys reject unsigned gates.`,
+needs that key (--key): nodes that pin keys reject unsigned gates.
+
+A rollout the controller service keeps is resumed by the service: a paused
+one opens its next wave again, a pending one is followed for one more wave
+deadline (no --key needed: the service signs its gates).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rec, err := getRecord(g, args[0])
