@@ -19,9 +19,18 @@
 // follow (a second rollout, `labctl publish` following it to the end) and
 // `labctl status` for N nodes (which must list every node), and the CPU
 // time the broker, all nodes and labctl spent in the first rollout (what
-// limits the rollout on a shared machine). A second table compares each
-// row with the targets of BENCHMARKS.md. It exits 1 when a rollout does not
-// reach every node.
+// limits the rollout on a shared machine). Those rollouts are driven by
+// labctl itself (LAB_LOCAL_CONTROLLER=true); a third one (bench-submit)
+// is submitted to the controller service with `labctl publish --detach`:
+// the service runs inside the embedded broker, and beside mosquitto as
+// its own process (`labctl controller`, started before the nodes). Its
+// columns: detach (publish --detach: reading the fleet, signing, the
+// submission, and the service checking, storing and publishing every
+// Desired), the rollout time (publish start → every node succeeded) with
+// p99, the time until the service's retained rollout state said it ended,
+// and the CPU of the broker, the controller, the nodes and labctl. A
+// second table compares each row with the targets of BENCHMARKS.md. It
+// exits 1 when a rollout does not reach every node.
 package main
 
 import (
@@ -87,7 +96,7 @@ func run(args []string) int {
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
 	fs.IntVar(&o.clientQueue, "embedded-client-queue", 0, "the embedded broker's broker.client_queue (0: its default, 1,024)")
 	fs.BoolVar(&o.jsonMirror, "embedded-json-mirror", false, "run the embedded broker with its JSON mirror (on by default in labctl broker; off here to compare like with like: mosquitto has none)")
-	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the embedded broker during the first rollout to `FILE` (go tool pprof FILE), and its heap profile with the runtime's memory statistics when idle to FILE.heap.txt")
+	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the embedded broker during the first rollout to `FILE` (go tool pprof FILE), one during the submitted rollout to FILE.submit, and its heap profile with the runtime's memory statistics when idle to FILE.heap.txt")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
@@ -173,6 +182,19 @@ type result struct {
 	cpuBroker, cpuNodes, cpuLabctl time.Duration
 	rssBrokerIdle                  int64
 	rssBrokerStart                 int64
+
+	// The rollout submitted to the controller service (bench-submit):
+	// publish --detach's wall time, publish start → every node succeeded
+	// (p99), → the service's retained rollout state says it ended, and the
+	// CPU time spent from publish start to every node succeeded. With the
+	// embedded broker the service runs in the broker's process: cpuSubCtl
+	// is 0 and cpuSubBroker counts both.
+	detach, subRollout, subP99, subEnded time.Duration
+	subReached                           int
+	cpuSubBroker, cpuSubCtl, cpuSubNodes time.Duration
+	cpuSubLabctl                         time.Duration
+	ctlInProcess                         bool
+	cpuCtlFollowing                      time.Duration // the controller process in the CLI-driven first rollout (mosquitto)
 }
 
 func raiseFileLimit() {
@@ -225,7 +247,7 @@ func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error)
 		}
 	case "embedded-memory": // no persistence: what the store costs
 		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", "", "--log-level", "warn",
-			fmt.Sprintf("--json-mirror=%t", o.jsonMirror))
+			fmt.Sprintf("--json-mirror=%t", o.jsonMirror), "--controller-dir", filepath.Join(data, "controller")) // not ~/.local/state
 	case "mosquitto":
 		if _, err := exec.LookPath("mosquitto"); err != nil {
 			return nil, "", errors.New("mosquitto not found (apt-get install -y mosquitto)")
@@ -263,6 +285,48 @@ func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error)
 		time.Sleep(50 * time.Millisecond)
 	}
 	return cmd, "mqtt://" + addr, nil
+}
+
+// startController starts the controller service beside an external
+// broker (`labctl controller`, anonymous: the bench's mosquitto allows
+// it), its rollouts and key in dir/controller and its log in
+// dir/controller.log, and waits until it answers.
+func startController(labctl, url, dir, records string) (*exec.Cmd, error) {
+	cmd := exec.Command(labctl, "controller", "--broker", url, "--controller-dir", filepath.Join(dir, "controller"), "--log-level", "warn")
+	logf, err := os.Create(filepath.Join(dir, "controller.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	if err := awaitController(labctl, url, records); err != nil {
+		stop(cmd)
+		b, _ := os.ReadFile(filepath.Join(dir, "controller.log"))
+		return nil, fmt.Errorf("labctl controller: %w\n%s", err, lastLines(string(b), 5))
+	}
+	return cmd, nil
+}
+
+// awaitController waits until a controller service answers on url:
+// `labctl rollout list` asks it, and says "no controller" when nobody
+// answers.
+func awaitController(labctl, url, records string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, _, out, err := timedCtx(ctx, false, labctl, url, records, "rollout", "list")
+		cancel()
+		if err == nil && !strings.Contains(out, "no controller") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no controller service answered within 30 s: %v\n%s", err, lastLines(out, 3))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // queueFor is the per-client queue a broker needs for a fleet of n nodes
@@ -308,6 +372,7 @@ type watcher struct {
 	online    map[string]bool
 	succeeded map[string]map[string]time.Time // rollout → node → first seen
 	latest    map[string]string               // node → "rollout state" of its latest status
+	ended     map[string]ending               // rollout → first retained state that said it ended (subscribed per rollout)
 	changed   chan struct{}
 	// resync subscribes again (the broker resends every retained
 	// message): what a subscriber does when a burst overflowed its queue.
@@ -318,7 +383,7 @@ type watcher struct {
 
 func newWatcher() *watcher {
 	return &watcher{online: map[string]bool{}, succeeded: map[string]map[string]time.Time{}, latest: map[string]string{},
-		changed: make(chan struct{}, 1), lateSeen: map[string]map[string]bool{}}
+		ended: map[string]ending{}, changed: make(chan struct{}, 1), lateSeen: map[string]map[string]bool{}}
 }
 
 func (w *watcher) handle(tp proto.Topics, m bus.Message) {
@@ -330,6 +395,11 @@ func (w *watcher) handle(tp proto.Topics, m bus.Message) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch r.Kind {
+	case proto.TopicRollout:
+		var rs proto.RolloutState
+		if _, seen := w.ended[r.ID]; !seen && proto.Decode(m.Payload, &rs) == nil && rs.State.Terminal() {
+			w.ended[r.ID] = ending{now, rs.State}
+		}
 	case proto.TopicPresence:
 		var p proto.Presence
 		if proto.Decode(m.Payload, &p) == nil {
@@ -390,6 +460,20 @@ func (w *watcher) onlineCount() int {
 		}
 		return n
 	})
+}
+
+// ending is when a rollout's retained state first said it ended, and how.
+type ending struct {
+	at    time.Time
+	state proto.RolloutPhase
+}
+
+// endedAt is when the watcher first saw rollout's retained state say it
+// ended (zero: not yet).
+func (w *watcher) endedAt(rollout string) ending {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ended[rollout]
 }
 
 func (w *watcher) succeededTimes(rollout string) []time.Time {
@@ -530,13 +614,27 @@ func stopSims(sims []*sim) {
 	}
 }
 
-// timed runs labctl, with its rollout records in the file records, and
-// returns its wall time and CPU time (user+system).
+// timed runs labctl driving rollouts itself (LAB_LOCAL_CONTROLLER=true),
+// with its rollout records in the file records, and returns its wall time
+// and CPU time (user+system).
 func timed(labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
-	cmd := exec.Command(labctl, args...)
-	// The CLI-driven path unless the caller asks for the controller
-	// service (an earlier LAB_LOCAL_CONTROLLER in args' env wins: last).
-	cmd.Env = append(os.Environ(), "LAB_BROKER="+url, "LAB_ROLLOUTS_DB="+records, "LAB_LOCAL_CONTROLLER=true")
+	return timedCtx(context.Background(), true, labctl, url, records, args...)
+}
+
+// timedSubmit is timed for the submitted path: publish hands the rollout
+// to the controller service (LAB_LOCAL_CONTROLLER=false).
+func timedSubmit(labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
+	return timedCtx(context.Background(), false, labctl, url, records, args...)
+}
+
+// timedCtx is timed with local saying which path publish takes; the
+// process is killed when ctx ends.
+func timedCtx(ctx context.Context, local bool, labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
+	cmd := exec.CommandContext(ctx, labctl, args...)
+	// Appended after os.Environ(): os/exec keeps the last value of a
+	// duplicate key, so an operator's own LAB_LOCAL_CONTROLLER does not
+	// decide which path is measured.
+	cmd.Env = append(os.Environ(), "LAB_BROKER="+url, "LAB_ROLLOUTS_DB="+records, fmt.Sprintf("LAB_LOCAL_CONTROLLER=%t", local))
 	var b strings.Builder
 	cmd.Stdout, cmd.Stderr = &b, &b
 	start := time.Now()
@@ -567,6 +665,31 @@ func measure(o options, kind, labctl string) (result, error) {
 	defer stop(brokerCmd)
 	pid := brokerCmd.Process.Pid
 	r.rssBrokerStart = rss(pid)
+	// The run's own rollout records (ids are used once; never the
+	// operator's own records file).
+	records := filepath.Join(o.dir, kind+"-rollouts.db")
+	_ = os.Remove(records)
+	// The controller service: in the embedded broker's process, or its
+	// own beside mosquitto, running before the nodes connect (as it
+	// would in a fleet).
+	ctlPid := 0
+	if kind == "mosquitto" {
+		ctlCmd, err := startController(labctl, url, dir, records)
+		if err != nil {
+			return r, err
+		}
+		defer stop(ctlCmd)
+		ctlPid = ctlCmd.Process.Pid
+	} else if err := awaitController(labctl, url, records); err != nil {
+		return r, fmt.Errorf("the controller service of labctl broker: %w", err)
+	}
+	r.ctlInProcess = ctlPid == 0
+	ctlTicks := func() int64 {
+		if ctlPid == 0 {
+			return 0
+		}
+		return cpuTicks(ctlPid)
+	}
 
 	key, err := proto.GenerateKey("bench")
 	if err != nil {
@@ -604,17 +727,13 @@ func measure(o options, kind, labctl string) (result, error) {
 	}
 	r.rssPerConn = (r.rssBrokerIdle - r.rssBrokerStart) / int64(o.nodes)
 
-	// The run's own rollout records (ids are used once; never the
-	// operator's own records file).
-	records := filepath.Join(o.dir, kind+"-rollouts.db")
-	_ = os.Remove(records)
 	// Rollout 1: publish --no-wait, followed by the watcher.
 	before, err := wireBytes(sims)
 	if err != nil {
 		return r, err
 	}
 	gen2 := "/nix/store/00000000000000000000000000000002-nixos-system-bench-2"
-	brokerTicks, nodeTicks := cpuTicks(pid), simTicks(sims)
+	brokerTicks, nodeTicks, controllerTicks := cpuTicks(pid), simTicks(sims), ctlTicks()
 	var profiled chan error
 	if o.profile != "" && kind == "embedded" {
 		profiled = make(chan error, 1)
@@ -629,6 +748,7 @@ func measure(o options, kind, labctl string) (result, error) {
 	ok := w.awaitCount(o.nodes, o.timeout, func() int { return len(w.succeededTimes("bench-1")) })
 	r.cpuBroker = time.Duration(cpuTicks(pid)-brokerTicks) * 10 * time.Millisecond
 	r.cpuNodes = time.Duration(simTicks(sims)-nodeTicks) * 10 * time.Millisecond
+	r.cpuCtlFollowing = time.Duration(ctlTicks()-controllerTicks) * 10 * time.Millisecond
 	if profiled != nil {
 		if err := <-profiled; err != nil {
 			fmt.Fprintln(os.Stderr, "bench: profile:", err)
@@ -636,16 +756,7 @@ func measure(o options, kind, labctl string) (result, error) {
 	}
 	times := w.succeededTimes("bench-1")
 	r.reached = len(times)
-	if len(times) > 0 {
-		lat := make([]time.Duration, len(times))
-		for i, t := range times {
-			lat[i] = t.Sub(t0)
-		}
-		slices.Sort(lat)
-		r.rollout = lat[len(lat)-1]
-		r.p50 = lat[len(lat)*50/100]
-		r.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
-	}
+	r.rollout, r.p50, r.p99 = latencies(times, t0)
 	time.Sleep(time.Second) // the last statuses and acknowledgements
 	after, err := wireBytes(sims)
 	if err != nil {
@@ -687,7 +798,84 @@ func measure(o options, kind, labctl string) (result, error) {
 	if r.statusNodes = len(listed); r.statusNodes != o.nodes {
 		return r, fmt.Errorf("labctl status --json listed %d of %d nodes", r.statusNodes, o.nodes)
 	}
+
+	// Rollout 3: submitted to the controller service, publish --detach;
+	// the watcher follows the nodes and the service's retained state.
+	const subID = "bench-submit"
+	gen4 := "/nix/store/00000000000000000000000000000004-nixos-system-bench-4"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	err = wc.Subscribe(ctx, proto.DefaultTopics.Rollout(subID))
+	cancel()
+	if err != nil {
+		return r, fmt.Errorf("watcher: %w", err)
+	}
+	ph, pc, err := watchPhases(url, subID, o.nodes)
+	if err != nil {
+		return r, fmt.Errorf("watcher of the submission: %w", err)
+	}
+	defer pc.Close(context.Background())
+	brokerTicks, nodeTicks, controllerTicks = cpuTicks(pid), simTicks(sims), ctlTicks()
+	profiled = nil
+	if o.profile != "" && kind == "embedded" {
+		profiled = make(chan error, 1)
+		go func() {
+			profiled <- fetchProfile("http://"+o.profileAddr+"/debug/pprof/profile?seconds=5", o.profile+".submit")
+		}()
+	}
+	t0 = time.Now()
+	d, cpu, out, err = timedSubmit(labctl, url, records, "publish", "--id", subID, "--key", keyFile, "--on", "@bench", "--toplevel", gen4, "--detach")
+	if err != nil {
+		return r, fmt.Errorf("labctl publish --detach: %v\n%s", err, lastLines(out, 5))
+	}
+	r.detach, r.cpuSubLabctl = d, cpu
+	ok = w.awaitCount(o.nodes, o.timeout, func() int { return len(w.succeededTimes(subID)) })
+	r.cpuSubBroker = time.Duration(cpuTicks(pid)-brokerTicks) * 10 * time.Millisecond
+	r.cpuSubNodes = time.Duration(simTicks(sims)-nodeTicks) * 10 * time.Millisecond
+	r.cpuSubCtl = time.Duration(ctlTicks()-controllerTicks) * 10 * time.Millisecond
+	if profiled != nil {
+		if err := <-profiled; err != nil {
+			fmt.Fprintln(os.Stderr, "bench: profile:", err)
+		}
+	}
+	times = w.succeededTimes(subID)
+	r.subReached = len(times)
+	r.subRollout, _, r.subP99 = latencies(times, t0)
+	if !ok {
+		return r, fmt.Errorf("submitted rollout %s reached %d of %d nodes in %s; the others (retained status): %v", subID, r.subReached, o.nodes, o.timeout, w.histogram())
+	}
+	w.awaitCount(1, 30*time.Second, func() int {
+		if w.endedAt(subID).at.IsZero() {
+			return 0
+		}
+		return 1
+	})
+	end := w.endedAt(subID)
+	if end.at.IsZero() {
+		return r, fmt.Errorf("the controller service did not say that rollout %s ended within 30 s of its last node", subID)
+	}
+	r.subEnded = end.at.Sub(t0)
+	first, _, _ := latencies(times[:0:0], t0)
+	if len(times) > 0 {
+		first = slices.MinFunc(times, func(a, b time.Time) int { return a.Compare(b) }).Sub(t0)
+	}
+	fmt.Fprintf(os.Stderr, "bench: %s: submitted rollout: %s; first node succeeded %s, every node %s\n", kind, ph.summary(t0, r.detach), dur(first), dur(r.subRollout))
+	if end.state != proto.RolloutSucceeded {
+		return r, fmt.Errorf("the controller service says rollout %s %s", subID, end.state)
+	}
 	return r, nil
+}
+
+// latencies are the longest, median and 99th percentile of times since t0.
+func latencies(times []time.Time, t0 time.Time) (all, p50, p99 time.Duration) {
+	if len(times) == 0 {
+		return 0, 0, 0
+	}
+	lat := make([]time.Duration, len(times))
+	for i, t := range times {
+		lat[i] = t.Sub(t0)
+	}
+	slices.Sort(lat)
+	return lat[len(lat)-1], lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
 }
 
 // fetchProfile saves the profile at url into file.
@@ -743,13 +931,23 @@ func lastLines(s string, n int) string {
 }
 
 func printTable(w io.Writer, rows []result, markdown bool) {
-	head := []string{"broker", "nodes", "connect", "broker RSS/conn", "publish N", "rollout (all)", "p50", "p99", "reached", "lost", "bytes/node", "follow", "status", "status --json", "CPU broker/nodes/labctl"}
+	head := []string{"broker", "nodes", "connect", "broker RSS/conn", "publish N", "rollout (all)", "p50", "p99", "reached", "lost", "bytes/node", "follow", "status", "status --json", "CPU broker/nodes/labctl",
+		"submitted: detach", "rollout (all)", "p99", "ended", "CPU broker/controller/nodes/labctl"}
 	var lines [][]string
 	for _, r := range rows {
+		subRollout, ctl := dur(r.subRollout), dur(r.cpuSubCtl)
+		if r.subReached < r.nodes && r.detach > 0 {
+			subRollout = fmt.Sprintf("%d/%d reached", r.subReached, r.nodes)
+		}
+		if r.ctlInProcess {
+			ctl = "(in broker)"
+		}
 		lines = append(lines, []string{r.broker, strconv.Itoa(r.nodes), dur(r.connect), fmt.Sprintf("%.1f KB", float64(r.rssPerConn)/1000),
 			dur(r.publish), dur(r.rollout), dur(r.p50), dur(r.p99), fmt.Sprintf("%d/%d", r.reached, r.nodes), strconv.Itoa(r.lost),
 			strconv.FormatInt(r.bytesPerNode, 10), dur(r.follow), dur(r.status), dur(r.statusJSON),
-			fmt.Sprintf("%s / %s / %s", dur(r.cpuBroker), dur(r.cpuNodes), dur(r.cpuLabctl))})
+			fmt.Sprintf("%s / %s / %s", dur(r.cpuBroker), dur(r.cpuNodes), dur(r.cpuLabctl)),
+			dur(r.detach), subRollout, dur(r.subP99), dur(r.subEnded),
+			fmt.Sprintf("%s / %s / %s / %s", dur(r.cpuSubBroker), ctl, dur(r.cpuSubNodes), dur(r.cpuSubLabctl))})
 	}
 	printRows(w, head, lines, markdown)
 }
@@ -810,6 +1008,12 @@ func printTargets(w io.Writer, rows []result, markdown bool) {
 			[]string{r.broker, "no status lost", strconv.Itoa(r.lost), verdict(float64(r.lost), 0, "")})
 		if r.status > 0 {
 			lines = append(lines, []string{r.broker, "labctl status < 1 s", dur(r.status), verdict(secs(r.status), 1, " s")})
+		}
+		if r.detach > 0 {
+			lines = append(lines, []string{r.broker, "publish --detach ≤ 2 s", dur(r.detach), verdict(secs(r.detach), 2, " s")})
+		}
+		if r.subReached == r.nodes {
+			lines = append(lines, []string{r.broker, "submitted rollout ≤ CLI-driven's", dur(r.subRollout), verdict(secs(r.subRollout), secs(r.rollout), " s")})
 		}
 		if strings.HasPrefix(r.broker, "embedded") {
 			kb := float64(r.rssPerConn) / 1000
