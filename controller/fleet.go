@@ -30,7 +30,10 @@ type NodeView struct {
 	// tell what the broker still holds (Fleet.Reconnects).
 	DesiredLast uint64
 	DesiredSeen time.Time
-	LastEvent   *proto.Event // latest event
+	// DesiredRollout is the rollout of the desired state that arrived
+	// last ("" when cleared).
+	DesiredRollout string
+	LastEvent      *proto.Event // latest event
 	// LastAck is the latest command acknowledgement (an event naming a
 	// command): kept apart, so that events after it do not hide it.
 	LastAck *proto.Event
@@ -132,11 +135,11 @@ func (f *Fleet) Handle(topic string, payload []byte) {
 	case proto.TopicDesired:
 		var d proto.Desired
 		if len(payload) == 0 {
-			n.DesiredLast, n.DesiredSeen = 0, f.last
+			n.DesiredLast, n.DesiredSeen, n.DesiredRollout = 0, f.last, ""
 			return
 		}
 		if err = proto.Decode(payload, &d); err == nil {
-			n.DesiredLast, n.DesiredSeen = d.Gen, f.last
+			n.DesiredLast, n.DesiredSeen, n.DesiredRollout = d.Gen, f.last, d.Rollout
 			n.DesiredGen = max(n.DesiredGen, d.Gen)
 		}
 	case proto.TopicEvents:

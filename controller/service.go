@@ -213,13 +213,35 @@ func (s *Service) recover(ctx context.Context) error {
 
 // orphanReason is what a rollout says when its controller lost its record.
 const orphanReason = "halted: the controller driving it lost its records (a new host, or its data directory was lost); " +
-	"targets already running finish, the rest were told to cancel; publish the rollout again to finish it"
+	"targets already activating finish, the others do not start (the Desired states they had not started were cleared); " +
+	"publish the rollout again to finish it"
 
 // orphan halts a rollout this service drove and no longer knows: it
 // cannot open the next waves (it has neither the plan nor the signed
-// Desired states), so it cancels what has not started and says why.
+// Desired states), so it clears the retained Desired of every target that
+// has not started it (one asleep finds nothing when it wakes), tells the
+// targets online to cancel (heard where they pin this service's key: a
+// new host's new key is not, and a target waiting for its wave keeps
+// waiting until a new rollout replaces it), and says why in the
+// rollout's retained state.
 func (s *Service) orphan(ctx context.Context, rs proto.RolloutState) error {
 	now := time.Now()
+	cleared := 0
+	for _, wave := range rs.Waves {
+		for _, node := range wave {
+			v, ok := s.cfg.Fleet.Get(node)
+			if !ok || v.DesiredRollout != rs.Rollout {
+				continue
+			}
+			if v.Status != nil && v.Status.Execution.Rollout == rs.Rollout && v.Status.Execution.State != proto.StateQueued {
+				continue // started: it finishes (or rolls back) on its own
+			}
+			if err := s.cfg.Bus.Publish(ctx, s.cfg.Topics.NodeDesired(node), nil, true); err != nil {
+				return fmt.Errorf("clear desired of %s: %w", node, err)
+			}
+			cleared++
+		}
+	}
 	cmd := &proto.Command{Op: proto.OpCancel, Rollout: rs.Rollout, Expires: now.Add(time.Hour).UnixMilli()}
 	cmd.Stamp(s.cfg.Name, now)
 	if err := proto.Sign(cmd, s.cfg.Key); err != nil {
@@ -238,7 +260,7 @@ func (s *Service) orphan(ctx context.Context, rs proto.RolloutState) error {
 	if err != nil {
 		return err
 	}
-	s.log.Warn("a running rollout of this controller is not in its store: halted", "rollout", rs.Rollout)
+	s.log.Warn("a running rollout of this controller is not in its store: halted", "rollout", rs.Rollout, "desired_cleared", cleared)
 	return s.cfg.Bus.Publish(ctx, s.cfg.Topics.Rollout(rs.Rollout), st, true)
 }
 

@@ -79,6 +79,9 @@ type Env struct {
 	// controllerStarts counts the labctl controller starts (its log is
 	// appended to).
 	controllerStarts int
+	// controllerEnv is extra environment for labctl controller (its
+	// identity, where the test's broker is not the mosquitto pass's).
+	controllerEnv []string
 }
 
 // NewEnv prepares an environment; call StartBroker to run the broker.
@@ -242,11 +245,12 @@ type Watcher struct {
 	status   map[string]proto.NodeStatus
 	presence map[string]bool
 	events   map[string][]proto.Event
+	rollouts map[string]proto.RolloutState
 }
 
 // newWatcher connects anonymously, or as user (password) when given.
 func newWatcher(t *testing.T, url string, creds ...string) *Watcher {
-	w := &Watcher{status: map[string]proto.NodeStatus{}, presence: map[string]bool{}, events: map[string][]proto.Event{}}
+	w := &Watcher{status: map[string]proto.NodeStatus{}, presence: map[string]bool{}, events: map[string][]proto.Event{}, rollouts: map[string]proto.RolloutState{}}
 	tp := proto.DefaultTopics
 	cfg := bus.Config{URLs: []string{url}, ClientID: "test-watch-" + proto.NewID()[:8], CleanStart: true,
 		OnMessage: func(m bus.Message) { w.handle(tp, m) }}
@@ -263,7 +267,7 @@ func newWatcher(t *testing.T, url string, creds ...string) *Watcher {
 	if err := c.AwaitConnection(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Subscribe(ctx, tp.AllStatus(), tp.AllPresence(), tp.AllEvents()); err != nil {
+	if err := c.Subscribe(ctx, tp.AllStatus(), tp.AllPresence(), tp.AllEvents(), tp.AllRollouts()); err != nil {
 		t.Fatal(err)
 	}
 	return w
@@ -292,7 +296,20 @@ func (w *Watcher) handle(tp proto.Topics, m bus.Message) {
 		if proto.Decode(m.Payload, &ev) == nil {
 			w.events[r.Node] = append(w.events[r.Node], ev)
 		}
+	case proto.TopicRollout:
+		var rs proto.RolloutState
+		if proto.Decode(m.Payload, &rs) == nil {
+			w.rollouts[r.ID] = rs
+		}
 	}
+}
+
+// Rollout returns the latest retained state of a rollout.
+func (w *Watcher) Rollout(id string) (proto.RolloutState, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	rs, ok := w.rollouts[id]
+	return rs, ok
 }
 
 // Status returns the latest status of a node.

@@ -72,7 +72,7 @@ func (e *Env) startController() {
 		e.t.Fatal(err)
 	}
 	cmd := e.command(bin.labctl, "controller", "--controller-dir", e.controllerDir(), "--trust-key", e.Key.Public().String(), "--log-level", "debug")
-	cmd.Env = append(append(cmd.Env, "LAB_BROKER="+e.BrokerURL()), e.labctlEnv()...)
+	cmd.Env = append(append(append(cmd.Env, "LAB_BROKER="+e.BrokerURL()), e.labctlEnv()...), e.controllerEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)

@@ -129,8 +129,10 @@ func (c *connection) request(ctx context.Context, verb string, req *controller.R
 	switch {
 	case errors.Is(err, bus.ErrNoSubscribers):
 		return nil, errNoController{topic: topic, reason: "the broker says nothing subscribes to it"}
-	case err != nil && strings.Contains(err.Error(), "reason 0x87"):
-		return nil, fmt.Errorf("the broker refused the request on %s (0x87, not authorized): requests to the controller need a controller identity (labctl node add NAME --role controller; docs/security.md): %w", topic, err)
+	case errors.Is(err, bus.ErrNotAuthorized):
+		return nil, refusalError{err: err, msg: fmt.Sprintf("the broker refused the request on %s (0x87, not authorized): "+
+			"asking the controller service needs a controller identity: labctl node add NAME --role controller --identities FILE on the broker, "+
+			"then --username NAME --password-file NAME.password (docs/security.md)", topic)}
 	case err != nil:
 		return nil, err
 	}

@@ -48,12 +48,12 @@ func submit(ss *session, g *globals, svc *controller.Info, plan controller.Plan,
 		if pf.asJSON {
 			return render.WriteJSON(g.out, map[string]string{"rollout": id, "controller": svc.Name})
 		}
-		fmt.Fprintf(g.out, "rollout %s submitted to the controller service %q (%d targets, %d waves); it drives the rollout: `labctl rollout show %s` shows it\n",
-			id, svc.Name, len(sub.Plan.Targets), len(sub.Waves), id)
+		fmt.Fprintf(g.out, "rollout %s submitted to the controller service %q (%s, %s); it drives the rollout: `labctl rollout show %s` shows it\n",
+			id, svc.Name, render.Count(len(sub.Plan.Targets), "target"), render.Count(len(sub.Waves), "wave"), id)
 		return nil
 	}
-	fmt.Fprintf(g.errOut, "rollout %s submitted to the controller service %q (%d targets, %d waves); following it (Ctrl-C stops only the following)\n",
-		id, svc.Name, len(sub.Plan.Targets), len(sub.Waves))
+	fmt.Fprintf(g.errOut, "rollout %s submitted to the controller service %q (%s, %s); following it (Ctrl-C stops only the following)\n",
+		id, svc.Name, render.Count(len(sub.Plan.Targets), "target"), render.Count(len(sub.Waves), "wave"))
 	rep := newReporter(g, pf.asJSON)
 	defer rep.stop()
 	if pf.timeout > 0 {

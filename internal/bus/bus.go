@@ -142,6 +142,14 @@ var ErrNotConnected = autopaho.ConnectionDownError
 // does, so a nil error does not prove anyone received the message.
 var ErrNoSubscribers = errors.New("no matching subscribers")
 
+// ErrNotAuthorized is wrapped by Publish's and PublishMessage's error when
+// the broker refused the message: this identity may not publish there
+// (MQTT v5 PUBACK reason 0x87).
+var ErrNotAuthorized = errors.New("not authorized")
+
+// reasonNotAuthorized is the MQTT v5 PUBACK reason 0x87.
+const reasonNotAuthorized = 0x87
+
 // reasonNoMatchingSubscribers is the MQTT v5 PUBACK reason 0x10.
 const reasonNoMatchingSubscribers = 0x10
 
@@ -421,14 +429,19 @@ func (c *Client) publish(ctx context.Context, m Message) (byte, error) {
 		QoS: 1, Retain: m.Retain, Topic: m.Topic, Payload: m.Payload,
 		Properties: &paho.PublishProperties{ContentType: ContentType, ResponseTopic: m.ResponseTopic, CorrelationData: m.Correlation},
 	})
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		// paho returns an error with the response: the reason code is
+		// what callers act on.
+		if resp.ReasonCode == reasonNotAuthorized {
+			return resp.ReasonCode, fmt.Errorf("bus: publish %s refused: %w (MQTT reason 0x%02x)", m.Topic, ErrNotAuthorized, resp.ReasonCode)
+		}
+		return resp.ReasonCode, fmt.Errorf("bus: publish %s refused: reason 0x%02x", m.Topic, resp.ReasonCode)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("bus: publish %s: %w", m.Topic, err)
 	}
 	if resp == nil {
 		return 0, nil
-	}
-	if resp.ReasonCode >= 0x80 {
-		return resp.ReasonCode, fmt.Errorf("bus: publish %s refused: reason 0x%02x", m.Topic, resp.ReasonCode)
 	}
 	return resp.ReasonCode, nil
 }

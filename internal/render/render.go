@@ -38,10 +38,7 @@ func WriteResult(w io.Writer, r *controller.Result) error {
 		return err
 	}
 	c := r.Counters
-	waves := "1 wave"
-	if len(r.Waves) != 1 {
-		waves = fmt.Sprintf("%d waves", len(r.Waves))
-	}
+	waves := Count(len(r.Waves), "wave")
 	fmt.Fprintf(w, "rollout %s %s: %d targets in %s, %d succeeded, %d failed, %d rolled back, %d pending, %d still running, %d not started\n",
 		r.Rollout, r.Outcome, c.Total, waves, c.Succeeded, c.Failed, c.RolledBack, c.Pending, c.Running, c.Cancelled)
 	if r.Halted {
@@ -215,4 +212,12 @@ func ExitCode(o controller.Outcome) int {
 		return 6
 	}
 	return 1
+}
+
+// Count is n and the noun, plural unless n is 1: "1 wave", "3 waves".
+func Count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
