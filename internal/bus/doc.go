@@ -10,6 +10,12 @@
 // only — nothing broker-specific — so both run unchanged against the embedded
 // broker or an external one (mosquitto, EMQX, VerneMQ, HiveMQ).
 //
+// Requests and responses (the controller service's API) use MQTT v5's
+// Response Topic and Correlation Data (Message, PublishMessage); a
+// broker's refusal of a publish is an error that wraps ErrNotAuthorized
+// (reason 0x87), and a broker that says nobody subscribes wraps
+// ErrNoSubscribers (0x10).
+//
 // Received messages are handed to Config.OnMessage on the client's own
 // goroutine, in order; a consumer that has work to do hands them off to its
 // own loop.
