@@ -31,8 +31,7 @@ func (r *run) halt(ctx context.Context, reason string) error {
 func (r *run) clearUnstarted(ctx context.Context) error {
 	for _, n := range r.tr.list() {
 		v, _ := r.c.fleet.Get(n.Node)
-		started := v.Status != nil && v.Status.Execution.Rollout == r.plan.ID && v.Status.Execution.State != proto.StateQueued
-		if n.State == "" && !started && v.DesiredGen == r.tr.gens[n.Node] && v.DesiredGen != 0 {
+		if n.State == "" && !v.Started(r.plan.ID) && v.DesiredGen == r.tr.gens[n.Node] && v.DesiredGen != 0 {
 			if err := r.c.bus.Publish(ctx, r.c.topics.NodeDesired(n.Node), nil, true); err != nil {
 				return fmt.Errorf("clear desired of %s: %w", n.Node, err)
 			}
@@ -119,20 +118,8 @@ func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) erro
 	if err := r.publishGates(ctx, rec.Opened, proto.GateCancelled); err != nil {
 		return err
 	}
-	now := opts.Clock.Now()
-	cmd := &proto.Command{Op: proto.OpCancel, Rollout: plan.ID, Expires: now.Add(time.Hour).UnixMilli()}
-	cmd.Stamp(c.from, now)
-	if k := r.gateKey(); k != nil {
-		if err := proto.Sign(cmd, *k); err != nil {
-			return fmt.Errorf("sign cancel: %w", err)
-		}
-	}
-	b, err := proto.Seal(cmd)
-	if err != nil {
+	if err := publishCancel(ctx, c.bus, c.topics, plan.ID, c.from, r.gateKey(), opts.Clock.Now()); err != nil {
 		return err
-	}
-	if err := c.bus.Publish(ctx, c.topics.AllCmd(), b, false); err != nil {
-		return fmt.Errorf("publish cancel: %w", err)
 	}
 	r.tr.update(c.fleet, nil)
 	if err := r.clearUnstarted(ctx); err != nil {
@@ -144,4 +131,26 @@ func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) erro
 		return err
 	}
 	return r.saveDone(true)
+}
+
+// publishCancel tells every node to cancel rollout, signed with key when
+// there is one: the targets online that have not started it report
+// cancelled (a node refuses it once its profile may have moved, and
+// ignores it unless it pins key).
+func publishCancel(ctx context.Context, b Bus, topics proto.Topics, rollout, from string, key *proto.PrivateKey, now time.Time) error {
+	cmd := &proto.Command{Op: proto.OpCancel, Rollout: rollout, Expires: now.Add(time.Hour).UnixMilli()}
+	cmd.Stamp(from, now)
+	if key != nil {
+		if err := proto.Sign(cmd, *key); err != nil {
+			return fmt.Errorf("sign cancel: %w", err)
+		}
+	}
+	msg, err := proto.Seal(cmd)
+	if err != nil {
+		return err
+	}
+	if err := b.Publish(ctx, topics.AllCmd(), msg, false); err != nil {
+		return fmt.Errorf("publish cancel: %w", err)
+	}
+	return nil
 }

@@ -39,6 +39,13 @@ type NodeView struct {
 	LastAck *proto.Event
 }
 
+// Started reports whether the node's latest status says it has started
+// rollout: it took its Desired and is past waiting for its wave, so it
+// finishes (or rolls back) on its own.
+func (v NodeView) Started(rollout string) bool {
+	return v.Status != nil && v.Status.Execution.Rollout == rollout && v.Status.Execution.State != proto.StateQueued
+}
+
 // Fleet is the live view of every node, built from retained messages.
 // It is safe for concurrent use; Handle is called from the bus.
 type Fleet struct {

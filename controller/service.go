@@ -233,8 +233,8 @@ func (s *Service) orphan(ctx context.Context, rs proto.RolloutState) error {
 			if !ok || v.DesiredRollout != rs.Rollout {
 				continue
 			}
-			if v.Status != nil && v.Status.Execution.Rollout == rs.Rollout && v.Status.Execution.State != proto.StateQueued {
-				continue // started: it finishes (or rolls back) on its own
+			if v.Started(rs.Rollout) {
+				continue // it finishes (or rolls back) on its own
 			}
 			if err := s.cfg.Bus.Publish(ctx, s.cfg.Topics.NodeDesired(node), nil, true); err != nil {
 				return fmt.Errorf("clear desired of %s: %w", node, err)
@@ -242,16 +242,7 @@ func (s *Service) orphan(ctx context.Context, rs proto.RolloutState) error {
 			cleared++
 		}
 	}
-	cmd := &proto.Command{Op: proto.OpCancel, Rollout: rs.Rollout, Expires: now.Add(time.Hour).UnixMilli()}
-	cmd.Stamp(s.cfg.Name, now)
-	if err := proto.Sign(cmd, s.cfg.Key); err != nil {
-		return err
-	}
-	b, err := proto.Seal(cmd)
-	if err != nil {
-		return err
-	}
-	if err := s.cfg.Bus.Publish(ctx, s.cfg.Topics.AllCmd(), b, false); err != nil {
+	if err := publishCancel(ctx, s.cfg.Bus, s.cfg.Topics, rs.Rollout, s.cfg.Name, &s.cfg.Key, now); err != nil {
 		return err
 	}
 	rs.State, rs.Halted, rs.Reason = proto.RolloutCancelled, true, orphanReason
