@@ -119,7 +119,7 @@ func TestServiceBrokerAndControllerRestartWhileNodesSleep(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("publish --detach: exit %d\n%s%s", code, so, se)
 	}
-	time.Sleep(time.Second) // the service stored and published wave 1
+	time.Sleep(time.Second) // a moment for the brokers' stores to save what they were given
 	f.stopController()
 	if externalBroker() == "mosquitto" {
 		f.killBroker()

@@ -94,18 +94,11 @@ func (e *Env) startController() {
 // the same data.
 func (e *Env) killController() {
 	e.t.Helper()
+	e.stopController()
 	if externalBroker() != "mosquitto" {
-		e.killBroker()
-		time.Sleep(300 * time.Millisecond)
-		e.StartBroker()
-		return
+		time.Sleep(300 * time.Millisecond) // the broker is down for a moment
 	}
-	e.mu.Lock()
-	cmd := e.controller
-	e.mu.Unlock()
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-	e.startController()
+	e.startControllerAgain()
 }
 
 func (f *fleet) publishArgs(id string, extra ...string) []string {
