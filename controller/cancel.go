@@ -10,28 +10,13 @@ import (
 	"github.com/lab-fleet/lab/proto"
 )
 
-// halt stops the rollout: no further wave opens, and the gates say
-// cancelled, so that gated targets of later waves report cancelled instead
-// of waiting forever. Targets already running finish (or roll back).
-func (r *run) halt(ctx context.Context, reason string) error {
-	r.tr.halt(reason)
-	r.log.Debug("rollout halted", "reason", reason)
-	if r.opts.OnWave != nil {
-		r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: reason})
-	}
-	if err := r.publishGates(ctx, r.tr.opened, proto.GateCancelled); err != nil {
-		return err
-	}
-	return r.clearUnstarted(ctx)
-}
-
 // clearUnstarted clears the retained Desired of every target that has not
 // started this rollout, so that one offline now finds nothing when it
 // wakes. A node that already took it (queued) is told by its gate.
 func (r *run) clearUnstarted(ctx context.Context) error {
-	for _, n := range r.tr.list() {
+	for _, n := range r.st.list() {
 		v, _ := r.c.fleet.Get(n.Node)
-		if n.State == "" && !v.Started(r.plan.ID) && v.DesiredGen == r.tr.gens[n.Node] && v.DesiredGen != 0 {
+		if n.State == "" && !v.Started(r.st.plan.ID) && v.DesiredGen == r.st.gens[n.Node] && v.DesiredGen != 0 {
 			if err := r.c.bus.Publish(ctx, r.c.topics.NodeDesired(n.Node), nil, true); err != nil {
 				return fmt.Errorf("clear desired of %s: %w", n.Node, err)
 			}
@@ -47,12 +32,12 @@ const cancelledBy = "cancelled by "
 // else (labctl rollout cancel), and by whom: its retained state says it is
 // over while this run still follows it, or one of its gates was cancelled.
 func (r *run) cancelledElsewhere() (string, bool) {
-	if rs, ok := r.c.fleet.Rollout(r.plan.ID); ok && rs.State.Terminal() && rs.CreatedAt == r.tr.created.UnixMilli() {
+	if rs, ok := r.c.fleet.Rollout(r.st.plan.ID); ok && rs.State.Terminal() && rs.CreatedAt == r.st.created.UnixMilli() {
 		return rs.From, true
 	}
-	for _, g := range r.gates {
+	for _, g := range r.st.gates {
 		gt, ok := r.c.fleet.Gate(g)
-		if ok && gt.Rollout == r.plan.ID && gt.State == proto.GateCancelled && gt.Seq > r.seq {
+		if ok && gt.Rollout == r.st.plan.ID && gt.State == proto.GateCancelled && gt.Seq > r.seq {
 			return gt.From, true
 		}
 	}
@@ -62,12 +47,12 @@ func (r *run) cancelledElsewhere() (string, bool) {
 // rollbackSwitched sends every target that succeeded back to the system it
 // ran before, as a rollout of its own (<id>-rollback, one wave).
 func (r *run) rollbackSwitched(ctx context.Context) (*Result, error) {
-	if r.signed != nil {
+	if r.st.signed != nil {
 		return r.rollbackSigned(ctx)
 	}
-	back := Plan{ID: rollbackID(r.plan.ID), Targets: map[string]string{}, Action: r.plan.Action, Reboot: r.plan.Reboot,
-		MaxFailures: Size{Percent: 100}, WaveDeadline: r.plan.WaveDeadline}
-	for _, n := range r.tr.list() {
+	back := Plan{ID: rollbackID(r.st.plan.ID), Targets: map[string]string{}, Action: r.st.plan.Action, Reboot: r.st.plan.Reboot,
+		MaxFailures: Size{Percent: 100}, WaveDeadline: r.st.plan.WaveDeadline}
+	for _, n := range r.st.list() {
 		if n.State != proto.StateSucceeded {
 			continue
 		}
@@ -89,7 +74,7 @@ func (r *run) rollbackSwitched(ctx context.Context) (*Result, error) {
 		if !errors.Is(err, ErrRolloutExists) || i > 9 {
 			return res, err
 		}
-		back.ID = rollbackID(r.plan.ID + "-" + strconv.Itoa(i)) // <id>-2-rollback: the id is taken
+		back.ID = rollbackID(r.st.plan.ID + "-" + strconv.Itoa(i)) // <id>-2-rollback: the id is taken
 	}
 }
 
@@ -113,21 +98,21 @@ func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) erro
 	if err != nil {
 		return err
 	}
-	plan, opts := r.plan, r.opts
-	r.tr.opened, r.tr.openedAt = rec.Opened, rec.OpenedAt
+	plan, opts := r.st.plan, r.opts
+	r.st.opened, r.st.openedAt = rec.Opened, rec.OpenedAt
 	if err := r.publishGates(ctx, rec.Opened, proto.GateCancelled); err != nil {
 		return err
 	}
 	if err := publishCancel(ctx, c.bus, c.topics, plan.ID, c.from, r.gateKey(), opts.Clock.Now()); err != nil {
 		return err
 	}
-	r.tr.update(c.fleet, nil)
+	r.st.update(c.fleet, nil)
 	if err := r.clearUnstarted(ctx); err != nil {
 		return err
 	}
-	r.tr.cancelled = true
-	r.tr.halt(cancelledBy + c.from)
-	if err := c.publishState(ctx, r.tr, true); err != nil {
+	r.st.cancelled = true
+	r.st.halt(cancelledBy + c.from)
+	if err := c.publishState(ctx, r.st, true); err != nil {
 		return err
 	}
 	return r.saveDone(true)

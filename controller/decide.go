@@ -42,14 +42,14 @@ func (s step) String() string { return stepNames[s] }
 // a status, a tick of the clock, a request).
 func decide(s situation) step {
 	switch {
+	case s.CancelledBy != "" && !s.Halted:
+		return stepCancelled // a scheduled rollout too: it ends before its time
 	case !s.Begun && s.Halted:
 		return stepFinish // cancelled before its time: nothing was published
 	case !s.Begun && s.Due:
 		return stepPublishFirst
 	case !s.Begun:
 		return stepWait
-	case s.CancelledBy != "" && !s.Halted:
-		return stepCancelled
 	// Crossing the threshold halts what is left to open; in the last
 	// wave there is nothing left, unless switched targets must go back.
 	case !s.Halted && s.Exceeded && (s.Opened < s.Waves || s.Rollback):

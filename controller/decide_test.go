@@ -15,6 +15,7 @@ func TestDecide(t *testing.T) {
 		{"scheduled, not yet due", situation{Waves: 3}, stepWait},
 		{"scheduled, due", situation{Due: true, WindowOpen: true, Waves: 3}, stepPublishFirst},
 		{"scheduled, cancelled before its time", situation{Halted: true, Waves: 3}, stepFinish},
+		{"scheduled, cancelled elsewhere before its time", situation{CancelledBy: "bob", Waves: 3}, stepCancelled},
 		{"wave in progress", running, stepWait},
 		{"wave done: the next opens", with(func(s *situation) { s.WaveDone = true }), stepOpenWave},
 		{"last wave done", with(func(s *situation) { s.WaveDone, s.Opened = true, 3 }), stepFinish},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -16,44 +15,32 @@ import (
 // round trips (and the broker's store) before the last node hears of it.
 const publishInFlight = 64
 
-// publishDesired signs and publishes the Desired of every target that
-// include selects, retained, up to publishInFlight at once.
-func (r *run) publishDesired(ctx context.Context, include func(string) bool) error {
+// publishDesired signs and publishes the Desired of every node in nodes,
+// retained, up to publishInFlight at once, and returns the gens the broker
+// acknowledged (all of them, unless err says why not).
+func (r *run) publishDesired(ctx context.Context, nodes []string) (map[string]uint64, error) {
 	now := r.opts.Clock.Now()
-	type job struct {
-		node string
-		wave int
-	}
-	var jobs []job
-	for i, wave := range r.tr.waves {
-		for _, n := range wave {
-			if !include(n) {
-				continue
-			}
-			w := 0
-			if r.gated[n] {
-				w = i + 1
-			}
-			jobs = append(jobs, job{n, w})
-		}
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
-		gens     = make(map[string]uint64, len(jobs))
+		gens     = make(map[string]uint64, len(nodes))
 		slots    = make(chan struct{}, publishInFlight)
 	)
-	for _, j := range jobs {
+	for _, n := range nodes {
+		w := 0
+		if r.st.gated[n] {
+			w = r.st.wave[n] + 1
+		}
 		// Signed here, in order: the generation depends on the fleet's
-		// view and the tracker, which only this goroutine touches.
-		topic, b, gen, err := r.signOne(j.node, r.plan.Targets[j.node], j.wave, now)
+		// view and the state, which only this goroutine touches.
+		topic, b, gen, err := r.signOne(n, r.st.plan.Targets[n], w, now)
 		if err != nil {
 			cancel()
 			wg.Wait()
-			return err
+			return gens, err
 		}
 		select {
 		case slots <- struct{}{}:
@@ -70,55 +57,40 @@ func (r *run) publishDesired(ctx context.Context, include func(string) bool) err
 			defer mu.Unlock()
 			if err != nil {
 				if firstErr == nil {
-					firstErr = fmt.Errorf("publish desired for %s: %w", j.node, err)
+					firstErr = fmt.Errorf("publish desired for %s: %w", n, err)
 				}
 				cancel()
 				return
 			}
-			gens[j.node] = gen
+			gens[n] = gen
 		}()
 	}
 	wg.Wait()
-	for n, g := range gens {
-		r.tr.gens[n] = g
-	}
 	if firstErr == nil && ctx.Err() != nil {
 		firstErr = ctx.Err()
 	}
-	return firstErr
-}
-
-func (r *run) publishOne(ctx context.Context, n, toplevel string, wave int, now time.Time) error {
-	topic, b, gen, err := r.signOne(n, toplevel, wave, now)
-	if err != nil {
-		return err
-	}
-	if err := r.c.bus.Publish(ctx, topic, b, true); err != nil {
-		return fmt.Errorf("publish desired for %s: %w", n, err)
-	}
-	r.tr.gens[n] = gen
-	return nil
+	return gens, firstErr
 }
 
 // signOne builds, signs and encodes the Desired of node n, with a gen
 // newer than any it had.
 func (r *run) signOne(n, toplevel string, wave int, now time.Time) (topic string, payload []byte, gen uint64, err error) {
-	if r.signed != nil {
+	if r.st.signed != nil {
 		return r.presigned(n)
 	}
 	v, _ := r.c.fleet.Get(n)
-	gen = nextGen(now, max(v.DesiredGen, r.tr.gens[n]))
+	gen = nextGen(now, max(v.DesiredGen, r.st.gens[n]))
 	topic, payload, err = r.signGen(n, toplevel, wave, gen, now)
 	return topic, payload, gen, err
 }
 
 // signGen builds, signs and encodes the Desired of node n with gen.
 func (r *run) signGen(n, toplevel string, wave int, gen uint64, now time.Time) (topic string, payload []byte, err error) {
-	if r.signed != nil {
+	if r.st.signed != nil {
 		topic, payload, _, err = r.presigned(n)
 		return topic, payload, err
 	}
-	p := r.plan
+	p := r.st.plan
 	d := &proto.Desired{Node: n, Rollout: p.ID, Gen: gen, Toplevel: toplevel,
 		Action: p.Action, Reboot: p.Reboot, Wave: wave, Checks: p.Checks, Timeouts: p.Timeouts}
 	d.Stamp(r.c.from, now)
@@ -134,37 +106,14 @@ func (r *run) signGen(n, toplevel string, wave int, gen uint64, now time.Time) (
 	return r.c.topics.NodeDesired(n), b, nil
 }
 
-// openWave opens wave i: the gates of the gated groups move to i+1, and
-// the ungated targets of the wave get their Desired.
-func (r *run) openWave(ctx context.Context, i int) error {
-	if err := r.publishGates(ctx, i+1, proto.GateRunning); err != nil {
-		return err
-	}
-	wave := r.tr.waves[i]
-	if err := r.publishDesired(ctx, func(n string) bool {
-		return len(r.tr.waves) > 1 && !r.gated[n] && slices.Contains(wave, n)
-	}); err != nil {
-		return err
-	}
-	r.tr.open(i, r.opts.Clock.Now())
-	r.log.Debug("wave opened", "wave", i+1, "of", len(r.tr.waves), "nodes", wave)
-	if r.opts.OnWave != nil {
-		r.opts.OnWave(WaveEvent{Index: i, Total: len(r.tr.waves), Nodes: wave})
-	}
-	if err := r.save(); err != nil {
-		return err
-	}
-	return r.c.publishState(ctx, r.tr, false)
-}
-
 func (r *run) publishGates(ctx context.Context, openWave int, state proto.GateState) error {
-	for _, g := range r.gates {
+	for _, g := range r.st.gates {
 		seq := uint64(r.opts.Clock.Now().UnixMilli())
 		if seq <= r.seq {
 			seq = r.seq + 1
 		}
 		r.seq = seq
-		gt := &proto.Gate{Group: g, Rollout: r.plan.ID, OpenWave: openWave, State: state, Seq: seq}
+		gt := &proto.Gate{Group: g, Rollout: r.st.plan.ID, OpenWave: openWave, State: state, Seq: seq}
 		gt.Stamp(r.c.from, r.opts.Clock.Now())
 		if k := r.gateKey(); k != nil {
 			if err := proto.Sign(gt, *k); err != nil {
@@ -183,7 +132,7 @@ func (r *run) publishGates(ctx context.Context, openWave int, state proto.GateSt
 }
 
 // publishState publishes the retained RolloutState.
-func (c *Controller) publishState(ctx context.Context, tr *tracker, done bool) error {
+func (c *Controller) publishState(ctx context.Context, tr *rolloutState, done bool) error {
 	s := tr.state(done)
 	s.Stamp(c.from, time.Now())
 	b, err := sealRolloutState(s)

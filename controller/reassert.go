@@ -36,8 +36,8 @@ const (
 // and the rollout's state are published again too.
 func (r *run) reassert(ctx context.Context, lost time.Time) error {
 	var missing []string
-	if !r.tr.halted {
-		for n, gen := range r.tr.gens {
+	if !r.st.halted {
+		for n, gen := range r.st.gens {
 			v, _ := r.c.fleet.Get(n)
 			resent := v.DesiredSeen.After(lost) && (v.DesiredLast == gen || v.DesiredLast == 0)
 			if v.DesiredGen > gen || resent {
@@ -50,10 +50,10 @@ func (r *run) reassert(ctx context.Context, lost time.Time) error {
 	now := r.opts.Clock.Now()
 	for _, n := range missing {
 		wave := 0
-		if r.gated[n] {
-			wave = r.tr.wave[n] + 1
+		if r.st.gated[n] {
+			wave = r.st.wave[n] + 1
 		}
-		topic, b, err := r.signGen(n, r.plan.Targets[n], wave, r.tr.gens[n], now)
+		topic, b, err := r.signGen(n, r.st.plan.Targets[n], wave, r.st.gens[n], now)
 		if err != nil {
 			return err
 		}
@@ -64,16 +64,16 @@ func (r *run) reassert(ctx context.Context, lost time.Time) error {
 	if len(missing) > 0 {
 		r.log.Info("the broker had lost the desired state of some targets: published again", "targets", len(missing), "first", missing[:min(len(missing), 10)])
 	}
-	if r.tr.opened > 0 {
+	if r.st.opened > 0 {
 		state := proto.GateRunning
-		if r.tr.halted {
+		if r.st.halted {
 			state = proto.GateCancelled
 		}
-		if err := r.publishGates(ctx, r.tr.opened, state); err != nil {
+		if err := r.publishGates(ctx, r.st.opened, state); err != nil {
 			return err
 		}
 	}
-	return r.c.publishState(ctx, r.tr, false)
+	return r.c.publishState(ctx, r.st, false)
 }
 
 // resyncQuiet is how long a follower waits without any message before it

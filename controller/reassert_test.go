@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -80,10 +79,9 @@ func TestReassertPublishesWhatTheBrokerLost(t *testing.T) {
 		plan.Targets[n] = tlB
 	}
 	const gen = 1000
-	r := &run{c: New(b, f, tp, "test"), plan: plan, opts: Options{Key: &key, Clock: clock.Real{}}, log: slog.Default(),
-		tr: newTracker(plan, [][]string{nodes}, time.Now()), gated: map[string]bool{}}
+	r := New(b, f, tp, "test").newRun(newRolloutState(plan, [][]string{nodes}, time.Now()), Options{Key: &key, Clock: clock.Real{}})
 	for _, n := range nodes {
-		r.tr.gens[n] = gen
+		r.st.gens[n] = gen
 		f.Handle(tp.NodeDesired(n), sealedDesired(t, n, gen)) // our own publish, echoed
 	}
 	f.ConnectionLost()
@@ -137,9 +135,8 @@ func TestReassertOnAFreshConnection(t *testing.T) {
 	f := NewFleet(tp, nil)
 	b := &recordingBus{}
 	plan := Plan{ID: "r1", Action: proto.ActionSwitch, Targets: map[string]string{"held": tlB, "gone": tlB}}
-	r := &run{c: New(b, f, tp, "test"), plan: plan, opts: Options{Clock: clock.Real{}}, log: slog.Default(),
-		tr: newTracker(plan, [][]string{{"gone", "held"}}, time.Now()), gated: map[string]bool{}}
-	r.tr.gens["held"], r.tr.gens["gone"] = 7, 7
+	r := New(b, f, tp, "test").newRun(newRolloutState(plan, [][]string{{"gone", "held"}}, time.Now()), Options{Clock: clock.Real{}})
+	r.st.gens["held"], r.st.gens["gone"] = 7, 7
 	f.Handle(tp.NodeDesired("held"), sealedDesired(t, "held", 7))
 	if err := r.reassert(context.Background(), time.Time{}); err != nil {
 		t.Fatal(err)

@@ -63,30 +63,35 @@ func New(b Bus, fleet *Fleet, topics proto.Topics, from string) *Controller {
 	return &Controller{bus: b, fleet: fleet, topics: topics, from: from}
 }
 
-// run is one rollout in progress.
+// run drives one rollout: it owns the rollout's state (st), feeds it the
+// facts it learns from the bus and the clock (next), and performs the
+// actions next returns. Only the goroutine that follows the rollout
+// touches it.
 type run struct {
-	c         *Controller
-	plan      Plan
-	opts      Options
-	log       *slog.Logger
-	tr        *tracker
-	gated     map[string]bool // targets opened by a group gate (their Desired is published at start)
-	gates     []string        // the groups whose gates open the gated targets
-	keyID     string          // the key that signed the Desired states ("" unsigned)
-	submitter string          // who submitted it to a controller service ("": run by labctl)
-	begun     bool            // the first wave was published (a scheduled rollout waits for its time)
-	outside   bool            // a wave is waiting for the maintenance window (logged once)
-	facts     chan func(*run) // requests for the goroutine that owns the run (pause, resume)
-	seq       uint64          // last gate seq
-	// signed holds the Desired states the operator signed, sealed, by
-	// node (a submitted rollout: the controller cannot sign them), with
-	// their gens; nil = signed here with opts.Key. rollback holds the
-	// signed way back of each target (--on-failure rollback).
-	signed   map[string][]byte
-	rollback map[string][]byte
+	c     *Controller
+	opts  Options
+	log   *slog.Logger
+	st    *rolloutState
+	facts chan request // requests for the goroutine that owns the run (pause, resume)
+	seq   uint64       // last gate seq
+	dirty bool         // progress not yet saved and published
+	// rolledBack is the result of switching back the targets that
+	// succeeded (a halted rollout that rolls back on failure).
+	rolledBack *Result
 	// reconnects is the count of the bus's reconnects (Fleet.Reconnects)
 	// that follow has handled: the ones before the run are not its own.
 	reconnects int
+}
+
+// newRun returns the run of st, driven with opts (defaults filled).
+func (c *Controller) newRun(st *rolloutState, opts Options) *run {
+	opts.Clock = clock.Or(opts.Clock)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	r := &run{c: c, opts: opts, st: st, log: opts.Logger.With("rollout", st.plan.ID)}
+	r.reconnects, _ = c.fleet.Reconnects()
+	return r
 }
 
 // gateKey is the key that signs gates and commands.
@@ -113,58 +118,39 @@ func (c *Controller) Run(ctx context.Context, plan Plan, opts Options) (*Result,
 	if opts.NoWait && len(waves) > 1 {
 		return nil, ErrNoWaitNeedsOneWave
 	}
-	if opts.NoWait && !plan.due(time.Now()) {
+	opts.Clock = clock.Or(opts.Clock)
+	if opts.NoWait && !plan.due(opts.Clock.Now()) {
 		return nil, ErrNoWaitNeedsOneWave
 	}
-	opts.Clock = clock.Or(opts.Clock)
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
-		tr: newTracker(plan, waves, opts.Clock.Now()), gated: map[string]bool{}}
-	if opts.Key != nil {
-		r.keyID = opts.Key.ID
-	}
-	r.reconnects, _ = c.fleet.Reconnects()
 	if rs, ok := c.fleet.Rollout(plan.ID); ok {
 		return nil, fieldErr(FieldRolloutID, "%w: %q is on the broker already (%s, created %s): choose another %s",
 			ErrRolloutExists, plan.ID, rs.State, time.UnixMilli(rs.CreatedAt).UTC().Format(time.RFC3339), FieldRolloutID)
 	}
-	r.chooseGates()
+	st := newRolloutState(plan, waves, opts.Clock.Now())
+	if opts.Key != nil {
+		st.keyID = opts.Key.ID
+	}
+	c.chooseGates(st)
+	r := c.newRun(st, opts)
 	if err := r.begin(ctx); err != nil {
 		return nil, err
 	}
 	if opts.NoWait {
-		r.tr.update(c.fleet, nil)
-		return r.tr.result(false), r.save()
+		r.st.update(c.fleet, nil)
+		return r.st.result(false), r.save()
 	}
-	return r.followAndFinish(ctx)
+	return r.follow(ctx)
 }
 
-// begin saves the run's first record, publishes the Desired of the
-// first wave and of every gated target, and opens the first wave.
+// begin saves the run's first record (nothing is published before it is
+// safe), then publishes the Desired of the first wave and of every gated
+// target and opens the first wave, unless the rollout waits for its time.
 func (r *run) begin(ctx context.Context) error {
 	if err := r.create(); err != nil {
-		return err // nothing is published before the record is safe
-	}
-	if now := r.opts.Clock.Now(); !r.plan.due(now) {
-		r.log.Info("rollout scheduled: nothing is published before its time", "not_before", r.plan.NotBefore,
-			"window", r.plan.Window.String(), "first", r.plan.Window.Next(later(now, r.plan.NotBefore)).Format(time.RFC3339))
-		return r.c.publishState(ctx, r.tr, false)
-	}
-	return r.publishFirst(ctx)
-}
-
-// publishFirst publishes the Desired of the first wave and of every
-// gated target, and opens the first wave.
-func (r *run) publishFirst(ctx context.Context) error {
-	r.begun = true
-	waves := r.tr.waves
-	if err := r.publishDesired(ctx, func(n string) bool { return len(waves) == 1 || r.gated[n] }); err != nil {
 		return err
 	}
-	r.log.Debug("rollout published", "targets", len(r.plan.Targets), "waves", len(waves), "gates", r.gates)
-	return r.openWave(ctx, 0)
+	_, err := r.step(ctx, factStart{})
+	return err
 }
 
 // Resume continues a rollout from its record: the Desired states are
@@ -188,41 +174,11 @@ func (c *Controller) Restart(ctx context.Context, rec *Record, opts Options) (*S
 	if err != nil {
 		return nil, err
 	}
-	r.tr.paused = rec.Paused
-	r.facts = make(chan func(*run))
-	openedAt := rec.OpenedAt
-	if rec.State == proto.RolloutPending {
-		openedAt = r.opts.Clock.Now()
-	}
-	// What was published before may be gone from the broker (restarted
-	// on an empty or older store meanwhile): the view is what it sent on
-	// this connection, so anything published and not in it goes again.
-	if rec.Opened == 0 && !r.plan.due(r.opts.Clock.Now()) {
-		r.log.Info("rollout resumed: still scheduled", "not_before", r.plan.NotBefore, "window", r.plan.Window.String())
-		return &Started{r: r}, nil // follow publishes it when it is due
-	}
-	r.begun = true
-	if err := r.reassert(ctx, time.Time{}); err != nil {
+	r.st.paused = rec.Paused
+	r.st.opened, r.st.openedAt = rec.Opened, rec.OpenedAt
+	r.facts = make(chan request)
+	if _, err := r.step(ctx, factResumed{pending: rec.State == proto.RolloutPending}); err != nil {
 		return nil, err
-	}
-	// A run stopped between saving its record and publishing: publish
-	// what is missing (a gen is recorded only once published).
-	if err := r.publishDesired(ctx, func(n string) bool {
-		due := len(rec.Waves) == 1 || r.gated[n] || r.tr.wave[n] < rec.Opened
-		return due && r.tr.gens[n] == 0
-	}); err != nil {
-		return nil, err
-	}
-	if rec.Opened == 0 {
-		if err := r.openWave(ctx, 0); err != nil {
-			return nil, err
-		}
-	} else {
-		r.tr.open(rec.Opened-1, openedAt)
-		if err := r.publishGates(ctx, rec.Opened, proto.GateRunning); err != nil {
-			return nil, err
-		}
-		r.log.Info("rollout resumed", "wave", rec.Opened, "of", len(rec.Waves))
 	}
 	return &Started{r: r}, nil
 }
@@ -232,50 +188,30 @@ func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 	if err := rec.CanContinue(opts.Key != nil || opts.GateKey != nil); err != nil {
 		return nil, err
 	}
-	opts.Clock = clock.Or(opts.Clock)
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	plan := rec.Plan
 	if err := plan.Validate(); err != nil {
 		return nil, err
 	}
-	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID),
-		tr: newTracker(plan, rec.Waves, rec.Created), gated: map[string]bool{}, gates: rec.Gates, keyID: rec.KeyID}
+	st := newRolloutState(plan, rec.Waves, rec.Created)
+	st.gates, st.keyID = rec.Gates, rec.KeyID
+	for _, n := range rec.Gated {
+		st.gated[n] = true
+	}
+	maps.Copy(st.gens, rec.Gens)
+	st.signed, st.rollback, st.submitter = rec.Signed, rec.Rollback, rec.Submitter
+	r := c.newRun(st, opts)
 	if opts.Key != nil && rec.KeyID != "" && opts.Key.ID != rec.KeyID {
 		r.log.Warn("the rollout was signed with another key: its gates and commands will be signed with this one", "signed_with", rec.KeyID, "key", opts.Key.ID)
 	}
-	r.reconnects, _ = c.fleet.Reconnects()
-	for _, n := range rec.Gated {
-		r.gated[n] = true
-	}
-	maps.Copy(r.tr.gens, rec.Gens)
-	r.signed, r.rollback, r.submitter = rec.Signed, rec.Rollback, rec.Submitter
 	return r, nil
 }
 
-func (r *run) followAndFinish(ctx context.Context) (*Result, error) {
-	res, err := r.follow(ctx)
-	if err != nil {
-		return nil, err
-	}
-	plan := r.plan
-	if res.Halted && plan.OnFailure == OnFailureRollback && !r.tr.cancelled {
-		res.Rollback, err = r.rollbackSwitched(ctx)
-		if err != nil {
-			return res, err
-		}
-	}
-	return res, nil
-}
-
-// record is the run's state for the store.
-func (r *run) record(done bool) *Record {
-	t := r.tr
-	rec := &Record{Plan: r.plan, Waves: t.waves, Gates: r.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
-		Created: t.created, Updated: r.opts.Clock.Now(), State: proto.RolloutRunning, Reason: t.reason, KeyID: r.keyID, Result: t.result(done),
-		Submitter: r.submitter, Signed: r.signed, Rollback: r.rollback, Paused: t.paused}
-	for n := range r.gated {
+// record is the rollout's state for the store, as of now.
+func (t *rolloutState) record(now time.Time, done bool) *Record {
+	rec := &Record{Plan: t.plan, Waves: t.waves, Gates: t.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
+		Created: t.created, Updated: now, State: proto.RolloutRunning, Reason: t.reason, KeyID: t.keyID, Result: t.result(done),
+		Submitter: t.submitter, Signed: t.signed, Rollback: t.rollback, Paused: t.paused}
+	for n := range t.gated {
 		rec.Gated = append(rec.Gated, n)
 	}
 	slices.Sort(rec.Gated)
@@ -290,7 +226,7 @@ func (r *run) create() error {
 	if r.opts.Store == nil {
 		return nil
 	}
-	return r.opts.Store.Create(r.record(false))
+	return r.opts.Store.Create(r.st.record(r.opts.Clock.Now(), false))
 }
 
 func (r *run) save() error { return r.saveDone(false) }
@@ -299,8 +235,8 @@ func (r *run) saveDone(done bool) error {
 	if r.opts.Store == nil {
 		return nil
 	}
-	if err := r.opts.Store.Save(r.record(done)); err != nil {
-		return fmt.Errorf("save rollout %s: %w", r.plan.ID, err)
+	if err := r.opts.Store.Save(r.st.record(r.opts.Clock.Now(), done)); err != nil {
+		return fmt.Errorf("save rollout %s: %w", r.st.plan.ID, err)
 	}
 	return nil
 }
@@ -324,62 +260,46 @@ func (c *Controller) machines(plan Plan) map[string]Machine {
 	return out
 }
 
-// adopt makes a node that joined a group the rollout targets (--on
-// @group with one system for all) a target of the current wave.
-func (r *run) adopt(ctx context.Context) error {
-	if r.tr.opened == 0 || r.tr.halted || r.signed != nil {
-		// A submitted rollout has only the Desired states the operator
-		// signed: the controller cannot sign one for a newcomer.
-		return nil
-	}
-	for group, toplevel := range r.plan.Groups {
-		for _, n := range r.c.fleet.Members(group) {
-			if _, ok := r.plan.Targets[n]; ok {
-				continue
-			}
-			r.plan.Targets[n] = toplevel
-			r.tr.adopt(n, toplevel)
-			if err := r.publishOne(ctx, n, toplevel, 0, r.opts.Clock.Now()); err != nil {
-				return err
-			}
-			r.log.Info("node joined a targeted group: added to the current wave", "node", n, "group", group)
-			if err := r.save(); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // chooseGates decides how each target's wave opens. A single wave needs no
 // gate. Otherwise a target whose groups are known from its retained status
 // is opened by its group's Gate (one publish per group per wave); a target
 // with no known group gets its Desired, for wave 0, when its wave opens.
-func (r *run) chooseGates() {
-	if len(r.tr.waves) == 1 {
+func (c *Controller) chooseGates(st *rolloutState) {
+	if len(st.waves) == 1 {
 		return
 	}
 	chosen := map[string]bool{}
-	for _, wave := range r.tr.waves {
+	for _, wave := range st.waves {
 		for _, n := range wave {
-			v, _ := r.c.fleet.Get(n)
+			v, _ := c.fleet.Get(n)
 			if v.Status == nil || len(v.Status.Groups) == 0 {
 				continue
 			}
-			r.gated[n] = true
+			st.gated[n] = true
 			if slices.ContainsFunc(v.Status.Groups, func(g string) bool { return chosen[g] }) {
 				continue
 			}
 			g := v.Status.Groups[0]
 			chosen[g] = true
-			r.gates = append(r.gates, g)
+			st.gates = append(st.gates, g)
 		}
 	}
 }
 
-// follow recomputes progress from the retained status on every change and
-// once a second, opens the next wave when the current one is done, and
-// halts when the failure threshold is crossed.
+// request is a fact sent to the goroutine that owns the run (pause,
+// resume); done is closed once it was acted on.
+type request struct {
+	f    fact
+	done chan struct{}
+}
+
+// follow is the rollout's loop: it turns what the bus and the clock tell
+// into facts for next (every change of the fleet's view, a tick a second,
+// a cancel seen elsewhere, the end of a reconnect's retained flood, the
+// overall timeout, requests) and performs the actions next returns, until
+// the rollout ends. The transport's own upkeep is here too: coalescing
+// progress saves and publishes, and reading the retained status again
+// when it has been quiet too long.
 func (r *run) follow(ctx context.Context) (*Result, error) {
 	var overall <-chan time.Time
 	if r.opts.Timeout > 0 {
@@ -392,71 +312,29 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 	changes, unwatch := r.c.fleet.Watch()
 	defer unwatch()
 	lastPublish, lastResync := time.Time{}, time.Now()
-	dirty := false           // progress not yet published and saved
 	var lost, back time.Time // set after a reconnect: check what the broker still holds
+	f := fact(factViews{r.c.fleet})
 	for {
 		if n, at := r.c.fleet.Reconnects(); n > r.reconnects {
 			r.reconnects, lost, back = n, at, time.Now()
 		}
-		if err := r.adopt(ctx); err != nil {
-			return nil, err
+		if done, err := r.step(ctx, f); done || err != nil {
+			return r.result(), err
 		}
-		if r.tr.update(r.c.fleet, r.opts.Progress) {
-			dirty = true
-		}
-		now := r.opts.Clock.Now()
 		// The broker sends every retained message again after a
 		// reconnect: judge what it lost once they stopped arriving.
 		quiet := time.Since(later(r.c.fleet.LastMessage(), back))
 		if !lost.IsZero() && (quiet >= reassertQuiet || time.Since(back) >= reassertWait) {
-			if err := r.reassert(ctx, lost); err != nil {
-				r.log.Warn("publish again what the broker lost", "err", err)
-			}
-			lost = time.Time{}
+			f, lost = factBrokerBack{lost}, time.Time{}
+			continue
 		}
-		by, _ := r.cancelledElsewhere()
-		sit := situation{Begun: r.begun, Due: r.plan.due(now), WindowOpen: r.plan.Window.Contains(now), Halted: r.tr.halted,
-			CancelledBy: by, Exceeded: r.tr.exceeded(), Rollback: r.plan.OnFailure == OnFailureRollback,
-			Opened: r.tr.opened, Waves: len(r.tr.waves), WaveDone: r.tr.waveDone(now), Paused: r.tr.paused != ""}
-		switch st := decide(sit); st {
-		case stepFinish:
-			return r.finish(ctx)
-		case stepPublishFirst:
-			if err := r.publishFirst(ctx); err != nil {
-				return nil, err
-			}
+		if by, ok := r.cancelledElsewhere(); ok && !r.st.halted && r.st.cancelledBy == "" {
+			f = factCancelled{by}
 			continue
-		case stepCancelled:
-			r.tr.cancelled = true
-			r.tr.halt(cancelledBy + by)
-			r.log.Debug("rollout cancelled", "by", by)
-			if r.opts.OnWave != nil {
-				r.opts.OnWave(WaveEvent{Index: r.tr.opened - 1, Total: len(r.tr.waves), Halted: true, Reason: r.tr.reason})
-			}
-			dirty = true
-			continue
-		case stepHalt:
-			if err := r.halt(ctx, r.tr.failureReason()); err != nil {
-				return nil, err
-			}
-			dirty = true
-			continue
-		case stepOpenWave:
-			r.outside = false
-			if err := r.openWave(ctx, r.tr.opened); err != nil {
-				return nil, err
-			}
-			continue
-		case stepHoldWindow:
-			if !r.outside {
-				r.outside = true
-				r.log.Info("outside the maintenance window: the next wave waits for it", "window", r.plan.Window.String(),
-					"opens", r.plan.Window.Next(now).Format(time.RFC3339))
-			}
 		}
-		if dirty && time.Since(lastPublish) > 200*time.Millisecond {
+		if r.dirty && time.Since(lastPublish) > 200*time.Millisecond {
 			r.saveAndPublish(ctx)
-			lastPublish, dirty = time.Now(), false
+			lastPublish, r.dirty = time.Now(), false
 		}
 		if now := time.Now(); needResync(r.c.fleet.LastMessage(), lastResync, now) {
 			// Quiet while targets still run: a broker under a burst may
@@ -468,17 +346,104 @@ func (r *run) follow(ctx context.Context) (*Result, error) {
 			}
 			lastResync = now
 		}
+		var req request
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("rollout %s: %w", r.plan.ID, ctx.Err())
+			return nil, fmt.Errorf("rollout %s: %w", r.st.plan.ID, ctx.Err())
 		case <-overall:
-			return r.finish(ctx)
+			f = factTimeout{}
 		case <-changes:
+			f = factViews{r.c.fleet}
 		case <-tick.C:
-		case f := <-r.facts:
-			f(r)
+			f = factTick{}
+		case req = <-r.facts:
+			f = req.f
+		}
+		if req.done != nil {
+			_, err := r.step(ctx, f)
+			close(req.done)
+			if err != nil || r.st.ended {
+				return r.result(), err
+			}
+			f = factViews{r.c.fleet}
 		}
 	}
+}
+
+// step gives the state one fact and performs the actions it returns, in
+// order; done reports that the rollout ended.
+func (r *run) step(ctx context.Context, f fact) (done bool, err error) {
+	for _, a := range next(r.st, r.opts.Clock.Now(), f) {
+		if err := r.perform(ctx, a); err != nil {
+			return false, err
+		}
+	}
+	return r.st.ended, nil
+}
+
+// perform does one action of next.
+func (r *run) perform(ctx context.Context, a action) error {
+	switch a := a.(type) {
+	case actPublishDesired:
+		gens, err := r.publishDesired(ctx, a.nodes)
+		next(r.st, r.opts.Clock.Now(), factPublished{gens})
+		return err
+	case actPublishGates:
+		return r.publishGates(ctx, a.open, a.state)
+	case actClearUnstarted:
+		return r.clearUnstarted(ctx)
+	case actReassert:
+		err := r.reassert(ctx, a.lost)
+		if err != nil && !a.resume {
+			r.log.Warn("publish again what the broker lost", "err", err)
+			return nil
+		}
+		return err
+	case actSave:
+		err := r.saveDone(a.done)
+		if err != nil && a.done {
+			r.log.Warn("save rollout", "err", err)
+			return nil
+		}
+		return err
+	case actPublishState:
+		err := r.c.publishState(ctx, r.st, a.done)
+		if err != nil && a.done {
+			r.log.Warn("publish final rollout state", "err", err)
+			return nil
+		}
+		return err
+	case actDirty:
+		r.dirty = true
+	case actFlush:
+		r.saveAndPublish(ctx)
+	case actProgress:
+		if r.opts.Progress != nil {
+			r.opts.Progress(a.r)
+		}
+	case actWave:
+		if r.opts.OnWave != nil {
+			r.opts.OnWave(a.ev)
+		}
+	case actLog:
+		r.log.Log(ctx, a.level, a.msg, a.args...)
+	case actRollback:
+		res, err := r.rollbackSwitched(ctx)
+		r.rolledBack = res
+		return err
+	case actFinish:
+		r.log.Debug("rollout ended", "outcome", r.st.result(true).Outcome)
+	default:
+		return fmt.Errorf("controller: unknown rollout action %T", a)
+	}
+	return nil
+}
+
+// result is the run's result: final once the rollout ended.
+func (r *run) result() *Result {
+	res := r.st.result(r.st.ended)
+	res.Rollback = r.rolledBack
+	return res
 }
 
 // saveAndPublish saves the record and publishes the retained state.
@@ -486,21 +451,7 @@ func (r *run) saveAndPublish(ctx context.Context) {
 	if err := r.save(); err != nil {
 		r.log.Warn("save rollout", "err", err)
 	}
-	if err := r.c.publishState(ctx, r.tr, false); err != nil {
+	if err := r.c.publishState(ctx, r.st, false); err != nil {
 		r.log.Warn("publish rollout state", "err", err)
 	}
-}
-
-func (r *run) finish(ctx context.Context) (*Result, error) {
-	// Saved first: whoever sees the final state and asks for the record
-	// (labctl publish following a controller service) finds its outcome.
-	if err := r.saveDone(true); err != nil {
-		r.log.Warn("save rollout", "err", err)
-	}
-	if err := r.c.publishState(ctx, r.tr, true); err != nil {
-		r.log.Warn("publish final rollout state", "err", err)
-	}
-	res := r.tr.result(true)
-	r.log.Debug("rollout ended", "outcome", res.Outcome)
-	return res, nil
 }

@@ -56,7 +56,7 @@ func TestParseWindow(t *testing.T) {
 // the clock enters it.
 func TestScheduleAndWindow(t *testing.T) {
 	r := newRig(t)
-	log := &actLog{}
+	log := &switchLog{}
 	for _, n := range []string{"a", "b"} {
 		startGateNode(t, r, log, n, []string{"web"}, "succeeded")
 	}

@@ -385,7 +385,7 @@ func TestServiceRefusesGatesTheNodesWouldReject(t *testing.T) {
 // deadline; resumed, it goes on.
 func TestServicePausesAndResumes(t *testing.T) {
 	r := newServiceRig(t, true)
-	log := &actLog{}
+	log := &switchLog{}
 	startGateNode(t, &rig{b: r.b}, log, "b", []string{"web"}, proto.StateSucceeded)
 	r.settle("b")
 	// a never reports: wave 1 lasts its whole deadline.

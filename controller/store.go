@@ -244,7 +244,7 @@ func (s *BoltStore) List() ([]*Record, error) {
 // whose end was recorded keeps it (a node that rolled back and took a
 // later rollout since still rolled back in this one).
 func Progress(rec *Record, f *Fleet) *Result {
-	t := newTracker(rec.Plan, rec.Waves, rec.Created)
+	t := newRolloutState(rec.Plan, rec.Waves, rec.Created)
 	maps.Copy(t.gens, rec.Gens)
 	t.opened, t.openedAt = rec.Opened, rec.OpenedAt
 	if rec.Result != nil {

@@ -48,7 +48,7 @@ func TestStoreRoundTrip(t *testing.T) {
 // rest follow in order.
 func TestResumeAfterInterrupt(t *testing.T) {
 	r := newRig(t)
-	log := &actLog{}
+	log := &switchLog{}
 	plan := Plan{ID: "r-res", Targets: map[string]string{}, Strategy: Strategy{Kind: StrategyRolling, Batch: Size{N: 1}}}
 	for _, n := range []string{"a", "b", "c"} {
 		plan.Targets[n] = tlA
@@ -95,7 +95,7 @@ func TestResumeAfterInterrupt(t *testing.T) {
 // being followed: no further wave opens and the follower reports it.
 func TestCancelFromElsewhere(t *testing.T) {
 	r := newRig(t)
-	log := &actLog{}
+	log := &switchLog{}
 	plan := Plan{ID: "r-can", Targets: map[string]string{"a": tlA, "b": tlA, "c": tlA},
 		Strategy: Strategy{Kind: StrategyRolling, Batch: Size{N: 1}}, WaveDeadline: time.Minute}
 	// a is offline: wave 1 waits for it, which leaves time to cancel.

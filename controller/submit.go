@@ -52,18 +52,17 @@ func (c *Controller) Prepare(plan Plan, key *proto.PrivateKey, now time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	r := &run{c: c, plan: plan, opts: Options{Key: key, Clock: clock.NewFake(now)},
-		tr: newTracker(plan, waves, now), gated: map[string]bool{}}
-	r.chooseGates()
-	sub := &Submission{Plan: plan, Waves: waves, Gates: r.gates, Desired: make(map[string][]byte, len(plan.Targets))}
-	for n := range r.gated {
+	r := c.newRun(newRolloutState(plan, waves, now), Options{Key: key, Clock: clock.NewFake(now)})
+	c.chooseGates(r.st)
+	sub := &Submission{Plan: plan, Waves: waves, Gates: r.st.gates, Desired: make(map[string][]byte, len(plan.Targets))}
+	for n := range r.st.gated {
 		sub.Gated = append(sub.Gated, n)
 	}
 	slices.Sort(sub.Gated)
 	for i, wave := range waves {
 		for _, n := range wave {
 			w := 0
-			if r.gated[n] {
+			if r.st.gated[n] {
 				w = i + 1
 			}
 			_, b, gen, err := r.signOne(n, plan.Targets[n], w, now)
@@ -239,7 +238,7 @@ func openDesired(b []byte) (*proto.Desired, error) {
 
 // presigned returns the Desired the operator signed for n, and its gen.
 func (r *run) presigned(n string) (topic string, payload []byte, gen uint64, err error) {
-	b, ok := r.signed[n]
+	b, ok := r.st.signed[n]
 	if !ok {
 		return "", nil, 0, fmt.Errorf("no signed desired state for %s", n)
 	}
@@ -255,14 +254,14 @@ func (r *run) presigned(n string) (topic string, payload []byte, gen uint64, err
 // rollout of its own (<id>-rollback, one wave). A target whose previous
 // system is not the one signed (it changed meanwhile) is left alone.
 func (r *run) rollbackSigned(ctx context.Context) (*Result, error) {
-	back := Plan{ID: rollbackID(r.plan.ID), Targets: map[string]string{}, Action: r.plan.Action, Reboot: r.plan.Reboot,
-		MaxFailures: Size{Percent: 100}, WaveDeadline: r.plan.WaveDeadline}
+	back := Plan{ID: rollbackID(r.st.plan.ID), Targets: map[string]string{}, Action: r.st.plan.Action, Reboot: r.st.plan.Reboot,
+		MaxFailures: Size{Percent: 100}, WaveDeadline: r.st.plan.WaveDeadline}
 	signed := map[string][]byte{}
-	for _, n := range r.tr.list() {
+	for _, n := range r.st.list() {
 		if n.State != proto.StateSucceeded {
 			continue
 		}
-		b, ok := r.rollback[n.Node]
+		b, ok := r.st.rollback[n.Node]
 		if !ok {
 			r.log.Warn("cannot roll back: no way back was signed for it", "node", n.Node)
 			continue
@@ -288,13 +287,13 @@ func (r *run) rollbackSigned(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	waves, _ := back.Waves()
-	rb := &run{c: r.c, plan: back, opts: opts, log: r.log.With("rollout", back.ID), tr: newTracker(back, waves, opts.Clock.Now()),
-		gated: map[string]bool{}, keyID: r.keyID, submitter: r.submitter, signed: signed}
-	rb.reconnects, _ = r.c.fleet.Reconnects()
+	st := newRolloutState(back, waves, opts.Clock.Now())
+	st.keyID, st.submitter, st.signed = r.st.keyID, r.st.submitter, signed
+	rb := r.c.newRun(st, opts)
 	if err := rb.begin(ctx); err != nil {
 		return nil, err
 	}
-	return rb.followAndFinish(ctx)
+	return rb.follow(ctx)
 }
 
 // Started is a submitted rollout that a controller service accepted: its
@@ -305,44 +304,34 @@ type Started struct{ r *run }
 
 // Pause asks the goroutine driving the rollout to open no further wave
 // (the wave in progress finishes); by is recorded.
-func (s *Started) Pause(ctx context.Context, by string) error {
-	return s.send(ctx, func(r *run) {
-		r.tr.paused = by
-		r.log.Info("rollout paused", "by", by)
-		r.saveAndPublish(ctx)
-	})
-}
+func (s *Started) Pause(ctx context.Context, by string) error { return s.send(ctx, factPause{by}) }
 
 // Unpause lets a paused rollout open its next wave again.
-func (s *Started) Unpause(ctx context.Context, by string) error {
-	return s.send(ctx, func(r *run) {
-		r.tr.paused = ""
-		r.log.Info("rollout unpaused", "by", by)
-		r.saveAndPublish(ctx)
-	})
-}
+func (s *Started) Unpause(ctx context.Context, by string) error { return s.send(ctx, factResume{by}) }
 
-func (s *Started) send(ctx context.Context, f func(*run)) error {
-	done := make(chan struct{})
+// send gives f to the goroutine driving the rollout and waits until it
+// was acted on.
+func (s *Started) send(ctx context.Context, f fact) error {
+	req := request{f: f, done: make(chan struct{})}
 	select {
-	case s.r.facts <- func(r *run) { f(r); close(done) }:
+	case s.r.facts <- req:
 	case <-ctx.Done():
-		return fmt.Errorf("rollout %s: %w", s.r.plan.ID, ctx.Err())
+		return fmt.Errorf("rollout %s: %w", s.r.st.plan.ID, ctx.Err())
 	}
 	select {
-	case <-done:
+	case <-req.done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("rollout %s: %w", s.r.plan.ID, ctx.Err())
+		return fmt.Errorf("rollout %s: %w", s.r.st.plan.ID, ctx.Err())
 	}
 }
 
 // ID is the rollout's id.
-func (s *Started) ID() string { return s.r.plan.ID }
+func (s *Started) ID() string { return s.r.st.plan.ID }
 
 // Follow drives the rollout to its end (waves, deadlines, thresholds,
 // halts, the way back), as Run does after publishing.
-func (s *Started) Follow(ctx context.Context) (*Result, error) { return s.r.followAndFinish(ctx) }
+func (s *Started) Follow(ctx context.Context) (*Result, error) { return s.r.follow(ctx) }
 
 // Start accepts a submission (DESIGN §11): it checks every signed Desired
 // against trusted (empty: any), refuses an id used before (in opts.Store
@@ -363,13 +352,13 @@ func (c *Controller) Start(ctx context.Context, sub *Submission, trusted proto.K
 			ErrRolloutExists, rec.Plan.ID, rs.State, time.UnixMilli(rs.CreatedAt).UTC().Format(time.RFC3339), FieldRolloutID)
 	}
 	plan := rec.Plan
-	r := &run{c: c, plan: plan, opts: opts, log: opts.Logger.With("rollout", plan.ID), tr: newTracker(plan, rec.Waves, rec.Created),
-		gated: map[string]bool{}, gates: rec.Gates, keyID: rec.KeyID, submitter: submitter, signed: rec.Signed, rollback: rec.Rollback}
+	st := newRolloutState(plan, rec.Waves, rec.Created)
+	st.gates, st.keyID, st.submitter, st.signed, st.rollback = rec.Gates, rec.KeyID, submitter, rec.Signed, rec.Rollback
 	for _, n := range rec.Gated {
-		r.gated[n] = true
+		st.gated[n] = true
 	}
-	r.reconnects, _ = c.fleet.Reconnects()
-	r.facts = make(chan func(*run))
+	r := c.newRun(st, opts)
+	r.facts = make(chan request)
 	if err := r.begin(ctx); err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ type gateNode struct {
 	name   string
 	groups []string
 	final  proto.ExecState
-	log    *actLog
+	log    *switchLog
 
 	mu      sync.Mutex
 	c       *bus.Client
@@ -32,19 +32,19 @@ type gateNode struct {
 	prev    string
 }
 
-type actLog struct {
+type switchLog struct {
 	mu    sync.Mutex
 	order []string
 }
 
-func (l *actLog) add(s string) { l.mu.Lock(); l.order = append(l.order, s); l.mu.Unlock() }
-func (l *actLog) list() []string {
+func (l *switchLog) add(s string) { l.mu.Lock(); l.order = append(l.order, s); l.mu.Unlock() }
+func (l *switchLog) list() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.order)
 }
 
-func startGateNode(t *testing.T, r *rig, log *actLog, name string, groups []string, final proto.ExecState) *gateNode {
+func startGateNode(t *testing.T, r *rig, log *switchLog, name string, groups []string, final proto.ExecState) *gateNode {
 	t.Helper()
 	g := &gateNode{name: name, groups: groups, final: final, log: log, gates: map[string]proto.Gate{}, acted: map[uint64]bool{}, current: tlB}
 	g.c = dial(t, r.b.URL(), name, g.receive)
@@ -177,7 +177,7 @@ func TestWaves(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
-			log := &actLog{}
+			log := &switchLog{}
 			plan := tc.plan
 			plan.ID, plan.Targets = "r-w", map[string]string{}
 			for n, s := range tc.nodes {
@@ -233,7 +233,7 @@ func TestWaves(t *testing.T) {
 // target of the current wave.
 func TestJoinerOfATargetedGroupConverges(t *testing.T) {
 	r := newRig(t)
-	log := &actLog{}
+	log := &switchLog{}
 	startGateNode(t, r, log, "a", []string{"web"}, proto.StateSucceeded)
 	// b is known but offline: its wave waits, which keeps the rollout open.
 	st := &proto.NodeStatus{Node: "b", Groups: []string{"web"}}

@@ -8,25 +8,45 @@ import (
 	"github.com/lab-fleet/lab/proto"
 )
 
-// tracker computes each target's progress from the fleet view. It is pure
-// bookkeeping: the latest retained status decides, whatever was missed.
-type tracker struct {
+// rolloutState is one rollout: everything known of it, and the only
+// thing its transition (next, machine.go) changes. The persisted Record
+// (record) and the retained RolloutState (state) are derived from it.
+// Each target's progress is recomputed from the fleet's view (update): the
+// latest retained status decides, whatever was missed.
+type rolloutState struct {
 	plan      Plan
 	created   time.Time
 	waves     [][]string
 	wave      map[string]int // node → its wave index
 	opened    int            // waves opened so far
 	openedAt  time.Time      // when the last one opened
+	begun     bool           // the first wave was published (a scheduled rollout waits for its time)
 	halted    bool
 	cancelled bool   // halted by labctl rollout cancel
 	paused    string // who paused it (no further wave opens); "" = not paused
 	reason    string
 	gens      map[string]uint64
 	nodes     map[string]NodeResult
+	// gated holds the targets opened by a group gate (their Desired is
+	// published at start); gates are the groups whose gates open them.
+	gated map[string]bool
+	gates []string
+	keyID string // the key that signed the Desired states ("" unsigned)
+	// submitter is who submitted it to a controller service ("": run by labctl).
+	submitter string
+	// signed holds the Desired states the operator signed, sealed, by
+	// node (a submitted rollout: the controller cannot sign them); nil =
+	// signed by the run with its key. rollback holds the signed way back
+	// of each target (--on-failure rollback).
+	signed, rollback map[string][]byte
+	// cancelledBy is who cancelled it elsewhere (a fact not yet acted on).
+	cancelledBy string
+	outside     bool // a wave waits for the maintenance window (said once)
+	ended       bool // finished: no fact changes it any more
 }
 
-func newTracker(p Plan, waves [][]string, now time.Time) *tracker {
-	t := &tracker{plan: p, created: now, waves: waves, wave: map[string]int{}, gens: map[string]uint64{}, nodes: map[string]NodeResult{}}
+func newRolloutState(p Plan, waves [][]string, now time.Time) *rolloutState {
+	t := &rolloutState{plan: p, created: now, waves: waves, wave: map[string]int{}, gens: map[string]uint64{}, nodes: map[string]NodeResult{}, gated: map[string]bool{}}
 	for i, w := range waves {
 		for _, n := range w {
 			t.wave[n] = i
@@ -36,12 +56,12 @@ func newTracker(p Plan, waves [][]string, now time.Time) *tracker {
 }
 
 // open records that wave i opened at now.
-func (t *tracker) open(i int, now time.Time) {
+func (t *rolloutState) open(i int, now time.Time) {
 	t.opened, t.openedAt = i+1, now
 }
 
-// adopt adds a target to the current wave.
-func (t *tracker) adopt(n, toplevel string) {
+// adoptTarget adds a target to the current wave.
+func (t *rolloutState) adoptTarget(n, toplevel string) {
 	i := t.opened - 1
 	t.waves[i] = append(slices.Clone(t.waves[i]), n)
 	t.wave[n] = i
@@ -49,7 +69,7 @@ func (t *tracker) adopt(n, toplevel string) {
 }
 
 // halt stops further waves; targets of waves not opened are cancelled.
-func (t *tracker) halt(reason string) {
+func (t *rolloutState) halt(reason string) {
 	t.halted, t.reason = true, reason
 	for i := t.opened; i < len(t.waves); i++ {
 		for _, n := range t.waves[i] {
@@ -60,7 +80,7 @@ func (t *tracker) halt(reason string) {
 }
 
 // notStarted explains why a target never started.
-func (t *tracker) notStarted() string {
+func (t *rolloutState) notStarted() string {
 	if t.cancelled {
 		return "not started: " + t.reason
 	}
@@ -69,7 +89,7 @@ func (t *tracker) notStarted() string {
 
 // waveDone reports whether the last opened wave is over: every target in
 // it finished, or the wave deadline passed (the rest stay pending).
-func (t *tracker) waveDone(now time.Time) bool {
+func (t *rolloutState) waveDone(now time.Time) bool {
 	if t.opened == 0 {
 		return false
 	}
@@ -77,7 +97,10 @@ func (t *tracker) waveDone(now time.Time) bool {
 		return true
 	}
 	for _, n := range t.waves[t.opened-1] {
-		r := t.nodes[n]
+		r, ok := t.nodes[n]
+		if !ok {
+			r = NodeResult{Pending: true} // not yet looked at
+		}
 		// Once halted, a target that never started will not: its gate
 		// says cancelled. Only the ones already running are waited for.
 		if r.Pending && !(t.halted && r.State == "") {
@@ -88,7 +111,7 @@ func (t *tracker) waveDone(now time.Time) bool {
 }
 
 // failures counts finished targets and the failures among them.
-func (t *tracker) failures() (failed, finished int) {
+func (t *rolloutState) failures() (failed, finished int) {
 	for _, r := range t.nodes {
 		if r.Pending || r.State == "" || r.State == proto.StateCancelled {
 			continue
@@ -102,7 +125,7 @@ func (t *tracker) failures() (failed, finished int) {
 }
 
 // exceeded reports whether the failures cross the plan's threshold.
-func (t *tracker) exceeded() bool {
+func (t *rolloutState) exceeded() bool {
 	failed, finished := t.failures()
 	if failed == 0 {
 		return false
@@ -117,7 +140,7 @@ func (t *tracker) exceeded() bool {
 	return failed > m.N
 }
 
-func (t *tracker) failureReason() string {
+func (t *rolloutState) failureReason() string {
 	failed, finished := t.failures()
 	return fmt.Sprintf("%d of %d finished targets failed, more than %s %s", failed, finished, FieldMaxFailures, t.plan.MaxFailures)
 }
@@ -156,7 +179,7 @@ func progress(v NodeView, rollout string, gen uint64, toplevel string) NodeResul
 
 // update recomputes every target; it reports whether anything changed and
 // calls onChange for each target whose state changed.
-func (t *tracker) update(f *Fleet, onChange func(NodeResult)) bool {
+func (t *rolloutState) update(f viewer, onChange func(NodeResult)) bool {
 	changed := false
 	for _, n := range t.plan.Nodes() {
 		if t.wave[n] >= t.opened && t.halted {
@@ -189,7 +212,7 @@ func (t *tracker) update(f *Fleet, onChange func(NodeResult)) bool {
 	return changed
 }
 
-func (t *tracker) done() bool {
+func (t *rolloutState) done() bool {
 	for _, r := range t.nodes {
 		if r.Pending {
 			return false
@@ -198,7 +221,7 @@ func (t *tracker) done() bool {
 	return true
 }
 
-func (t *tracker) list() []NodeResult {
+func (t *rolloutState) list() []NodeResult {
 	out := make([]NodeResult, 0, len(t.nodes))
 	for _, n := range t.plan.Nodes() {
 		r, ok := t.nodes[n]
@@ -210,7 +233,7 @@ func (t *tracker) list() []NodeResult {
 	return out
 }
 
-func (t *tracker) result(done bool) *Result {
+func (t *rolloutState) result(done bool) *Result {
 	nodes := t.list()
 	if done && t.halted {
 		for i, n := range nodes {
@@ -228,7 +251,7 @@ func (t *tracker) result(done bool) *Result {
 	return &Result{Rollout: t.plan.ID, Outcome: o, Counters: c, Nodes: nodes, Waves: t.waves, Halted: t.halted, Reason: t.reason}
 }
 
-func (t *tracker) state(done bool) *proto.RolloutState {
+func (t *rolloutState) state(done bool) *proto.RolloutState {
 	nodes := t.result(done).Nodes
 	c := count(nodes)
 	strategy := t.plan.Strategy.Kind
