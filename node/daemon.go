@@ -62,7 +62,7 @@ func New(cfg Config, sys nixsys.System) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), topics: topics, keys: keys, nix: sys,
-		checks: &health.Runner{}, events: make(chan any, 64), st: st, pubq: make(chan func(context.Context), 256),
+		checks: &health.Runner{Clock: clock.Or(cfg.Clock)}, events: make(chan any, 64), st: st, pubq: make(chan func(context.Context), 256),
 		m: machine{groups: cfg.Groups, clock: clock.Or(cfg.Clock), timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout},
 			bootID: readBootID(cfg.BootIDFile)}}
 	// Every configured check is in the status from the start, "not run"

@@ -1,6 +1,6 @@
 // Package clock is the one clock lab's state machines read: the node's
-// execution machine and its timers, and the controller's rollouts,
-// schedules and reboot jobs. Real is the system clock; Fake is a clock
+// execution machine and its timers, its health checks' grace and
+// intervals, and the controller's rollouts, schedules and reboot jobs. Real is the system clock; Fake is a clock
 // that moves only when a test says so, firing the timers it passes.
 package clock
 
@@ -31,6 +31,14 @@ func (Real) Now() time.Time { return time.Now() }
 
 // AfterFunc is time.AfterFunc.
 func (Real) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// After returns a channel that receives c's time once d has passed on c,
+// and the timer to stop when the wait is abandoned.
+func After(c Clock, d time.Duration) (<-chan time.Time, Timer) {
+	ch := make(chan time.Time, 1)
+	t := c.AfterFunc(d, func() { ch <- c.Now() })
+	return ch, t
+}
 
 // Or returns c, or Real when c is nil.
 func Or(c Clock) Clock {

@@ -52,24 +52,3 @@ func TestValidate(t *testing.T) {
 		t.Errorf("ValidateAll(duplicates) = %v", err)
 	}
 }
-
-func TestFakeClock(t *testing.T) {
-	c := NewFakeClock(time.Unix(0, 0))
-	ch := c.After(time.Second)
-	if c.Waiters() != 1 {
-		t.Fatal("no waiter")
-	}
-	c.Advance(999 * time.Millisecond)
-	select {
-	case <-ch:
-		t.Fatal("fired early")
-	default:
-	}
-	c.Advance(time.Millisecond)
-	if got := <-ch; !got.Equal(time.Unix(1, 0)) || c.Waiters() != 0 {
-		t.Errorf("fired at %v, %d waiters left", got, c.Waiters())
-	}
-	if got := <-c.After(0); !got.Equal(c.Now()) {
-		t.Errorf("After(0) = %v", got)
-	}
-}

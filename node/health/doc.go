@@ -9,9 +9,9 @@
 //
 // Runner.Run runs checks concurrently. Each check waits its Grace, then
 // makes attempts (each bounded by Timeout) until one succeeds or Retries
-// extra attempts have failed, Interval apart. Time is read through a Clock
-// so tests drive it with FakeClock.Advance; per-attempt timeouts are real
-// context deadlines.
+// extra attempts have failed, Interval apart. Grace and intervals are waited on
+// lab's one clock (internal/clock), so tests drive them with a clock.Fake;
+// per-attempt timeouts are real context deadlines.
 //
 // Command checks run with the Runner's Env added to labd's environment. The
 // node sets LAB_TOPLEVEL=<the new system's store path> there, so a check

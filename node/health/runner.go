@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"sync"
 	"time"
+
+	"github.com/lab-fleet/lab/internal/clock"
 )
 
 // Result is the outcome of one check.
@@ -25,9 +27,9 @@ type ExecFunc func(ctx context.Context, argv []string, env []string) ([]byte, er
 
 // Runner runs checks. The zero value uses the wall clock and os/exec.
 type Runner struct {
-	Clock Clock    // default RealClock
-	Exec  ExecFunc // default ExecCommand
-	Env   []string // added to command checks' environment, e.g. LAB_TOPLEVEL=/nix/store/...
+	Clock clock.Clock // default the system clock (internal/clock)
+	Exec  ExecFunc    // default ExecCommand
+	Env   []string    // added to command checks' environment, e.g. LAB_TOPLEVEL=/nix/store/...
 }
 
 // Run runs the checks concurrently and returns their results in the same
@@ -48,35 +50,30 @@ func (r *Runner) Run(ctx context.Context, checks []Check) []Result {
 	return results
 }
 
-func (r *Runner) clock() Clock {
-	if r.Clock == nil {
-		return RealClock{}
-	}
-	return r.Clock
-}
-
 // runOne runs one check: grace, then attempts.
 func (r *Runner) runOne(ctx context.Context, c Check) Result {
-	clock := r.clock()
+	clk := clock.Or(r.Clock)
 	res := Result{Name: c.Name}
 	if err := c.Validate(); err != nil {
-		res.Detail, res.At = err.Error(), clock.Now()
+		res.Detail, res.At = err.Error(), clk.Now()
 		return res
 	}
 	wait := c.Grace
 	for res.Attempts < c.attempts() {
 		if wait > 0 {
+			after, timer := clock.After(clk, wait)
 			select {
-			case <-clock.After(wait):
+			case <-after:
 			case <-ctx.Done():
+				timer.Stop()
 				res.Detail = fmt.Sprintf("cancelled after %d attempts: %v (last: %s)", res.Attempts, ctx.Err(), res.Detail)
-				res.At = clock.Now()
+				res.At = clk.Now()
 				return res
 			}
 		}
 		res.Attempts++
 		res.OK, res.Detail = r.attempt(ctx, c)
-		res.At = clock.Now()
+		res.At = clk.Now()
 		if res.OK {
 			return res
 		}

@@ -12,9 +12,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lab-fleet/lab/internal/clock"
 )
 
-// run runs checks with a real clock and fails the test if that takes long.
+// run runs checks with a real clk and fails the test if that takes long.
 func run(t *testing.T, r *Runner, checks ...Check) []Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -168,10 +170,10 @@ func counting(n int32) (ExecFunc, *atomic.Int32) {
 	}, &calls
 }
 
-// runFake runs checks on a fake clock, advancing it whenever a timer waits.
-func runFake(t *testing.T, r *Runner, clock *FakeClock, checks ...Check) []Result {
+// runFake runs checks on a fake clk, advancing it whenever a timer waits.
+func runFake(t *testing.T, r *Runner, clk *clock.Fake, checks ...Check) []Result {
 	t.Helper()
-	r.Clock = clock
+	r.Clock = clk
 	done := make(chan []Result)
 	go func() { done <- r.Run(context.Background(), checks) }()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
@@ -180,8 +182,8 @@ func runFake(t *testing.T, r *Runner, clock *FakeClock, checks ...Check) []Resul
 			return res
 		default:
 		}
-		if clock.Waiters() > 0 {
-			clock.Advance(time.Second)
+		if clk.Pending() > 0 {
+			clk.Advance(time.Second)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -191,22 +193,22 @@ func runFake(t *testing.T, r *Runner, clock *FakeClock, checks ...Check) []Resul
 
 func TestRetries(t *testing.T) {
 	exec, calls := counting(2)
-	clock := NewFakeClock(time.Unix(0, 0))
+	clk := clock.NewFake(time.Unix(0, 0))
 	c := Check{Name: "flaky", Type: TypeCommand, Command: []string{"x"}, Interval: 5 * time.Second}
-	res := runFake(t, &Runner{Exec: exec}, clock, c)[0]
+	res := runFake(t, &Runner{Exec: exec}, clk, c)[0]
 	if !res.OK || res.Attempts != 3 || calls.Load() != 3 || res.Detail != "fine" {
 		t.Errorf("flaky: %+v after %d calls", res, calls.Load())
 	}
-	if got := clock.Now().Sub(time.Unix(0, 0)); got != 10*time.Second {
+	if got := clk.Now().Sub(time.Unix(0, 0)); got != 10*time.Second {
 		t.Errorf("two intervals of 5s took %s of fake time", got)
 	}
-	if !res.At.Equal(clock.Now()) {
-		t.Errorf("At = %v, want %v", res.At, clock.Now())
+	if !res.At.Equal(clk.Now()) {
+		t.Errorf("At = %v, want %v", res.At, clk.Now())
 	}
 
 	exec, calls = counting(100)
 	c.Retries = 3
-	res = runFake(t, &Runner{Exec: exec}, NewFakeClock(time.Unix(0, 0)), c)[0]
+	res = runFake(t, &Runner{Exec: exec}, clock.NewFake(time.Unix(0, 0)), c)[0]
 	if res.OK || res.Attempts != 4 || calls.Load() != 4 || !strings.Contains(res.Detail, "not yet") {
 		t.Errorf("always failing, 3 retries: %+v after %d calls", res, calls.Load())
 	}
@@ -214,21 +216,21 @@ func TestRetries(t *testing.T) {
 
 func TestGrace(t *testing.T) {
 	exec, calls := counting(0)
-	clock := NewFakeClock(time.Unix(0, 0))
+	clk := clock.NewFake(time.Unix(0, 0))
 	done := make(chan Result)
-	r := &Runner{Exec: exec, Clock: clock}
+	r := &Runner{Exec: exec, Clock: clk}
 	go func() {
 		done <- r.Run(context.Background(), []Check{{Name: "g", Type: TypeCommand, Command: []string{"x"}, Grace: 30 * time.Second}})[0]
 	}()
-	for clock.Waiters() == 0 {
+	for clk.Pending() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	clock.Advance(29 * time.Second)
+	clk.Advance(29 * time.Second)
 	time.Sleep(20 * time.Millisecond)
 	if calls.Load() != 0 {
 		t.Fatal("attempted before the grace period ended")
 	}
-	clock.Advance(time.Second)
+	clk.Advance(time.Second)
 	res := <-done
 	if !res.OK || res.Attempts != 1 || calls.Load() != 1 {
 		t.Errorf("after grace: %+v", res)
@@ -237,8 +239,8 @@ func TestGrace(t *testing.T) {
 
 func TestCancelAndInvalid(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	clock := NewFakeClock(time.Unix(0, 0))
-	r := &Runner{Clock: clock}
+	clk := clock.NewFake(time.Unix(0, 0))
+	r := &Runner{Clock: clk}
 	done := make(chan []Result)
 	go func() {
 		done <- r.Run(ctx, []Check{
@@ -246,7 +248,7 @@ func TestCancelAndInvalid(t *testing.T) {
 			{Name: "broken", Type: "ping"},
 		})
 	}()
-	for clock.Waiters() == 0 {
+	for clk.Pending() == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
