@@ -137,7 +137,7 @@ func (s *Service) startJob(job RebootJob, who string) (*JobRecord, error) {
 	if err := s.commandTrust(job.Nodes); err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	now := s.cfg.Clock.Now()
 	rec := &JobRecord{Job: job, Order: s.ctl.RebootOrder(job.Nodes), State: JobRunning, Submitter: who, Created: now, Updated: now}
 	js, ok := s.cfg.Store.(JobStore)
 	if !ok {
@@ -150,12 +150,12 @@ func (s *Service) startJob(job RebootJob, who string) (*JobRecord, error) {
 	k := s.cfg.Key
 	s.drive("reboot/"+job.ID, nil, func(ctx context.Context) (*Result, error) {
 		save := func() { // on this goroutine only
-			rec.Updated = time.Now()
+			rec.Updated = s.cfg.Clock.Now()
 			if err := js.SaveJob(rec); err != nil {
 				s.log.Warn("save reboot job", "job", job.ID, "err", err)
 			}
 		}
-		res, err := s.ctl.Reboot(ctx, job.Nodes, RebootOptions{Key: &k, Deadline: job.Deadline, Progress: func(r RebootResult) {
+		res, err := s.ctl.Reboot(ctx, job.Nodes, RebootOptions{Key: &k, Deadline: job.Deadline, Clock: s.cfg.Clock, Progress: func(r RebootResult) {
 			rec.Results = append(rec.Results, r)
 			save()
 		}})
@@ -205,7 +205,7 @@ func (s *Service) interruptJobs() {
 				left = append(left, n)
 			}
 		}
-		j.State, j.Updated = JobInterrupted, time.Now()
+		j.State, j.Updated = JobInterrupted, s.cfg.Clock.Now()
 		j.Reason = fmt.Sprintf("the controller stopped while the job ran; not done: %v (the first may have rebooted): check them and run labctl reboot again for the rest", left)
 		if err := js.SaveJob(j); err != nil {
 			s.log.Error("saving an interrupted reboot job", "job", j.Job.ID, "err", err)

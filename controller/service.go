@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -52,6 +53,7 @@ type ServiceConfig struct {
 	// carry; empty accepts any (the nodes' trusted_keys still decide).
 	Trusted proto.Keyring
 	Logger  *slog.Logger
+	Clock   clock.Clock // its rollouts', schedules' and jobs' time (default the system clock)
 	// Workers bounds the requests handled at once (default 8); Queue
 	// bounds the requests waiting (default 256; more are answered busy).
 	Workers, Queue int
@@ -114,6 +116,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
 	}
@@ -225,7 +228,7 @@ const orphanReason = "halted: the controller driving it lost its records (a new 
 // waiting until a new rollout replaces it), and says why in the
 // rollout's retained state.
 func (s *Service) orphan(ctx context.Context, rs proto.RolloutState) error {
-	now := time.Now()
+	now := s.cfg.Clock.Now()
 	cleared := 0
 	for _, wave := range rs.Waves {
 		for _, node := range wave {
@@ -257,7 +260,7 @@ func (s *Service) orphan(ctx context.Context, rs proto.RolloutState) error {
 
 func (s *Service) options() Options {
 	k := s.cfg.Key
-	return Options{GateKey: &k, Store: s.cfg.Store, Logger: s.cfg.Logger}
+	return Options{GateKey: &k, Store: s.cfg.Store, Logger: s.cfg.Logger, Clock: s.cfg.Clock}
 }
 
 // drive runs fn on its own goroutine as the owner of rollout id.
@@ -498,7 +501,7 @@ func (s *Service) part(req *Request) (*Submission, bool, error) {
 	defer s.upMu.Unlock()
 	total := 0
 	for id, u := range s.uploads {
-		if time.Since(u.started) > uploadExpiry {
+		if s.cfg.Clock.Now().Sub(u.started) > uploadExpiry {
 			delete(s.uploads, id)
 			continue
 		}
@@ -506,7 +509,7 @@ func (s *Service) part(req *Request) (*Submission, bool, error) {
 	}
 	u := s.uploads[req.Upload]
 	if req.Part == 0 {
-		u = &upload{parts: make([][]byte, req.Parts), started: time.Now()}
+		u = &upload{parts: make([][]byte, req.Parts), started: s.cfg.Clock.Now()}
 		s.uploads[req.Upload] = u
 	}
 	switch {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/internal/testbroker"
 	"github.com/lab-fleet/lab/proto"
 )
@@ -37,7 +38,7 @@ func (r busResponder) Respond(ctx context.Context, topic string, corr, payload [
 	return r.c.PublishMessage(ctx, bus.Message{Topic: topic, Payload: payload, Correlation: corr})
 }
 
-func newServiceRig(t *testing.T, trustOperator bool) *serviceRig {
+func newServiceRig(t *testing.T, trustOperator bool, configure ...func(*ServiceConfig)) *serviceRig {
 	t.Helper()
 	r := &serviceRig{t: t, b: testbroker.Start(t), answers: map[string]chan []byte{}}
 	tp := proto.DefaultTopics
@@ -68,8 +69,12 @@ func newServiceRig(t *testing.T, trustOperator bool) *serviceRig {
 	if trustOperator {
 		trusted[r.opKey.ID] = r.opKey.Public().Key
 	}
-	s, err := NewService(ServiceConfig{Bus: c, Responder: busResponder{c}, Fleet: fleet, Topics: tp, Name: "controller",
-		Store: r.store, Key: r.ctlKey, Trusted: trusted})
+	cfg := ServiceConfig{Bus: c, Responder: busResponder{c}, Fleet: fleet, Topics: tp, Name: "controller",
+		Store: r.store, Key: r.ctlKey, Trusted: trusted}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	s, err := NewService(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,4 +424,31 @@ func TestServicePausesAndResumes(t *testing.T) {
 	if p := r.ask(VerbPause, &Request{Rollout: "r-pause"}); p.Code != CodeRefused {
 		t.Errorf("pause of an ended rollout: %+v", p)
 	}
+}
+
+// The service's rollouts run on the service's clock: a scheduled one
+// publishes nothing until that clock reaches its time.
+func TestServiceRunsOnItsClock(t *testing.T) {
+	now := time.Now()
+	clk := clock.NewFake(now)
+	r := newServiceRig(t, true, func(c *ServiceConfig) { c.Clock = clk })
+	simNode(t, r.b, "n1", proto.StateSucceeded)
+	r.settle("n1")
+	sub, err := r.ctl.Prepare(Plan{ID: "r-later", Targets: map[string]string{"n1": tlA}, NotBefore: now.Add(time.Hour)}, &r.opKey, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := r.ask(VerbSubmit, &Request{Submission: sub, From: "alice"}); resp.Code != CodeOK {
+		t.Fatalf("submit: %+v", resp)
+	}
+	time.Sleep(1500 * time.Millisecond) // the rollout's loop ticks every second
+	if v, _ := r.reqFleet.Get("n1"); v.DesiredGen != 0 {
+		t.Fatal("published before its time on the service's clock")
+	}
+	rec, err := r.store.Get("r-later")
+	if err != nil || !rec.Created.Equal(now) || rec.State != proto.RolloutRunning {
+		t.Fatalf("record %+v, %v: want running, created at the service's now", rec, err)
+	}
+	clk.Advance(time.Hour)
+	r.waitRecord("r-later", proto.RolloutSucceeded)
 }
