@@ -396,11 +396,6 @@ it from here), with publish's output and exit codes.`,
 	return cmd
 }
 
-// retryable says whether a target's end counts as a failure to retry.
-func retryable(n controller.NodeResult) bool {
-	return !n.Pending && n.State != "" && n.State != proto.StateCancelled && !n.State.OK()
-}
-
 func runRetry(cmd *cobra.Command, g *globals, id string, pf publishFlags) error {
 	mustBind(g.v, keyLocalController, cmd, "local-controller")
 	rec, err := getRecord(g, id)
@@ -417,24 +412,9 @@ func runRetry(cmd *cobra.Command, g *globals, id string, pf publishFlags) error 
 			return err
 		}
 	}
-	res := controller.Progress(rec, ss.conn.fleet)
-	plan := rec.Plan
-	plan.Targets, plan.Groups = map[string]string{}, nil
-	for _, n := range res.Nodes {
-		if retryable(n) {
-			plan.Targets[n.Node] = rec.Plan.Targets[n.Node]
-		}
-	}
-	if len(plan.Targets) == 0 {
-		return usageError{fmt.Errorf("rollout %s has no failed targets to retry (%s)", id, res.Outcome)}
-	}
-	base := id
-	if len(base) > 50 {
-		base = base[:50]
-	}
-	plan.ID = base + "-retry"
-	for i := 2; rolloutIDTaken(g, ss, plan.ID); i++ {
-		plan.ID = fmt.Sprintf("%s-retry-%d", base, i)
+	plan, err := controller.RetryPlan(rec, controller.Progress(rec, ss.conn.fleet), func(id string) bool { return rolloutIDTaken(g, ss, id) })
+	if err != nil {
+		return usageError{err}
 	}
 	fmt.Fprintf(g.errOut, "retrying rollout %s as %s for %d targets: %s\n", id, plan.ID, len(plan.Targets), strings.Join(plan.Nodes(), " "))
 	if !g.v.GetBool(keyLocalController) {
