@@ -3,21 +3,28 @@
 // rollout plan and its waves (Plan, PlanWaves: all at once, rolling
 // batches or a canary first, ordered by reboot order and dependencies);
 // rollout execution with gates, failure thresholds, wave deadlines, halts
-// and rollback (Controller.Run, Resume, Cancel); the rollout records that
-// make a rollout resumable (BoltStore); and ordered reboots
-// (Controller.Reboot). It does not render anything: tables and JSON for
-// people and scripts, and labctl's exit code for each outcome, are in
-// internal/render.
+// and rollback (Controller.Run, Resume, Cancel); retries of the failed
+// targets (RetryPlan); the rollout records that make a rollout resumable
+// (BoltStore); and ordered reboots (Controller.Reboot). It does not
+// render anything: tables and JSON for people and scripts, and labctl's
+// exit code for each outcome, are in internal/render.
 //
-// A rollout (Run) saves its record, publishes every target's signed
-// Desired state (retained; in a plan of several waves a target waits for
-// the gate of its wave), then follows the targets' retained status — its
-// main loop is run.follow — opening each next wave when the previous one
-// is done or its deadline passed, halting when failures cross the plan's threshold, and publishing
-// the rollout's own retained RolloutState as it goes. It never counts on
-// seeing every message: progress is recomputed from the latest retained
-// status of each node (DESIGN §8, fan-in), so a lost or duplicated message
-// changes nothing.
+// A rollout is a state machine like the node's (machine.go): one state
+// value (rolloutState, state.go) from which the persisted Record and the
+// retained RolloutState are derived, and one transition, next(state, now,
+// fact), that takes one fact — the fleet's view changed, a tick of the
+// clock, a cancel seen elsewhere, a pause or resume, the broker back after
+// a reconnect, the overall timeout — and returns the actions to perform:
+// publish Desired states and gates, clear the Desired of targets that
+// never started, publish again what the broker lost, save, publish the
+// rollout's state, roll back, finish. Its policy (decide.go) is a pure
+// function of what is known at one step. The goroutine that owns the
+// rollout (run.follow, rollout.go) is the only one that touches the state:
+// it turns bus messages and the clock into facts and performs the
+// actions. It never counts on seeing every message: progress is
+// recomputed from the latest retained status of each node (DESIGN §8,
+// fan-in), so a lost or duplicated message changes nothing. One clock
+// (internal/clock) is read by all of it, so tests drive time with a fake.
 //
 // Two things drive rollouts with that code. The controller service
 // (Service, DESIGN §11) runs beside the broker — `labctl broker` on mochi's
@@ -32,9 +39,6 @@
 // --local-controller the process that calls Run drives the rollout, and
 // its later waves open only while that process runs. Either way the
 // transport is the small Bus interface.
-//
-// Not yet as DESIGN §11 wants it: the rollout's decisions still live in
-// run.follow's loop rather than in a pure next(state, fact) function.
 //
 // Errors and halt reasons name plan fields in the plan's words (Field:
 // "batch size", "max failures"), never a front end's options; a refusal
