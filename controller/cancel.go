@@ -110,8 +110,12 @@ func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) erro
 	if err := r.clearUnstarted(ctx); err != nil {
 		return err
 	}
+	by := c.from
+	if opts.By != "" {
+		by = opts.By
+	}
 	r.st.cancelled = true
-	r.st.halt(cancelledBy + c.from)
+	r.st.halt(cancelledBy + by)
 	if err := c.publishState(ctx, r.st, true); err != nil {
 		return err
 	}

@@ -253,7 +253,13 @@ func TestRolloutMachine(t *testing.T) {
 			plan: Plan{ID: "r", Targets: targets("a"), NotBefore: t0.Add(time.Hour)},
 			steps: []stepCase{
 				{start, "state"},
-				{after(time.Minute), ""},
+				{views0, ""},
+				{func(m *sim) string {
+					if d := m.s.nodes["a"].Detail; !strings.HasPrefix(d, "scheduled: not before ") {
+						m.t.Errorf("a scheduled target's detail %q, want scheduled: not before …", d)
+					}
+					return m.tick(time.Minute)
+				}, ""},
 				{with(factCancelled{"bob"}), "halted: cancelled by bob; " + final},
 			}},
 		{name: "window: nothing before it opens; a wave under way finishes; the next waits for the next night",

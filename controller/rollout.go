@@ -26,6 +26,9 @@ type Options struct {
 	Clock    clock.Clock      // default the system clock
 	Logger   *slog.Logger
 	Store    Store // where the rollout's record is saved at every step (nil: nowhere)
+	// By is who asked for a Cancel, named in its reason (default the
+	// controller's own name).
+	By string
 }
 
 // WaveEvent tells that wave Index (0-based) of Total opened, or that the

@@ -73,6 +73,18 @@ func (p *Plan) due(now time.Time) bool {
 	return !now.Before(p.NotBefore) && p.Window.Contains(now)
 }
 
+// schedule says when the plan may open a wave, in words.
+func (p *Plan) schedule() string {
+	var parts []string
+	if !p.NotBefore.IsZero() {
+		parts = append(parts, "not before "+p.NotBefore.Local().Format("2006-01-02 15:04 MST"))
+	}
+	if p.Window.Set {
+		parts = append(parts, "inside the window "+p.Window.String())
+	}
+	return strings.Join(parts, ", ")
+}
+
 // ZoneName names the local time zone as people know it (TZ, else the
 // zoneinfo link of /etc/localtime, else the abbreviation).
 func ZoneName() string {

@@ -410,6 +410,7 @@ func (s *Service) answer(ctx context.Context, verb string, req *Request, who str
 			return fail(err)
 		}
 		opts := s.options()
+		opts.By = who
 		if err := s.ctl.Cancel(ctx, rec, opts); err != nil {
 			return fail(err)
 		}

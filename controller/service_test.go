@@ -326,9 +326,12 @@ func TestServiceCancelsARunningRollout(t *testing.T) {
 	for len(r.svc.Running()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	resp := r.ask(VerbCancel, &Request{Rollout: "r-cancel"})
+	resp := r.ask(VerbCancel, &Request{Rollout: "r-cancel", From: "bob"})
 	if resp.Code != CodeOK || resp.Record == nil || resp.Record.State != proto.RolloutCancelled {
 		t.Fatalf("cancel: %+v", resp)
+	}
+	if resp.Record.Reason != "cancelled by bob" {
+		t.Errorf("reason %q, want the one who asked: cancelled by bob", resp.Record.Reason)
 	}
 	if got := r.svc.Running(); len(got) != 0 {
 		t.Errorf("still driving %v after the cancel", got)

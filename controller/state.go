@@ -190,6 +190,9 @@ func (t *rolloutState) update(f viewer, onChange func(NodeResult)) bool {
 		r.Wave = t.wave[n] + 1
 		if r.Pending && r.State == "" && t.wave[n] >= t.opened {
 			r.Detail = fmt.Sprintf("waiting for wave %d", r.Wave)
+			if t.opened == 0 && (!t.plan.NotBefore.IsZero() || t.plan.Window.Set) {
+				r.Detail = "scheduled: " + t.plan.schedule()
+			}
 		}
 		old, seen := t.nodes[n]
 		if seen && !old.Pending && old.State != "" {
