@@ -71,7 +71,7 @@ func (e ctlError) Error() string {
 	what := "refused"
 	switch e.resp.Code {
 	case controller.CodeNotFound:
-		what = "does not know it"
+		return fmt.Sprintf("the controller does not know it: %s (`labctl rollout list` shows what it knows)", e.resp.Error)
 	case controller.CodeInternal:
 		what = "failed"
 	case controller.CodeBadRequest:
