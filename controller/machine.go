@@ -50,6 +50,8 @@ type (
 	// factPublished: the broker acknowledged these Desired states (node
 	// → gen).
 	factPublished struct{ gens map[string]uint64 }
+	// factRolledBack: the way back of a halted rollout ended.
+	factRolledBack struct{}
 )
 
 // viewer is what next reads of the fleet: a node's latest view, and the
@@ -104,7 +106,8 @@ type (
 		args  []any
 	}
 	// actRollback: switch the targets that succeeded back (a rollout of
-	// its own, --on-failure rollback).
+	// its own, --on-failure rollback); once it ended, the state is no
+	// longer rolling back and the run has its result.
 	actRollback struct{}
 	// actFinish: the rollout ended; its result is the state's.
 	actFinish struct{}
@@ -117,10 +120,14 @@ func logDebug(msg string, args ...any) actLog { return actLog{slog.LevelDebug, m
 // what to do. After any fact it asks decide until nothing more is to be
 // done at once.
 func next(s *rolloutState, now time.Time, f fact) []action {
-	if p, ok := f.(factPublished); ok {
-		// Recorded even once ended: the state runs ahead of the
-		// actions, and the final record is saved after the publishes.
-		maps.Copy(s.gens, p.gens)
+	// Recorded even once ended: the state runs ahead of the actions,
+	// and the final record is saved after them.
+	switch f := f.(type) {
+	case factPublished:
+		maps.Copy(s.gens, f.gens)
+		return nil
+	case factRolledBack:
+		s.rollingBack = false
 		return nil
 	}
 	if s.ended {
@@ -250,11 +257,14 @@ func (s *rolloutState) haltEvent() actWave {
 // of the targets that switched when it halted and rolls back on failure.
 func (s *rolloutState) finish(out []action) []action {
 	s.ended = true
-	out = append(out, actSave{done: true}, actPublishState{done: true})
 	if s.halted && s.plan.OnFailure == OnFailureRollback && !s.cancelled {
-		out = append(out, actRollback{})
+		// Saved done first (a restart does not resume it: the way back is
+		// a rollout of its own), marked rolling back until the way back
+		// ended, then saved again with its result.
+		s.rollingBack = true
+		return append(out, actSave{done: true}, actPublishState{done: true}, actRollback{}, actSave{done: true}, actFinish{})
 	}
-	return append(out, actFinish{})
+	return append(out, actSave{done: true}, actPublishState{done: true}, actFinish{})
 }
 
 // adopt makes a node that joined a group the rollout targets (--on

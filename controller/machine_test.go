@@ -224,7 +224,16 @@ func TestRolloutMachine(t *testing.T) {
 				{on("a", proto.StateSucceeded), ""},
 				{on("c", proto.StateActivating), ""},
 				{on("b", proto.StateFailed), "halted: 1 of 2 finished targets failed, more than max failures 0; gates 1 cancelled; clear"},
-				{on("c", proto.StateSucceeded), "save-final; state-final; rollback; finish"},
+				{on("c", proto.StateSucceeded), "save-final; state-final; rollback; save-final; finish"},
+			},
+			check: func(t *testing.T, s *rolloutState) {
+				if !s.rollingBack || !s.record(t0, true).RollingBack {
+					t.Error("the record does not say the way back runs")
+				}
+				next(s, t0, factRolledBack{})
+				if s.rollingBack {
+					t.Error("still rolling back after the way back ended")
+				}
 			}},
 		{name: "pause: the next wave waits, even past its deadline, until resumed",
 			plan: Plan{ID: "r", Targets: targets("a", "b", "c"), Strategy: rolling1, WaveDeadline: time.Minute},

@@ -213,7 +213,7 @@ func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 func (t *rolloutState) record(now time.Time, done bool) *Record {
 	rec := &Record{Plan: t.plan, Waves: t.waves, Gates: t.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
 		Created: t.created, Updated: now, State: proto.RolloutRunning, Reason: t.reason, KeyID: t.keyID, Result: t.result(done),
-		Submitter: t.submitter, Signed: t.signed, Rollback: t.rollback, Paused: t.paused}
+		Submitter: t.submitter, Signed: t.signed, Rollback: t.rollback, Paused: t.paused, RollingBack: t.rollingBack}
 	for n := range t.gated {
 		rec.Gated = append(rec.Gated, n)
 	}
@@ -238,7 +238,9 @@ func (r *run) saveDone(done bool) error {
 	if r.opts.Store == nil {
 		return nil
 	}
-	if err := r.opts.Store.Save(r.st.record(r.opts.Clock.Now(), done)); err != nil {
+	rec := r.st.record(r.opts.Clock.Now(), done)
+	rec.Result.Rollback = r.rolledBack
+	if err := r.opts.Store.Save(rec); err != nil {
 		return fmt.Errorf("save rollout %s: %w", r.st.plan.ID, err)
 	}
 	return nil
@@ -432,8 +434,13 @@ func (r *run) perform(ctx context.Context, a action) error {
 		r.log.Log(ctx, a.level, a.msg, a.args...)
 	case actRollback:
 		res, err := r.rollbackSwitched(ctx)
+		if err != nil {
+			// Said, and the record still saved: whoever waits for the
+			// way back learns it ended.
+			r.log.Error("switch the targets that succeeded back", "err", err)
+		}
 		r.rolledBack = res
-		return err
+		next(r.st, r.opts.Clock.Now(), factRolledBack{})
 	case actFinish:
 		r.log.Debug("rollout ended", "outcome", r.st.result(true).Outcome)
 	default:

@@ -43,6 +43,7 @@ type rolloutState struct {
 	cancelledBy string
 	outside     bool // a wave waits for the maintenance window (said once)
 	ended       bool // finished: no fact changes it any more
+	rollingBack bool // ended, and its way back (--on-failure rollback) runs
 }
 
 func newRolloutState(p Plan, waves [][]string, now time.Time) *rolloutState {

@@ -50,9 +50,13 @@ type Record struct {
 	// record (written once, by Create; read back by Get).
 	// Paused names who paused the rollout (no further wave opens until
 	// it is resumed); empty when it is not paused.
-	Paused   string            `json:"paused,omitempty"`
-	Signed   map[string][]byte `json:"-"`
-	Rollback map[string][]byte `json:"-"`
+	Paused string `json:"paused,omitempty"`
+	// RollingBack says that the rollout halted and its way back
+	// (--on-failure rollback) is under way: Result.Rollback holds its
+	// result once it is over and this is false again.
+	RollingBack bool              `json:"rolling_back,omitempty"`
+	Signed      map[string][]byte `json:"-"`
+	Rollback    map[string][]byte `json:"-"`
 }
 
 // Done reports whether the rollout is over: nothing of it can still

@@ -119,7 +119,7 @@ func watchRollout(ctx context.Context, conn *connection, rep *reporter, rec *con
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	last := map[string]controller.NodeResult{}
-	opened, halted := 0, false
+	opened, halted, rollingBack := 0, false, false
 	for {
 		rs, ok := conn.fleet.Rollout(sub.Plan.ID)
 		if ok {
@@ -147,10 +147,25 @@ func watchRollout(ctx context.Context, conn *connection, rep *reporter, rec *con
 			if err != nil {
 				return nil, err
 			}
-			if r := resp.Record; r != nil && r.Result != nil {
+			r := resp.Record
+			switch {
+			case r == nil || r.Result == nil:
+				return nil, fmt.Errorf("the controller's record of rollout %s has no result", sub.Plan.ID)
+			case !r.RollingBack:
 				return r.Result, nil
+			case !rollingBack:
+				// --on-failure rollback: the result comes with the way back.
+				rollingBack = true
+				if !rep.asJSON {
+					fmt.Fprintf(rep.g.errOut, "%s  the rollout halted: the controller switches the targets that succeeded back (a rollout of its own)\n", time.Now().Format("15:04:05"))
+				}
 			}
-			return nil, fmt.Errorf("the controller's record of rollout %s has no result", sub.Plan.ID)
+			select { // asked again once a second, not at every status
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-tick.C:
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
