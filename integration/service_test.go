@@ -318,20 +318,7 @@ func TestServiceRetriesTheFailedTargets(t *testing.T) {
 func TestServiceRollsBackWhatSwitched(t *testing.T) {
 	f := newServiceFleet(t, []string{"n1", "n2", "n3"}, map[string][]string{"n2": {"--arg", "failHealth", "true"}})
 	f.startAll()
-	code, out := f.publish("r-svc-undo", "--strategy", "rolling", "--batch", "1", "--on-failure", "rollback", "--timeout", "120s")
-	if code != exitRolledBack {
-		t.Fatalf("publish exit %d, want %d\n%s", code, exitRolledBack, out)
-	}
-	f.Watch().AwaitState(t, "n1", "r-svc-undo-rollback", proto.StateSucceeded, 30*time.Second)
-	if f.nodes[0].Current() != f.gen1["n1"] {
-		t.Errorf("n1 not switched back to gen 1: %s", f.nodes[0].Current())
-	}
-	if f.nodes[1].Current() != f.gen1["n2"] || len(f.nodes[2].Switches()) != 0 {
-		t.Errorf("n2 at %s, n3 switches %v", f.nodes[1].Current(), f.nodes[2].Switches())
-	}
-	if !strings.Contains(out, "switching the targets that succeeded back") || !strings.Contains(out, "r-svc-undo-rollback") {
-		t.Errorf("publish's summary does not show the way back:\n%s", out)
-	}
+	rollsBackWhatSwitched(t, f, "r-svc-undo")
 	code, so, se := f.Labctl("rollout", "show", "r-svc-undo", "--json")
 	if code == 0 || !strings.Contains(so, `"rollback"`) || strings.Contains(so, `"rolling_back": true`) {
 		t.Errorf("rollout show: exit %d, want the record with its way back's result\n%s%s", code, so, se)

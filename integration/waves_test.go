@@ -113,18 +113,28 @@ func TestActivationDeadlineTimesOut(t *testing.T) {
 func TestOnFailureRollbackSwitchesBack(t *testing.T) {
 	f := newFleet(t, []string{"n1", "n2", "n3"}, map[string][]string{"n2": {"--arg", "failHealth", "true"}})
 	f.startAll()
-	code, out := f.publish("r-undo", "--strategy", "rolling", "--batch", "1", "--on-failure", "rollback", "--timeout", "120s")
+	rollsBackWhatSwitched(t, f, "r-undo")
+}
+
+// rollsBackWhatSwitched publishes a rolling rollout of batch 1 with
+// --on-failure rollback to n1…n3, whose n2 fails its health check: n1
+// goes back to gen 1, n2 rolls itself back, n3 never switches, and
+// publish's summary shows the way back. It returns publish's output.
+func rollsBackWhatSwitched(t *testing.T, f *fleet, id string) string {
+	t.Helper()
+	code, out := f.publish(id, "--strategy", "rolling", "--batch", "1", "--on-failure", "rollback", "--timeout", "120s")
 	if code != exitRolledBack {
 		t.Fatalf("publish exit %d, want %d\n%s", code, exitRolledBack, out)
 	}
-	f.Watch().AwaitState(t, "n1", "r-undo-rollback", proto.StateSucceeded, 30*time.Second)
+	f.Watch().AwaitState(t, "n1", id+"-rollback", proto.StateSucceeded, 30*time.Second)
 	if f.nodes[0].Current() != f.gen1["n1"] {
 		t.Errorf("n1 not switched back to gen 1: %s", f.nodes[0].Current())
 	}
 	if f.nodes[1].Current() != f.gen1["n2"] || len(f.nodes[2].Switches()) != 0 {
 		t.Errorf("n2 at %s, n3 switches %v", f.nodes[1].Current(), f.nodes[2].Switches())
 	}
-	if !strings.Contains(out, "switching the targets that succeeded back") {
-		t.Errorf("summary does not show the rollback:\n%s", out)
+	if !strings.Contains(out, "switching the targets that succeeded back") || !strings.Contains(out, id+"-rollback") {
+		t.Errorf("summary does not show the way back:\n%s", out)
 	}
+	return out
 }
