@@ -99,7 +99,6 @@ func (c *Controller) Cancel(ctx context.Context, rec *Record, opts Options) erro
 		return err
 	}
 	plan, opts := r.st.plan, r.opts
-	r.st.opened, r.st.openedAt = rec.Opened, rec.OpenedAt
 	if err := r.publishGates(ctx, rec.Opened, proto.GateCancelled); err != nil {
 		return err
 	}

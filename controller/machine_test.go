@@ -114,7 +114,7 @@ type stepCase struct {
 	want string
 }
 
-func run3(t *testing.T, m *sim, steps []stepCase) {
+func play(t *testing.T, m *sim, steps []stepCase) {
 	t.Helper()
 	for i, st := range steps {
 		if got := st.do(m); got != st.want {
@@ -314,7 +314,7 @@ func TestRolloutMachine(t *testing.T) {
 				now = t0
 			}
 			m := newSim(t, c.plan, now)
-			run3(t, m, c.steps)
+			play(t, m, c.steps)
 			if c.check != nil {
 				c.check(t, m.s)
 			}

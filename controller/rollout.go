@@ -178,7 +178,6 @@ func (c *Controller) Restart(ctx context.Context, rec *Record, opts Options) (*S
 		return nil, err
 	}
 	r.st.paused = rec.Paused
-	r.st.opened, r.st.openedAt = rec.Opened, rec.OpenedAt
 	r.facts = make(chan request)
 	if _, err := r.step(ctx, factResumed{pending: rec.State == proto.RolloutPending}); err != nil {
 		return nil, err
@@ -197,6 +196,7 @@ func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 	}
 	st := newRolloutState(plan, rec.Waves, rec.Created)
 	st.gates, st.keyID = rec.Gates, rec.KeyID
+	st.opened, st.openedAt = rec.Opened, rec.OpenedAt
 	for _, n := range rec.Gated {
 		st.gated[n] = true
 	}
@@ -207,21 +207,6 @@ func (c *Controller) fromRecord(rec *Record, opts Options) (*run, error) {
 		r.log.Warn("the rollout was signed with another key: its gates and commands will be signed with this one", "signed_with", rec.KeyID, "key", opts.Key.ID)
 	}
 	return r, nil
-}
-
-// record is the rollout's state for the store, as of now.
-func (t *rolloutState) record(now time.Time, done bool) *Record {
-	rec := &Record{Plan: t.plan, Waves: t.waves, Gates: t.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
-		Created: t.created, Updated: now, State: proto.RolloutRunning, Reason: t.reason, KeyID: t.keyID, Result: t.result(done),
-		Submitter: t.submitter, Signed: t.signed, Rollback: t.rollback, Paused: t.paused, RollingBack: t.rollingBack}
-	for n := range t.gated {
-		rec.Gated = append(rec.Gated, n)
-	}
-	slices.Sort(rec.Gated)
-	if done {
-		rec.State = rec.Result.Outcome.Phase()
-	}
-	return rec
 }
 
 // create saves the run's first record: an id used before is refused.

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -216,15 +217,6 @@ func (t *rolloutState) update(f viewer, onChange func(NodeResult)) bool {
 	return changed
 }
 
-func (t *rolloutState) done() bool {
-	for _, r := range t.nodes {
-		if r.Pending {
-			return false
-		}
-	}
-	return true
-}
-
 func (t *rolloutState) list() []NodeResult {
 	out := make([]NodeResult, 0, len(t.nodes))
 	for _, n := range t.plan.Nodes() {
@@ -253,6 +245,21 @@ func (t *rolloutState) result(done bool) *Result {
 		o = OutcomePending
 	}
 	return &Result{Rollout: t.plan.ID, Outcome: o, Counters: c, Nodes: nodes, Waves: t.waves, Halted: t.halted, Reason: t.reason}
+}
+
+// record is the rollout's state for the store, as of now.
+func (t *rolloutState) record(now time.Time, done bool) *Record {
+	rec := &Record{Plan: t.plan, Waves: t.waves, Gates: t.gates, Gens: maps.Clone(t.gens), Opened: t.opened, OpenedAt: t.openedAt,
+		Created: t.created, Updated: now, State: proto.RolloutRunning, Reason: t.reason, KeyID: t.keyID, Result: t.result(done),
+		Submitter: t.submitter, Signed: t.signed, Rollback: t.rollback, Paused: t.paused, RollingBack: t.rollingBack}
+	for n := range t.gated {
+		rec.Gated = append(rec.Gated, n)
+	}
+	slices.Sort(rec.Gated)
+	if done {
+		rec.State = rec.Result.Outcome.Phase()
+	}
+	return rec
 }
 
 func (t *rolloutState) state(done bool) *proto.RolloutState {
