@@ -62,6 +62,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "sim" {
 		os.Exit(runSim(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "thin" {
+		os.Exit(runThin(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "idle" {
 		os.Exit(runIdle(os.Args[2:]))
 	}
@@ -78,6 +81,8 @@ type options struct {
 	jsonMirror        bool // the embedded broker's JSON mirror (off: mosquitto has none)
 	profile           string
 	profileAddr       string // where the embedded broker serves its profiler (with -profile)
+	thin              bool   // thin nodes (thin.go) instead of real labds
+	block             int    // thin nodes per capacity block (0: no capacity search)
 }
 
 func run(args []string) int {
@@ -89,6 +94,7 @@ func run(args []string) int {
 	var o options
 	var brokers string
 	fs.IntVar(&o.nodes, "nodes", 1000, "simulated nodes")
+	fs.BoolVar(&o.thin, "thin", false, "thin nodes: one connection each that answers a Desired with a labd's messages, no state machine, disk or signature check, so that the cores go to broker and controller (server capacity); see thin.go")
 	fs.IntVar(&o.perProcess, "per-process", 2500, "simulated nodes per process (each holds one descriptor per node)")
 	fs.StringVar(&brokers, "brokers", "embedded,mosquitto", "brokers to measure, comma separated: embedded, embedded-memory (no persistence), mosquitto")
 	fs.StringVar(&o.dir, "dir", "", "work directory, kept afterwards with the broker's log and labctl's output (default: a new directory in /dev/shm, else $TMPDIR, removed)")
@@ -558,6 +564,9 @@ func startSims(o options, url, pub, dir string) ([]*sim, error) {
 		n := min(o.perProcess, o.nodes-from)
 		cmd := exec.Command(self, "sim", "-broker", url, "-from", strconv.Itoa(from), "-count", strconv.Itoa(n),
 			"-dir", filepath.Join(dir, fmt.Sprintf("sim-%d", from)), "-key", pub)
+		if o.thin {
+			cmd = exec.Command(self, "thin", "-broker", url, "-from", strconv.Itoa(from), "-count", strconv.Itoa(n), "-block", strconv.Itoa(o.block))
+		}
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {

@@ -1,0 +1,460 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/lab-fleet/lab/proto"
+)
+
+// A thin node is what MQTT load generators simulate: one connection and
+// one goroutine, no state machine, no disk, no signature check. It holds
+// the subscriptions a labd holds (its Desired, its commands, the fleet's
+// commands, its groups' gates and commands, QoS 1, a 24 h session) and
+// answers a Desired with the messages a labd sends for a successful
+// rollout — an event and a retained status for each step (queued while
+// its wave is closed, then fetching, activating, verifying, succeeded) —
+// copied from templates encoded once per step for the whole process, with
+// the node's name and a fresh message id patched in. So the machine's
+// cores go to the broker and the controller: what a real fleet, whose
+// nodes run on their own machines, costs the broker host.
+//
+// Its messages are well-formed (proto.Seal validates the templates), so
+// the controller, labctl and any watcher treat it as a labd.
+
+// thinNameLen is the length of every simulated node's name (nodeName).
+const thinNameLen = 6
+
+// Placeholders patched in a template: a node name and a message id of the
+// lengths of the real ones (proto.NewID is 32 hex digits).
+const (
+	thinNamePH = "zqzqzq"
+	thinIDPH   = "feedfacefeedfacefeedfacefeedface"
+)
+
+// runThin runs -count thin nodes in this process. Like runSim it prints
+// "ready" once every node has connected and announced itself, answers
+// "bytes" on stdin with the bytes sent and received, and stops at EOF.
+func runThin(args []string) int {
+	fs := flag.NewFlagSet("bench thin", flag.ContinueOnError)
+	broker := fs.String("broker", "", "broker URL (mqtt://host:port)")
+	from := fs.Int("from", 0, "index of the first node")
+	count := fs.Int("count", 100, "nodes in this process")
+	block := fs.Int("block", 0, "nodes per capacity block: node i is also in group blk-<i/block> (0: none)")
+	group := fs.String("group", "bench", "group of every node")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	u, err := url.Parse(*broker)
+	if err != nil || u.Host == "" {
+		fmt.Fprintln(os.Stderr, "bench thin: -broker must be mqtt://host:port")
+		return 2
+	}
+	f := &thinFleet{addr: u.Host, tp: proto.DefaultTopics, tmpl: map[thinKey]*template{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	ready := make(chan struct{}, *count)
+	for i := *from; i < *from+*count; i++ {
+		groups := []string{*group}
+		if *block > 0 {
+			groups = append(groups, blockGroup(i / *block))
+		}
+		n := &thinNode{fleet: f, name: nodeName(i), groups: groups, current: gen1}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.run(ctx, ready); err != nil && ctx.Err() == nil {
+				failed.Add(1)
+				fmt.Fprintf(os.Stderr, "bench thin: node %s: %v\n", n.name, err)
+			}
+		}()
+		if i%100 == 99 {
+			time.Sleep(5 * time.Millisecond) // spread the connection storm a little (listen backlog)
+		}
+	}
+	for range *count {
+		<-ready
+	}
+	if failed.Load() > 0 {
+		fmt.Fprintf(os.Stderr, "bench thin: %d nodes failed\n", failed.Load())
+	}
+	fmt.Println("ready")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if in.Text() == "bytes" {
+			fmt.Printf("bytes %d %d\n", f.sent.Load(), f.recv.Load())
+		}
+	}
+	cancel()
+	wg.Wait()
+	return 0
+}
+
+// blockGroup names capacity block b (the bench's fleet-size steps).
+func blockGroup(b int) string { return "blk-" + strconv.Itoa(b) }
+
+// thinFleet is what a process's thin nodes share: the broker, the byte
+// counters and the message templates.
+type thinFleet struct {
+	addr       string
+	tp         proto.Topics
+	sent, recv atomic.Int64
+
+	mu   sync.Mutex
+	tmpl map[thinKey]*template
+}
+
+// thinKey names one template: the status or the event of one step of one
+// Desired.
+type thinKey struct {
+	event             bool
+	rollout, toplevel string
+	gen               uint64
+	prev, state       proto.ExecState // the event's transition; the status's state is state
+	current, groups   string          // the status's system before the step and groups (comma separated)
+}
+
+// template is a sealed message with a placeholder name and id, and where
+// they are. Templates are renewed after templateAge so that timestamps
+// stay close to the truth.
+type template struct {
+	b       []byte
+	names   []int
+	id      int
+	created time.Time
+}
+
+const templateAge = 200 * time.Millisecond
+
+// message returns the sealed message for key, for node name.
+func (f *thinFleet) message(k thinKey, name string) ([]byte, error) {
+	f.mu.Lock()
+	t := f.tmpl[k]
+	if t == nil || time.Since(t.created) > templateAge {
+		var err error
+		if t, err = f.build(k); err != nil {
+			f.mu.Unlock()
+			return nil, err
+		}
+		f.tmpl[k] = t
+	}
+	f.mu.Unlock()
+	b := bytes.Clone(t.b)
+	for _, at := range t.names {
+		copy(b[at:], name)
+	}
+	var id [16]byte
+	binaryID(id[:])
+	hex.Encode(b[t.id:], id[:])
+	return b, nil
+}
+
+// build seals the template for k.
+func (f *thinFleet) build(k thinKey) (*template, error) {
+	now := time.Now()
+	var m proto.Message
+	if k.event {
+		e := &proto.Event{Node: thinNamePH, Rollout: k.rollout, Gen: k.gen, Prev: k.prev, State: k.state}
+		e.Stamp(thinNamePH, now)
+		m = e
+	} else {
+		s := &proto.NodeStatus{Node: thinNamePH, Groups: strings.Split(k.groups, ","), Execution: proto.Execution{State: proto.StateIdle},
+			Current: k.current, Booted: gen1, LabdVersion: "bench-thin", BootID: "bench-boot", UpdatedAt: now.UnixMilli()}
+		s.Stamp(thinNamePH, now)
+		if k.rollout != "" {
+			s.Execution = proto.Execution{Rollout: k.rollout, Gen: k.gen, Toplevel: k.toplevel, Action: proto.ActionSwitch, State: k.state, Since: now.UnixMilli()}
+		}
+		if k.state == proto.StateSucceeded {
+			s.AppliedGen, s.Previous, s.Current = k.gen, k.current, k.toplevel
+		}
+		s.NeedsReboot = s.Current != s.Booted
+		m = s
+	}
+	m.Header().ID = thinIDPH
+	b, err := proto.Seal(m)
+	if err != nil {
+		return nil, err
+	}
+	t := &template{b: b, created: now, id: bytes.Index(b, []byte(thinIDPH))}
+	for off := 0; ; {
+		i := bytes.Index(b[off:], []byte(thinNamePH))
+		if i < 0 {
+			break
+		}
+		t.names = append(t.names, off+i)
+		off += i + len(thinNamePH)
+	}
+	if t.id < 0 || len(t.names) == 0 {
+		return nil, fmt.Errorf("template for %+v: placeholders not found", k)
+	}
+	return t, nil
+}
+
+// binaryID fills b with an id unique in this process (a counter and the
+// process start: cheaper than crypto/rand and as unique for a bench).
+func binaryID(b []byte) {
+	v := idCounter.Add(1)
+	for i := range 8 {
+		b[i] = byte(v >> (8 * i))
+	}
+	copy(b[8:], idSalt[:])
+}
+
+var (
+	idCounter atomic.Uint64
+	idSalt    = func() (s [8]byte) {
+		t := time.Now().UnixNano()
+		for i := range 8 {
+			s[i] = byte(t >> (8 * i))
+		}
+		return s
+	}()
+)
+
+// thinNode is one simulated machine on one connection.
+type thinNode struct {
+	fleet   *thinFleet
+	name    string
+	groups  []string
+	current string
+
+	wmu     sync.Mutex
+	w       *bufio.Writer
+	pid     uint16
+	written time.Time
+
+	// Only the reader goroutine touches what follows.
+	applied uint64
+	queued  *proto.Desired
+	open    map[string]int // rollout → highest open wave its gate announced
+}
+
+func (n *thinNode) run(ctx context.Context, ready chan<- struct{}) error {
+	var once sync.Once
+	signal := func() { once.Do(func() { ready <- struct{}{} }) }
+	defer signal()
+	for attempt := 0; ; attempt++ {
+		err := n.session(ctx, signal)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if attempt >= 20 {
+			return err
+		}
+		time.Sleep(time.Duration(100+attempt*100) * time.Millisecond)
+	}
+}
+
+// session connects, subscribes, announces and serves one connection.
+func (n *thinNode) session(ctx context.Context, connected func()) error {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", n.fleet.addr)
+	if err != nil {
+		return err
+	}
+	conn := countConn{c, &n.fleet.sent, &n.fleet.recv}
+	n.w = bufio.NewWriterSize(conn, 2048)
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	defer c.Close()
+	r := bufio.NewReaderSize(conn, 4096)
+
+	tp := n.fleet.tp
+	will, err := n.presence(false)
+	if err != nil {
+		return err
+	}
+	expiry := uint32(24 * time.Hour / time.Second)
+	cp := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: n.name, KeepAlive: 60, CleanStart: true,
+		Properties: &packets.Properties{SessionExpiryInterval: &expiry},
+		WillFlag:   true, WillTopic: tp.NodePresence(n.name), WillMessage: will, WillQOS: 1, WillRetain: true,
+		WillProperties: &packets.Properties{}}
+	if err := n.write(cp); err != nil {
+		return err
+	}
+	p, err := packets.ReadPacket(r)
+	if err != nil {
+		return fmt.Errorf("connack: %w", err)
+	}
+	if ca, ok := p.Content.(*packets.Connack); !ok || ca.ReasonCode != 0 {
+		return fmt.Errorf("connect refused: %v", p)
+	}
+	filters := []string{tp.NodeDesired(n.name), tp.NodeCmd(n.name), tp.AllCmd()}
+	for _, g := range n.groups {
+		filters = append(filters, tp.GroupGate(g), tp.GroupCmd(g))
+	}
+	sub := &packets.Subscribe{Properties: &packets.Properties{}, PacketID: n.nextID()}
+	for _, f := range filters {
+		sub.Subscriptions = append(sub.Subscriptions, packets.SubOptions{Topic: f, QoS: 1})
+	}
+	if err := n.write(sub); err != nil {
+		return err
+	}
+	on, err := n.presence(true)
+	if err != nil {
+		return err
+	}
+	if err := n.publish(tp.NodePresence(n.name), on, true); err != nil {
+		return err
+	}
+	if err := n.sendStatus(thinKey{state: proto.StateIdle}); err != nil {
+		return err
+	}
+	connected()
+	for {
+		// Keep-alive: a PINGREQ when nothing was sent for half of it.
+		if time.Since(n.lastWrite()) > 30*time.Second {
+			if err := n.write(&packets.Pingreq{}); err != nil {
+				return err
+			}
+		}
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		p, err := packets.ReadPacket(r)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		pub, ok := p.Content.(*packets.Publish)
+		if !ok {
+			continue // SUBACK, PUBACK, PINGRESP
+		}
+		if pub.QoS > 0 {
+			if err := n.write(&packets.Puback{PacketID: pub.PacketID, Properties: &packets.Properties{}}); err != nil {
+				return err
+			}
+		}
+		if err := n.handle(pub); err != nil {
+			return err
+		}
+	}
+}
+
+func (n *thinNode) handle(pub *packets.Publish) error {
+	tp := n.fleet.tp
+	r, err := tp.Parse(pub.Topic)
+	if err != nil {
+		return nil
+	}
+	switch r.Kind {
+	case proto.TopicDesired:
+		var d proto.Desired
+		if proto.Decode(pub.Payload, &d) != nil || d.Gen <= n.applied {
+			return nil
+		}
+		n.applied = d.Gen
+		if d.Toplevel == n.current {
+			return n.step(&d, proto.StateIdle, proto.StateAlreadyCurrent)
+		}
+		if d.Wave > 0 && n.open[d.Rollout] < d.Wave {
+			n.queued = &d
+			return n.step(&d, proto.StateIdle, proto.StateQueued)
+		}
+		return n.apply(&d, proto.StateIdle)
+	case proto.TopicGate:
+		var g proto.Gate
+		if proto.Decode(pub.Payload, &g) != nil {
+			return nil
+		}
+		if n.open == nil {
+			n.open = map[string]int{}
+		}
+		if g.State == proto.GateRunning {
+			n.open[g.Rollout] = max(n.open[g.Rollout], g.OpenWave)
+		}
+		if q := n.queued; q != nil && q.Rollout == g.Rollout && g.OpenWave >= q.Wave && g.State == proto.GateRunning {
+			n.queued = nil
+			return n.apply(q, proto.StateQueued)
+		}
+	}
+	return nil
+}
+
+// apply runs a Desired through a labd's successful steps.
+func (n *thinNode) apply(d *proto.Desired, from proto.ExecState) error {
+	for _, to := range []proto.ExecState{proto.StateFetching, proto.StateActivating, proto.StateVerifying, proto.StateSucceeded} {
+		if err := n.step(d, from, to); err != nil {
+			return err
+		}
+		from = to
+	}
+	n.current = d.Toplevel
+	return nil
+}
+
+// step sends the event and the retained status of one transition.
+func (n *thinNode) step(d *proto.Desired, from, to proto.ExecState) error {
+	tp := n.fleet.tp
+	ev, err := n.fleet.message(thinKey{event: true, rollout: d.Rollout, gen: d.Gen, toplevel: d.Toplevel, prev: from, state: to}, n.name)
+	if err != nil {
+		return err
+	}
+	if err := n.publish(tp.NodeEvents(n.name), ev, false); err != nil {
+		return err
+	}
+	return n.sendStatus(thinKey{rollout: d.Rollout, gen: d.Gen, toplevel: d.Toplevel, state: to})
+}
+
+func (n *thinNode) sendStatus(k thinKey) error {
+	k.current, k.groups = n.current, strings.Join(n.groups, ",")
+	b, err := n.fleet.message(k, n.name)
+	if err != nil {
+		return err
+	}
+	return n.publish(n.fleet.tp.NodeStatus(n.name), b, true)
+}
+
+func (n *thinNode) presence(online bool) ([]byte, error) {
+	p := &proto.Presence{Node: n.name, Online: online, Since: time.Now().UnixMilli()}
+	p.Stamp(n.name, time.Now())
+	return proto.Seal(p)
+}
+
+// publish sends a QoS 1 message without waiting for its PUBACK (the
+// reader drops acknowledgements).
+func (n *thinNode) publish(topic string, payload []byte, retain bool) error {
+	return n.write(&packets.Publish{Topic: topic, Payload: payload, QoS: 1, Retain: retain, PacketID: n.nextID(), Properties: &packets.Properties{}})
+}
+
+func (n *thinNode) nextID() uint16 {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	n.pid++
+	if n.pid == 0 {
+		n.pid = 1
+	}
+	return n.pid
+}
+
+func (n *thinNode) write(p io.WriterTo) error {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if _, err := p.WriteTo(n.w); err != nil {
+		return err
+	}
+	n.written = time.Now()
+	return n.w.Flush()
+}
+
+func (n *thinNode) lastWrite() time.Time {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	return n.written
+}
