@@ -789,11 +789,11 @@ func measure(o options, kind, labctl string) (result, error) {
 	gen3 := "/nix/store/00000000000000000000000000000003-nixos-system-bench-3"
 	d, _, out, err = timed(labctl, url, records, "publish", "--id", "bench-2", "--key", keyFile, "--on", "@bench", "--toplevel", gen3,
 		"--timeout", o.timeout.String())
+	_ = os.WriteFile(filepath.Join(dir, "follow.log"), []byte(out), 0o644) // kept with -dir
 	if err != nil {
-		return r, fmt.Errorf("labctl publish (following): %v\n%s", err, lastLines(out, 5))
+		return r, fmt.Errorf("labctl publish (following): %v\n%s\nthe retained statuses of the nodes that did not succeed: %s", err, lastLines(out, 5), notSucceeded(url, "bench-2", 5))
 	}
 	r.follow = d
-	_ = os.WriteFile(filepath.Join(dir, "follow.log"), []byte(out), 0o644) // kept with -dir
 	if r.status, _, out, err = timed(labctl, url, records, "status"); err != nil {
 		return r, fmt.Errorf("labctl status: %v\n%s", err, lastLines(out, 5))
 	}
@@ -932,6 +932,29 @@ func freshOnline(url string) int {
 	defer c.Close(context.Background())
 	w.awaitCount(1<<30, 15*time.Second, w.onlineCount)
 	return w.onlineCount()
+}
+
+// notSucceeded lists up to n nodes whose retained status (read by a new
+// subscriber) does not say that rollout succeeded, with what it says.
+func notSucceeded(url, rollout string, n int) string {
+	w := newWatcher()
+	c, err := subscribe(url, "bench-recount-status", w)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close(context.Background())
+	w.awaitCount(1<<30, 10*time.Second, func() int { return len(w.latest) })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for node, st := range w.latest {
+		if st != rollout+" "+string(proto.StateSucceeded) {
+			out = append(out, node+": "+st)
+		}
+	}
+	slices.Sort(out)
+	total := len(out)
+	return fmt.Sprintf("%d of %d: %s", total, len(w.latest), strings.Join(out[:min(n, total)], ", "))
 }
 
 func lastLines(s string, n int) string {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,7 +66,7 @@ func runThin(args []string) int {
 		fmt.Fprintln(os.Stderr, "bench thin: -broker must be mqtt://host:port")
 		return 2
 	}
-	f := &thinFleet{addr: u.Host, tp: proto.DefaultTopics, tmpl: map[thinKey]*template{}}
+	f := &thinFleet{addr: u.Host, tp: proto.DefaultTopics, connecting: make(chan struct{}, thinConnecting)}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -84,9 +85,6 @@ func runThin(args []string) int {
 				fmt.Fprintf(os.Stderr, "bench thin: node %s: %v\n", n.name, err)
 			}
 		}()
-		if i%100 == 99 {
-			time.Sleep(5 * time.Millisecond) // spread the connection storm a little (listen backlog)
-		}
 	}
 	for range *count {
 		<-ready
@@ -109,89 +107,125 @@ func runThin(args []string) int {
 // blockGroup names capacity block b (the bench's fleet-size steps).
 func blockGroup(b int) string { return "blk-" + strconv.Itoa(b) }
 
+// thinConnecting bounds the connections a process has in its handshake
+// at once: thin nodes start in microseconds, and 10,000 SYNs at once
+// overflow a broker's listen backlog (mosquitto's is 100), which costs
+// the nodes seconds of SYN retransmits. Reconnect storms are measured on
+// their own.
+const thinConnecting = 64
+
 // thinFleet is what a process's thin nodes share: the broker, the byte
-// counters and the message templates.
+// counters, the handshake slots and the message templates.
 type thinFleet struct {
 	addr       string
+	connecting chan struct{}
 	tp         proto.Topics
 	sent, recv atomic.Int64
+	reconnects atomic.Int64
 
 	mu   sync.Mutex
-	tmpl map[thinKey]*template
+	sets map[setKey]*msgSet
 }
 
-// thinKey names one template: the status or the event of one step of one
-// Desired.
-type thinKey struct {
-	event             bool
+// setKey names the messages of one Desired on nodes in one situation:
+// the system they run before it and their groups (comma separated).
+// rollout "" is the idle status of a node that has applied nothing.
+type setKey struct {
 	rollout, toplevel string
 	gen               uint64
-	prev, state       proto.ExecState // the event's transition; the status's state is state
-	current, groups   string          // the status's system before the step and groups (comma separated)
+	current, groups   string
+}
+
+// A msgSet holds the templates of every message a node sends for one
+// Desired, stamped together with increasing times (a millisecond per
+// step), and renewed together after templateAge so that timestamps stay
+// close to the truth. Renewing a set as a whole keeps each node's
+// statuses in time order, whichever set each of its steps came from: a
+// watcher keeps the status with the latest updated_at (controller.Fleet),
+// so an older template for a later step would hide it.
+type msgSet struct {
+	created time.Time
+	status  map[proto.ExecState]*template
+	event   map[[2]proto.ExecState]*template // (from, to)
 }
 
 // template is a sealed message with a placeholder name and id, and where
-// they are. Templates are renewed after templateAge so that timestamps
-// stay close to the truth.
+// they are.
 type template struct {
-	b       []byte
-	names   []int
-	id      int
-	created time.Time
+	b     []byte
+	names []int
+	id    int
 }
 
 const templateAge = 200 * time.Millisecond
 
-// message returns the sealed message for key, for node name.
-func (f *thinFleet) message(k thinKey, name string) ([]byte, error) {
-	f.mu.Lock()
-	t := f.tmpl[k]
-	if t == nil || time.Since(t.created) > templateAge {
-		var err error
-		if t, err = f.build(k); err != nil {
-			f.mu.Unlock()
-			return nil, err
-		}
-		f.tmpl[k] = t
-	}
-	f.mu.Unlock()
-	b := bytes.Clone(t.b)
-	for _, at := range t.names {
-		copy(b[at:], name)
-	}
-	var id [16]byte
-	binaryID(id[:])
-	hex.Encode(b[t.id:], id[:])
-	return b, nil
-}
+// thinSteps are the transitions a thin node makes: the statuses' states
+// in time order, and the events between them.
+var (
+	thinStates = []proto.ExecState{proto.StateIdle, proto.StateAlreadyCurrent, proto.StateQueued, proto.StateFetching,
+		proto.StateActivating, proto.StateVerifying, proto.StateSucceeded}
+	thinEvents = [][2]proto.ExecState{{proto.StateIdle, proto.StateAlreadyCurrent}, {proto.StateIdle, proto.StateQueued},
+		{proto.StateIdle, proto.StateFetching}, {proto.StateQueued, proto.StateFetching}, {proto.StateFetching, proto.StateActivating},
+		{proto.StateActivating, proto.StateVerifying}, {proto.StateVerifying, proto.StateSucceeded}}
+)
 
-// build seals the template for k.
-func (f *thinFleet) build(k thinKey) (*template, error) {
+// set returns the current message set for k.
+func (f *thinFleet) set(k setKey) (*msgSet, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ms := f.sets[k]; ms != nil && time.Since(ms.created) <= templateAge {
+		return ms, nil
+	}
 	now := time.Now()
-	var m proto.Message
-	if k.event {
-		e := &proto.Event{Node: thinNamePH, Rollout: k.rollout, Gen: k.gen, Prev: k.prev, State: k.state}
-		e.Stamp(thinNamePH, now)
-		m = e
-	} else {
-		s := &proto.NodeStatus{Node: thinNamePH, Groups: strings.Split(k.groups, ","), Execution: proto.Execution{State: proto.StateIdle},
-			Current: k.current, Booted: gen1, LabdVersion: "bench-thin", BootID: "bench-boot", UpdatedAt: now.UnixMilli()}
-		s.Stamp(thinNamePH, now)
-		if k.rollout != "" {
-			s.Execution = proto.Execution{Rollout: k.rollout, Gen: k.gen, Toplevel: k.toplevel, Action: proto.ActionSwitch, State: k.state, Since: now.UnixMilli()}
+	ms := &msgSet{created: now, status: map[proto.ExecState]*template{}, event: map[[2]proto.ExecState]*template{}}
+	at := func(i int) time.Time { return now.Add(time.Duration(i) * time.Millisecond) }
+	for i, st := range thinStates {
+		if k.rollout == "" && st != proto.StateIdle {
+			continue
 		}
-		if k.state == proto.StateSucceeded {
+		s := &proto.NodeStatus{Node: thinNamePH, Groups: strings.Split(k.groups, ","), Execution: proto.Execution{State: proto.StateIdle},
+			Current: k.current, Booted: gen1, LabdVersion: "bench-thin", BootID: "bench-boot", UpdatedAt: at(i).UnixMilli()}
+		s.Stamp(thinNamePH, at(i))
+		if k.rollout != "" {
+			s.Execution = proto.Execution{Rollout: k.rollout, Gen: k.gen, Toplevel: k.toplevel, Action: proto.ActionSwitch, State: st, Since: at(i).UnixMilli()}
+		}
+		if st == proto.StateSucceeded || st == proto.StateAlreadyCurrent {
 			s.AppliedGen, s.Previous, s.Current = k.gen, k.current, k.toplevel
 		}
 		s.NeedsReboot = s.Current != s.Booted
-		m = s
+		t, err := seal(s)
+		if err != nil {
+			return nil, err
+		}
+		ms.status[st] = t
 	}
+	for _, tr := range thinEvents {
+		if k.rollout == "" {
+			break
+		}
+		e := &proto.Event{Node: thinNamePH, Rollout: k.rollout, Gen: k.gen, Prev: tr[0], State: tr[1]}
+		e.Stamp(thinNamePH, at(slices.Index(thinStates, tr[1])))
+		t, err := seal(e)
+		if err != nil {
+			return nil, err
+		}
+		ms.event[tr] = t
+	}
+	if f.sets == nil {
+		f.sets = map[setKey]*msgSet{}
+	}
+	f.sets[k] = ms
+	return ms, nil
+}
+
+// seal seals m with the placeholder id and finds the placeholders.
+func seal(m proto.Message) (*template, error) {
 	m.Header().ID = thinIDPH
 	b, err := proto.Seal(m)
 	if err != nil {
 		return nil, err
 	}
-	t := &template{b: b, created: now, id: bytes.Index(b, []byte(thinIDPH))}
+	t := &template{b: b, id: bytes.Index(b, []byte(thinIDPH))}
 	for off := 0; ; {
 		i := bytes.Index(b[off:], []byte(thinNamePH))
 		if i < 0 {
@@ -201,9 +235,21 @@ func (f *thinFleet) build(k thinKey) (*template, error) {
 		off += i + len(thinNamePH)
 	}
 	if t.id < 0 || len(t.names) == 0 {
-		return nil, fmt.Errorf("template for %+v: placeholders not found", k)
+		return nil, fmt.Errorf("template of a %s: placeholders not found", m.Header().Kind)
 	}
 	return t, nil
+}
+
+// message is the template filled in for node name, with a fresh id.
+func (t *template) message(name string) []byte {
+	b := bytes.Clone(t.b)
+	for _, at := range t.names {
+		copy(b[at:], name)
+	}
+	var id [16]byte
+	binaryID(id[:])
+	hex.Encode(b[t.id:], id[:])
+	return b
 }
 
 // binaryID fills b with an id unique in this process (a counter and the
@@ -241,6 +287,8 @@ type thinNode struct {
 
 	// Only the reader goroutine touches what follows.
 	applied uint64
+	last    setKey // the set and state of the last status sent
+	state   proto.ExecState
 	queued  *proto.Desired
 	open    map[string]int // rollout → highest open wave its gate announced
 }
@@ -254,6 +302,9 @@ func (n *thinNode) run(ctx context.Context, ready chan<- struct{}) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if k := n.fleet.reconnects.Add(1); k <= 5 || k%1000 == 0 {
+			fmt.Fprintf(os.Stderr, "bench thin: node %s lost its connection (%d in this process so far): %v\n", n.name, k, err)
+		}
 		if attempt >= 20 {
 			return err
 		}
@@ -263,6 +314,15 @@ func (n *thinNode) run(ctx context.Context, ready chan<- struct{}) error {
 
 // session connects, subscribes, announces and serves one connection.
 func (n *thinNode) session(ctx context.Context, connected func()) error {
+	n.fleet.connecting <- struct{}{}
+	handshaking := true
+	done := func() {
+		if handshaking {
+			handshaking = false
+			<-n.fleet.connecting
+		}
+	}
+	defer done()
 	d := net.Dialer{Timeout: 10 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", n.fleet.addr)
 	if err != nil {
@@ -295,6 +355,7 @@ func (n *thinNode) session(ctx context.Context, connected func()) error {
 	if ca, ok := p.Content.(*packets.Connack); !ok || ca.ReasonCode != 0 {
 		return fmt.Errorf("connect refused: %v", p)
 	}
+	done()
 	filters := []string{tp.NodeDesired(n.name), tp.NodeCmd(n.name), tp.AllCmd()}
 	for _, g := range n.groups {
 		filters = append(filters, tp.GroupGate(g), tp.GroupCmd(g))
@@ -313,7 +374,11 @@ func (n *thinNode) session(ctx context.Context, connected func()) error {
 	if err := n.publish(tp.NodePresence(n.name), on, true); err != nil {
 		return err
 	}
-	if err := n.sendStatus(thinKey{state: proto.StateIdle}); err != nil {
+	// A fresh status, as labd's announce: the last step it reported.
+	if n.last.groups == "" {
+		n.last, n.state = setKey{current: n.current, groups: strings.Join(n.groups, ",")}, proto.StateIdle
+	}
+	if err := n.sendStatus(n.last, n.state); err != nil {
 		return err
 	}
 	connected()
@@ -359,8 +424,8 @@ func (n *thinNode) handle(pub *packets.Publish) error {
 		if proto.Decode(pub.Payload, &d) != nil || d.Gen <= n.applied {
 			return nil
 		}
-		n.applied = d.Gen
 		if d.Toplevel == n.current {
+			n.applied = d.Gen
 			return n.step(&d, proto.StateIdle, proto.StateAlreadyCurrent)
 		}
 		if d.Wave > 0 && n.open[d.Rollout] < d.Wave {
@@ -387,7 +452,9 @@ func (n *thinNode) handle(pub *packets.Publish) error {
 	return nil
 }
 
-// apply runs a Desired through a labd's successful steps.
+// apply runs a Desired through a labd's successful steps. It counts as
+// applied only once every message went out: a connection lost on the way
+// brings the retained Desired again, and the steps are sent again.
 func (n *thinNode) apply(d *proto.Desired, from proto.ExecState) error {
 	for _, to := range []proto.ExecState{proto.StateFetching, proto.StateActivating, proto.StateVerifying, proto.StateSucceeded} {
 		if err := n.step(d, from, to); err != nil {
@@ -395,30 +462,31 @@ func (n *thinNode) apply(d *proto.Desired, from proto.ExecState) error {
 		}
 		from = to
 	}
-	n.current = d.Toplevel
+	n.current, n.applied = d.Toplevel, d.Gen
 	return nil
 }
 
 // step sends the event and the retained status of one transition.
 func (n *thinNode) step(d *proto.Desired, from, to proto.ExecState) error {
-	tp := n.fleet.tp
-	ev, err := n.fleet.message(thinKey{event: true, rollout: d.Rollout, gen: d.Gen, toplevel: d.Toplevel, prev: from, state: to}, n.name)
+	k := setKey{rollout: d.Rollout, gen: d.Gen, toplevel: d.Toplevel, current: n.current, groups: strings.Join(n.groups, ",")}
+	ms, err := n.fleet.set(k)
 	if err != nil {
 		return err
 	}
-	if err := n.publish(tp.NodeEvents(n.name), ev, false); err != nil {
+	if err := n.publish(n.fleet.tp.NodeEvents(n.name), ms.event[[2]proto.ExecState{from, to}].message(n.name), false); err != nil {
 		return err
 	}
-	return n.sendStatus(thinKey{rollout: d.Rollout, gen: d.Gen, toplevel: d.Toplevel, state: to})
+	return n.sendStatus(k, to)
 }
 
-func (n *thinNode) sendStatus(k thinKey) error {
-	k.current, k.groups = n.current, strings.Join(n.groups, ",")
-	b, err := n.fleet.message(k, n.name)
+// sendStatus publishes the retained status of state in k's set.
+func (n *thinNode) sendStatus(k setKey, state proto.ExecState) error {
+	ms, err := n.fleet.set(k)
 	if err != nil {
 		return err
 	}
-	return n.publish(n.fleet.tp.NodeStatus(n.name), b, true)
+	n.last, n.state = k, state
+	return n.publish(n.fleet.tp.NodeStatus(n.name), ms.status[state].message(n.name), true)
 }
 
 func (n *thinNode) presence(online bool) ([]byte, error) {
