@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 
 	"github.com/lab-fleet/lab/node/nixsys"
 	"github.com/spf13/cobra"
@@ -16,7 +17,31 @@ func main() {
 	// labctl demo runs activations in-process; their detached helper is
 	// this same binary.
 	nixsys.MaybeRunHelper()
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	stop := profileCPU(os.Getenv("LAB_CPUPROFILE"))
+	code := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// profileCPU writes a CPU profile of the whole command to file (the
+// LAB_CPUPROFILE environment variable, for diagnosing a slow command at
+// fleet scale: go tool pprof FILE); "" profiles nothing.
+func profileCPU(file string) (stop func()) {
+	if file == "" {
+		return func() {}
+	}
+	f, err := os.Create(file)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "labctl: LAB_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // run executes labctl with args and returns the process exit code.

@@ -102,7 +102,7 @@ func run(args []string) int {
 	fs.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
 	fs.IntVar(&o.clientQueue, "embedded-client-queue", 0, "the embedded broker's broker.client_queue (0: its default, 1,024)")
 	fs.BoolVar(&o.jsonMirror, "embedded-json-mirror", false, "run the embedded broker with its JSON mirror (on by default in labctl broker; off here to compare like with like: mosquitto has none)")
-	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the embedded broker during the first rollout to `FILE` (go tool pprof FILE), one during the submitted rollout to FILE.submit, and its heap profile with the runtime's memory statistics when idle to FILE.heap.txt")
+	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the embedded broker during the first rollout to `FILE` (go tool pprof FILE), one during the submitted rollout to FILE.submit, and its heap profile with the runtime's memory statistics when idle to FILE.heap.txt; labctl publish --detach's to FILE.BROKER.detach, and the whole life of the controller process beside mosquitto to FILE.controller")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
@@ -297,8 +297,11 @@ func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error)
 // broker (`labctl controller`, anonymous: the bench's mosquitto allows
 // it), its rollouts and key in dir/controller and its log in
 // dir/controller.log, and waits until it answers.
-func startController(labctl, url, dir, records string) (*exec.Cmd, error) {
+func startController(labctl, url, dir, records, profile string) (*exec.Cmd, error) {
 	cmd := exec.Command(labctl, "controller", "--broker", url, "--controller-dir", filepath.Join(dir, "controller"), "--log-level", "warn")
+	if profile != "" {
+		cmd.Env = append(os.Environ(), "LAB_CPUPROFILE="+profile)
+	}
 	logf, err := os.Create(filepath.Join(dir, "controller.log"))
 	if err != nil {
 		return nil, err
@@ -636,6 +639,10 @@ func timedSubmit(labctl, url, records string, args ...string) (wall, cpu time.Du
 	return timedCtx(context.Background(), false, labctl, url, records, args...)
 }
 
+// profiledEnv is the environment of the labctl run that -profile
+// profiles (publish --detach), set while it runs.
+var profiledEnv []string
+
 // timedCtx is timed with local saying which path publish takes; the
 // process is killed when ctx ends.
 func timedCtx(ctx context.Context, local bool, labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
@@ -644,6 +651,7 @@ func timedCtx(ctx context.Context, local bool, labctl, url, records string, args
 	// duplicate key, so an operator's own LAB_LOCAL_CONTROLLER does not
 	// decide which path is measured.
 	cmd.Env = append(os.Environ(), "LAB_BROKER="+url, "LAB_ROLLOUTS_DB="+records, fmt.Sprintf("LAB_LOCAL_CONTROLLER=%t", local))
+	cmd.Env = append(cmd.Env, profiledEnv...)
 	var b strings.Builder
 	cmd.Stdout, cmd.Stderr = &b, &b
 	start := time.Now()
@@ -683,7 +691,11 @@ func measure(o options, kind, labctl string) (result, error) {
 	// would in a fleet).
 	ctlPid := 0
 	if kind == "mosquitto" {
-		ctlCmd, err := startController(labctl, url, dir, records)
+		profile := ""
+		if o.profile != "" {
+			profile = o.profile + ".controller"
+		}
+		ctlCmd, err := startController(labctl, url, dir, records, profile)
 		if err != nil {
 			return r, err
 		}
@@ -832,7 +844,11 @@ func measure(o options, kind, labctl string) (result, error) {
 		}()
 	}
 	t0 = time.Now()
+	if o.profile != "" {
+		profiledEnv = []string{"LAB_CPUPROFILE=" + o.profile + "." + kind + ".detach"}
+	}
 	d, cpu, out, err = timedSubmit(labctl, url, records, "publish", "--id", subID, "--key", keyFile, "--on", "@bench", "--toplevel", gen4, "--detach")
+	profiledEnv = nil
 	if err != nil {
 		return r, fmt.Errorf("labctl publish --detach: %v\n%s", err, lastLines(out, 5))
 	}
