@@ -34,6 +34,18 @@ func submit(ss *session, g *globals, svc *controller.Info, plan controller.Plan,
 	if err != nil {
 		return err
 	}
+	// The fleet's view has served (targets, gens). Following needs only
+	// the rollout's state and its targets' status and events; --detach
+	// needs nothing. At 10,000 nodes, receiving the rest while the
+	// controller publishes was most of labctl's CPU.
+	tp := conn.topics
+	drop := []string{tp.AllDesired(), tp.AllGates()}
+	if pf.detach || pf.noWait {
+		drop = conn.fleet.Filters()
+	}
+	if err := conn.bus.Unsubscribe(ctx, drop...); err != nil {
+		g.logger.Debug("unsubscribe from the fleet's view", "err", err)
+	}
 	var resp *controller.Response
 	for _, req := range reqs {
 		if resp, err = conn.request(ctx, controller.VerbSubmit, req, requestWait); err != nil {

@@ -375,6 +375,18 @@ func (c *Client) Subscribe(ctx context.Context, filters ...string) error {
 	return c.subscribe(ctx, filters)
 }
 
+// Unsubscribe ends the subscriptions to filters (they are no longer sent
+// on reconnects). Messages the broker sent before it are still delivered.
+func (c *Client) Unsubscribe(ctx context.Context, filters ...string) error {
+	c.mu.Lock()
+	c.filters = slices.DeleteFunc(c.filters, func(f string) bool { return slices.Contains(filters, f) })
+	c.mu.Unlock()
+	if _, err := c.cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: filters}); err != nil {
+		return fmt.Errorf("bus: unsubscribe %v: %w", filters, err)
+	}
+	return nil
+}
+
 func (c *Client) subscribe(ctx context.Context, filters []string) error {
 	opts := make([]paho.SubscribeOptions, len(filters))
 	for i, f := range filters {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -632,5 +633,39 @@ func startMosquitto(t *testing.T) string {
 			t.Fatalf("mosquitto does not listen on %s: %v\n%s", addr, err, out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// An unsubscribed filter delivers nothing more, the others still do.
+func TestUnsubscribe(t *testing.T) {
+	b := testbroker.Start(t)
+	got := make(chan Message, 10)
+	sub := dial(t, b.URL(), "sub", Config{CleanStart: true, OnMessage: func(m Message) { got <- m }})
+	pub := dial(t, b.URL(), "pub", Config{})
+	ctx := context.Background()
+	if err := sub.Subscribe(ctx, "a/#", "b/#"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Unsubscribe(ctx, "a/#"); err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"a/1", "b/1"} {
+		if err := pub.Publish(ctx, topic, []byte(topic), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := recv(t, got); m.Topic != "b/1" {
+		t.Fatalf("got %s after unsubscribing a/#, want b/1 only", m.Topic)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("got %s as well", m.Topic)
+	case <-time.After(200 * time.Millisecond):
+	}
+	sub.mu.Lock()
+	filters := slices.Clone(sub.filters)
+	sub.mu.Unlock()
+	if !slices.Equal(filters, []string{"b/#"}) {
+		t.Fatalf("filters sent again on reconnect: %v, want [b/#]", filters)
 	}
 }
