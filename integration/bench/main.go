@@ -8,6 +8,13 @@
 //	go run ./integration/bench -nodes 10000
 //	go run ./integration/bench -nodes 50 -brokers embedded   # what CI runs
 //	go run ./integration/bench idle -duration 10m            # an idle labd's cost
+//	go run ./integration/bench -nodes 10000 -thin             # the broker host alone
+//
+// With -thin the nodes are thin (thin.go): one connection each that
+// answers a Desired with a labd's messages, without a state machine,
+// disk or signature check, so that the machine's cores go to the broker,
+// the controller and labctl, as in a real fleet whose nodes are machines
+// of their own.
 //
 // Columns: connect (start of the node processes → every node's online
 // presence seen), broker RSS per connected node (idle), publish (labctl
