@@ -116,6 +116,9 @@ func run(args []string) int {
 		return 2
 	}
 	o.brokers = strings.Split(brokers, ",")
+	if o.thin {
+		o.block = max(1, o.nodes/10)
+	}
 	if o.profile != "" {
 		port, err := freePort()
 		if err != nil {
@@ -207,7 +210,12 @@ type result struct {
 	cpuSubBroker, cpuSubCtl, cpuSubNodes time.Duration
 	cpuSubLabctl                         time.Duration
 	ctlInProcess                         bool
-	cpuCtlFollowing                      time.Duration // the controller process in the CLI-driven first rollout (mosquitto)
+	// Thin nodes only: the largest fleet a submitted rollout reached
+	// within capacityLimit, and its rollout time.
+	capacity        int
+	capacityAt      time.Duration
+	capMeasured     bool
+	cpuCtlFollowing time.Duration // the controller process in the CLI-driven first rollout (mosquitto)
 }
 
 func raiseFileLimit() {
@@ -894,7 +902,45 @@ func measure(o options, kind, labctl string) (result, error) {
 	if end.state != proto.RolloutSucceeded {
 		return r, fmt.Errorf("the controller service says rollout %s %s", subID, end.state)
 	}
-	return r, nil
+	if o.thin && o.block > 0 {
+		r.capacity, r.capacityAt, err = capacity(o, w, labctl, url, records, keyFile)
+		r.capMeasured = err == nil
+	}
+	return r, err
+}
+
+// capacityLimit is the rollout time the capacity search holds to.
+const capacityLimit = 2 * time.Second
+
+// capacity finds the largest fleet a rollout reaches within
+// capacityLimit: rollouts submitted to the first k capacity blocks of
+// thin nodes (group blk-0 … blk-k-1), k = 1, 2, … until one takes
+// longer, from publish start to every target's succeeded. It returns
+// the largest size within the limit (0: not even one block) and the
+// rollout time at that size.
+func capacity(o options, w *watcher, labctl, url, records, keyFile string) (int, time.Duration, error) {
+	best, bestAt := 0, time.Duration(0)
+	var on []string
+	for k := 1; k*o.block <= o.nodes; k++ {
+		on = append(on, "@"+blockGroup(k-1))
+		id := fmt.Sprintf("bench-cap-%d", k)
+		toplevel := fmt.Sprintf("/nix/store/%032d-nixos-system-bench-cap-%d", 100+k, k)
+		t0 := time.Now()
+		if _, _, out, err := timedSubmit(labctl, url, records, "publish", "--id", id, "--key", keyFile, "--on", strings.Join(on, ","), "--toplevel", toplevel, "--detach"); err != nil {
+			return best, bestAt, fmt.Errorf("capacity, %d nodes: labctl publish --detach: %v\n%s", k*o.block, err, lastLines(out, 5))
+		}
+		n := k * o.block
+		if !w.awaitCount(n, o.timeout, func() int { return len(w.succeededTimes(id)) }) {
+			return best, bestAt, fmt.Errorf("capacity: rollout %s reached %d of %d nodes", id, len(w.succeededTimes(id)), n)
+		}
+		took, _, _ := latencies(w.succeededTimes(id), t0)
+		fmt.Fprintf(os.Stderr, "bench: capacity: a rollout to %d nodes took %s\n", n, dur(took))
+		if took > capacityLimit {
+			break
+		}
+		best, bestAt = n, took
+	}
+	return best, bestAt, nil
 }
 
 // latencies are the longest, median and 99th percentile of times since t0.
@@ -1066,6 +1112,16 @@ func printTargets(w io.Writer, rows []result, markdown bool) {
 		}
 		if r.detach > 0 {
 			lines = append(lines, []string{r.broker, "publish --detach ≤ 2 s", dur(r.detach), verdict(secs(r.detach), 2, " s")})
+		}
+		if r.capMeasured {
+			v := "met"
+			if r.capacity == r.nodes && r.nodes < 10000 {
+				v = fmt.Sprintf("not decided: only %d nodes connected (-nodes 10000)", r.nodes)
+			} else if r.capacity < 10000 {
+				v = fmt.Sprintf("missed: %.1f× short", 10000/float64(max(r.capacity, 1)))
+			}
+			lines = append(lines, []string{r.broker, fmt.Sprintf("a rollout reaches 10,000 thin nodes ≤ %s", dur(capacityLimit)),
+				fmt.Sprintf("%d nodes (%s)", r.capacity, dur(r.capacityAt)), v})
 		}
 		if r.subReached == r.nodes {
 			lines = append(lines, []string{r.broker, "submitted rollout ≤ CLI-driven's", dur(r.subRollout), verdict(secs(r.subRollout), secs(r.rollout), " s")})
