@@ -341,7 +341,7 @@ func awaitController(labctl, url, records string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, _, out, err := timedCtx(ctx, false, labctl, url, records, "rollout", "list")
+		_, _, out, err := timedCtx(ctx, false, nil, labctl, url, records, "rollout", "list")
 		cancel()
 		if err == nil && !strings.Contains(out, "no controller") {
 			return nil
@@ -645,28 +645,24 @@ func stopSims(sims []*sim) {
 // with its rollout records in the file records, and returns its wall time
 // and CPU time (user+system).
 func timed(labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
-	return timedCtx(context.Background(), true, labctl, url, records, args...)
+	return timedCtx(context.Background(), true, nil, labctl, url, records, args...)
 }
 
 // timedSubmit is timed for the submitted path: publish hands the rollout
 // to the controller service (LAB_LOCAL_CONTROLLER=false).
 func timedSubmit(labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
-	return timedCtx(context.Background(), false, labctl, url, records, args...)
+	return timedCtx(context.Background(), false, nil, labctl, url, records, args...)
 }
 
-// profiledEnv is the environment of the labctl run that -profile
-// profiles (publish --detach), set while it runs.
-var profiledEnv []string
-
-// timedCtx is timed with local saying which path publish takes; the
-// process is killed when ctx ends.
-func timedCtx(ctx context.Context, local bool, labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
+// timedCtx is timed with local saying which path publish takes and env
+// added to the environment; the process is killed when ctx ends.
+func timedCtx(ctx context.Context, local bool, env []string, labctl, url, records string, args ...string) (wall, cpu time.Duration, out string, err error) {
 	cmd := exec.CommandContext(ctx, labctl, args...)
 	// Appended after os.Environ(): os/exec keeps the last value of a
 	// duplicate key, so an operator's own LAB_LOCAL_CONTROLLER does not
 	// decide which path is measured.
 	cmd.Env = append(os.Environ(), "LAB_BROKER="+url, "LAB_ROLLOUTS_DB="+records, fmt.Sprintf("LAB_LOCAL_CONTROLLER=%t", local))
-	cmd.Env = append(cmd.Env, profiledEnv...)
+	cmd.Env = append(cmd.Env, env...)
 	var b strings.Builder
 	cmd.Stdout, cmd.Stderr = &b, &b
 	start := time.Now()
@@ -818,7 +814,7 @@ func measure(o options, kind, labctl string) (result, error) {
 		"--timeout", o.timeout.String())
 	_ = os.WriteFile(filepath.Join(dir, "follow.log"), []byte(out), 0o644) // kept with -dir
 	if err != nil {
-		return r, fmt.Errorf("labctl publish (following): %v\n%s\nthe retained statuses of the nodes that did not succeed: %s", err, lastLines(out, 5), notSucceeded(url, "bench-2", 5))
+		return r, fmt.Errorf("labctl publish (following): %v\n%s\nthe retained statuses of the nodes that did not succeed: %s", err, lastLines(out, 5), notSucceeded(url, "bench-2", o.nodes, 5))
 	}
 	r.follow = d
 	if r.status, _, out, err = timed(labctl, url, records, "status"); err != nil {
@@ -859,11 +855,11 @@ func measure(o options, kind, labctl string) (result, error) {
 		}()
 	}
 	t0 = time.Now()
+	var env []string
 	if o.profile != "" {
-		profiledEnv = []string{"LAB_CPUPROFILE=" + o.profile + "." + kind + ".detach"}
+		env = []string{"LAB_CPUPROFILE=" + o.profile + "." + kind + ".detach"}
 	}
-	d, cpu, out, err = timedSubmit(labctl, url, records, "publish", "--id", subID, "--key", keyFile, "--on", "@bench", "--toplevel", gen4, "--detach")
-	profiledEnv = nil
+	d, cpu, out, err = timedCtx(context.Background(), false, env, labctl, url, records, "publish", "--id", subID, "--key", keyFile, "--on", "@bench", "--toplevel", gen4, "--detach")
 	if err != nil {
 		return r, fmt.Errorf("labctl publish --detach: %v\n%s", err, lastLines(out, 5))
 	}
@@ -902,7 +898,7 @@ func measure(o options, kind, labctl string) (result, error) {
 	if end.state != proto.RolloutSucceeded {
 		return r, fmt.Errorf("the controller service says rollout %s %s", subID, end.state)
 	}
-	if o.thin && o.block > 0 {
+	if o.thin {
 		r.capacity, r.capacityAt, err = capacity(o, w, labctl, url, records, keyFile)
 		r.capMeasured = err == nil
 	}
@@ -923,13 +919,12 @@ func capacity(o options, w *watcher, labctl, url, records, keyFile string) (int,
 	var on []string
 	for k := 1; k*o.block <= o.nodes; k++ {
 		on = append(on, "@"+blockGroup(k-1))
-		id := fmt.Sprintf("bench-cap-%d", k)
+		n, id := k*o.block, fmt.Sprintf("bench-cap-%d", k)
 		toplevel := fmt.Sprintf("/nix/store/%032d-nixos-system-bench-cap-%d", 100+k, k)
 		t0 := time.Now()
 		if _, _, out, err := timedSubmit(labctl, url, records, "publish", "--id", id, "--key", keyFile, "--on", strings.Join(on, ","), "--toplevel", toplevel, "--detach"); err != nil {
-			return best, bestAt, fmt.Errorf("capacity, %d nodes: labctl publish --detach: %v\n%s", k*o.block, err, lastLines(out, 5))
+			return best, bestAt, fmt.Errorf("capacity, %d nodes: labctl publish --detach: %v\n%s", n, err, lastLines(out, 5))
 		}
-		n := k * o.block
 		if !w.awaitCount(n, o.timeout, func() int { return len(w.succeededTimes(id)) }) {
 			return best, bestAt, fmt.Errorf("capacity: rollout %s reached %d of %d nodes", id, len(w.succeededTimes(id)), n)
 		}
@@ -1003,16 +998,17 @@ func freshOnline(url string) int {
 	return w.onlineCount()
 }
 
-// notSucceeded lists up to n nodes whose retained status (read by a new
-// subscriber) does not say that rollout succeeded, with what it says.
-func notSucceeded(url, rollout string, n int) string {
+// notSucceeded lists up to n of the nodes nodes whose retained status
+// (read by a new subscriber) does not say that rollout succeeded, with
+// what it says.
+func notSucceeded(url, rollout string, nodes, n int) string {
 	w := newWatcher()
 	c, err := subscribe(url, "bench-recount-status", w)
 	if err != nil {
 		return err.Error()
 	}
 	defer c.Close(context.Background())
-	w.awaitCount(1<<30, 10*time.Second, func() int { return len(w.latest) })
+	w.awaitCount(nodes, 10*time.Second, func() int { return w.count(func() int { return len(w.latest) }) })
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []string

@@ -38,9 +38,6 @@ import (
 // Its messages are well-formed (proto.Seal validates the templates), so
 // the controller, labctl and any watcher treat it as a labd.
 
-// thinNameLen is the length of every simulated node's name (nodeName).
-const thinNameLen = 6
-
 // Placeholders patched in a template: a node name and a message id of the
 // lengths of the real ones (proto.NewID is 32 hex digits).
 const (
@@ -64,6 +61,10 @@ func runThin(args []string) int {
 	u, err := url.Parse(*broker)
 	if err != nil || u.Host == "" {
 		fmt.Fprintln(os.Stderr, "bench thin: -broker must be mqtt://host:port")
+		return 2
+	}
+	if last := nodeName(*from + *count - 1); len(last) != len(thinNamePH) {
+		fmt.Fprintf(os.Stderr, "bench thin: node names must be %d characters for the templates (%s is not): at most 100,000 nodes\n", len(thinNamePH), last)
 		return 2
 	}
 	f := &thinFleet{addr: u.Host, tp: proto.DefaultTopics, connecting: make(chan struct{}, thinConnecting)}
@@ -180,8 +181,8 @@ func (f *thinFleet) set(k setKey) (*msgSet, error) {
 	ms := &msgSet{created: now, status: map[proto.ExecState]*template{}, event: map[[2]proto.ExecState]*template{}}
 	at := func(i int) time.Time { return now.Add(time.Duration(i) * time.Millisecond) }
 	for i, st := range thinStates {
-		if k.rollout == "" && st != proto.StateIdle {
-			continue
+		if (k.rollout == "") != (st == proto.StateIdle) {
+			continue // idle only for a node that has applied nothing, and only idle
 		}
 		s := &proto.NodeStatus{Node: thinNamePH, Groups: strings.Split(k.groups, ","), Execution: proto.Execution{State: proto.StateIdle},
 			Current: k.current, Booted: gen1, LabdVersion: "bench-thin", BootID: "bench-boot", UpdatedAt: at(i).UnixMilli()}
@@ -314,48 +315,15 @@ func (n *thinNode) run(ctx context.Context, ready chan<- struct{}) error {
 
 // session connects, subscribes, announces and serves one connection.
 func (n *thinNode) session(ctx context.Context, connected func()) error {
-	n.fleet.connecting <- struct{}{}
-	handshaking := true
-	done := func() {
-		if handshaking {
-			handshaking = false
-			<-n.fleet.connecting
-		}
-	}
-	defer done()
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", n.fleet.addr)
+	c, r, err := n.connect(ctx)
 	if err != nil {
 		return err
 	}
-	conn := countConn{c, &n.fleet.sent, &n.fleet.recv}
-	n.w = bufio.NewWriterSize(conn, 2048)
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
 	defer c.Close()
-	r := bufio.NewReaderSize(conn, 4096)
-
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	context.AfterFunc(sctx, func() { c.Close() })
 	tp := n.fleet.tp
-	will, err := n.presence(false)
-	if err != nil {
-		return err
-	}
-	expiry := uint32(24 * time.Hour / time.Second)
-	cp := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: n.name, KeepAlive: 60, CleanStart: true,
-		Properties: &packets.Properties{SessionExpiryInterval: &expiry},
-		WillFlag:   true, WillTopic: tp.NodePresence(n.name), WillMessage: will, WillQOS: 1, WillRetain: true,
-		WillProperties: &packets.Properties{}}
-	if err := n.write(cp); err != nil {
-		return err
-	}
-	p, err := packets.ReadPacket(r)
-	if err != nil {
-		return fmt.Errorf("connack: %w", err)
-	}
-	if ca, ok := p.Content.(*packets.Connack); !ok || ca.ReasonCode != 0 {
-		return fmt.Errorf("connect refused: %v", p)
-	}
-	done()
 	filters := []string{tp.NodeDesired(n.name), tp.NodeCmd(n.name), tp.AllCmd()}
 	for _, g := range n.groups {
 		filters = append(filters, tp.GroupGate(g), tp.GroupCmd(g))
@@ -378,22 +346,17 @@ func (n *thinNode) session(ctx context.Context, connected func()) error {
 	if n.last.groups == "" {
 		n.last, n.state = setKey{current: n.current, groups: strings.Join(n.groups, ",")}, proto.StateIdle
 	}
-	if err := n.sendStatus(n.last, n.state); err != nil {
+	ms, err := n.fleet.set(n.last)
+	if err != nil {
+		return err
+	}
+	if err := n.sendStatus(ms, n.last, n.state); err != nil {
 		return err
 	}
 	connected()
+	go n.keepAlive(sctx)
 	for {
-		// Keep-alive: a PINGREQ when nothing was sent for half of it.
-		if time.Since(n.lastWrite()) > 30*time.Second {
-			if err := n.write(&packets.Pingreq{}); err != nil {
-				return err
-			}
-		}
-		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		p, err := packets.ReadPacket(r)
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			continue
-		}
 		if err != nil {
 			return err
 		}
@@ -408,6 +371,71 @@ func (n *thinNode) session(ctx context.Context, connected func()) error {
 		}
 		if err := n.handle(pub); err != nil {
 			return err
+		}
+	}
+}
+
+// connect dials the broker and completes the MQTT handshake, holding one
+// of the process's handshake slots meanwhile.
+func (n *thinNode) connect(ctx context.Context) (net.Conn, *bufio.Reader, error) {
+	n.fleet.connecting <- struct{}{}
+	defer func() { <-n.fleet.connecting }()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", n.fleet.addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn := countConn{c, &n.fleet.sent, &n.fleet.recv}
+	n.wmu.Lock() // a keepAlive of the session before may still write
+	n.w = bufio.NewWriterSize(conn, 2048)
+	n.wmu.Unlock()
+	r := bufio.NewReaderSize(conn, 4096)
+	will, err := n.presence(false)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	expiry := uint32(24 * time.Hour / time.Second)
+	cp := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: n.name, KeepAlive: thinKeepAlive, CleanStart: true,
+		Properties: &packets.Properties{SessionExpiryInterval: &expiry},
+		WillFlag:   true, WillTopic: n.fleet.tp.NodePresence(n.name), WillMessage: will, WillQOS: 1, WillRetain: true,
+		WillProperties: &packets.Properties{}}
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := n.write(cp); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	p, err := packets.ReadPacket(r)
+	if err == nil {
+		if ca, ok := p.Content.(*packets.Connack); !ok || ca.ReasonCode != 0 {
+			err = fmt.Errorf("connect refused: %v", p)
+		}
+	}
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("connack: %w", err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return conn, r, nil
+}
+
+// thinKeepAlive is the keep-alive a thin node announces, in seconds.
+const thinKeepAlive = 60
+
+// keepAlive sends a PINGREQ whenever nothing was sent for half the
+// keep-alive, until ctx ends.
+func (n *thinNode) keepAlive(ctx context.Context) {
+	half := thinKeepAlive * time.Second / 2
+	t := time.NewTicker(half / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if time.Since(n.lastWrite()) >= half {
+				_ = n.write(&packets.Pingreq{}) // a dead connection ends the reader too
+			}
 		}
 	}
 }
@@ -438,13 +466,14 @@ func (n *thinNode) handle(pub *packets.Publish) error {
 		if proto.Decode(pub.Payload, &g) != nil {
 			return nil
 		}
+		if g.State != proto.GateRunning {
+			return nil
+		}
 		if n.open == nil {
 			n.open = map[string]int{}
 		}
-		if g.State == proto.GateRunning {
-			n.open[g.Rollout] = max(n.open[g.Rollout], g.OpenWave)
-		}
-		if q := n.queued; q != nil && q.Rollout == g.Rollout && g.OpenWave >= q.Wave && g.State == proto.GateRunning {
+		n.open[g.Rollout] = max(n.open[g.Rollout], g.OpenWave)
+		if q := n.queued; q != nil && q.Rollout == g.Rollout && n.open[g.Rollout] >= q.Wave {
 			n.queued = nil
 			return n.apply(q, proto.StateQueued)
 		}
@@ -476,15 +505,11 @@ func (n *thinNode) step(d *proto.Desired, from, to proto.ExecState) error {
 	if err := n.publish(n.fleet.tp.NodeEvents(n.name), ms.event[[2]proto.ExecState{from, to}].message(n.name), false); err != nil {
 		return err
 	}
-	return n.sendStatus(k, to)
+	return n.sendStatus(ms, k, to)
 }
 
-// sendStatus publishes the retained status of state in k's set.
-func (n *thinNode) sendStatus(k setKey, state proto.ExecState) error {
-	ms, err := n.fleet.set(k)
-	if err != nil {
-		return err
-	}
+// sendStatus publishes the retained status of state from ms, k's set.
+func (n *thinNode) sendStatus(ms *msgSet, k setKey, state proto.ExecState) error {
 	n.last, n.state = k, state
 	return n.publish(n.fleet.tp.NodeStatus(n.name), ms.status[state].message(n.name), true)
 }

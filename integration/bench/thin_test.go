@@ -2,6 +2,7 @@ package main
 
 import (
 	"testing"
+	"time"
 
 	"github.com/lab-fleet/lab/proto"
 )
@@ -35,19 +36,27 @@ func TestThinMessagesAreANodesOwn(t *testing.T) {
 		}
 		last = s.UpdatedAt
 	}
-	// A set renewed later stamps later: a step taken from it never goes
-	// back in time.
+	// A renewed set stamps later than the set before it, and renewal
+	// waits longer than a set's span of stamps: a step taken from it never
+	// goes back in time behind a step taken from the old one.
+	if span := time.Duration(len(thinStates)) * time.Millisecond; templateAge <= span {
+		t.Fatalf("templateAge %s is within a set's span of stamps (%s)", templateAge, span)
+	}
+	var before proto.NodeStatus
+	if err := proto.Decode(ms.status[proto.StateSucceeded].message("b00042"), &before); err != nil {
+		t.Fatal(err)
+	}
 	f.sets[k].created = f.sets[k].created.Add(-2 * templateAge)
 	again, err := f.set(k)
 	if err != nil || again == ms {
 		t.Fatalf("set not renewed after templateAge: %v", err)
 	}
 	var s proto.NodeStatus
-	if err := proto.Decode(again.status[proto.StateQueued].message("b00042"), &s); err != nil {
+	if err := proto.Decode(again.status[proto.StateSucceeded].message("b00042"), &s); err != nil {
 		t.Fatal(err)
 	}
-	if s.UpdatedAt < last-int64(len(thinStates)) {
-		t.Fatalf("renewed set stamps %d, before the old set's %d", s.UpdatedAt, last)
+	if s.UpdatedAt < before.UpdatedAt {
+		t.Fatalf("renewed set stamps %d, before the old set's %d", s.UpdatedAt, before.UpdatedAt)
 	}
 	var e proto.Event
 	if err := proto.Decode(ms.event[[2]proto.ExecState{proto.StateFetching, proto.StateActivating}].message("b00042"), &e); err != nil {
