@@ -63,6 +63,16 @@ type Config struct {
 	// with the same id took the session over, e.g. "is a second labd
 	// running with name n1?".
 	TakeoverHint string
+	// FailFast is for commands a person waits on: before the first
+	// connection, once every URL failed in a way retrying cannot fix (a
+	// ConnectError that is Final, or Graced and lasting connectGrace),
+	// the client stops trying and AwaitConnection returns the
+	// *ConnectError. Failed attempts are then logged at debug level only:
+	// the error says it. Daemons leave it off and keep trying.
+	FailFast bool
+	// ConnectHint, when set, adds advice to the warning logged for a
+	// failed connection attempt (e.g. which config key to check).
+	ConnectHint func(*ConnectError) string
 
 	Logger *slog.Logger
 
@@ -117,6 +127,35 @@ type Client struct {
 	streak    int
 	takeovers int
 	delay     time.Duration
+
+	// Connection attempts: everUp once a connection came up; attempt
+	// numbers the failures since the last connection (autopaho tries the
+	// URLs in turn and reports each failure once, so failure n was on
+	// URL n mod len); failing is the current run of failures, trouble
+	// the run that preceded the current connection.
+	everUp   bool
+	attempt  int
+	failing  Trouble
+	trouble  Trouble
+	byURL    map[string]*urlFailures
+	logged   string    // the last failure logged at warn level, in words
+	loggedAt time.Time // and when
+	gaveUp   chan struct{}
+	fatal    error
+}
+
+// Trouble is a run of failed connection attempts.
+type Trouble struct {
+	Attempts    int
+	First, Last time.Time
+	Err         *ConnectError // the last failure
+}
+
+// urlFailures is the run of failures on one URL before the first
+// connection (FailFast).
+type urlFailures struct {
+	first time.Time
+	last  *ConnectError
 }
 
 // session is paho's in-memory session state, watched for the broker's
@@ -190,7 +229,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.flapWindow == 0 {
 		cfg.flapWindow = flapWindow
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID), ready: make(chan struct{})}
+	c := &Client{cfg: cfg, log: cfg.Logger.With("client", cfg.ClientID), ready: make(chan struct{}), gaveUp: make(chan struct{})}
 	ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	ac := autopaho.ClientConfig{
@@ -205,9 +244,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		ConnectPassword:               cfg.Password,
 		OnConnectionUp:                c.onUp,
 		OnConnectionDown:              c.onDown,
-		OnConnectError: func(err error) {
-			c.log.Warn("mqtt connect failed", "err", err)
-		},
+		OnConnectError:                c.connectFailed,
 		ClientConfig: paho.ClientConfig{
 			ClientID:          cfg.ClientID,
 			Session:           session{State: state.NewInMemory(), lost: c.sessionLost},
@@ -252,6 +289,92 @@ func (c *Client) backoff(next autopaho.Backoff) func(int) time.Duration {
 	}
 }
 
+// connectFailed classifies a failed attempt, logs it in words (a new
+// failure at once, the same one again once a minute) and, for a FailFast
+// client that never connected, gives up once retrying cannot help.
+func (c *Client) connectFailed(err error) {
+	now := time.Now()
+	c.mu.Lock()
+	url := c.cfg.URLs[c.attempt%len(c.cfg.URLs)]
+	c.attempt++
+	ce := classify(url, err)
+	if c.failing.Attempts == 0 {
+		c.failing.First = now
+	}
+	c.failing.Attempts++
+	c.failing.Last, c.failing.Err = now, ce
+	words := ce.Error()
+	quiet := c.cfg.FailFast && !c.everUp
+	repeat := words == c.logged && now.Sub(c.loggedAt) < time.Minute
+	if !quiet && !repeat {
+		c.logged, c.loggedAt = words, now
+	}
+	attempts := c.failing.Attempts
+	var giveUp error
+	if c.cfg.FailFast && !c.everUp {
+		giveUp = c.verdictLocked(ce, now)
+	}
+	c.mu.Unlock()
+
+	hint := ""
+	if c.cfg.ConnectHint != nil {
+		hint = c.cfg.ConnectHint(ce)
+	}
+	switch {
+	case quiet:
+		c.log.Debug("mqtt connect failed", "url", url, "err", ce.Words(), "detail", err)
+	case !repeat:
+		c.log.Warn("cannot connect to the broker", "url", url, "err", ce.Words(), "fix", hint, "attempts", attempts)
+	}
+	if giveUp != nil {
+		c.mu.Lock()
+		first := c.fatal == nil
+		if first {
+			c.fatal = giveUp
+		}
+		c.mu.Unlock()
+		if first {
+			close(c.gaveUp)
+			c.cancel() // no more attempts
+		}
+	}
+}
+
+// verdictLocked records ce and returns the error to give up with once
+// every URL has failed for good, else nil.
+func (c *Client) verdictLocked(ce *ConnectError, now time.Time) error {
+	if c.byURL == nil {
+		c.byURL = map[string]*urlFailures{}
+	}
+	f := c.byURL[ce.URL]
+	if f == nil || f.last.Kind != ce.Kind {
+		f = &urlFailures{first: now}
+		c.byURL[ce.URL] = f
+	}
+	f.last = ce
+	var errs []error
+	for _, u := range c.cfg.URLs {
+		f := c.byURL[u]
+		if f == nil || !(f.last.Final() || f.last.Graced() && now.Sub(f.first) >= connectGrace) {
+			return nil
+		}
+		errs = append(errs, f.last)
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}
+
+// LastTrouble is the run of failed attempts that preceded the current
+// connection (zero when it came up at the first try, or before any
+// connection).
+func (c *Client) LastTrouble() Trouble {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.trouble
+}
+
 func (c *Client) sessionLost(dp *packets.Disconnect) {
 	if dp != nil && dp.ReasonCode == reasonSessionTakenOver {
 		c.mu.Lock()
@@ -274,8 +397,17 @@ func (c *Client) onUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 	c.up = true
 	c.upSince = time.Now()
 	c.takenOver = false
+	c.everUp = true
+	c.attempt = 0
+	c.trouble, c.failing = c.failing, Trouble{}
+	c.logged = ""
 	filters := slices.Clone(c.filters)
+	trouble := c.trouble
 	c.mu.Unlock()
+	if trouble.Attempts > 0 && !c.cfg.FailFast {
+		c.log.Info("connected to the broker after failed attempts", "attempts", trouble.Attempts,
+			"failing_for", trouble.Last.Sub(trouble.First).Round(time.Second), "last_err", trouble.Err.Words())
+	}
 	c.log.Debug("mqtt connected")
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -345,12 +477,33 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
-// AwaitConnection blocks until the client is connected or ctx ends.
+// AwaitConnection blocks until the client is connected or ctx ends. A
+// FailFast client that gave up returns its *ConnectError(s) at once. When
+// ctx ends first, the error says what the last attempt ran into.
 func (c *Client) AwaitConnection(ctx context.Context) error {
-	if err := c.cm.AwaitConnection(ctx); err != nil {
-		return fmt.Errorf("bus: await connection: %w", err)
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.gaveUp:
+			cancel()
+		case <-actx.Done():
+		}
+	}()
+	err := c.cm.AwaitConnection(actx)
+	if err == nil {
+		return nil
 	}
-	return nil
+	c.mu.Lock()
+	fatal, last := c.fatal, c.failing.Err
+	c.mu.Unlock()
+	switch {
+	case fatal != nil:
+		return fmt.Errorf("bus: %w", fatal)
+	case last != nil && ctx.Err() != nil:
+		return fmt.Errorf("bus: no connection yet (%w); the last attempt: %w", ctx.Err(), last)
+	}
+	return fmt.Errorf("bus: await connection: %w", err)
 }
 
 // Connected reports whether the connection is up now.
