@@ -136,17 +136,18 @@ func dial(ctx context.Context, g *globals, filters func(proto.Topics) []string, 
 		// A rollout being followed checks, after a reconnect, what the
 		// broker still holds (controller: reassert).
 		OnDown: fleet.ConnectionLost,
-		OnUp:   func(context.Context, *bus.Client) { fleet.Reconnected() },
-		Logger: g.logger,
+		OnUp:     func(context.Context, *bus.Client) { fleet.Reconnected() },
+		Logger:   g.logger,
+		FailFast: true,
 	})
 	if err != nil {
 		return nil, usageError{err}
 	}
-	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, connectWait)
 	defer cancel()
 	if err := c.AwaitConnection(wctx); err != nil {
 		_ = c.Close(context.Background())
-		return nil, fmt.Errorf("connect to %s: %w", strings.Join(urls, ", "), err)
+		return nil, explainConnect(err, urls, self, g.v.GetString(keyUsername) != "" || tlsCfg != nil && len(tlsCfg.Certificates) > 0)
 	}
 	subs := fleet.Filters()
 	if filters != nil {

@@ -88,17 +88,27 @@ in its lab.machine options.`,
 					name, filepath.Join(pkiDir, name+".crt"), filepath.Join(pkiDir, name+".key"))
 			}
 			if id.Role == access.RoleNode && pkiDir != "" {
+				url := brokerURL
+				if !cmd.Flags().Changed("broker-url") {
+					url = defaultTLSSnippetURL
+				}
 				fmt.Fprintf(g.out, `
-NixOS configuration of %[1]s (copy %[2]s.crt and %[2]s.key to the machine):
+NixOS configuration of %[1]s. Put the files it names in place first:
+  %[2]s  next to this configuration, as ./lab-ca.crt (public)
+  %[3]s  on %[1]s as /run/secrets/labd.crt
+  %[4]s  on %[1]s as /run/secrets/labd.key (secret: use your secrets tool, never the Nix store)
 
   services.labd = {
     enable = true;
     name = %[1]q;
-    broker = [ %[3]q ];
-    tls = { caFile = ./ca.crt; certFile = "/run/secrets/labd.crt"; keyFile = "/run/secrets/labd.key"; };
+    broker = [ %[5]q ];
+    tls = { caFile = ./lab-ca.crt; certFile = "/run/secrets/labd.crt"; keyFile = "/run/secrets/labd.key"; };
   };
-  lab.machine.groups = [ %[4]s ];
-`, name, filepath.Join(pkiDir, name), brokerURL, quoted(id.Groups))
+  lab.machine.groups = [ %[6]s ];
+`, name, filepath.Join(pkiDir, pki.CACert), filepath.Join(pkiDir, name+".crt"), filepath.Join(pkiDir, name+".key"), url, quoted(id.Groups))
+				if !strings.HasPrefix(url, "tls://") && !strings.HasPrefix(url, "wss://") {
+					fmt.Fprintf(g.out, "\nnote: %s is not a TLS URL: the certificate is only sent to the broker's TLS listener (tls:// or wss://)\n", url)
+				}
 			} else if id.Role == access.RoleNode {
 				fmt.Fprintf(g.out, `
 NixOS configuration of %[1]s (copy %[2]s to the machine, e.g. as /run/secrets/labd-mqtt-password):
@@ -122,10 +132,14 @@ NixOS configuration of %[1]s (copy %[2]s to the machine, e.g. as /run/secrets/la
 	f.StringVar(&groups, "groups", "", "groups of a node, comma-separated")
 	f.StringVar(&role, "role", "node", "node, controller or viewer")
 	f.StringVar(&outDir, "out", ".", "`DIR` for the NAME.password file")
-	f.StringVar(&brokerURL, "broker-url", "mqtt://broker.lan:1883", "broker URL to put in the NixOS snippet")
+	f.StringVar(&brokerURL, "broker-url", "mqtt://broker.lan:1883", "broker URL to put in the NixOS snippet (with --pki the default is "+defaultTLSSnippetURL+")")
 	f.StringVar(&pkiDir, "pki", "", "also issue a client certificate (CN=NAME) from the CA in `DIR` (labctl pki init)")
 	return cmd
 }
+
+// defaultTLSSnippetURL is the broker URL of node add's snippet for a node
+// with a client certificate: the TLS listener (labctl broker --tls-listen :8883).
+const defaultTLSSnippetURL = "tls://broker.lan:8883"
 
 func quoted(xs []string) string {
 	q := make([]string, len(xs))

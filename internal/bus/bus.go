@@ -274,11 +274,21 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// failFastBackoffMax bounds the wait between the first attempts of a
+// FailFast client, so that its verdict comes soon after the grace.
+const failFastBackoffMax = 750 * time.Millisecond
+
 // backoff is the wait before connection attempt n of one reconnect: the
 // first waits only after a takeover, later ones as next says.
 func (c *Client) backoff(next autopaho.Backoff) func(int) time.Duration {
 	return func(attempt int) time.Duration {
 		if attempt > 0 {
+			c.mu.Lock()
+			hurry := c.cfg.FailFast && !c.everUp
+			c.mu.Unlock()
+			if hurry { // a person waits: decide within the grace
+				return min(next(attempt), failFastBackoffMax)
+			}
 			return next(attempt)
 		}
 		c.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"syscall"
 	"time"
 
@@ -70,7 +71,7 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 func (e *ConnectError) Words() string {
 	if e.Code != 0 {
 		s := fmt.Sprintf("the broker refused the connection: %s (MQTT reason 0x%02X)", connackWords(e.Code), e.Code)
-		if e.Reason != "" {
+		if e.Reason != "" && squash(e.Reason) != squash(connackWords(e.Code)) {
 			s += ": " + e.Reason
 		}
 		return s
@@ -119,6 +120,12 @@ func (e *ConnectError) Graced() bool {
 		return true
 	}
 	return false
+}
+
+// squash is s in lower case without spaces: "bad username or password"
+// says what "bad user name or password" says.
+func squash(s string) string {
+	return strings.ToLower(strings.ReplaceAll(s, " ", ""))
 }
 
 func isTLSScheme(s string) bool {
