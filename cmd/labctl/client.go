@@ -135,7 +135,7 @@ func dial(ctx context.Context, g *globals, filters func(proto.Topics) []string, 
 		},
 		// A rollout being followed checks, after a reconnect, what the
 		// broker still holds (controller: reassert).
-		OnDown: fleet.ConnectionLost,
+		OnDown:   fleet.ConnectionLost,
 		OnUp:     func(context.Context, *bus.Client) { fleet.Reconnected() },
 		Logger:   g.logger,
 		FailFast: true,
