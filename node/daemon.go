@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +34,7 @@ type Daemon struct {
 	st       state
 	checkR   proto.CheckResults
 	problems map[string]string // by source
+	trouble  bus.Trouble       // the failed attempts before the current connection
 	pubq     chan func(context.Context)
 }
 
@@ -81,25 +81,17 @@ func New(cfg Config, sys nixsys.System) (*Daemon, error) {
 // Run connects and serves until ctx ends; then it publishes presence
 // offline and disconnects cleanly.
 func (d *Daemon) Run(ctx context.Context) error {
-	var password []byte
-	if d.cfg.PasswordFile != "" {
-		b, err := os.ReadFile(d.cfg.PasswordFile)
-		if err != nil {
-			return fmt.Errorf("password_file: %w", err)
-		}
-		password = []byte(strings.TrimSpace(string(b)))
+	bc, err := busConfig(d.cfg, d.log)
+	if err != nil {
+		return err
 	}
 	will, err := d.presence(false)
 	if err != nil {
 		return err
 	}
-	c, err := bus.Dial(ctx, bus.Config{
-		URLs: d.cfg.Broker, ClientID: d.cfg.Name, Username: d.cfg.Username, Password: password, TLS: d.cfg.TLS,
-		CleanStart: false, SessionExpiry: d.cfg.SessionExpiry, KeepAlive: d.cfg.KeepAlive,
-		Will:      &bus.Message{Topic: d.topics.NodePresence(d.cfg.Name), Payload: will, Retain: true},
-		OnMessage: d.receive, OnUp: d.onUp, Logger: d.log, Dial: d.cfg.Dial,
-		TakeoverHint: fmt.Sprintf("is a second labd running with name %s? every machine needs a name of its own", d.cfg.Name),
-	})
+	bc.Will = &bus.Message{Topic: d.topics.NodePresence(d.cfg.Name), Payload: will, Retain: true}
+	bc.OnMessage, bc.OnUp = d.receive, d.onUp
+	c, err := bus.Dial(ctx, bc)
 	if err != nil {
 		return err
 	}
@@ -149,6 +141,9 @@ func (d *Daemon) filters() []string {
 // own status. Both are said again once that has settled.
 func (d *Daemon) onUp(ctx context.Context, c *bus.Client) {
 	d.log.Info("connected to the broker")
+	d.mu.Lock()
+	d.trouble = c.LastTrouble()
+	d.mu.Unlock()
 	d.announce(ctx, c)
 	if c.Takeovers() == 0 {
 		return

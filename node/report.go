@@ -101,7 +101,7 @@ func (d *Daemon) publishEvent(e *proto.Event) {
 // status builds the NodeStatus from the state and the machine's facts.
 func (d *Daemon) status() *proto.NodeStatus {
 	d.mu.Lock()
-	st, checks := d.st, d.checkR
+	st, checks, trouble := d.st, d.checkR, d.trouble
 	var problems []string
 	for _, p := range d.problems {
 		problems = append(problems, p)
@@ -110,6 +110,10 @@ func (d *Daemon) status() *proto.NodeStatus {
 	slices.Sort(problems)
 	s := &proto.NodeStatus{Node: d.cfg.Name, Groups: d.cfg.Groups, Execution: st.Exec, AppliedGen: st.AppliedGen,
 		Checks: checks, LabdVersion: d.cfg.Version, Machine: d.cfg.Machine, Problems: problems, UpdatedAt: time.Now().UnixMilli()}
+	if trouble.Attempts > 0 {
+		s.Connect = &proto.ConnectTrouble{Attempts: trouble.Attempts, Since: trouble.First.UnixMilli(), Until: trouble.Last.UnixMilli(),
+			Error: clip(trouble.Err.Error(), 500)}
+	}
 	if !s.Execution.State.Valid() {
 		s.Execution.State = proto.StateIdle
 	}

@@ -136,6 +136,20 @@ type NodeStatus struct {
 	// no key and accepts unsigned messages of every kind. Absent when nil,
 	// so that an old node's status encodes as before.
 	Pins *KeyPins `msgpack:"pins,omitempty" json:"pins,omitempty"`
+	// Connect is the run of failed connection attempts that preceded the
+	// node's current connection (e.g. refused for an hour with a bad
+	// password until someone fixed it); absent when it connected at the
+	// first try.
+	Connect *ConnectTrouble `msgpack:"connect,omitempty" json:"connect,omitempty"`
+}
+
+// ConnectTrouble is a run of failed connection attempts, as a node
+// reports it once it is connected again.
+type ConnectTrouble struct {
+	Attempts int    `msgpack:"attempts" json:"attempts"`
+	Since    int64  `msgpack:"since" json:"since"` // Unix ms, the first failure
+	Until    int64  `msgpack:"until" json:"until"` // Unix ms, the last failure
+	Error    string `msgpack:"error" json:"error"` // the last failure, in words
 }
 
 // MaxPinnedKeys bounds each list of a KeyPins.

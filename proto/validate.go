@@ -203,6 +203,14 @@ func (s *NodeStatus) Validate() error {
 			return err
 		}
 	}
+	if c := s.Connect; c != nil {
+		if c.Attempts < 1 || c.Since <= 0 || c.Until < c.Since {
+			return invalid("connect", "attempts %d from %d to %d: want at least one attempt, in time order", c.Attempts, c.Since, c.Until)
+		}
+		if err := text("connect.error", c.Error); err != nil {
+			return err
+		}
+	}
 	for name, p := range map[string]string{"current": s.Current, "booted": s.Booted, "previous": s.Previous} {
 		if err := optionalStorePath(name, p); err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/lab-fleet/lab/node"
 	"github.com/lab-fleet/lab/node/nixsys"
@@ -23,10 +24,12 @@ import (
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
-// Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration.
+// Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration, 3
+// --check-connect: the broker did not accept the connection.
 const (
-	exitError  = 1
-	exitConfig = 2
+	exitError   = 1
+	exitConfig  = 2
+	exitConnect = 3
 )
 
 func main() {
@@ -36,12 +39,15 @@ func main() {
 
 type configError struct{ error }
 
+// connectError is a --check-connect that the broker refused (exit 3).
+type connectError struct{ error }
+
 func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 	v := viper.New()
 	v.SetEnvPrefix("LAB")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
 	v.AutomaticEnv()
-	var checkOnly bool
+	var checkOnly, checkConnect bool
 	cmd := &cobra.Command{
 		Use:   "labd [--config FILE]",
 		Short: "lab's node daemon: applies signed desired state, checks health, rolls back",
@@ -55,7 +61,8 @@ Every config key can be set in the config file (YAML or TOML), as a flag
 where one exists, or as an environment variable LAB_<KEY> (dots become
 underscores, e.g. LAB_TIMEOUTS_FETCH=45m).`,
 		Example: `  labd --config /etc/labd/labd.yaml
-  labd --config /etc/labd/labd.yaml --check-config`,
+  labd --config /etc/labd/labd.yaml --check-config
+  labd --config /etc/labd/labd.yaml --check-config --check-connect`,
 		Version:       version,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
@@ -65,11 +72,18 @@ underscores, e.g. LAB_TIMEOUTS_FETCH=45m).`,
 			if err != nil {
 				return configError{err}
 			}
-			if checkOnly {
+			if checkOnly || checkConnect {
 				for _, w := range cfg.Warnings() {
 					fmt.Fprintf(errOut, "labd: warning: %s\n", w)
 				}
 				fmt.Fprintf(out, "labd config ok: node %s, groups %v, broker %v, %d checks\n", cfg.Name, cfg.Groups, cfg.Broker, len(cfg.Checks))
+				if !checkConnect {
+					return nil
+				}
+				if err := node.CheckConnect(cmd.Context(), cfg, 15*time.Second); err != nil {
+					return connectError{err}
+				}
+				fmt.Fprintf(out, "broker %v accepted node %s: credentials and certificates are good\n", cfg.Broker, cfg.Name)
 				return nil
 			}
 			d, err := node.New(cfg, nil)
@@ -92,6 +106,8 @@ underscores, e.g. LAB_TIMEOUTS_FETCH=45m).`,
 	f := cmd.Flags()
 	f.String("config", "", "config `FILE` (YAML or TOML)")
 	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")
+	f.BoolVar(&checkConnect, "check-connect", false, "with --check-config: also connect to the broker as this node and say whether it accepts the credentials and certificates "+
+		"(exit 3 if not; a running labd is disconnected for a moment)")
 	f.String("name", "", "node name (default: the config's name)")
 	f.String("log-level", "info", "debug, info, warn or error")
 	_ = v.BindPFlag("name", f.Lookup("name"))
@@ -104,6 +120,10 @@ underscores, e.g. LAB_TIMEOUTS_FETCH=45m).`,
 		var ce configError
 		if errors.As(err, &ce) {
 			return exitConfig
+		}
+		var cc connectError
+		if errors.As(err, &cc) {
+			return exitConnect
 		}
 		return exitError
 	}

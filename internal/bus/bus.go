@@ -37,10 +37,15 @@ type Message struct {
 
 // Config describes a connection.
 type Config struct {
-	URLs          []string // mqtt://host:port, tls://host:port, ws://, wss://
-	ClientID      string
-	Username      string
-	Password      []byte
+	URLs     []string // mqtt://host:port, tls://host:port, ws://, wss://
+	ClientID string
+	Username string
+	Password []byte
+	// PasswordFunc, when set, gives the password before every connection
+	// attempt instead of Password (labd re-reads its password_file, so a
+	// fixed file is picked up without a restart). Its error fails the
+	// attempt.
+	PasswordFunc  func() ([]byte, error)
 	TLS           *tls.Config
 	CleanStart    bool          // clean start on the first connect (never on reconnects)
 	SessionExpiry time.Duration // how long the broker keeps the session after a disconnect
@@ -251,6 +256,16 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublish},
 			OnClientError:     func(err error) { c.log.Warn("mqtt client error", "err", err) },
 		},
+	}
+	if pf := cfg.PasswordFunc; pf != nil {
+		ac.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			pw, err := pf()
+			if err != nil {
+				return nil, err
+			}
+			cp.Password, cp.PasswordFlag = pw, len(pw) > 0
+			return cp, nil
+		}
 	}
 	if cfg.Dial != nil {
 		ac.AttemptConnection = func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {

@@ -86,19 +86,20 @@ func WriteJSON(w io.Writer, v any) error {
 
 // StatusRow is one line of `labctl status`.
 type StatusRow struct {
-	Node       string             `json:"node"`
-	Online     bool               `json:"online"`
-	Groups     []string           `json:"groups"`
-	State      proto.ExecState    `json:"state"`
-	Rollout    string             `json:"rollout,omitempty"`
-	Gen        uint64             `json:"gen,omitempty"`
-	AppliedGen uint64             `json:"applied_gen"`
-	Current    string             `json:"current"`
-	Checks     proto.CheckResults `json:"checks,omitempty"`
-	Error      string             `json:"error,omitempty"`
-	Problems   []string           `json:"problems,omitempty"` // what is wrong on the node itself
-	Updated    time.Time          `json:"updated"`
-	Status     *proto.NodeStatus  `json:"-"`
+	Node       string                `json:"node"`
+	Online     bool                  `json:"online"`
+	Groups     []string              `json:"groups"`
+	State      proto.ExecState       `json:"state"`
+	Rollout    string                `json:"rollout,omitempty"`
+	Gen        uint64                `json:"gen,omitempty"`
+	AppliedGen uint64                `json:"applied_gen"`
+	Current    string                `json:"current"`
+	Checks     proto.CheckResults    `json:"checks,omitempty"`
+	Error      string                `json:"error,omitempty"`
+	Problems   []string              `json:"problems,omitempty"` // what is wrong on the node itself
+	Connect    *proto.ConnectTrouble `json:"connect,omitempty"`  // failed attempts before its current connection
+	Updated    time.Time             `json:"updated"`
+	Status     *proto.NodeStatus     `json:"-"`
 }
 
 // StatusRows turns the fleet view into rows, by node name.
@@ -109,7 +110,7 @@ func StatusRows(views []controller.NodeView) []StatusRow {
 		if s := v.Status; s != nil {
 			r.Groups, r.State, r.Rollout, r.Gen = s.Groups, s.Execution.State, s.Execution.Rollout, s.Execution.Gen
 			r.AppliedGen, r.Current, r.Checks, r.Error = s.AppliedGen, s.Current, s.Checks, s.Execution.Error
-			r.Problems = s.Problems
+			r.Problems, r.Connect = s.Problems, s.Connect
 			r.Updated = time.UnixMilli(s.UpdatedAt).UTC()
 			if r.State == "" {
 				r.State = proto.StateIdle
@@ -149,6 +150,15 @@ func WriteStatus(w io.Writer, rows []StatusRow, now time.Time) error {
 	for _, r := range rows {
 		for _, p := range r.Problems {
 			if _, err := fmt.Fprintf(w, "(!) %s: %s\n", r.Node, p); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range rows {
+		if c := r.Connect; c != nil && r.Online {
+			since, until := time.UnixMilli(c.Since).UTC(), time.UnixMilli(c.Until).UTC()
+			if _, err := fmt.Fprintf(w, "note: %s connected after %d failed attempts from %s to %s; the last: %s\n",
+				r.Node, c.Attempts, since.Format("2006-01-02 15:04:05"), until.Format("15:04:05 MST"), c.Error); err != nil {
 				return err
 			}
 		}

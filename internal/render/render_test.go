@@ -74,6 +74,20 @@ func TestWriteStatus(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(out, "failed attempts") {
+		t.Errorf("a note about failed attempts for a node that had none:\n%s", out)
+	}
+
+	// A node that connected after being refused says so, once online.
+	st.Connect = &proto.ConnectTrouble{Attempts: 7, Since: now.Add(-time.Hour).UnixMilli(), Until: now.Add(-time.Minute).UnixMilli(),
+		Error: "bad username or password"}
+	b.Reset()
+	if err := WriteStatus(&b, StatusRows([]controller.NodeView{{Name: "n1", Online: true, Status: st}}), now); err != nil {
+		t.Fatal(err)
+	}
+	if want := "note: n1 connected after 7 failed attempts from 1969-12-31 23:16:40 to 00:15:40 UTC; the last: bad username or password"; !strings.Contains(b.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, b.String())
+	}
 	b.Reset()
 	_ = WriteStatus(&b, nil, now)
 	if b.String() != "no nodes have reported yet\n" {
