@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -89,9 +90,12 @@ func dial(ctx context.Context, g *globals, filters func(proto.Topics) []string, 
 	if pf := g.v.GetString(keyPasswordFile); pf != "" {
 		b, err := os.ReadFile(pf)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("password_file: %w", err)}
+			return nil, usageError{fmt.Errorf("--password-file (config password_file, env LAB_PASSWORD_FILE): %w", err)}
 		}
 		password = []byte(strings.TrimSpace(string(b)))
+		if len(password) == 0 {
+			return nil, usageError{fmt.Errorf("--password-file %s is empty: it should hold the password labctl node add printed", pf)}
+		}
 	}
 	fleet := controller.NewFleet(topics, g.logger)
 	// With a username the broker binds client ids to it: <user>-<random>
@@ -102,8 +106,15 @@ func dial(ctx context.Context, g *globals, filters func(proto.Topics) []string, 
 	}
 	var tlsCfg *tls.Config
 	if ca, crt, key := g.v.GetString(keyTLSCA), g.v.GetString(keyTLSClientCrt), g.v.GetString(keyTLSClientKey); ca != "" || crt != "" || key != "" {
+		if (crt == "") != (key == "") {
+			return nil, usageError{errors.New("--tls-cert and --tls-key go together: the client certificate and its private key (labctl node add --pki wrote both)")}
+		}
 		if tlsCfg, err = pki.ClientConfig(ca, crt, key); err != nil {
-			return nil, usageError{err}
+			flag := "--tls-cert/--tls-key"
+			if errors.Is(err, pki.ErrCA) {
+				flag = "--tls-ca"
+			}
+			return nil, usageError{fmt.Errorf("%s: %w", flag, err)}
 		}
 		if cn := pki.CommonName(tlsCfg); cn != "" && g.v.GetString(keyUsername) == "" {
 			clientID = cn + "-" + proto.NewID()[:12] // the certificate is the identity

@@ -97,7 +97,7 @@ func readPrivateKey(path string) (proto.PrivateKey, error) {
 			return proto.PrivateKey{}, fmt.Errorf("key %s holds the public key %q (what nodes trust), not a secret key: "+
 				"give the file labctl key generate --out wrote: %w", path, pub.ID, err)
 		}
-		return proto.PrivateKey{}, fmt.Errorf("key %s: %w", path, err)
+		return proto.PrivateKey{}, fmt.Errorf("key %s is not an operator signing key (labctl key generate --out writes one): %w", path, err)
 	}
 	return k, nil
 }

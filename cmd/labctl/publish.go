@@ -172,10 +172,9 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if pf.on != "" { // a typo fails before the connection, not after
-		if _, err := parseOn(pf.on); err != nil {
-			return usageError{err}
-		}
+	tl, err := pf.check(plan) // a typo fails before the connection, not after
+	if err != nil {
+		return usageError{err}
 	}
 	ss, err := openSession(cmd, g, pf.keyFile)
 	if err != nil {
@@ -194,7 +193,7 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 		if err := flakeTargets(ctx, g, &plan, pf); err != nil {
 			return err
 		}
-	} else if err := resolveTargets(&plan, pf, conn.fleet); err != nil {
+	} else if err := resolveTargets(&plan, pf, tl, conn.fleet); err != nil {
 		return usageError{err}
 	}
 	if err := plan.Validate(); err != nil {
@@ -230,6 +229,75 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 		return nil
 	}
 	return rep.result(res, pf.keyFile)
+}
+
+// check refuses, before anything connects, what no broker could make
+// right: every flag is read and the plan built from them is validated with
+// the targets --toplevel names (or a stand-in where --on or --flake choose
+// them later), each error naming its flag.
+func (pf publishFlags) check(plan controller.Plan) (toplevels, error) {
+	if pf.flake != "" && len(pf.toplevels) > 0 {
+		return toplevels{}, errors.New("--flake and --toplevel exclude each other")
+	}
+	if pf.on != "" {
+		if _, err := parseOn(pf.on); err != nil {
+			return toplevels{}, err
+		}
+	}
+	for _, d := range []struct {
+		flag string
+		val  time.Duration
+	}{{"--timeout", pf.timeout}, {"--wave-deadline", pf.waveDeadline}, {"--fetch-timeout", pf.fetchTimeout},
+		{"--activate-timeout", pf.activateTimeout}, {"--confirm-timeout", pf.confirmTimeout}} {
+		if d.val < 0 {
+			return toplevels{}, fmt.Errorf("%s %s is negative (0 means the default)", d.flag, d.val)
+		}
+	}
+	if pf.minExecuted < 0 {
+		return toplevels{}, fmt.Errorf("--min-executed %d is negative", pf.minExecuted)
+	}
+	if err := proto.ValidID(plan.ID); err != nil {
+		return toplevels{}, fmt.Errorf("--id %q: %w", plan.ID, err)
+	}
+	if !plan.Action.Valid() {
+		return toplevels{}, fmt.Errorf("--action %q: want switch, boot or test", pf.action)
+	}
+	if !plan.Reboot.Valid() {
+		return toplevels{}, fmt.Errorf("--reboot %q: want always, never or if-needed", pf.reboot)
+	}
+	switch pf.strategy {
+	case controller.StrategyAll, controller.StrategyRolling, controller.StrategyCanary:
+	default:
+		return toplevels{}, fmt.Errorf("--strategy %q: want all, rolling or canary", pf.strategy)
+	}
+	switch pf.onFailure {
+	case "", controller.OnFailureHalt, controller.OnFailureRollback:
+	default:
+		return toplevels{}, fmt.Errorf("--on-failure %q: want halt or rollback", pf.onFailure)
+	}
+	tl, err := parseToplevels(pf.toplevels)
+	if err != nil {
+		return tl, err
+	}
+	trial := plan
+	trial.Targets = map[string]string{}
+	for n, p := range tl.named {
+		trial.Targets[n] = p
+	}
+	switch {
+	case pf.flake != "":
+	case pf.on == "" && tl.bare != "":
+		return tl, errors.New("--toplevel PATH without NODE= needs --on to say which nodes")
+	case pf.on == "" && len(tl.named) == 0:
+		return tl, errors.New("nothing to publish: give --toplevel NODE=PATH (and/or --on), or --flake")
+	}
+	if len(trial.Targets) == 0 { // --on or --flake picks them once connected
+		trial.Targets["stand-in"] = "/nix/store/00000000000000000000000000000000-stand-in"
+	}
+	if err := trial.Validate(); err != nil {
+		return tl, withFlags(err)
+	}
+	return tl, nil
 }
 
 // parseAt reads --at: RFC 3339, or "YYYY-MM-DD HH:MM" in the local zone.
@@ -293,26 +361,58 @@ func seconds(d time.Duration) uint32 {
 	return uint32((d + time.Second - 1) / time.Second)
 }
 
-// resolveTargets fills plan.Targets from --toplevel and --on.
-func resolveTargets(plan *controller.Plan, pf publishFlags, fleet *controller.Fleet) error {
-	var bare string
-	for _, t := range pf.toplevels {
+// toplevels is --toplevel parsed: systems by node name, and the one bare
+// store path for every node --on selects.
+type toplevels struct {
+	named map[string]string
+	bare  string
+}
+
+// parseToplevels reads every --toplevel before anything connects: the
+// NODE=PATH syntax, the node name and the store path (a result link is
+// resolved to the store path it points to).
+func parseToplevels(list []string) (toplevels, error) {
+	tl := toplevels{named: map[string]string{}}
+	for _, t := range list {
 		node, path, ok := strings.Cut(t, "=")
 		if !ok {
 			node, path = "", t
 		}
+		if ok {
+			if err := proto.ValidID(node); err != nil {
+				return tl, fmt.Errorf("--toplevel %s: node name %q: %w (want NODE=/nix/store/<hash>-<name>)", t, node, err)
+			}
+			if _, dup := tl.named[node]; dup {
+				return tl, fmt.Errorf("--toplevel %s: %s is named twice", t, node)
+			}
+		}
+		if path == "" {
+			return tl, fmt.Errorf("--toplevel %q: no store path (want NODE=/nix/store/<hash>-<name>, or a nix-build result link)", t)
+		}
 		path, err := storePathOf(path)
+		if err != nil && !ok && !strings.Contains(t, "/") && proto.ValidID(t) == nil {
+			return tl, fmt.Errorf("--toplevel %s: no such file, and no system for it: to name node %s, write --toplevel %s=/nix/store/<hash>-<name>", t, t, t)
+		}
 		if err != nil {
-			return fmt.Errorf("--toplevel %s: %w", t, err)
+			return tl, fmt.Errorf("--toplevel %s: %w", t, err)
 		}
 		if !ok {
-			if bare != "" {
-				return errors.New("--toplevel: only one bare store path is allowed (use NODE=PATH for more)")
+			if tl.bare != "" {
+				return tl, errors.New("--toplevel: only one bare store path is allowed (use NODE=PATH for more)")
 			}
-			bare = path
+			tl.bare = path
 			continue
 		}
-		plan.Targets[node] = path
+		tl.named[node] = path
+	}
+	return tl, nil
+}
+
+// resolveTargets fills plan.Targets from the parsed --toplevel and --on.
+func resolveTargets(plan *controller.Plan, pf publishFlags, tl toplevels, fleet *controller.Fleet) error {
+	bare := tl.bare
+	for n, p := range tl.named {
+		plan.Targets[n] = p
 	}
 	if pf.on == "" {
 		if bare != "" {
@@ -360,6 +460,9 @@ func resolveTargets(plan *controller.Plan, pf publishFlags, fleet *controller.Fl
 // it is (it may exist only on the machines and the cache, not here).
 func storePathOf(p string) (string, error) {
 	if strings.HasPrefix(p, proto.StoreDir) {
+		if err := proto.ValidStorePath(p); err != nil {
+			return "", fmt.Errorf("not a store path (want /nix/store/<32-char hash>-<name>, e.g. what nix-build printed): %w", err)
+		}
 		return p, nil
 	}
 	resolved, err := filepath.EvalSymlinks(p)

@@ -86,6 +86,14 @@ offline.`,
 			if _, err := parseOn(on); err != nil { // before connecting
 				return usageError{err}
 			}
+			if deadline <= 0 {
+				return usageError{fmt.Errorf("--deadline %s: want a positive duration, e.g. 10m", deadline)}
+			}
+			if id != "" {
+				if err := proto.ValidID(id); err != nil {
+					return usageError{fmt.Errorf("--id %q: %w", id, err)}
+				}
+			}
 			ss, err := openSession(cmd, g, keyFile)
 			if err != nil {
 				return err

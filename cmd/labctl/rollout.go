@@ -225,6 +225,9 @@ one opens its next wave again, a pending one is followed for one more wave
 deadline (no --key needed: the service signs its gates).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout < 0 {
+				return usageError{fmt.Errorf("--timeout %s is negative (0 follows until every wave is done)", timeout)}
+			}
 			rec, err := getRecord(g, args[0])
 			if errors.Is(err, controller.ErrNoRollout) {
 				return askService(cmd, g, controller.VerbResume, args[0], err, "resumed: the controller drives it")
@@ -334,7 +337,7 @@ func optionalKey(g *globals, file string) (*proto.PrivateKey, error) {
 	}
 	k, err := readPrivateKey(file)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, usageError{fmt.Errorf("--key: %w", err)}
 	}
 	return &k, nil
 }
@@ -398,6 +401,9 @@ it from here), with publish's output and exit codes.`,
 
 func runRetry(cmd *cobra.Command, g *globals, id string, pf publishFlags) error {
 	mustBind(g.v, keyLocalController, cmd, "local-controller")
+	if pf.timeout < 0 {
+		return usageError{fmt.Errorf("--timeout %s is negative (0 follows until every wave is done)", pf.timeout)}
+	}
 	rec, err := getRecord(g, id)
 	if err != nil && !errors.Is(err, controller.ErrNoRollout) {
 		return err

@@ -157,14 +157,17 @@ func ClientConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	return cfg, nil
 }
 
+// ErrCA marks a CA file that cannot be read or holds no certificate.
+var ErrCA = errors.New("tls ca")
+
 func pool(file string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("tls ca: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrCA, err)
 	}
 	p := x509.NewCertPool()
 	if !p.AppendCertsFromPEM(b) {
-		return nil, errors.New("tls ca: " + file + " holds no PEM certificate")
+		return nil, fmt.Errorf("%w: %s holds no PEM certificate", ErrCA, file)
 	}
 	return p, nil
 }
