@@ -11,8 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
-	"strings"
 	"syscall"
 	"time"
 
@@ -112,8 +110,8 @@ func mustBind(v *viper.Viper, key string, cmd *cobra.Command, flag string) {
 }
 
 // brokerConfig reads the broker keys strictly: a value of the wrong type is
-// an error naming the key and where it came from, as is an unknown key in
-// the broker section of the config file.
+// an error naming the key and where it came from (an unknown key in the
+// file was refused before: globals.init).
 func brokerConfig(v *viper.Viper) (broker.Config, error) {
 	var cfg broker.Config
 	var errs []error
@@ -142,7 +140,6 @@ func brokerConfig(v *viper.Viper) (broker.Config, error) {
 		return err
 	})
 	cfg.Prefix = v.GetString(keyPrefix)
-	errs = append(errs, unknownKeys(v)...)
 	return cfg, errors.Join(errs...)
 }
 
@@ -161,22 +158,6 @@ func source(v *viper.Viper, key string) string {
 		return v.ConfigFileUsed() + ": "
 	}
 	return ""
-}
-
-func unknownKeys(v *viper.Viper) []error {
-	known := make(map[string]bool, len(brokerKeys))
-	for _, k := range brokerKeys {
-		known[k] = true
-	}
-	var errs []error
-	keys := v.AllKeys()
-	sort.Strings(keys)
-	for _, k := range keys {
-		if strings.HasPrefix(k, "broker.") && !known[k] && v.InConfig(k) {
-			errs = append(errs, fmt.Errorf("%s: %s: unknown key", v.ConfigFileUsed(), k))
-		}
-	}
-	return errs
 }
 
 func checkBrokerConfig(g *globals, cfg broker.Config) error {

@@ -83,15 +83,6 @@ func readServiceSettings(v *viper.Viper, defaultDir string) (serviceSettings, er
 	if st.trusted, err = proto.NewKeyring(keys...); err != nil {
 		errs = append(errs, fmt.Errorf("%s%s: %w (give public keys as `labctl key public` prints them)", source(v, keyControllerTrusted), keyControllerTrusted, err))
 	}
-	known := map[string]bool{}
-	for _, k := range controllerKeys {
-		known[k] = true
-	}
-	for _, k := range v.AllKeys() {
-		if strings.HasPrefix(k, "controller.") && !known[k] && v.InConfig(k) {
-			errs = append(errs, fmt.Errorf("%s: %s: unknown key (known: %s)", v.ConfigFileUsed(), k, strings.Join(controllerKeys, ", ")))
-		}
-	}
 	return st, errors.Join(errs...)
 }
 

@@ -96,3 +96,30 @@ func TestInputsFailBeforeConnecting(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigTypos: a key no setting reads is refused (exit 2) by every
+// command, naming the file and the key it most likely meant, before
+// anything connects.
+func TestConfigTypos(t *testing.T) {
+	clearBrokerEnv(t)
+	for _, tc := range []struct {
+		content string
+		want    string
+	}{
+		{"brokr: mqtt://127.0.0.1:1\n", `unknown key "brokr": did you mean "broker"?`},
+		{"username: alice\npasword_file: /x\n", `unknown key "pasword_file": did you mean "password_file"?`},
+		{"tls:\n  ca: /x\n  crt: /y\n", `unknown key "tls.crt": did you mean "tls.cert"?`},
+		{"ca: /x\n", `unknown key "ca": did you mean "tls.ca"?`},
+		{"colour = \"blue\"\n", `unknown key "colour": no setting has this name`},
+	} {
+		name := "labctl.yaml"
+		if strings.Contains(tc.content, " = ") {
+			name = "labctl.toml"
+		}
+		path := writeFile(t, name, tc.content)
+		code, _, errOut := labctl(t, "--config", path, "status", "--broker", "mqtt://127.0.0.1:1")
+		if code != 2 || !strings.Contains(errOut, path+": "+tc.want) {
+			t.Errorf("%q: exit %d, want 2 saying %q:\n%s", tc.content, code, path+": "+tc.want, errOut)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/lab-fleet/lab/internal/configkeys"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -48,6 +49,14 @@ func (envNames) Replace(key string) string {
 
 // init reads the config file named by --config (YAML or TOML, by its
 // extension) and builds the logger. It runs before every subcommand.
+// configKeys are every key a labctl config file may hold (docs/labctl.md).
+func configKeys() []string {
+	keys := []string{"log_level", keyRolloutsDB, keyLocalController, keyBroker, keyUsername, keyPasswordFile, keyPrefix,
+		keyTLSCA, keyTLSClientCrt, keyTLSClientKey}
+	keys = append(keys, brokerKeys...)
+	return append(keys, controllerKeys...)
+}
+
 func (g *globals) init(cmd *cobra.Command) error {
 	g.command = cmd.CommandPath()
 	if err := g.v.BindPFlag("log_level", cmd.Flags().Lookup("log-level")); err != nil {
@@ -60,6 +69,15 @@ func (g *globals) init(cmd *cobra.Command) error {
 		g.v.SetConfigFile(path)
 		if err := g.v.ReadInConfig(); err != nil {
 			return usageError{fmt.Errorf("read config %s: %w", path, err)}
+		}
+		var inFile []string
+		for _, k := range g.v.AllKeys() {
+			if g.v.InConfig(k) {
+				inFile = append(inFile, k)
+			}
+		}
+		if err := configkeys.Unknown(path, inFile, configKeys()); err != nil {
+			return usageError{err} // a setting the operator believes in force would be ignored
 		}
 	}
 	var level slog.Level

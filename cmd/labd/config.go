@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
+	"github.com/lab-fleet/lab/internal/configkeys"
 	"github.com/lab-fleet/lab/internal/pki"
 	"github.com/lab-fleet/lab/node"
 	"github.com/lab-fleet/lab/node/health"
@@ -64,6 +66,9 @@ type nixConfig struct {
 	BinDir  string   `mapstructure:"bin_dir"`
 }
 
+// knownKeys are the keys a config file may hold.
+var knownKeys = configkeys.Known(fileConfig{})
+
 // loadConfig reads the file (if any), env and flags, decodes strictly
 // (unknown keys and wrong types are errors naming the key) and validates.
 func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Config, error) {
@@ -80,13 +85,17 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 	}
 	_ = v.BindEnv("broker", "LAB_BROKER_URL") // labctl's older spelling, after LAB_BROKER (docs/labctl.md)
 	var fc fileConfig
+	var md mapstructure.Metadata
 	err := v.Unmarshal(&fc, func(dc *mapstructure.DecoderConfig) {
-		dc.ErrorUnused = true
+		dc.Metadata = &md
 		dc.WeaklyTypedInput = true
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(stringToDuration, stringToSlice)
 	})
 	if err != nil {
-		return node.Config{}, fmt.Errorf("config %s: %w", v.ConfigFileUsed(), err)
+		err = fmt.Errorf("config %s: %w", v.ConfigFileUsed(), err)
+	}
+	if err = errors.Join(err, configkeys.Unknown(v.ConfigFileUsed(), md.Unused, knownKeys)); err != nil {
+		return node.Config{}, err // each unknown key names the file itself
 	}
 	logger, err := newLogger(orDefault(fc.LogLevel, "info"), logOut)
 	if err != nil {

@@ -40,7 +40,10 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatalf("good config: exit %d\n%s", code, out)
 	}
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"unknown key", goodConfig + "colour: blue\n", "colour"},
+		{"unknown key", goodConfig + "colour: blue\n", `labd.yaml: unknown key "colour": no setting has this name`},
+		{"typo", goodConfig + "brokr: mqtt://127.0.0.1:1883\n", `labd.yaml: unknown key "brokr": did you mean "broker"?`},
+		{"typo in a section", goodConfig + "tls:\n  crt: /x\n", `labd.yaml: unknown key "tls.crt": did you mean "tls.cert"?`},
+		{"typo in a check", strings.Replace(goodConfig, "type: http", "tyep: http", 1), `unknown key "checks[0].tyep": did you mean "checks.type"?`},
 		{"bad duration", strings.Replace(goodConfig, "fetch: 45m", "fetch: soon", 1), "timeouts.fetch"},
 		{"missing name", strings.Replace(goodConfig, "name: n1\n", "", 1), "name"},
 		{"bad broker", strings.Replace(goodConfig, "mqtt://127.0.0.1:1883", "http://x", 1), "broker[0]"},
