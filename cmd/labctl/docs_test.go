@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/lab-fleet/lab/internal/doccheck"
 )
 
 // docBlockRE matches the fenced YAML and TOML blocks of a Markdown page.
@@ -42,6 +44,32 @@ func TestDocsExamples(t *testing.T) {
 		}
 		if _, err := brokerConfig(g.v); err != nil {
 			t.Errorf("example %d: %v", i, err)
+		}
+	}
+}
+
+// TestDocsCommandsRun: every labctl command line the docs print (README,
+// docs/*.md, and every command's --help examples) names a command that
+// exists, with flags it has and as many arguments as it takes.
+func TestDocsCommandsRun(t *testing.T) {
+	root := newRootCmd(newGlobals(new(strings.Builder), new(strings.Builder)))
+	var all []doccheck.Invocation
+	pages, _ := filepath.Glob(filepath.Join("..", "..", "docs", "*.md"))
+	for _, p := range append(pages, filepath.Join("..", "..", "README.md")) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, doccheck.Markdown(strings.TrimPrefix(p, "../../"), string(b), "labctl")...)
+	}
+	all = append(all, doccheck.Examples(root, "labctl")...)
+	if len(all) < 50 {
+		t.Fatalf("found only %d labctl command lines in the docs: the scanner is broken", len(all))
+	}
+	t.Logf("%d labctl command lines", len(all))
+	for _, inv := range all {
+		if err := doccheck.Check(root, inv); err != nil {
+			t.Errorf("%s: %s\n\t%s", inv.Where, err, inv.Text)
 		}
 	}
 }

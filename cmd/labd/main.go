@@ -43,6 +43,27 @@ type configError struct{ error }
 type connectError struct{ error }
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) int {
+	cmd := newRootCmd(out, errOut)
+	cmd.SetArgs(args)
+	cmd.SetOut(out)
+	cmd.SetErr(errOut)
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(errOut, "labd: %v\n", err)
+		var ce configError
+		if errors.As(err, &ce) {
+			return exitConfig
+		}
+		var cc connectError
+		if errors.As(err, &cc) {
+			return exitConnect
+		}
+		return exitError
+	}
+	return 0
+}
+
+// newRootCmd is labd's command line, writing to out and errOut.
+func newRootCmd(out, errOut io.Writer) *cobra.Command {
 	v := viper.New()
 	v.SetEnvPrefix("LAB")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
@@ -112,22 +133,7 @@ underscores, e.g. LAB_TIMEOUTS_FETCH=45m).`,
 	f.String("log-level", "info", "debug, info, warn or error")
 	_ = v.BindPFlag("name", f.Lookup("name"))
 	_ = v.BindPFlag("log_level", f.Lookup("log-level"))
-	cmd.SetArgs(args)
-	cmd.SetOut(out)
-	cmd.SetErr(errOut)
-	if err := cmd.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(errOut, "labd: %v\n", err)
-		var ce configError
-		if errors.As(err, &ce) {
-			return exitConfig
-		}
-		var cc connectError
-		if errors.As(err, &cc) {
-			return exitConnect
-		}
-		return exitError
-	}
-	return 0
+	return cmd
 }
 
 // newLogger builds the slog logger from log_level.
