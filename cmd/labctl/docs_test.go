@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lab-fleet/lab/internal/configkeys"
 	"github.com/lab-fleet/lab/internal/doccheck"
 )
 
@@ -43,6 +44,9 @@ func TestDocsExamples(t *testing.T) {
 			t.Errorf("example %d dials %v (%v), want the URL it names\n%s", i, urls, err, blk[2])
 		}
 		if _, err := brokerConfig(g.v); err != nil {
+			t.Errorf("example %d: %v", i, err)
+		}
+		if err := configkeys.Unknown("docs/labctl.md", g.v.AllKeys(), configKeys()); err != nil {
 			t.Errorf("example %d: %v", i, err)
 		}
 	}
