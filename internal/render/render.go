@@ -157,8 +157,14 @@ func WriteStatus(w io.Writer, rows []StatusRow, now time.Time) error {
 	for _, r := range rows {
 		if c := r.Connect; c != nil && r.Online {
 			since, until := time.UnixMilli(c.Since).UTC(), time.UnixMilli(c.Until).UTC()
-			if _, err := fmt.Fprintf(w, "note: %s connected after %d failed attempts from %s to %s; the last: %s\n",
-				r.Node, c.Attempts, since.Format("2006-01-02 15:04:05"), until.Format("15:04:05 MST"), c.Error); err != nil {
+			var err error
+			if c.Attempts == 1 {
+				_, err = fmt.Fprintf(w, "note: %s connected after 1 failed attempt at %s: %s\n", r.Node, since.Format("2006-01-02 15:04:05 MST"), c.Error)
+			} else {
+				_, err = fmt.Fprintf(w, "note: %s connected after %d failed attempts from %s to %s; the last: %s\n",
+					r.Node, c.Attempts, since.Format("2006-01-02 15:04:05"), until.Format("15:04:05 MST"), c.Error)
+			}
+			if err != nil {
 				return err
 			}
 		}

@@ -88,6 +88,14 @@ func TestWriteStatus(t *testing.T) {
 	if want := "note: n1 connected after 7 failed attempts from 1969-12-31 23:16:40 to 00:15:40 UTC; the last: bad username or password"; !strings.Contains(b.String(), want) {
 		t.Errorf("output lacks %q:\n%s", want, b.String())
 	}
+	st.Connect = &proto.ConnectTrouble{Attempts: 1, Since: now.Add(-time.Hour).UnixMilli(), Until: now.Add(-time.Hour).UnixMilli(), Error: "refused"}
+	b.Reset()
+	if err := WriteStatus(&b, StatusRows([]controller.NodeView{{Name: "n1", Online: true, Status: st}}), now); err != nil {
+		t.Fatal(err)
+	}
+	if want := "note: n1 connected after 1 failed attempt at 1969-12-31 23:16:40 UTC: refused"; !strings.Contains(b.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, b.String())
+	}
 	b.Reset()
 	_ = WriteStatus(&b, nil, now)
 	if b.String() != "no nodes have reported yet\n" {
