@@ -7,11 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/lab-fleet/lab/internal/bus"
 	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/node/health"
 	"github.com/lab-fleet/lab/node/nixsys"
@@ -76,7 +75,7 @@ func (c *Config) Validate() error {
 		bad("broker", "at least one broker URL is required (e.g. mqtt://broker.lan:1883)")
 	}
 	for i, b := range c.Broker {
-		if u, err := url.Parse(b); err != nil || u.Host == "" || !strings.Contains("mqtt tcp tls ssl mqtts ws wss", u.Scheme) || u.Scheme == "" {
+		if _, err := bus.ParseURL(b); err != nil {
 			bad(fmt.Sprintf("broker[%d]", i), "%q is not a broker URL (mqtt://host:port, tls://, ws://, wss://)", b)
 		}
 	}

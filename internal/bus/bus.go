@@ -197,6 +197,24 @@ const reasonNotAuthorized = 0x87
 // reasonNoMatchingSubscribers is the MQTT v5 PUBACK reason 0x10.
 const reasonNoMatchingSubscribers = 0x10
 
+// ParseURL reads a broker URL: mqtt:// (or tcp://), tls:// (ssl://,
+// mqtts://), ws:// or wss://, with a host.
+func ParseURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("broker url %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "mqtt", "tcp", "tls", "ssl", "mqtts", "ws", "wss":
+	default:
+		return nil, fmt.Errorf("broker url %q: scheme must be mqtt, tls, ws or wss", s)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("broker url %q has no host", s)
+	}
+	return u, nil
+}
+
 // Dial validates cfg and starts connecting in the background. It does not
 // wait for the connection: see AwaitConnection. The connection lives until
 // Close, not until ctx ends, so that a program being stopped can still say
@@ -211,17 +229,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	urls := make([]*url.URL, 0, len(cfg.URLs))
 	for _, s := range cfg.URLs {
-		u, err := url.Parse(s)
+		u, err := ParseURL(s)
 		if err != nil {
-			return nil, fmt.Errorf("bus: broker url %q: %w", s, err)
-		}
-		switch u.Scheme {
-		case "mqtt", "tcp", "tls", "ssl", "mqtts", "ws", "wss":
-		default:
-			return nil, fmt.Errorf("bus: broker url %q: scheme must be mqtt, tls, ws or wss", s)
-		}
-		if u.Host == "" {
-			return nil, fmt.Errorf("bus: broker url %q has no host", s)
+			return nil, fmt.Errorf("bus: %w", err)
 		}
 		urls = append(urls, u)
 	}
