@@ -47,7 +47,7 @@ func TestCheckConfig(t *testing.T) {
 		{"bad duration", strings.Replace(goodConfig, "fetch: 45m", "fetch: soon", 1), "timeouts.fetch"},
 		{"missing name", strings.Replace(goodConfig, "name: n1\n", "", 1), "name"},
 		{"bad broker", strings.Replace(goodConfig, "mqtt://127.0.0.1:1883", "http://x", 1), "broker[0]"},
-		{"broker scheme a part of a known one", strings.Replace(goodConfig, "mqtt://127.0.0.1:1883", "qtt://127.0.0.1:1883", 1), "scheme must be mqtt, tls, ws or wss"},
+		{"broker scheme a part of a known one", strings.Replace(goodConfig, "mqtt://127.0.0.1:1883", "qtt://127.0.0.1:1883", 1), `"qtt://127.0.0.1:1883" is not a broker URL`},
 		{"bad trusted key", strings.Replace(goodConfig, "op:3o0Hq", "op:!!!", 1), "trusted_keys"},
 		{"bad controller key", goodConfig + "controller_keys: [\"ctl:short\"]\n", "controller_keys[0]"},
 		{"controller key id of an operator key", goodConfig + "controller_keys: [\"op:" + otherKey + "\"]\n", "controller_keys[0]"},
