@@ -50,6 +50,13 @@ in its lab.machine options.`,
 			if identities == "" {
 				return usageError{errors.New("--identities FILE is required (the file labctl broker --identities reads)")}
 			}
+			if pkiDir != "" { // before anything is written: a half-made identity helps nobody
+				for _, f := range []string{"ca.crt", "ca.key"} {
+					if _, err := os.Stat(filepath.Join(pkiDir, f)); err != nil {
+						return usageError{fmt.Errorf("--pki %s: no CA there (%w): make one with labctl pki init --dir %s", pkiDir, err, pkiDir)}
+					}
+				}
+			}
 			id := access.Identity{Name: name, Role: access.Role(role)}
 			if groups != "" {
 				id.Groups = strings.Split(groups, ",")
@@ -73,6 +80,9 @@ in its lab.machine options.`,
 				return usageError{err}
 			}
 			secret := filepath.Join(outDir, name+".password")
+			if err := os.MkdirAll(outDir, 0o700); err != nil {
+				return fmt.Errorf("--out: %w", err)
+			}
 			if err := os.WriteFile(secret, []byte(password+"\n"), 0o600); err != nil {
 				return err
 			}

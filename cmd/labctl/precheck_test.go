@@ -123,3 +123,24 @@ func TestConfigTypos(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeAddFiles: node add makes its --out directory, and refuses a
+// --pki directory without a CA before it writes anything.
+func TestNodeAddFiles(t *testing.T) {
+	dir := t.TempDir()
+	ids := filepath.Join(dir, "identities.yaml")
+	code, _, errOut := labctl(t, "node", "add", "n1", "--identities", ids, "--pki", filepath.Join(dir, "nopki"), "--out", filepath.Join(dir, "secrets"))
+	if code != 2 || !strings.Contains(errOut, "no CA there") || !strings.Contains(errOut, "labctl pki init --dir") {
+		t.Errorf("--pki without a CA: exit %d, want 2 saying how to make one:\n%s", code, errOut)
+	}
+	if _, err := os.Stat(ids); !os.IsNotExist(err) {
+		t.Errorf("the refused node add wrote %s (%v)", ids, err)
+	}
+	out := filepath.Join(dir, "secrets", "new")
+	if code, _, errOut := labctl(t, "node", "add", "n1", "--identities", ids, "--out", out); code != 0 {
+		t.Fatalf("node add into a new --out directory: exit %d\n%s", code, errOut)
+	}
+	if fi, err := os.Stat(filepath.Join(out, "n1.password")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("n1.password: %v, mode %v; want it written with mode 0600", err, fi)
+	}
+}
