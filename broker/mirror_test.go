@@ -114,7 +114,11 @@ func TestJSONMirror(t *testing.T) {
 	}
 	// An event (not retained) reaches the viewer, who subscribes to it.
 	publish(proto.DefaultTopics.NodeEvents("n1"), sealed(t, &proto.Event{Node: "n1", Rollout: "r1", Prev: proto.StateVerifying, State: proto.StateSucceeded}), false)
-	if pk := viewer.next(t); pk.Topic != "lab/v1/json/node/n1/events" || !strings.Contains(string(pk.Payload), `"to_state":"succeeded"`) {
+	pk = viewer.next(t)
+	for pk.Topic == "lab/v1/json/node/n1/status" { // the copy once more: mochi sends retained messages after the SUBACK, so one that lands in between comes live and retained
+		pk = viewer.next(t)
+	}
+	if pk.Topic != "lab/v1/json/node/n1/events" || !strings.Contains(string(pk.Payload), `"to_state":"succeeded"`) {
 		t.Fatalf("viewer got %s %s, want the event as JSON", pk.Topic, pk.Payload)
 	}
 	publish(proto.DefaultTopics.NodeStatus("n1"), nil, true)
