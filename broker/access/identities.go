@@ -1,7 +1,9 @@
 package access
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +31,7 @@ type Identity struct {
 	Name         string   `yaml:"name" json:"name"`
 	Role         Role     `yaml:"role" json:"role"`
 	Groups       []string `yaml:"groups,omitempty" json:"groups,omitempty"` // nodes: the groups whose gates and commands it may read
-	PasswordHash string   `yaml:"password_hash" json:"password_hash"`       // bcrypt
+	PasswordHash string   `yaml:"password_hash" json:"password_hash"`       // $sha256$ token digest, or bcrypt
 }
 
 // File is the identities file.
@@ -45,6 +47,7 @@ var ErrInvalid = errors.New("invalid identities file")
 type Table struct {
 	topics   proto.Topics
 	byName   map[string]Identity
+	digests  map[string][sha256.Size]byte // by name: the token digests, decoded once
 	patterns map[string]patterns // by name: each identity's topic patterns
 }
 
@@ -66,7 +69,7 @@ func Load(path string, topics proto.Topics) (*Table, error) {
 // New validates identities: names are lab ids and unique, roles known,
 // groups valid (nodes only), hashes bcrypt.
 func New(f File, topics proto.Topics) (*Table, error) {
-	t := &Table{topics: topics, byName: map[string]Identity{}}
+	t := &Table{topics: topics, byName: map[string]Identity{}, digests: map[string][sha256.Size]byte{}}
 	var errs []error
 	for i, id := range f.Identities {
 		bad := func(format string, args ...any) {
@@ -91,8 +94,10 @@ func New(f File, topics proto.Topics) (*Table, error) {
 				bad("groups: %v", err)
 			}
 		}
-		if _, err := bcrypt.Cost([]byte(id.PasswordHash)); err != nil {
-			bad("password_hash: not a bcrypt hash (labctl node add writes one)")
+		if d, err := parseHash(id.PasswordHash); err != nil {
+			bad("password_hash: %v", err)
+		} else if d != nil {
+			t.digests[id.Name] = *d
 		}
 		t.byName[id.Name] = id
 	}
@@ -106,25 +111,68 @@ func New(f File, topics proto.Topics) (*Table, error) {
 	return t, nil
 }
 
-// HashPassword returns the bcrypt hash to store for a password.
+// Two kinds of password hash. A token is a random secret labctl node add
+// generated (192 bits): guessing it is hopeless however fast a guess is
+// checked, so it is stored as its SHA-256 digest ("$sha256$<hex>") and
+// checked in a microsecond — a broker restart's reconnect storm or a flood
+// of wrong logins costs no CPU worth speaking of. A password a person
+// chose may be guessable: it is stored as bcrypt ("$2a$…"), slow on
+// purpose.
+const tokenPrefix = "$sha256$"
+
+// MinTokenLen is the shortest secret HashToken accepts: 22 base64
+// characters carry 128 bits.
+const MinTokenLen = 22
+
+// HashToken returns the digest to store for a generated secret of at
+// least MinTokenLen characters (labctl node add writes 32: 192 bits).
+func HashToken(token []byte) (string, error) {
+	if len(token) < MinTokenLen {
+		return "", fmt.Errorf("a token needs at least %d characters (128 bits); hash a password a person chose with HashPassword", MinTokenLen)
+	}
+	d := sha256.Sum256(token)
+	return tokenPrefix + hex.EncodeToString(d[:]), nil
+}
+
+// HashPassword returns the bcrypt hash to store for a password a person
+// chose.
 func HashPassword(password []byte) (string, error) {
 	h, err := bcrypt.GenerateFromPassword(password, bcrypt.DefaultCost)
 	return string(h), err
 }
 
-// dummyHash is compared against when the user is unknown, so that an
-// unknown user costs as long as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("lab: no such user"), bcrypt.MinCost)
+// parseHash checks that h is a hash Authenticate can check and returns
+// the digest of a token hash (nil for bcrypt).
+func parseHash(h string) (*[sha256.Size]byte, error) {
+	if rest, ok := strings.CutPrefix(h, tokenPrefix); ok {
+		var d [sha256.Size]byte
+		if n, err := hex.Decode(d[:], []byte(rest)); err != nil || n != sha256.Size || len(rest) != 2*sha256.Size {
+			return nil, errors.New("a $sha256$ hash needs 64 hex digits after the prefix")
+		}
+		return &d, nil
+	}
+	if _, err := bcrypt.Cost([]byte(h)); err != nil {
+		return nil, errors.New("neither a $sha256$ token digest nor a bcrypt hash (labctl node add writes one)")
+	}
+	return nil, nil
+}
 
-// Authenticate checks a username and password.
+// dummyDigest is compared against when the user is unknown, so that an
+// unknown user costs as long as a wrong token.
+var dummyDigest = sha256.Sum256([]byte("lab: no such user"))
+
+// Authenticate checks a username and password: a token digest in constant
+// time, a bcrypt hash by bcrypt.
 func (t *Table) Authenticate(user string, password []byte) (Identity, bool) {
 	id, ok := t.byName[user]
-	hash := []byte(id.PasswordHash)
-	if !ok {
-		hash = dummyHash
+	if want, isToken := t.digests[user]; isToken || !ok {
+		if !ok {
+			want = dummyDigest
+		}
+		got := sha256.Sum256(password)
+		return id, subtle.ConstantTimeCompare(got[:], want[:]) == 1 && ok
 	}
-	err := bcrypt.CompareHashAndPassword(hash, password)
-	return id, ok && err == nil
+	return id, bcrypt.CompareHashAndPassword([]byte(id.PasswordHash), password) == nil
 }
 
 // Lookup returns an identity by name.

@@ -227,3 +227,50 @@ func coversBySplit(p, f string) bool {
 	}
 	return len(pl) == len(fl)
 }
+
+// TestTokenHashes: a generated token is stored as its SHA-256 digest and
+// checked as such; bcrypt hashes of older files (and of passwords people
+// chose) still work beside them; short secrets are refused as tokens and
+// malformed digests refused when the file is loaded.
+func TestTokenHashes(t *testing.T) {
+	token := []byte("Yx3oN0c1r7bqk2Pq0kK3kT9uV4e6Jm1aQw5sZ8dLfGh") // what node add writes: 32+ random base64 characters
+	th, err := HashToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(th, "$sha256$") || len(th) != len("$sha256$")+64 {
+		t.Fatalf("token hash %q: want $sha256$ and 64 hex digits", th)
+	}
+	if _, err := HashToken([]byte("hunter2")); err == nil {
+		t.Error("a 7-character password was hashed as a token")
+	}
+	bh, err := HashPassword([]byte("a person's password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := New(File{Identities: []Identity{{Name: "n1", Role: RoleNode, PasswordHash: th}, {Name: "old", Role: RoleNode, PasswordHash: bh}}}, proto.DefaultTopics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		user, pass string
+		ok         bool
+	}{
+		{"n1", string(token), true},
+		{"n1", string(token[:len(token)-1]), false},
+		{"n1", "", false},
+		{"old", "a person's password", true},
+		{"old", string(token), false},
+		{"nobody", string(token), false},
+		{"nobody", "lab: no such user", false}, // the dummy digest's own secret
+	} {
+		if _, ok := tb.Authenticate(c.user, []byte(c.pass)); ok != c.ok {
+			t.Errorf("Authenticate(%q, %q) = %v, want %v", c.user, c.pass, ok, c.ok)
+		}
+	}
+	for _, bad := range []string{"$sha256$", "$sha256$zz", "$sha256$" + strings.Repeat("a", 62), "sha256:" + strings.Repeat("a", 64)} {
+		if _, err := New(File{Identities: []Identity{{Name: "a", Role: RoleNode, PasswordHash: bad}}}, proto.DefaultTopics); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "password_hash") {
+			t.Errorf("hash %q: %v, want refused naming password_hash", bad, err)
+		}
+	}
+}

@@ -66,7 +66,7 @@ in its lab.machine options.`,
 				return err
 			}
 			password := base64.RawURLEncoding.EncodeToString(raw[:])
-			hash, err := access.HashPassword([]byte(password))
+			hash, err := access.HashToken([]byte(password))
 			if err != nil {
 				return err
 			}
