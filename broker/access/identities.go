@@ -48,7 +48,7 @@ type Table struct {
 	topics   proto.Topics
 	byName   map[string]Identity
 	digests  map[string][sha256.Size]byte // by name: the token digests, decoded once
-	patterns map[string]patterns // by name: each identity's topic patterns
+	patterns map[string]patterns          // by name: each identity's topic patterns
 }
 
 // Load reads and validates an identities file.
