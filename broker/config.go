@@ -12,6 +12,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
+	"github.com/lab-fleet/lab/broker/guard"
 	"github.com/lab-fleet/lab/internal/pki"
 	"github.com/lab-fleet/lab/proto"
 )
@@ -64,7 +65,27 @@ type Config struct {
 	TLSCert     string
 	TLSKey      string
 	TLSClientCA string
-	Logger      *slog.Logger // nil = slog.Default(); mochi logs through it too
+	// Guard limits connections before they log in (broker/guard): the
+	// connect deadline, pending connections overall and per address,
+	// connection rate per address, failed-login slow-down and bans. Zero
+	// fields take guard's defaults. The TCP and TLS listeners apply it;
+	// the WebSocket listener (mochi's own) does not yet.
+	Guard  guard.Limits
+	Logger *slog.Logger // nil = slog.Default(); mochi logs through it too
+}
+
+// guardKeys names the configuration key of each guard.Limits field.
+var guardKeys = map[string]string{
+	"ConnectTimeout":    "broker.connect_timeout",
+	"MaxPending":        "broker.max_pending",
+	"MaxPendingPerAddr": "broker.max_pending_per_address",
+	"ConnectRate":       "broker.connect_rate",
+	"ConnectBurst":      "broker.connect_burst",
+	"SlowAfter":         "broker.login_slow_after",
+	"BanAfter":          "broker.login_ban_after",
+	"Window":            "broker.login_window",
+	"BanDuration":       "broker.login_ban_duration",
+	"MaxTracked":        "broker.guard_max_tracked",
 }
 
 // Validate fills defaults and checks every field. Each error names the
@@ -72,7 +93,12 @@ type Config struct {
 // all problems are reported at once, joined.
 func (c *Config) Validate() error {
 	c.fillDefaults()
+	var guardErrs []error
+	for _, p := range c.Guard.Check() {
+		guardErrs = append(guardErrs, check(guardKeys[p.Field], p.Err))
+	}
 	return errors.Join(
+		errors.Join(guardErrs...),
 		check("broker.listen", validateListen(c.Listen)),
 		check("broker.data_dir", validateDataDir(c.DataDir)),
 		check("broker.max_packet_size", between(int64(c.MaxPacketSize), minPacketSize, maxPacketSize)),
@@ -109,6 +135,7 @@ func (c *Config) fillDefaults() {
 	if c.Prefix == "" {
 		c.Prefix = proto.DefaultPrefix
 	}
+	c.Guard.FillDefaults()
 }
 
 func check(key string, err error) error {

@@ -10,12 +10,13 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/lab-fleet/lab/broker/access"
+	"github.com/lab-fleet/lab/broker/guard"
 	"github.com/lab-fleet/lab/proto"
 )
 
-// addHooks installs every hook, in order: pace (in front of the ACL
-// hook), the ACL hook, the JSON mirror, limits, and the store
-// (broker/doc.go).
+// addHooks installs every hook, in order: guard (a login gives its
+// connection's pending slot back), pace (in front of the ACL hook), the
+// ACL hook, the JSON mirror, limits, and the store (broker/doc.go).
 func (s *Server) addHooks() error {
 	var acl mqtt.Hook
 	topics, _ := proto.NewTopics(s.cfg.Prefix) // validated by Config
@@ -27,7 +28,11 @@ func (s *Server) addHooks() error {
 		if err != nil {
 			return fmt.Errorf("broker.identities: %w", err)
 		}
+		h.SetLimiter(s.guard)
 		s.access, acl = h, h
+	}
+	if err := s.mochi.AddHook(&guardHook{g: s.guard}, nil); err != nil {
+		return fmt.Errorf("add guard hook: %w", err)
 	}
 	// The pace hook goes first: it asks the ACL hook, and waits for a full
 	// subscriber queue before an allowed delivery (pace.go).
@@ -65,6 +70,24 @@ func (s *Server) addHooks() error {
 		return fmt.Errorf("open store %s: %w", opts.Path, err)
 	}
 	return nil
+}
+
+// guardHook tells the guard that a connection logged in: its pending slot
+// is given back and its address is known good.
+type guardHook struct {
+	mqtt.HookBase
+	g *guard.Guard
+}
+
+func (h *guardHook) ID() string { return "lab-guard" }
+
+func (h *guardHook) Provides(b byte) bool { return b == mqtt.OnSessionEstablish }
+
+func (h *guardHook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	if gc := guardConn(cl.Net.Conn); gc != nil {
+		gc.Authenticated()
+		h.g.LoginSucceeded(cl.Net.Remote, string(cl.Properties.Username))
+	}
 }
 
 // limitsHook advertises the maximum packet size in CONNACK ([MQTT-3.2.2.3.6]):

@@ -12,6 +12,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/lab-fleet/lab/broker/access"
+	"github.com/lab-fleet/lab/broker/guard"
 	"github.com/lab-fleet/lab/internal/pki"
 )
 
@@ -49,7 +50,8 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	mochi  *mqtt.Server
-	tcp    *listeners.TCP
+	tcp    *listener
+	guard  *guard.Guard // limits before login, on the TCP and TLS listeners
 	access *access.Hook // nil without an identities file
 	// inline publishes PublishMessage's packets: an inline client of our
 	// own (mochi keeps its own unexported), not looked up by its id, which
@@ -79,7 +81,9 @@ func New(cfg Config) (*Server, error) {
 		InlineClient:             true,
 	})
 	s.inline = s.mochi.NewClient(nil, mqtt.LocalListener, mqtt.InlineClientId, true)
+	s.guard = guard.New(cfg.Guard, nil, cfg.Logger)
 	if err := s.addHooks(); err != nil {
+		s.guard.Close()
 		_ = s.mochi.Close() // stops the hooks added so far
 		return nil, err
 	}
@@ -97,7 +101,7 @@ func (s *Server) Start() error {
 	case stateClosed:
 		return ErrClosed
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: listenerID, Address: s.cfg.Listen})
+	tcp := newListener(listenerID, s.cfg.Listen, nil, s.guard)
 	if err := s.mochi.AddListener(tcp); err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
@@ -108,7 +112,7 @@ func (s *Server) Start() error {
 			return err
 		}
 		if s.cfg.TLSListen != "" {
-			if err := s.mochi.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: s.cfg.TLSListen, TLSConfig: tlsCfg})); err != nil {
+			if err := s.mochi.AddListener(newListener("tls", s.cfg.TLSListen, tlsCfg, s.guard)); err != nil {
 				return fmt.Errorf("listen %s: %w", s.cfg.TLSListen, err)
 			}
 		}
@@ -148,6 +152,7 @@ func (s *Server) Close() error {
 		s.state = stateClosed
 		s.mu.Unlock()
 		s.ops.Wait()
+		s.guard.Close() // ends failed logins' hold-backs
 		// Listeners and their clients first, our way: mochi v2.7.9's
 		// Close lists a listener's clients under a read lock that it takes
 		// twice (Clients.GetByListener calls Len), so a client leaving at

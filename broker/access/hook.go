@@ -25,6 +25,8 @@ type Hook struct {
 	log    *slog.Logger
 	table  atomic.Pointer[Table]
 
+	limiter Limiter // nil: no limits
+
 	mu    sync.Mutex
 	mtime time.Time
 	stop  chan struct{}
@@ -45,6 +47,21 @@ func NewHook(path string, topics proto.Topics, log *slog.Logger) (*Hook, error) 
 	}
 	return h, nil
 }
+
+// Limiter is told about each password login, and may refuse one before
+// its password is checked (broker/guard implements it). slow says whether
+// the identity's password is expensive to check (a bcrypt hash).
+type Limiter interface {
+	// LoginBanned: refuse without checking the password.
+	LoginBanned(remote, user string, slow bool) bool
+	// LoginFailed records a failure and says how long to hold the refusal.
+	LoginFailed(remote, user string, slow bool) time.Duration
+	// Pause waits that long (or less, when the broker closes).
+	Pause(d time.Duration)
+}
+
+// SetLimiter installs l; call it before the broker starts.
+func (h *Hook) SetLimiter(l Limiter) { h.limiter = l }
 
 // ID names the hook.
 func (h *Hook) ID() string { return "lab-access" }
@@ -137,11 +154,22 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		user = cn
 		cl.Properties.Username = []byte(cn) // the ACL checks go by username
 	} else {
-		id, ok = t.Authenticate(user, pk.Connect.Password)
+		slow := t.Slow(user)
+		if h.limiter != nil && h.limiter.LoginBanned(cl.Net.Remote, user, slow) {
+			h.log.Debug("connection refused: login banned", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
+			return false
+		}
+		if id, ok = t.Authenticate(user, pk.Connect.Password); !ok {
+			h.log.Warn("connection refused: bad username or password", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
+			if h.limiter != nil {
+				h.limiter.Pause(h.limiter.LoginFailed(cl.Net.Remote, user, slow))
+			}
+			return false
+		}
 	}
 	switch {
 	case !ok:
-		h.log.Warn("connection refused: bad username or password", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
+		h.log.Warn("connection refused: the client certificate names no identity, or another than the username", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
 		return false
 	case !ClientIDAllowed(id, cl.ID):
 		h.log.Warn("connection refused: client id does not belong to the user", "username", user, "client", cl.ID, "remote", cl.Net.Remote)

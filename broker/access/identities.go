@@ -175,6 +175,15 @@ func (t *Table) Authenticate(user string, password []byte) (Identity, bool) {
 	return id, bcrypt.CompareHashAndPassword([]byte(id.PasswordHash), password) == nil
 }
 
+// Slow reports whether user's password is a bcrypt hash, expensive to
+// check (false for tokens and for unknown users, checked against a dummy
+// digest).
+func (t *Table) Slow(user string) bool {
+	id, ok := t.byName[user]
+	_, isToken := t.digests[user]
+	return ok && !isToken && id.PasswordHash != ""
+}
+
 // Lookup returns an identity by name.
 func (t *Table) Lookup(name string) (Identity, bool) {
 	id, ok := t.byName[name]

@@ -45,8 +45,10 @@ type Guard struct {
 	addrs    map[netip.Prefix]*addrState
 	pairs    map[pairKey]*failures
 	users    map[string]*failures
-	lastBusy time.Time // last time ErrBusy was logged
-	full     time.Time // last time a full table was logged
+	conns    map[*Conn]struct{} // admitted and not logged in, for ClosePending
+	stop     chan struct{}      // closed by Close: ends Pause
+	lastBusy time.Time          // last time ErrBusy was logged
+	full     time.Time          // last time a full table was logged
 	sweep    clock.Timer
 	closed   bool
 }
@@ -100,6 +102,8 @@ func New(lim Limits, clk clock.Clock, log *slog.Logger) *Guard {
 		addrs: map[netip.Prefix]*addrState{},
 		pairs: map[pairKey]*failures{},
 		users: map[string]*failures{},
+		conns: map[*Conn]struct{}{},
+		stop:  make(chan struct{}),
 	}
 	g.mu.Lock()
 	g.scheduleSweep()
@@ -110,13 +114,45 @@ func New(lim Limits, clk clock.Clock, log *slog.Logger) *Guard {
 // Limits returns the limits in force (defaults filled).
 func (g *Guard) Limits() Limits { return g.lim }
 
-// Close stops the sweeper. Conns already admitted keep working.
+// Close stops the sweeper and ends every Pause. Conns already admitted
+// keep working.
 func (g *Guard) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
 	g.closed = true
+	close(g.stop)
 	if g.sweep != nil {
 		g.sweep.Stop()
+	}
+}
+
+// ClosePending closes every admitted connection that has not logged in
+// (for a shutdown: they would otherwise hold it up until their deadline).
+func (g *Guard) ClosePending() {
+	g.mu.Lock()
+	conns := make([]*Conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// Pause waits d (the hold-back LoginFailed returned), or until Close.
+func (g *Guard) Pause(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	ch, t := clock.After(g.clock, d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-g.stop:
 	}
 }
 
@@ -178,6 +214,9 @@ func (g *Guard) Admit(c net.Conn) (*Conn, error) {
 		}
 	}
 	g.stats.admitted.Add(1)
+	g.mu.Lock()
+	g.conns[gc] = struct{}{}
+	g.mu.Unlock()
 	// A socket deadline is on the system's clock, not on g.clock.
 	if err := c.SetDeadline(time.Now().Add(g.lim.ConnectTimeout)); err != nil {
 		gc.release()
@@ -248,12 +287,16 @@ func (g *Guard) tableFull(now time.Time, what string) {
 	}
 }
 
-// release gives a pending slot back.
-func (g *Guard) release(k netip.Prefix) {
-	g.pending.Add(-1)
+// release gives c's pending slot back.
+func (g *Guard) release(c *Conn) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if st := g.addrs[k]; st != nil && st.pending > 0 {
+	delete(g.conns, c)
+	if c.trusted {
+		return
+	}
+	g.pending.Add(-1)
+	if st := g.addrs[c.key]; st != nil && st.pending > 0 {
 		st.pending--
 	}
 }
@@ -513,9 +556,5 @@ func (c *Conn) Close() error {
 }
 
 func (c *Conn) release() {
-	c.once.Do(func() {
-		if !c.trusted {
-			c.g.release(c.key)
-		}
-	})
+	c.once.Do(func() { c.g.release(c) })
 }

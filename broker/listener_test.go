@@ -1,0 +1,216 @@
+package broker
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/lab-fleet/lab/broker/access"
+	"github.com/lab-fleet/lab/broker/guard"
+	"github.com/lab-fleet/lab/internal/pki"
+)
+
+// dialFrom opens a TCP connection to addr from a loopback source address
+// of our choosing (all of 127.0.0.0/8 is loopback on Linux), so that a
+// test plays several machines.
+func dialFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial from %s: %v", src, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// closedWithin reports whether the peer closes c within d (a read returns
+// EOF or a reset rather than timing out).
+func closedWithin(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// login sends a CONNECT with a username and password and returns the
+// CONNACK's reason code (or an error when none came back).
+func login(t *testing.T, c net.Conn, id, user, password string) (byte, error) {
+	t.Helper()
+	var b bytes.Buffer
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 30, ClientIdentifier: id, Clean: true}}
+	if user != "" {
+		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(user)
+		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(password)
+	}
+	if err := pk.ConnectEncode(&b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(b.Bytes()); err != nil {
+		return 0, err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(c, hdr); err != nil {
+		return 0, err
+	}
+	body := make([]byte, hdr[1])
+	if _, err := io.ReadFull(c, body); err != nil || hdr[0] != 0x20 || len(body) < 2 {
+		return 0, errors.New("no CONNACK")
+	}
+	return body[1], nil
+}
+
+// noneTrusted makes loopback an ordinary address for the guard.
+var noneTrusted = []netip.Prefix{}
+
+// TestGuardClosesSilentAndStalledConnections: a socket that sends nothing,
+// and one that completes TLS and then stalls, are closed at the connect
+// deadline; past the per-address bound a socket is closed at once; the
+// pending count goes back to zero; a client from elsewhere logs in
+// throughout.
+func TestGuardClosesSilentAndStalledConnections(t *testing.T) {
+	dir := t.TempDir()
+	if err := pki.Init(dir, "test", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.Issue(dir, "broker", []string{"127.0.0.1"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, Config{
+		TLSListen: "127.0.0.1:0", TLSCert: filepath.Join(dir, "broker.crt"), TLSKey: filepath.Join(dir, "broker.key"),
+		Guard: guard.Limits{ConnectTimeout: 700 * time.Millisecond, MaxPendingPerAddr: 4, Trusted: noneTrusted},
+	})
+	ln, ok := s.Mochi().Listeners.Get("tls")
+	if !ok {
+		t.Fatal("no tls listener")
+	}
+	tlsAddr := ln.Address()
+
+	start := time.Now()
+	var silent []net.Conn
+	for range 3 {
+		silent = append(silent, dialFrom(t, "127.0.0.2", s.Addr()))
+	}
+	// The 4th pending connection of 127.0.0.2 completes TLS and stalls.
+	clientTLS, err := pki.ClientConfig(filepath.Join(dir, pki.CACert), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS.ServerName = "127.0.0.1"
+	stalled := tls.Client(dialFrom(t, "127.0.0.2", tlsAddr), clientTLS)
+	if err := stalled.Handshake(); err != nil {
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	// A 5th is over the bound: closed at once.
+	if over := dialFrom(t, "127.0.0.2", s.Addr()); !closedWithin(over, 300*time.Millisecond) {
+		t.Fatal("a connection past MaxPendingPerAddr was not closed at once")
+	}
+	// Another machine is not affected.
+	if code, err := login(t, dialFrom(t, "127.0.0.3", s.Addr()), "other", "", ""); err != nil || code != 0 {
+		t.Fatalf("a client from another address: code %#x, %v", code, err)
+	}
+	for i, c := range append(silent, stalled) {
+		if !closedWithin(c, 3*time.Second) {
+			t.Fatalf("connection %d still open %s after accept", i, time.Since(start))
+		}
+	}
+	if d := time.Since(start); d < 600*time.Millisecond {
+		t.Fatalf("closed after %s, before the connect timeout", d)
+	}
+	checkFor(t, 3*time.Second, 20*time.Millisecond, func() error {
+		if st := s.guard.Stats(); st.Pending != 0 || st.TimedOut != 4 || st.RefusedPerAddr != 1 {
+			return fmt.Errorf("guard stats %+v", st)
+		}
+		return nil
+	})
+	// With its slots free, 127.0.0.2 may connect again.
+	if code, err := login(t, dialFrom(t, "127.0.0.2", s.Addr()), "back", "", ""); err != nil || code != 0 {
+		t.Fatalf("after the timeouts: code %#x, %v", code, err)
+	}
+}
+
+// TestGuardBansRepeatedWrongPasswords: wrong passwords for one identity
+// from one address are slowed down and then refused, even the right one,
+// logged once with the address; the same identity from another address
+// and another identity from the same address still log in.
+func TestGuardBansRepeatedWrongPasswords(t *testing.T) {
+	dir := t.TempDir()
+	var f access.File
+	for _, name := range []string{"n1", "n2"} {
+		h, err := access.HashToken([]byte("token-of-" + name + "-0123456789abcdef"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Put(access.Identity{Name: name, Role: access.RoleNode, PasswordHash: h})
+	}
+	path := filepath.Join(dir, "identities.yaml")
+	if err := access.Save(path, f); err != nil {
+		t.Fatal(err)
+	}
+	log, logs := testLogger(t)
+	s := startServer(t, Config{Identities: path, Logger: log,
+		Guard: guard.Limits{SlowAfter: 2, BanAfter: 4, Trusted: noneTrusted}})
+	start := time.Now()
+	for i := range 4 {
+		code, err := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n1", "n1", "guess")
+		if err != nil || code != byte(packets.ErrBadUsernameOrPassword.Code) {
+			t.Fatalf("wrong password %d: code %#x, %v", i, code, err)
+		}
+	}
+	// Failures 3 and 4 were held back 250 ms and 500 ms.
+	if d := time.Since(start); d < 700*time.Millisecond {
+		t.Fatalf("4 failed logins took %s: not slowed down", d)
+	}
+	if code, _ := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n1", "n1", "token-of-n1-0123456789abcdef"); code == 0 {
+		t.Fatal("the banned pair logged in")
+	}
+	if code, err := login(t, dialFrom(t, "127.0.0.5", s.Addr()), "n1", "n1", "token-of-n1-0123456789abcdef"); err != nil || code != 0 {
+		t.Fatalf("n1 from another address: code %#x, %v", code, err)
+	}
+	if code, err := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n2", "n2", "token-of-n2-0123456789abcdef"); err != nil || code != 0 {
+		t.Fatalf("n2 from the banned pair's address: code %#x, %v", code, err)
+	}
+	if n := strings.Count(logs.String(), "login ban:"); n != 1 || !strings.Contains(logs.String(), "remote=127.0.0.4") {
+		t.Fatalf("ban logged %d times, want once with the address", n)
+	}
+}
+
+// TestCloseDoesNotWaitForSilentConnections: shutting down closes the
+// connections that have not logged in instead of waiting for their
+// deadline.
+func TestCloseDoesNotWaitForSilentConnections(t *testing.T) {
+	s := startServer(t, Config{Guard: guard.Limits{ConnectTimeout: time.Minute}})
+	var cs []net.Conn
+	for range 10 {
+		cs = append(cs, dialFrom(t, "127.0.0.1", s.Addr()))
+	}
+	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+		if s.guard.Stats().Admitted < 10 {
+			return errors.New("not all accepted yet")
+		}
+		return nil
+	})
+	start := time.Now()
+	_ = s.Close()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Close took %s with silent connections open", d)
+	}
+	for i, c := range cs {
+		if !closedWithin(c, time.Second) {
+			t.Fatalf("connection %d still open after Close", i)
+		}
+	}
+}
