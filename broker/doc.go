@@ -59,10 +59,17 @@
 // what is dropped for a stuck client is logged, and the send quota mochi
 // lost on each held message is given back (pace.go).
 //
-// Hooks are installed in one place, (*Server).addHooks, in order: the pace
+// The TCP and TLS listeners are lab's own (listener.go): broker/guard
+// admits or closes each connection at accept, bounds the time to a
+// completed TLS handshake and CONNECT, and slows down and bans repeated
+// failed logins (with the access hook); Config.Guard sets its limits. The
+// WebSocket listener is still mochi's and is not guarded.
+//
+// Hooks are installed in one place, (*Server).addHooks, in order: the
+// guard hook (a login gives its connection's pending slot back), the pace
 // hook (which asks the ACL hook before it paces a delivery), the ACL hook
 // (broker/access with an identities file, mochi's allow-all hook without
-// one), the limits hook and the store.
+// one), the JSON mirror, the limits hook and the store.
 //
 // There is no main loop of our own: mochi runs one goroutine per connection
 // plus its housekeeping loop; Start and Close bracket them.
