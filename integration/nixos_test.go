@@ -143,6 +143,15 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 	if !strings.Contains(got.BrokerExecStart, " --json-mirror=false") {
 		t.Errorf("broker ExecStart %q: jsonMirror = false did not turn the mirror off", got.BrokerExecStart)
 	}
+	// services.lab-broker.limits: the flags set, only those (labctl's
+	// defaults for the rest; the other test runs labctl on this line).
+	brokerArgs := execArgs(t, got.BrokerExecStart)
+	for flag, want := range map[string]string{"--connect-timeout": "5s", "--max-pending-per-address": "16", "--connect-rate": "2.500000",
+		"--login-ban-after": "8", "--trusted-networks": "none", "--max-pending": "", "--login-window": ""} {
+		if vals := flagValues(brokerArgs, flag); (want == "" && len(vals) != 0) || (want != "" && (len(vals) != 1 || vals[0] != want)) {
+			t.Errorf("broker ExecStart %s: %v, want %q", flag, vals, want)
+		}
+	}
 	if len(got.Firewall) != 1 || got.Firewall[0] != 8883 {
 		t.Errorf("firewall %v", got.Firewall)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/lab-fleet/lab/broker"
+	"github.com/lab-fleet/lab/broker/guard"
 )
 
 // Viper keys of the broker section (config file, LAB_BROKER_* env).
@@ -36,10 +37,44 @@ const (
 	keyTLSKey        = "broker.tls_key"
 	keyTLSClientCA   = "broker.tls_client_ca"
 	keyJSONMirror    = "broker.json_mirror"
+
+	// Limits before login (broker/guard).
+	keyConnectTimeout   = "broker.connect_timeout"
+	keyMaxPending       = "broker.max_pending"
+	keyMaxPendingPer    = "broker.max_pending_per_address"
+	keyConnectRate      = "broker.connect_rate"
+	keyConnectBurst     = "broker.connect_burst"
+	keyLoginSlowAfter   = "broker.login_slow_after"
+	keyLoginBanAfter    = "broker.login_ban_after"
+	keyLoginWindow      = "broker.login_window"
+	keyLoginBanDuration = "broker.login_ban_duration"
+	keyTrustedNetworks  = "broker.trusted_networks"
 )
 
 var brokerKeys = []string{keyListen, keyDataDir, keyMaxPacketSize, keyClientQueue, keyClientBufSize, keySessionExpiry, keyIdentities, keyBrokerURL,
-	keyTLSListen, keyWSListen, keyTLSCert, keyTLSKey, keyTLSClientCA, keyJSONMirror}
+	keyTLSListen, keyWSListen, keyTLSCert, keyTLSKey, keyTLSClientCA, keyJSONMirror,
+	keyConnectTimeout, keyMaxPending, keyMaxPendingPer, keyConnectRate, keyConnectBurst,
+	keyLoginSlowAfter, keyLoginBanAfter, keyLoginWindow, keyLoginBanDuration, keyTrustedNetworks}
+
+// addGuardFlags defines the flags of the limits before login.
+func addGuardFlags(g *globals, cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.Duration("connect-timeout", guard.DefaultConnectTimeout, "close a connection that has not completed its TLS handshake and CONNECT within this `DURATION`")
+	f.Int("max-pending", guard.DefaultMaxPending, "at most `N` connections waiting to log in, from all untrusted addresses together; more are closed at once")
+	f.Int("max-pending-per-address", guard.DefaultMaxPendingPerAddr, "at most `N` connections waiting to log in from one address (an IPv6 /64)")
+	f.Float64("connect-rate", guard.DefaultConnectRate, "the average `RATE` of new connections a second allowed from one address")
+	f.Int("connect-burst", guard.DefaultConnectBurst, "`N` new connections allowed from one address at once, before --connect-rate applies")
+	f.Int("login-slow-after", guard.DefaultSlowAfter, "after `N` failed logins from one address within --login-window, each refusal is held back (250ms doubling to 10s)")
+	f.Int("login-ban-after", guard.DefaultBanAfter, "after `N` failed logins within --login-window: that username from that address, a person's (bcrypt) username from anywhere, and an address guessing 3+ usernames with no good login are refused for --login-ban-duration")
+	f.Duration("login-window", guard.DefaultWindow, "the `DURATION` over which failed logins are counted")
+	f.Duration("login-ban-duration", guard.DefaultBanDuration, "the `DURATION` of a ban")
+	f.StringSlice("trusted-networks", []string{"127.0.0.0/8", "::1/128"}, "`NETWORKS` exempt from the per-address limits and bans (comma-separated; \"none\" trusts nobody: set it when a proxy or tunnel forwards connections from loopback)")
+	for key, flag := range map[string]string{keyConnectTimeout: "connect-timeout", keyMaxPending: "max-pending", keyMaxPendingPer: "max-pending-per-address",
+		keyConnectRate: "connect-rate", keyConnectBurst: "connect-burst", keyLoginSlowAfter: "login-slow-after", keyLoginBanAfter: "login-ban-after",
+		keyLoginWindow: "login-window", keyLoginBanDuration: "login-ban-duration", keyTrustedNetworks: "trusted-networks"} {
+		mustBind(g.v, key, cmd, flag)
+	}
+}
 
 func newBrokerCmd(g *globals) *cobra.Command {
 	var checkOnly bool
@@ -100,6 +135,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	mustBind(g.v, keyListen, cmd, "listen")
 	mustBind(g.v, keyDataDir, cmd, "data-dir")
 	mustBind(g.v, keyJSONMirror, cmd, "json-mirror")
+	addGuardFlags(g, cmd)
 	return cmd
 }
 
@@ -139,8 +175,35 @@ func brokerConfig(v *viper.Viper) (broker.Config, error) {
 		cfg.NoJSONMirror = !on
 		return err
 	})
+	get(keyConnectTimeout, func(x any) (err error) { cfg.Guard.ConnectTimeout, err = toDuration(x); return })
+	get(keyMaxPending, func(x any) (err error) { cfg.Guard.MaxPending, err = toPositive(x); return })
+	get(keyMaxPendingPer, func(x any) (err error) { cfg.Guard.MaxPendingPerAddr, err = toPositive(x); return })
+	get(keyConnectRate, func(x any) (err error) { cfg.Guard.ConnectRate, err = cast.ToFloat64E(x); return })
+	get(keyConnectBurst, func(x any) (err error) { cfg.Guard.ConnectBurst, err = toPositive(x); return })
+	get(keyLoginSlowAfter, func(x any) (err error) { cfg.Guard.SlowAfter, err = toPositive(x); return })
+	get(keyLoginBanAfter, func(x any) (err error) { cfg.Guard.BanAfter, err = toPositive(x); return })
+	get(keyLoginWindow, func(x any) (err error) { cfg.Guard.Window, err = toDuration(x); return })
+	get(keyLoginBanDuration, func(x any) (err error) { cfg.Guard.BanDuration, err = toDuration(x); return })
+	get(keyTrustedNetworks, func(x any) error {
+		items, err := cast.ToStringSliceE(x)
+		if err != nil {
+			return err
+		}
+		cfg.Guard.Trusted, err = guard.ParseTrusted(items)
+		return err
+	})
 	cfg.Prefix = v.GetString(keyPrefix)
 	return cfg, errors.Join(errs...)
+}
+
+// toPositive accepts whole numbers from 1 (0 would silently mean the
+// default).
+func toPositive(x any) (int, error) {
+	n, err := cast.ToIntE(x)
+	if err == nil && n < 1 {
+		err = fmt.Errorf("%d is not a number from 1 up", n)
+	}
+	return n, err
 }
 
 // toDuration accepts "36h"-style strings only: a bare number is ambiguous.

@@ -16,6 +16,18 @@ let
     if builtins.match "[A-Za-z0-9_@+=:,./-]+" s != null then s
     else lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON s);
   ctl = cfg.controller;
+  lim = cfg.limits;
+  limitFlags = {
+    connectTimeout = "--connect-timeout"; maxPending = "--max-pending";
+    maxPendingPerAddress = "--max-pending-per-address"; connectRate = "--connect-rate";
+    connectBurst = "--connect-burst"; loginSlowAfter = "--login-slow-after";
+    loginBanAfter = "--login-ban-after"; loginWindow = "--login-window";
+    loginBanDuration = "--login-ban-duration";
+  };
+  limitArgs = lib.concatLists (lib.mapAttrsToList
+    (name: flag: lib.optionals (lim.${name} != null) [ flag (toString lim.${name}) ]) limitFlags)
+    ++ lib.optionals (lim.trustedNetworks != null)
+      [ "--trusted-networks" (if lim.trustedNetworks == [ ] then "none" else lib.concatStringsSep "," lim.trustedNetworks) ];
 in {
   options.services.lab-broker = {
     enable = lib.mkEnableOption "the lab MQTT broker (labctl broker)";
@@ -58,6 +70,34 @@ in {
       default = [ ];
       example = [ "--log-level" "debug" ];
       description = "More labctl broker arguments, one argument per element (each is quoted for systemd as needed).";
+    };
+    limits = let
+      opt = type: flag: default: description: mkOption {
+        type = types.nullOr type;
+        default = null;
+        description = "${description} (${flag}; null: labctl's default, ${default}).";
+      };
+    in {
+      connectTimeout = opt types.str "--connect-timeout" "10s" "Close a connection that has not completed its TLS handshake and CONNECT within this duration";
+      maxPending = opt types.ints.positive "--max-pending" "1000" "Connections waiting to log in, from all untrusted addresses together; more are closed at accept";
+      maxPendingPerAddress = opt types.ints.positive "--max-pending-per-address" "64" "Connections waiting to log in from one address (an IPv6 /64)";
+      connectRate = opt (types.either types.ints.positive types.float) "--connect-rate" "10" "New connections a second from one address, on average";
+      connectBurst = opt types.ints.positive "--connect-burst" "100" "New connections from one address at once, before connectRate applies";
+      loginSlowAfter = opt types.ints.positive "--login-slow-after" "5" "Failed logins from one address after which each refusal is held back (250 ms doubling to 10 s)";
+      loginBanAfter = opt types.ints.positive "--login-ban-after" "20" "Failed logins within loginWindow after which that username from that address, a person's (bcrypt) username from anywhere, and an address guessing 3 or more usernames with no good login are refused for loginBanDuration";
+      loginWindow = opt types.str "--login-window" "10m" "The window failed logins are counted over";
+      loginBanDuration = opt types.str "--login-ban-duration" "10m" "How long a ban lasts";
+      trustedNetworks = mkOption {
+        type = types.nullOr (types.listOf types.str);
+        default = null;
+        example = [ "127.0.0.0/8" "::1/128" "192.168.1.0/24" ];
+        description = ''
+          Addresses or networks exempt from the limits above (the connect
+          timeout still applies); --trusted-networks. null: loopback only
+          (labctl's default); [ ]: nobody, which is right when a proxy or
+          tunnel hands the broker its connections from loopback.
+        '';
+      };
     };
     controller = {
       enable = mkOption {
@@ -114,6 +154,7 @@ in {
           "--data-dir" cfg.dataDir
         ] ++ lib.optionals (cfg.identities != null) [ "--identities" cfg.identities ]
           ++ lib.optional (!cfg.jsonMirror) "--json-mirror=false"
+          ++ limitArgs
           ++ (if ctl.enable then
                 lib.concatMap (k: [ "--trust-key" k ]) ctl.trustedKeys
                 ++ lib.optionals (ctl.name != "controller") [ "--controller-name" ctl.name ]

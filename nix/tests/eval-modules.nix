@@ -46,6 +46,7 @@ let
       enable = true; package = fakeLab; port = 8883; openFirewall = true; jsonMirror = false;
       controller.trustedKeys = [ operatorKey rotatedKey ];
       controller.name = "nas-ctl";
+      limits = { connectTimeout = "5s"; maxPendingPerAddress = 16; connectRate = 2.5; loginBanAfter = 8; trustedNetworks = [ ]; };
     };
   };
   # Public keys as labctl key public prints them: id:base64, with + / =.
