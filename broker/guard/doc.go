@@ -10,7 +10,9 @@
 //     Limits.MaxPendingPerAddr connections which have not logged in, or that
 //     opens connections faster than Limits.ConnectRate (burst
 //     Limits.ConnectBurst) is closed at once, as is any connection while
-//     Limits.MaxPending connections are waiting to log in. An admitted
+//     Limits.MaxPending connections are waiting to log in (past it, an
+//     address that holds none may use a reserve of a tenth more, so that a
+//     flood from a few addresses does not shut everyone else out). An admitted
 //     connection (*Conn) must complete its TLS handshake and CONNECT within
 //     Limits.ConnectTimeout (a read deadline; mochi replaces it with the
 //     keepalive deadline once CONNECT is read); its pending slot is given

@@ -236,7 +236,7 @@ func (g *Guard) admit(k netip.Prefix, now time.Time) error {
 	switch {
 	case st != nil && st.fails.banned(now):
 		err = ErrBanned
-	case g.pending.Load() >= int64(g.lim.MaxPending):
+	case g.noRoom(st):
 		if now.Sub(g.lastBusy) >= time.Minute {
 			g.lastBusy = now
 			g.log.Warn("connection refused: too many connections waiting to log in", "remote", k.Addr().String(), "pending", g.pending.Load(), "limit", g.lim.MaxPending)
@@ -263,6 +263,19 @@ func (g *Guard) admit(k netip.Prefix, now time.Time) error {
 	}
 	g.pending.Add(1)
 	return nil
+}
+
+// noRoom reports whether the pending connections leave no room for one from
+// st. Past MaxPending, an address holding no pending connection may still
+// use a reserve of a tenth more: a flood from a few addresses does not
+// lock everyone else out (the reserve, too, is spent by addresses that
+// hold none).
+func (g *Guard) noRoom(st *addrState) bool {
+	n := g.pending.Load()
+	if n < int64(g.lim.MaxPending) {
+		return false
+	}
+	return st == nil || st.pending > 0 || n >= int64(g.lim.MaxPending+max(g.lim.MaxPending/10, 1))
 }
 
 // newAddr adds an address to the table; nil when the table is full even

@@ -85,8 +85,18 @@ func TestAdmitBoundsPendingConnections(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	if _, err := g.Admit(from("203.0.113.9:1000")); !errors.Is(err, ErrBusy) {
-		t.Fatalf("a 6th pending connection overall: got %v, want ErrBusy", err)
+	// Full: an address that holds a pending connection is refused; one
+	// that holds none gets the reserve (a tenth, here 1), then no more.
+	if _, err := g.Admit(from("198.51.100.1:1003")); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a 6th pending connection overall from a holder: got %v, want ErrBusy", err)
+	}
+	c, err := g.Admit(from("203.0.113.9:1000"))
+	if err != nil {
+		t.Fatalf("a newcomer when full (the reserve): %v", err)
+	}
+	held = append(held, c)
+	if _, err := g.Admit(from("203.0.113.10:1000")); !errors.Is(err, ErrBusy) {
+		t.Fatalf("past the reserve: got %v, want ErrBusy", err)
 	}
 	// Trusted addresses do not count and are not counted.
 	g.lim.Trusted = DefaultTrusted
@@ -98,16 +108,16 @@ func TestAdmitBoundsPendingConnections(t *testing.T) {
 	held[0].Authenticated()
 	_ = held[1].Close()
 	_ = held[1].Close()
-	if got := g.Stats().Pending; got != 3 {
-		t.Fatalf("pending after one login and one close: %d, want 3", got)
+	if got := g.Stats().Pending; got != 4 {
+		t.Fatalf("pending after one login and one close: %d, want 4", got)
 	}
-	for range 2 {
+	for range 1 {
 		if _, err := g.Admit(from("192.0.2.1:1005")); err != nil {
 			t.Fatalf("after slots were given back: %v", err)
 		}
 	}
 	st := g.Stats()
-	if st.RefusedPerAddr != 1 || st.RefusedBusy != 1 || st.Admitted != 8 {
+	if st.RefusedPerAddr != 1 || st.RefusedBusy != 2 || st.Admitted != 8 {
 		t.Fatalf("stats %+v", st)
 	}
 }
