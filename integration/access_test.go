@@ -23,7 +23,7 @@ type secureFleet struct {
 	mosquitto  bool              // the broker is mosquitto with the exported rules
 }
 
-func newSecureFleet(t *testing.T, mosquitto bool) *secureFleet {
+func newSecureFleet(t *testing.T, mosquitto bool, brokerArgs ...string) *secureFleet {
 	e := NewEnv(t)
 	sf := &secureFleet{identities: filepath.Join(e.Dir, "identities.yaml"), pw: map[string]string{}, mosquitto: mosquitto}
 	// n3 is a node identity whose credentials were stolen: no labd runs as n3.
@@ -40,7 +40,7 @@ func newSecureFleet(t *testing.T, mosquitto bool) *secureFleet {
 	if mosquitto {
 		sf.startMosquitto(t, e)
 	} else {
-		e.startBrokerArgs("--identities", sf.identities)
+		e.startBrokerArgs(append([]string{"--identities", sf.identities}, brokerArgs...)...)
 	}
 	e.watch = newWatcher(t, e.BrokerURL(), "ops", sf.password(t, "ops"))
 	f := &fleet{Env: e, gen1: map[string]string{}, gen2: map[string]string{}}
