@@ -183,7 +183,7 @@ func TestGuardBansRepeatedWrongPasswords(t *testing.T) {
 	if code, err := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n2", "n2", "token-of-n2-0123456789abcdef"); err != nil || code != 0 {
 		t.Fatalf("n2 from the banned pair's address: code %#x, %v", code, err)
 	}
-	if n := strings.Count(logs.String(), "login ban:"); n != 1 || !strings.Contains(logs.String(), "remote=127.0.0.4") {
+	if n := strings.Count(logs.String(), "login ban:"); n != 1 || !strings.Contains(logs.String(), "addr=127.0.0.4") {
 		t.Fatalf("ban logged %d times, want once with the address", n)
 	}
 }

@@ -289,12 +289,24 @@ func TestRolloutUnderAttack(t *testing.T) {
 	}
 	logText := readFile(t, filepath.Join(sf.Dir, "broker.log"))
 	for _, want := range []string{
-		"login ban: address refused after repeated failed logins\" remote=127.0.0.2",
-		"login ban: username from address refused after repeated failed logins\" remote=127.0.0.3 username=ops",
+		"login ban: address refused after repeated failed logins\" addr=127.0.0.2",
+		"login ban: username from address refused after repeated failed logins\" addr=127.0.0.3 username=ops",
 	} {
 		if n := strings.Count(logText, want); n != 1 {
 			t.Errorf("broker log has %q %d times, want once", want, n)
 		}
+	}
+	// docs/security.md's fail2ban filter finds the two guessers, and
+	// nobody else.
+	re := fail2banRegexp(t, readFile(t, "../docs/security.md"))
+	hosts := map[string]int{}
+	for _, line := range strings.Split(logText, "\n") {
+		if m := re.FindStringSubmatch(line); m != nil {
+			hosts[m[re.SubexpIndex("host")]]++
+		}
+	}
+	if len(hosts) != 2 || hosts["127.0.0.2"] < 10 || hosts["127.0.0.3"] < 10 {
+		t.Errorf("fail2ban's failregex matched %v; want 127.0.0.2 and 127.0.0.3, 10+ times each", hosts)
 	}
 	// Back to the level before the attack.
 	var after brokerUsage
@@ -303,6 +315,19 @@ func TestRolloutUnderAttack(t *testing.T) {
 		return after.fds <= before.fds+2 && after.goroutines <= before.goroutines+4 && after.heapInuse <= before.heapInuse+4<<20
 	})
 	t.Logf("broker after the attack: %s", after)
+}
+
+// fail2banRegexp is the failregex of the fail2ban filter in doc, as a Go
+// regexp: fail2ban's <HOST> becomes a group named host.
+func fail2banRegexp(t *testing.T, doc string) *regexp.Regexp {
+	t.Helper()
+	for _, line := range strings.Split(doc, "\n") {
+		if rx, ok := strings.CutPrefix(line, "failregex = "); ok {
+			return regexp.MustCompile(strings.Replace(strings.TrimSpace(rx), "<HOST>", `(?P<host>[0-9A-Fa-f.:]+)`, 1))
+		}
+	}
+	t.Fatal("no failregex in docs/security.md")
+	return nil
 }
 
 func readFile(t *testing.T, path string) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -156,11 +157,10 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	} else {
 		slow := t.Slow(user)
 		if h.limiter != nil && h.limiter.LoginBanned(cl.Net.Remote, user, slow) {
-			h.log.Debug("connection refused: login banned", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
-			return false
+			return h.refuse(cl, user, ReasonBanned)
 		}
 		if id, ok = t.Authenticate(user, pk.Connect.Password); !ok {
-			h.log.Warn("connection refused: bad username or password", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
+			h.refuse(cl, user, ReasonBadPassword)
 			if h.limiter != nil {
 				h.limiter.Pause(h.limiter.LoginFailed(cl.Net.Remote, user, slow))
 			}
@@ -169,16 +169,35 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	switch {
 	case !ok:
-		h.log.Warn("connection refused: the client certificate names no identity, or another than the username", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
-		return false
+		return h.refuse(cl, user, ReasonBadCertificate)
 	case !ClientIDAllowed(id, cl.ID):
-		h.log.Warn("connection refused: client id does not belong to the user", "username", user, "client", cl.ID, "remote", cl.Net.Remote)
-		return false
+		return h.refuse(cl, user, ReasonClientID)
 	case pk.Connect.WillFlag && !t.CanPublish(id, pk.Connect.WillTopic):
-		h.log.Warn("connection refused: last will on a topic the user may not publish to", "username", user, "topic", pk.Connect.WillTopic)
-		return false
+		return h.refuse(cl, user, ReasonWillTopic, "topic", pk.Connect.WillTopic)
 	}
 	return true
+}
+
+// Reasons a login is refused, as the "login refused" log line gives them.
+const (
+	ReasonBadPassword    = "bad username or password"
+	ReasonBanned         = "banned after repeated failed logins"
+	ReasonBadCertificate = "the client certificate names no identity, or another than the username"
+	ReasonClientID       = "client id does not belong to the user"
+	ReasonWillTopic      = "last will on a topic the user may not publish to"
+)
+
+// refuse logs a refused login: one WARN line, the same message every time
+// ("login refused"), with the reason, the identity and the address on its
+// own (addr) for fail2ban and its kind (docs/security.md). It returns
+// false, the hook's answer.
+func (h *Hook) refuse(cl *mqtt.Client, user, reason string, extra ...any) bool {
+	addr := cl.Net.Remote
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		addr = host
+	}
+	h.log.Warn("login refused", append([]any{"reason", reason, "username", user, "client", cl.ID, "addr", addr, "remote", cl.Net.Remote}, extra...)...)
+	return false
 }
 
 // OnACLCheck applies the rules to a publish (write) or to a subscription

@@ -239,7 +239,7 @@ func (g *Guard) admit(k netip.Prefix, now time.Time) error {
 	case g.noRoom(st):
 		if now.Sub(g.lastBusy) >= time.Minute {
 			g.lastBusy = now
-			g.log.Warn("connection refused: too many connections waiting to log in", "remote", k.Addr().String(), "pending", g.pending.Load(), "limit", g.lim.MaxPending)
+			g.log.Warn("connection refused: too many connections waiting to log in", "addr", k.Addr().String(), "pending", g.pending.Load(), "limit", g.lim.MaxPending)
 		}
 		return ErrBusy
 	case st != nil && st.pending >= g.lim.MaxPendingPerAddr:
@@ -251,10 +251,10 @@ func (g *Guard) admit(k netip.Prefix, now time.Time) error {
 		if now.Sub(st.lastWarn) >= g.lim.Window {
 			st.lastWarn = now
 			if err != ErrBanned { // the ban itself was logged
-				g.log.Warn("connection refused", "remote", k.Addr().String(), "reason", err.Error())
+				g.log.Warn("connection refused", "addr", k.Addr().String(), "reason", err.Error())
 			}
 		} else {
-			g.log.Debug("connection refused", "remote", k.Addr().String(), "reason", err.Error())
+			g.log.Debug("connection refused", "addr", k.Addr().String(), "reason", err.Error())
 		}
 		return err
 	}
@@ -363,7 +363,7 @@ func (g *Guard) LoginFailed(remote, user string, slow bool) time.Duration {
 			st.names = append(st.names, user)
 		}
 		if n >= g.lim.BanAfter && !st.fails.banned(now) && len(st.names) >= usersPerAddr && now.Sub(st.lastOK) >= g.lim.Window {
-			g.ban(&st.fails, now, "address", "remote", k.Addr().String(), "failures", n, "usernames", len(st.names))
+			g.ban(&st.fails, now, "address", "addr", k.Addr().String(), "failures", n, "usernames", len(st.names))
 		}
 	}
 	pk := pairKey{k, user}
@@ -373,7 +373,7 @@ func (g *Guard) LoginFailed(remote, user string, slow bool) time.Duration {
 		g.pairs[pk] = p
 	}
 	if p != nil && p.add(now, g.lim.Window) >= g.lim.BanAfter && !p.banned(now) {
-		g.ban(p, now, "username from address", "remote", k.Addr().String(), "username", user, "failures", p.n)
+		g.ban(p, now, "username from address", "addr", k.Addr().String(), "username", user, "failures", p.n)
 	}
 	un := 0
 	if slow {
@@ -384,7 +384,7 @@ func (g *Guard) LoginFailed(remote, user string, slow bool) time.Duration {
 		}
 		if u != nil {
 			if un = u.add(now, g.lim.Window); un >= g.lim.BanAfter && !u.banned(now) {
-				g.ban(u, now, "username", "remote", k.Addr().String(), "username", user, "failures", un)
+				g.ban(u, now, "username", "addr", k.Addr().String(), "username", user, "failures", un)
 			}
 		}
 	}

@@ -200,7 +200,7 @@ func TestFailedLoginsSlowDownThenBanThePair(t *testing.T) {
 	if !g.LoginBanned(me, "laptop", false) {
 		t.Fatal("the pair is not banned after BanAfter failures")
 	}
-	if n := logs.count("login ban"); n != 1 || logs.count("remote=192.0.2.1") == 0 {
+	if n := logs.count("login ban"); n != 1 || logs.count("addr=192.0.2.1") == 0 {
 		t.Fatalf("ban logged %d times (want once, with the address):\n%s", n, logs.b.String())
 	}
 	// Never locking out the other identities: another username from the
