@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/lab-fleet/lab/broker/access"
 	"github.com/lab-fleet/lab/broker/guard"
@@ -136,6 +138,9 @@ func TestGuardClosesSilentAndStalledConnections(t *testing.T) {
 		}
 		return nil
 	})
+	if got := testutil.ToFloat64(onlyMetric(s.Collector(), "lab_broker_connect_timeouts_total")); got != 4 {
+		t.Errorf("lab_broker_connect_timeouts_total %v, want 4", got)
+	}
 	// With its slots free, 127.0.0.2 may connect again.
 	if code, err := login(t, dialFrom(t, "127.0.0.2", s.Addr()), "back", "", ""); err != nil || code != 0 {
 		t.Fatalf("after the timeouts: code %#x, %v", code, err)
@@ -183,6 +188,22 @@ func TestGuardBansRepeatedWrongPasswords(t *testing.T) {
 	if code, err := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n2", "n2", "token-of-n2-0123456789abcdef"); err != nil || code != 0 {
 		t.Fatalf("n2 from the banned pair's address: code %#x, %v", code, err)
 	}
+	// The same, as Prometheus counters.
+	want := `
+# HELP lab_broker_login_bans_total Bans imposed (address, username from address, or username).
+# TYPE lab_broker_login_bans_total counter
+lab_broker_login_bans_total 1
+# HELP lab_broker_login_failures_total Failed logins (bad username or password).
+# TYPE lab_broker_login_failures_total counter
+lab_broker_login_failures_total 4
+# HELP lab_broker_logins_banned_total Logins refused without a password check: the username from that address, or a bcrypt username, is banned.
+# TYPE lab_broker_logins_banned_total counter
+lab_broker_logins_banned_total 1
+`
+	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(want),
+		"lab_broker_login_bans_total", "lab_broker_login_failures_total", "lab_broker_logins_banned_total"); err != nil {
+		t.Error(err)
+	}
 	if n := strings.Count(logs.String(), "login ban:"); n != 1 || !strings.Contains(logs.String(), "addr=127.0.0.4") {
 		t.Fatalf("ban logged %d times, want once with the address", n)
 	}
@@ -213,4 +234,19 @@ func TestCloseDoesNotWaitForSilentConnections(t *testing.T) {
 			t.Fatalf("connection %d still open after Close", i)
 		}
 	}
+}
+
+// onlyMetric is the collector's one metric named name (ToFloat64 wants a
+// collector of exactly one).
+func onlyMetric(c prometheus.Collector, name string) prometheus.Collector {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	return prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, "x", nil, nil), prometheus.CounterValue, mf.GetMetric()[0].GetCounter().GetValue())
+			}
+		}
+	})
 }

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -105,12 +108,13 @@ func newBrokerCmd(g *globals) *cobra.Command {
 			if checkOnly {
 				return checkBrokerConfig(g, cfg)
 			}
+			metrics := prometheus.NewRegistry()
 			if debugListen != "" {
-				if err := serveDebug(cmd.Context(), g, debugListen); err != nil {
+				if err := serveDebug(cmd.Context(), g, debugListen, metrics); err != nil {
 					return usageError{err}
 				}
 			}
-			return runBroker(cmd.Context(), g, cfg, svc)
+			return runBroker(cmd.Context(), g, cfg, svc, metrics)
 		},
 	}
 	f := cmd.Flags()
@@ -118,7 +122,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	f.String("data-dir", "", "persistence `DIR` (bolt file broker.db inside); empty = in memory")
 	f.String("identities", "", "identities `FILE`: who may connect and do what (labctl node add writes it; reloaded on change and on SIGHUP); without it every client may do anything")
 	f.BoolVar(&checkOnly, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")
-	f.StringVar(&debugListen, "debug-listen", "", "serve Go's profiler (/debug/pprof/) on `ADDR`, e.g. 127.0.0.1:6060 (for diagnosing CPU and memory; keep it on loopback)")
+	f.StringVar(&debugListen, "debug-listen", "", "serve Go's profiler (/debug/pprof/) and the broker's Prometheus metrics (/metrics) on `ADDR`, e.g. 127.0.0.1:6060 (keep it on loopback)")
 	f.String("tls-listen", "", "also listen with TLS on `ADDR` (e.g. :8883); needs --tls-cert and --tls-key")
 	f.String("ws-listen", "", "also listen with WebSocket over TLS on `ADDR` (e.g. :8884)")
 	f.String("tls-cert", "", "broker certificate `FILE` (labctl pki issue broker --host ...)")
@@ -231,8 +235,9 @@ func checkBrokerConfig(g *globals, cfg broker.Config) error {
 	return nil
 }
 
-// serveDebug serves net/http/pprof on addr until ctx ends.
-func serveDebug(ctx context.Context, g *globals, addr string) error {
+// serveDebug serves net/http/pprof, and the broker's metrics from reg
+// (/metrics), on addr until ctx ends.
+func serveDebug(ctx context.Context, g *globals, addr string, reg *prometheus.Registry) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--debug-listen: %w", err)
@@ -246,6 +251,9 @@ func serveDebug(ctx context.Context, g *globals, addr string) error {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if reg != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	context.AfterFunc(ctx, func() { _ = srv.Close() })
@@ -255,7 +263,7 @@ func serveDebug(ctx context.Context, g *globals, addr string) error {
 
 // runBroker serves until ctx ends or SIGINT/SIGTERM arrives, then closes
 // the broker, which flushes its store.
-func runBroker(ctx context.Context, g *globals, cfg broker.Config, svc *serviceSettings) error {
+func runBroker(ctx context.Context, g *globals, cfg broker.Config, svc *serviceSettings, metrics *prometheus.Registry) error {
 	s, err := broker.New(cfg)
 	if errors.Is(err, broker.ErrDataDirInUse) {
 		return fmt.Errorf("%w; stop it or use another --data-dir (broker.data_dir)", err)
@@ -264,6 +272,7 @@ func runBroker(ctx context.Context, g *globals, cfg broker.Config, svc *serviceS
 		return err
 	}
 	defer s.Close()
+	metrics.MustRegister(s.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.Start(); err != nil {
 		return err
 	}
