@@ -18,7 +18,7 @@
             # `go mod vendor` output hashed with `nix hash path` (see
             # docs/nixos.md, "Updating vendorHash"); needs Go >= 1.26.
             # integration/vendorhash_test.go fails when it is stale.
-            vendorHash = "sha256-48GrjQeW5DUgjFh5wgnr5xB0+mZddwZQxrs173yaPwI=";
+            vendorHash = "sha256-1iMJv02w4V/6yERv9G1coqKL4YKvT9coUY5Tds1L+gU=";
             subPackages = [ "cmd/labctl" "cmd/labd" ];
             ldflags = [ "-s" "-w" "-X main.version=${version}" ];
             # The tests need a broker, Nix and namespaces: they run in CI
