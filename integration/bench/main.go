@@ -89,6 +89,7 @@ type options struct {
 	profile           string
 	profileAddr       string // where the embedded broker serves its profiler (with -profile)
 	thin              bool   // thin nodes (thin.go) instead of real labds
+	auth              bool   // nodes, labctl and watchers log in (auth.go)
 	block             int    // thin nodes per capacity block (0: no capacity search)
 }
 
@@ -101,6 +102,7 @@ func run(args []string) int {
 	var o options
 	var brokers string
 	fs.IntVar(&o.nodes, "nodes", 1000, "simulated nodes")
+	fs.BoolVar(&o.auth, "auth", false, "identities: every node logs in with a token of its own (as labctl node add writes), labctl and the watchers as a controller identity; mosquitto with the passwd and ACL labctl acl export writes")
 	fs.BoolVar(&o.thin, "thin", false, "thin nodes: one connection each that answers a Desired with a labd's messages, no state machine, disk or signature check, so that the cores go to broker and controller (server capacity); see thin.go")
 	fs.IntVar(&o.perProcess, "per-process", 2500, "simulated nodes per process (each holds one descriptor per node)")
 	fs.StringVar(&brokers, "brokers", "embedded,mosquitto", "brokers to measure, comma separated: embedded, embedded-memory (no persistence), mosquitto")
@@ -150,6 +152,12 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 1
 	}
+	if o.auth {
+		if auth, err = setupAuth(o.dir, o.nodes, o.block); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: identities:", err)
+			return 1
+		}
+	}
 	var rows []result
 	code := 0
 	for _, b := range o.brokers {
@@ -158,6 +166,9 @@ func run(args []string) int {
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", b, err)
 			code = 1
+		}
+		if o.auth {
+			r.broker += " +auth"
 		}
 		rows = append(rows, r)
 	}
@@ -263,17 +274,29 @@ func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error)
 	case "embedded":
 		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", data, "--log-level", "warn",
 			fmt.Sprintf("--json-mirror=%t", o.jsonMirror))
+		if auth != nil {
+			cmd.Args = append(cmd.Args, "--identities", auth.identities)
+		}
 		if o.profileAddr != "" {
 			cmd.Args = append(cmd.Args, "--debug-listen", o.profileAddr)
 		}
 	case "embedded-memory": // no persistence: what the store costs
 		cmd = exec.Command(labctl, "broker", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", "", "--log-level", "warn",
 			fmt.Sprintf("--json-mirror=%t", o.jsonMirror), "--controller-dir", filepath.Join(data, "controller")) // not ~/.local/state
+		if auth != nil {
+			cmd.Args = append(cmd.Args, "--identities", auth.identities)
+		}
 	case "mosquitto":
 		if _, err := exec.LookPath("mosquitto"); err != nil {
 			return nil, "", errors.New("mosquitto not found (apt-get install -y mosquitto)")
 		}
-		conf := fmt.Sprintf("user root\nper_listener_settings false\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages %d\nlog_type error\n", port, data, queueFor(o.nodes))
+		access := "allow_anonymous true\n"
+		if auth != nil {
+			if access, err = auth.mosquittoConf(labctl, data); err != nil {
+				return nil, "", err
+			}
+		}
+		conf := fmt.Sprintf("user root\nper_listener_settings false\nlistener %d 127.0.0.1\n%spersistence true\npersistence_location %s/\nmax_queued_messages %d\nlog_type error\n", port, access, data, queueFor(o.nodes))
 		if err := os.WriteFile(filepath.Join(data, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
 			return nil, "", err
 		}
@@ -314,8 +337,9 @@ func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error)
 // dir/controller.log, and waits until it answers.
 func startController(labctl, url, dir, records, profile string) (*exec.Cmd, error) {
 	cmd := exec.Command(labctl, "controller", "--broker", url, "--controller-dir", filepath.Join(dir, "controller"), "--log-level", "warn")
+	cmd.Env = append(os.Environ(), labctlEnv()...)
 	if profile != "" {
-		cmd.Env = append(os.Environ(), "LAB_CPUPROFILE="+profile)
+		cmd.Env = append(cmd.Env, "LAB_CPUPROFILE="+profile)
 	}
 	logf, err := os.Create(filepath.Join(dir, "controller.log"))
 	if err != nil {
@@ -544,8 +568,8 @@ func (w *watcher) late(rollout string) int {
 
 func subscribe(url, id string, w *watcher) (*bus.Client, error) {
 	tp := proto.DefaultTopics
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{url}, ClientID: id, CleanStart: true,
-		OnMessage: func(m bus.Message) { w.handle(tp, m) }})
+	c, err := bus.Dial(context.Background(), login(bus.Config{URLs: []string{url}, ClientID: id, CleanStart: true,
+		OnMessage: func(m bus.Message) { w.handle(tp, m) }}))
 	if err != nil {
 		return nil, err
 	}
@@ -584,6 +608,9 @@ func startSims(o options, url, pub, dir string) ([]*sim, error) {
 			"-dir", filepath.Join(dir, fmt.Sprintf("sim-%d", from)), "-key", pub)
 		if o.thin {
 			cmd = exec.Command(self, "thin", "-broker", url, "-from", strconv.Itoa(from), "-count", strconv.Itoa(n), "-block", strconv.Itoa(o.block))
+		}
+		if auth != nil {
+			cmd.Args = append(cmd.Args, "-passwords", auth.dir)
 		}
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
@@ -662,6 +689,7 @@ func timedCtx(ctx context.Context, local bool, env []string, labctl, url, record
 	// duplicate key, so an operator's own LAB_LOCAL_CONTROLLER does not
 	// decide which path is measured.
 	cmd.Env = append(os.Environ(), "LAB_BROKER="+url, "LAB_ROLLOUTS_DB="+records, fmt.Sprintf("LAB_LOCAL_CONTROLLER=%t", local))
+	cmd.Env = append(cmd.Env, labctlEnv()...)
 	cmd.Env = append(cmd.Env, env...)
 	var b strings.Builder
 	cmd.Stdout, cmd.Stderr = &b, &b

@@ -35,8 +35,8 @@ type phases struct {
 func watchPhases(url, rollout string, n int) (*phases, *bus.Client, error) {
 	tp := proto.DefaultTopics
 	p := &phases{rollout: rollout}
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{url}, ClientID: "bench-phases", CleanStart: true,
-		OnMessage: func(m bus.Message) { p.handle(tp, m) }})
+	c, err := bus.Dial(context.Background(), login(bus.Config{URLs: []string{url}, ClientID: "bench-phases", CleanStart: true,
+		OnMessage: func(m bus.Message) { p.handle(tp, m) }}))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -46,7 +46,11 @@ func watchPhases(url, rollout string, n int) (*phases, *bus.Client, error) {
 		c.Close(context.Background())
 		return nil, nil, err
 	}
-	if err := c.Subscribe(ctx, tp.AllDesired(), tp.CtlRequests(), tp.Prefix()+"/ctl/res/#"); err != nil {
+	answers := tp.Prefix() + "/ctl/res/#"
+	if auth != nil { // a controller identity reads its own answers only
+		answers = tp.Prefix() + "/ctl/res/" + authUser + "/#"
+	}
+	if err := c.Subscribe(ctx, tp.AllDesired(), tp.CtlRequests(), answers); err != nil {
 		c.Close(context.Background())
 		return nil, nil, err
 	}

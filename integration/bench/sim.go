@@ -53,6 +53,7 @@ func runSim(args []string) int {
 	dir := fs.String("dir", "", "state directory root")
 	key := fs.String("key", "", "trusted public key")
 	group := fs.String("group", "bench", "group of every node")
+	passwords := fs.String("passwords", "", "directory of NAME.password files: log in as each node's identity")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -81,9 +82,13 @@ func runSim(args []string) int {
 		name := nodeName(i)
 		fake := nixsystest.New()
 		fake.SetCurrent(gen1)
-		d, err := node.New(node.Config{Name: name, Groups: []string{*group}, Broker: []string{*broker},
+		cfg := node.Config{Name: name, Groups: []string{*group}, Broker: []string{*broker},
 			StateDir: filepath.Join(*dir, name), TrustedKeys: []string{*key}, BootIDFile: bootID,
-			RebootCommand: []string{"true"}, KeepAlive: 60 * time.Second, Version: "bench", Logger: logger, Dial: dial}, fake)
+			RebootCommand: []string{"true"}, KeepAlive: 60 * time.Second, Version: "bench", Logger: logger, Dial: dial}
+		if *passwords != "" {
+			cfg.PasswordFile = filepath.Join(*passwords, name+".password")
+		}
+		d, err := node.New(cfg, fake)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			cancel()

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +56,7 @@ func runThin(args []string) int {
 	count := fs.Int("count", 100, "nodes in this process")
 	block := fs.Int("block", 0, "nodes per capacity block: node i is also in group blk-<i/block> (0: none)")
 	group := fs.String("group", "bench", "group of every node")
+	passwords := fs.String("passwords", "", "directory of NAME.password files: log in as each node's identity")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -78,6 +80,15 @@ func runThin(args []string) int {
 			groups = append(groups, blockGroup(i / *block))
 		}
 		n := &thinNode{fleet: f, name: nodeName(i), groups: groups, current: gen1}
+		if *passwords != "" {
+			pw, err := os.ReadFile(filepath.Join(*passwords, n.name+".password"))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "bench thin:", err)
+				cancel()
+				return 1
+			}
+			n.password = bytes.TrimSpace(pw)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -276,10 +287,11 @@ var (
 
 // thinNode is one simulated machine on one connection.
 type thinNode struct {
-	fleet   *thinFleet
-	name    string
-	groups  []string
-	current string
+	fleet    *thinFleet
+	name     string
+	groups   []string
+	current  string
+	password []byte // its identity's (-auth); nil: anonymous
 
 	wmu     sync.Mutex
 	w       *bufio.Writer
@@ -400,6 +412,9 @@ func (n *thinNode) connect(ctx context.Context) (net.Conn, *bufio.Reader, error)
 		Properties: &packets.Properties{SessionExpiryInterval: &expiry},
 		WillFlag:   true, WillTopic: n.fleet.tp.NodePresence(n.name), WillMessage: will, WillQOS: 1, WillRetain: true,
 		WillProperties: &packets.Properties{}}
+	if n.password != nil {
+		cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, n.name, true, n.password
+	}
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := n.write(cp); err != nil {
 		c.Close()
