@@ -68,8 +68,7 @@ type Config struct {
 	// Guard limits connections before they log in (broker/guard): the
 	// connect deadline, pending connections overall and per address,
 	// connection rate per address, failed-login slow-down and bans. Zero
-	// fields take guard's defaults. The TCP and TLS listeners apply it;
-	// the WebSocket listener (mochi's own) does not yet.
+	// fields take guard's defaults. Every listener applies it.
 	Guard  guard.Limits
 	Logger *slog.Logger // nil = slog.Default(); mochi logs through it too
 }

@@ -59,11 +59,11 @@
 // what is dropped for a stuck client is logged, and the send quota mochi
 // lost on each held message is given back (pace.go).
 //
-// The TCP and TLS listeners are lab's own (listener.go): broker/guard
-// admits or closes each connection at accept, bounds the time to a
-// completed TLS handshake and CONNECT, and slows down and bans repeated
-// failed logins (with the access hook); Config.Guard sets its limits. The
-// WebSocket listener is still mochi's and is not guarded.
+// The TCP, TLS and WebSocket listeners are lab's own (listener.go,
+// wslistener.go): broker/guard admits or closes each connection at accept,
+// bounds the time to a completed TLS handshake (and WebSocket upgrade) and
+// CONNECT, and slows down and bans repeated failed logins (with the access
+// hook); Config.Guard sets its limits.
 //
 // Hooks are installed in one place, (*Server).addHooks, in order: the
 // guard hook (a login gives its connection's pending slot back), the pace

@@ -120,8 +120,11 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 }
 
 // guardConn returns the guard's connection under a client's network
-// connection (nil for inline, WebSocket and unguarded clients).
+// connection (nil for the inline client).
 func guardConn(c net.Conn) *guard.Conn {
+	if ws, ok := c.(*wsConn); ok {
+		c = ws.Conn
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}

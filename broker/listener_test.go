@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -249,4 +250,90 @@ func onlyMetric(c prometheus.Collector, name string) prometheus.Collector {
 			}
 		}
 	})
+}
+
+// TestGuardOnWebSocket: the WebSocket listener is guarded too. A socket
+// that never sends its TLS handshake, one that stops after the handshake
+// (no upgrade request), and one that upgrades and sends no CONNECT are
+// closed at the connect deadline; an MQTT client over WebSocket logs in
+// and gives its pending slot back.
+func TestGuardOnWebSocket(t *testing.T) {
+	dir := t.TempDir()
+	if err := pki.Init(dir, "test", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.Issue(dir, "broker", []string{"127.0.0.1"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, Config{
+		WSListen: "127.0.0.1:0", TLSCert: filepath.Join(dir, "broker.crt"), TLSKey: filepath.Join(dir, "broker.key"),
+		Guard: guard.Limits{ConnectTimeout: 700 * time.Millisecond, Trusted: noneTrusted},
+	})
+	ln, ok := s.Mochi().Listeners.Get("wss")
+	if !ok {
+		t.Fatal("no wss listener")
+	}
+	addr := ln.Address()
+	clientTLS, err := pki.ClientConfig(filepath.Join(dir, pki.CACert), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS.ServerName = "127.0.0.1"
+	wsDial := func(src string) *websocket.Conn {
+		d := websocket.Dialer{TLSClientConfig: clientTLS, Subprotocols: []string{"mqtt"},
+			NetDial: func(network, a string) (net.Conn, error) { return dialFrom(t, src, a), nil }}
+		c, _, err := d.Dial("wss://"+addr+"/mqtt", nil)
+		if err != nil {
+			t.Fatalf("websocket dial: %v", err)
+		}
+		return c
+	}
+
+	start := time.Now()
+	silent := dialFrom(t, "127.0.0.2", addr)
+	handshaken := tls.Client(dialFrom(t, "127.0.0.2", addr), clientTLS)
+	if err := handshaken.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	upgraded := wsDial("127.0.0.3")
+	for i, c := range []net.Conn{silent, handshaken, upgraded.NetConn()} {
+		if !closedWithin(c, 3*time.Second) {
+			t.Fatalf("connection %d still open after %s", i, time.Since(start))
+		}
+	}
+	if d := time.Since(start); d < 600*time.Millisecond {
+		t.Fatalf("closed after %s, before the connect timeout", d)
+	}
+
+	// A real MQTT client over WebSocket.
+	c := wsDial("127.0.0.4")
+	defer c.Close()
+	var b bytes.Buffer
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 30, ClientIdentifier: "ws-client", Clean: true}}
+	if err := pk.ConnectEncode(&b); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteMessage(websocket.BinaryMessage, b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, msg, err := c.ReadMessage()
+	if err != nil || len(msg) < 4 || msg[0] != 0x20 || msg[3] != 0 {
+		t.Fatalf("CONNACK over WebSocket: %x, %v", msg, err)
+	}
+	checkFor(t, 3*time.Second, 20*time.Millisecond, func() error {
+		if st := s.guard.Stats(); st.Pending != 0 || st.TimedOut < 2 {
+			return fmt.Errorf("guard stats %+v", st)
+		}
+		return nil
+	})
+	// Logged in, it outlives the connect timeout.
+	time.Sleep(time.Second)
+	if err := c.WriteMessage(websocket.BinaryMessage, []byte{0xc0, 0}); err != nil { // PINGREQ
+		t.Fatal(err)
+	}
+	if _, msg, err := c.ReadMessage(); err != nil || len(msg) < 1 || msg[0] != 0xd0 {
+		t.Fatalf("PINGRESP after the connect timeout: %x, %v", msg, err)
+	}
 }

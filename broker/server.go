@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/lab-fleet/lab/broker/access"
@@ -117,7 +116,7 @@ func (s *Server) Start() error {
 			}
 		}
 		if s.cfg.WSListen != "" {
-			if err := s.mochi.AddListener(listeners.NewWebsocket(listeners.Config{ID: "wss", Address: s.cfg.WSListen, TLSConfig: tlsCfg})); err != nil {
+			if err := s.mochi.AddListener(newWSListener("wss", s.cfg.WSListen, tlsCfg, s.guard)); err != nil {
 				return fmt.Errorf("listen %s: %w", s.cfg.WSListen, err)
 			}
 		}
