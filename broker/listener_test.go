@@ -76,6 +76,20 @@ func login(t *testing.T, c net.Conn, id, user, password string) (byte, error) {
 	return body[1], nil
 }
 
+// testPKI makes a CA and a broker certificate for 127.0.0.1 in a new
+// directory.
+func testPKI(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := pki.Init(dir, "test", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.Issue(dir, "broker", []string{"127.0.0.1"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // noneTrusted makes loopback an ordinary address for the guard.
 var noneTrusted = []netip.Prefix{}
 
@@ -85,13 +99,7 @@ var noneTrusted = []netip.Prefix{}
 // pending count goes back to zero; a client from elsewhere logs in
 // throughout.
 func TestGuardClosesSilentAndStalledConnections(t *testing.T) {
-	dir := t.TempDir()
-	if err := pki.Init(dir, "test", 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.Issue(dir, "broker", []string{"127.0.0.1"}, 1); err != nil {
-		t.Fatal(err)
-	}
+	dir := testPKI(t)
 	s := startServer(t, Config{
 		TLSListen: "127.0.0.1:0", TLSCert: filepath.Join(dir, "broker.crt"), TLSKey: filepath.Join(dir, "broker.key"),
 		Guard: guard.Limits{ConnectTimeout: 700 * time.Millisecond, MaxPendingPerAddr: 4, Trusted: noneTrusted},
@@ -258,13 +266,7 @@ func onlyMetric(c prometheus.Collector, name string) prometheus.Collector {
 // closed at the connect deadline; an MQTT client over WebSocket logs in
 // and gives its pending slot back.
 func TestGuardOnWebSocket(t *testing.T) {
-	dir := t.TempDir()
-	if err := pki.Init(dir, "test", 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.Issue(dir, "broker", []string{"127.0.0.1"}, 1); err != nil {
-		t.Fatal(err)
-	}
+	dir := testPKI(t)
 	s := startServer(t, Config{
 		WSListen: "127.0.0.1:0", TLSCert: filepath.Join(dir, "broker.crt"), TLSKey: filepath.Join(dir, "broker.key"),
 		Guard: guard.Limits{ConnectTimeout: 700 * time.Millisecond, Trusted: noneTrusted},
