@@ -119,3 +119,8 @@ func (s *Server) ReloadIdentities() error {
 	}
 	return s.access.Reload()
 }
+
+// LiftBans lifts every login ban (SIGHUP, with ReloadIdentities: the
+// operator fixed a password file or the identities) and returns how many
+// were in force.
+func (s *Server) LiftBans() int { return s.guard.LiftBans() }

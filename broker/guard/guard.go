@@ -314,6 +314,34 @@ func (g *Guard) release(c *Conn) {
 	}
 }
 
+// LiftBans forgets every ban and every counted failure (the operator
+// fixed what failed: SIGHUP). It returns how many bans were in force.
+func (g *Guard) LiftBans() int {
+	now := g.clock.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, st := range g.addrs {
+		if st.fails.banned(now) {
+			n++
+		}
+		st.fails, st.names = failures{}, st.names[:0]
+	}
+	for _, f := range g.pairs {
+		if f.banned(now) {
+			n++
+		}
+	}
+	for _, f := range g.users {
+		if f.banned(now) {
+			n++
+		}
+	}
+	clear(g.pairs)
+	clear(g.users)
+	return n
+}
+
 // LoginBanned reports whether a login by user from remote is refused
 // without checking its password: the pair is banned, or, for a password
 // that is expensive to check (slow: a bcrypt hash), the username is.

@@ -212,11 +212,22 @@ func TestFailedLoginsSlowDownThenBanThePair(t *testing.T) {
 	if _, err := g.Admit(from(me)); err != nil {
 		t.Fatalf("address refused after one username's failures: %v", err)
 	}
+	// Lifted by hand (SIGHUP): the pair logs in again, its failures
+	// forgotten.
+	if n := g.LiftBans(); n != 1 || g.LoginBanned(me, "laptop", false) || g.LoginFailed(me, "laptop", false) != 0 {
+		t.Fatalf("after LiftBans (%d lifted): still banned or still slowed down", n)
+	}
+	for range 5 { // banned again at the 6th failure since the lift
+		g.LoginFailed(me, "laptop", false)
+	}
+	if !g.LoginBanned(me, "laptop", false) {
+		t.Fatal("not banned again after BanAfter new failures")
+	}
 	clk.Advance(5 * time.Minute)
 	if g.LoginBanned(me, "laptop", false) {
 		t.Fatal("still banned after BanDuration")
 	}
-	if g.Stats().Bans != 1 {
+	if g.Stats().Bans != 2 {
 		t.Fatalf("stats %+v", g.Stats())
 	}
 }

@@ -293,6 +293,9 @@ func runBroker(ctx context.Context, g *globals, cfg broker.Config, svc *serviceS
 			if err := s.ReloadIdentities(); err != nil {
 				g.logger.Error("SIGHUP: identities not reloaded", "err", err)
 			}
+			if n := s.LiftBans(); n > 0 {
+				g.logger.Info("SIGHUP: login bans lifted", "bans", n)
+			}
 		case <-ctx.Done():
 		}
 	}
