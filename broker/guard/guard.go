@@ -201,22 +201,16 @@ func (g *Guard) trusted(a netip.Addr) bool {
 // the errors above and the caller closes c; admitted, it returns c wrapped
 // with the connect deadline set, to be used in its place.
 func (g *Guard) Admit(c net.Conn) (*Conn, error) {
-	now := g.clock.Now()
 	gc := &Conn{Conn: c, g: g}
 	a, ok := addrOf(c.RemoteAddr().String())
-	if !ok || g.trusted(a) {
-		gc.trusted = true // a unix socket or a trusted network
-	} else {
+	gc.trusted = !ok || g.trusted(a) // a unix socket or a trusted network
+	if !gc.trusted {
 		gc.key = key(a)
-		if err := g.admit(gc.key, now); err != nil {
-			g.stats.refused(err)
-			return nil, err
-		}
 	}
-	g.stats.admitted.Add(1)
-	g.mu.Lock()
-	g.conns[gc] = struct{}{}
-	g.mu.Unlock()
+	if err := g.admit(gc, g.clock.Now()); err != nil {
+		g.stats.refused(err)
+		return nil, err
+	}
 	// A socket deadline is on the system's clock, not on g.clock.
 	if err := c.SetDeadline(time.Now().Add(g.lim.ConnectTimeout)); err != nil {
 		gc.release()
@@ -225,9 +219,30 @@ func (g *Guard) Admit(c net.Conn) (*Conn, error) {
 	return gc, nil
 }
 
-func (g *Guard) admit(k netip.Prefix, now time.Time) error {
+// admit checks an untrusted connection against the limits and, admitted,
+// takes its pending slot; every admitted connection is recorded for
+// ClosePending.
+func (g *Guard) admit(gc *Conn, now time.Time) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if !gc.trusted {
+		st, err := g.check(gc.key, now)
+		if err != nil {
+			return err
+		}
+		if st != nil {
+			st.pending++
+		}
+		g.pending.Add(1)
+	}
+	g.conns[gc] = struct{}{}
+	g.stats.admitted.Add(1)
+	return nil
+}
+
+// check returns the address's entry (nil when the table is full) or the
+// reason to refuse it, logging the refusal once per address per window.
+func (g *Guard) check(k netip.Prefix, now time.Time) (*addrState, error) {
 	st := g.addrs[k]
 	if st == nil {
 		st = g.newAddr(k, now)
@@ -241,28 +256,25 @@ func (g *Guard) admit(k netip.Prefix, now time.Time) error {
 			g.lastBusy = now
 			g.log.Warn("connection refused: too many connections waiting to log in", "addr", k.Addr().String(), "pending", g.pending.Load(), "limit", g.lim.MaxPending)
 		}
-		return ErrBusy
-	case st != nil && st.pending >= g.lim.MaxPendingPerAddr:
+		return nil, ErrBusy
+	case st == nil: // the table is full: the global bound only
+		return nil, nil
+	case st.pending >= g.lim.MaxPendingPerAddr:
 		err = ErrPendingPerAddr
-	case st != nil && !st.bucket.AllowN(now, 1):
+	case !st.bucket.AllowN(now, 1):
 		err = ErrRate
+	default:
+		return st, nil
 	}
-	if err != nil {
-		if now.Sub(st.lastWarn) >= g.lim.Window {
-			st.lastWarn = now
-			if err != ErrBanned { // the ban itself was logged
-				g.log.Warn("connection refused", "addr", k.Addr().String(), "reason", err.Error())
-			}
-		} else {
-			g.log.Debug("connection refused", "addr", k.Addr().String(), "reason", err.Error())
+	if now.Sub(st.lastWarn) >= g.lim.Window {
+		st.lastWarn = now
+		if err != ErrBanned { // the ban itself was logged
+			g.log.Warn("connection refused", "addr", k.Addr().String(), "reason", err.Error())
 		}
-		return err
+	} else {
+		g.log.Debug("connection refused", "addr", k.Addr().String(), "reason", err.Error())
 	}
-	if st != nil {
-		st.pending++
-	}
-	g.pending.Add(1)
-	return nil
+	return st, err
 }
 
 // noRoom reports whether the pending connections leave no room for one from
@@ -281,12 +293,8 @@ func (g *Guard) noRoom(st *addrState) bool {
 // newAddr adds an address to the table; nil when the table is full even
 // after a sweep (the address is then admitted under the global bound only).
 func (g *Guard) newAddr(k netip.Prefix, now time.Time) *addrState {
-	if len(g.addrs) >= g.lim.MaxTracked {
-		g.prune(now)
-		if len(g.addrs) >= g.lim.MaxTracked {
-			g.tableFull(now, "addresses")
-			return nil
-		}
+	if !g.room(func() int { return len(g.addrs) }, now, "addresses") {
+		return nil
 	}
 	st := &addrState{bucket: rate.NewLimiter(rate.Limit(g.lim.ConnectRate), g.lim.ConnectBurst)}
 	g.addrs[k] = st
@@ -396,7 +404,7 @@ func (g *Guard) LoginFailed(remote, user string, slow bool) time.Duration {
 	}
 	pk := pairKey{k, user}
 	p := g.pairs[pk]
-	if p == nil && g.room(len(g.pairs), now, "address-username pairs") {
+	if p == nil && g.room(func() int { return len(g.pairs) }, now, "address-username pairs") {
 		p = new(failures)
 		g.pairs[pk] = p
 	}
@@ -406,7 +414,7 @@ func (g *Guard) LoginFailed(remote, user string, slow bool) time.Duration {
 	un := 0
 	if slow {
 		u := g.users[user]
-		if u == nil && g.room(len(g.users), now, "usernames") {
+		if u == nil && g.room(func() int { return len(g.users) }, now, "usernames") {
 			u = new(failures)
 			g.users[user] = u
 		}
@@ -419,14 +427,14 @@ func (g *Guard) LoginFailed(remote, user string, slow bool) time.Duration {
 	return delay(max(n, un), g.lim.SlowAfter)
 }
 
-// room reports whether a table of size n may grow, sweeping it once when
-// full.
-func (g *Guard) room(n int, now time.Time, what string) bool {
-	if n < g.lim.MaxTracked {
+// room reports whether a table may grow (size reports its length),
+// sweeping the tables once when it is full.
+func (g *Guard) room(size func() int, now time.Time, what string) bool {
+	if size() < g.lim.MaxTracked {
 		return true
 	}
 	g.prune(now)
-	if len(g.pairs) < g.lim.MaxTracked && len(g.users) < g.lim.MaxTracked {
+	if size() < g.lim.MaxTracked {
 		return true
 	}
 	g.tableFull(now, what)
