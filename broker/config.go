@@ -73,7 +73,8 @@ type Config struct {
 	Logger *slog.Logger // nil = slog.Default(); mochi logs through it too
 }
 
-// guardKeys names the configuration key of each guard.Limits field.
+// guardKeys names the configuration key of each guard.Limits field that has
+// one (MaxTracked is set only from Go; guardKey names it by its field).
 var guardKeys = map[string]string{
 	"ConnectTimeout":    "broker.connect_timeout",
 	"MaxPending":        "broker.max_pending",
@@ -84,7 +85,13 @@ var guardKeys = map[string]string{
 	"BanAfter":          "broker.login_ban_after",
 	"Window":            "broker.login_window",
 	"BanDuration":       "broker.login_ban_duration",
-	"MaxTracked":        "broker.guard_max_tracked",
+}
+
+func guardKey(field string) string {
+	if k, ok := guardKeys[field]; ok {
+		return k
+	}
+	return "broker.guard." + field
 }
 
 // Validate fills defaults and checks every field. Each error names the
@@ -94,7 +101,7 @@ func (c *Config) Validate() error {
 	c.fillDefaults()
 	var guardErrs []error
 	for _, p := range c.Guard.Check() {
-		guardErrs = append(guardErrs, check(guardKeys[p.Field], p.Err))
+		guardErrs = append(guardErrs, check(guardKey(p.Field), p.Err))
 	}
 	return errors.Join(
 		errors.Join(guardErrs...),

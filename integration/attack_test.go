@@ -73,15 +73,13 @@ func dialFrom(src, addr string) (net.Conn, error) {
 }
 
 // connectPacket is an MQTT v5 CONNECT with a username and password.
-func connectPacket(t *testing.T, id, user, password string) []byte {
+func connectPacket(id, user, password string) ([]byte, error) {
 	var b bytes.Buffer
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 30, ClientIdentifier: id, Clean: true,
 			UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(password)}}
-	if err := pk.ConnectEncode(&b); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	err := pk.ConnectEncode(&b)
+	return b.Bytes(), err
 }
 
 // floodResult counts a wrong-password attacker's outcomes.
@@ -106,7 +104,13 @@ func flood(ctx context.Context, t *testing.T, wg *sync.WaitGroup, src, addr stri
 					continue
 				}
 				user := users[(w+i)%len(users)]
-				_, _ = c.Write(connectPacket(t, user, user, "guess-"+strconv.Itoa(i)))
+				pkt, err := connectPacket(user, user, "guess-"+strconv.Itoa(i))
+				if err != nil {
+					_ = c.Close()
+					t.Errorf("encode CONNECT: %v", err)
+					return
+				}
+				_, _ = c.Write(pkt)
 				_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
 				hdr := make([]byte, 4)
 				_, err = io.ReadFull(c, hdr)
@@ -136,16 +140,13 @@ type heldSocket struct {
 // the broker closes each; tlsCfg non-nil completes a handshake first.
 func hold(t *testing.T, wg *sync.WaitGroup, srcs []string, addr string, n int, tlsCfg *tls.Config) []*heldSocket {
 	var out []*heldSocket
-	var mu sync.Mutex
 	for i := range n {
 		c, err := dialFrom(srcs[i%len(srcs)], addr)
 		if err != nil {
 			t.Fatalf("attacker socket %d: %v", i, err)
 		}
 		h := &heldSocket{opened: time.Now()}
-		mu.Lock()
 		out = append(out, h)
-		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -292,7 +293,7 @@ func TestRolloutUnderAttack(t *testing.T) {
 	}
 	// docs/security.md's fail2ban filter finds the two guessers, and
 	// nobody else.
-	re := fail2banRegexp(t, readFile(t, "../docs/security.md"))
+	re := fail2banRegexp(t, readRepoFile(t, "docs/security.md"))
 	hosts := map[string]int{}
 	for _, line := range strings.Split(logText, "\n") {
 		if m := re.FindStringSubmatch(line); m != nil {
