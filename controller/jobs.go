@@ -156,6 +156,7 @@ func (s *Service) startJob(job RebootJob, who string) (*JobRecord, error) {
 			}
 		}
 		res, err := s.ctl.Reboot(ctx, job.Nodes, RebootOptions{Key: &k, Deadline: job.Deadline, Clock: s.cfg.Clock, Progress: func(r RebootResult) {
+			s.log.Info("reboot job: machine done", "job", job.ID, "node", r.Node, "state", r.State, "detail", r.Detail, "took", r.Took.Round(time.Millisecond))
 			rec.Results = append(rec.Results, r)
 			save()
 		}})
@@ -163,6 +164,7 @@ func (s *Service) startJob(job RebootJob, who string) (*JobRecord, error) {
 			rec.State, rec.Reason = JobInterrupted, "the controller stopped while it ran: "+err.Error()
 		} else {
 			rec.State, rec.Results = JobDone, res
+			s.log.Info("reboot job done", "job", job.ID, "machines", len(res))
 		}
 		save()
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lab-fleet/lab/internal/bus"
@@ -36,6 +37,7 @@ type Daemon struct {
 	problems map[string]string // by source
 	trouble  bus.Trouble       // the failed attempts before the current connection
 	pubq     chan func(context.Context)
+	stopping atomic.Bool // set before the goodbye: presence is no longer healed
 }
 
 // New validates cfg and prepares a daemon. sys is the Nix implementation
@@ -111,6 +113,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	<-pubDone
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	d.stopping.Store(true)
 	if runErr == nil { // a restart comes right back: no offline blip
 		if off, err := d.presence(false); err == nil {
 			_ = c.Publish(sctx, d.topics.NodePresence(d.cfg.Name), off, true)
@@ -124,7 +127,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 func (d *Daemon) filters() []string {
 	t, n := d.topics, d.cfg.Name
-	f := []string{t.NodeDesired(n), t.NodeCmd(n), t.AllCmd()}
+	f := []string{t.NodeDesired(n), t.NodeCmd(n), t.AllCmd(), t.NodePresence(n)}
 	for _, g := range d.cfg.Groups {
 		f = append(f, t.GroupGate(g), t.GroupCmd(g))
 	}

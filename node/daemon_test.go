@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,57 +25,12 @@ import (
 // node's first "online".
 func TestPresenceSaidAgainAfterTakeover(t *testing.T) {
 	br := testbroker.Start(t)
-	dir := t.TempDir()
-	d, err := New(Config{Name: "n1", Broker: []string{br.URL()}, StateDir: filepath.Join(dir, "state"),
-		BootIDFile: filepath.Join(dir, "boot_id"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nixsystest.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	tp := proto.DefaultTopics
-	online := make(chan bool, 100)
-	watch, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: "watch", CleanStart: true,
-		OnMessage: func(m bus.Message) {
-			var p proto.Presence
-			if proto.Decode(m.Payload, &p) == nil {
-				online <- p.Online
-			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = watch.Close(context.Background()) })
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer wcancel()
-	if err := watch.AwaitConnection(wctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Subscribe(wctx, tp.NodePresence("n1")); err != nil {
-		t.Fatal(err)
-	}
-	awaitPresence := func(want bool, within time.Duration) {
-		t.Helper()
-		deadline := time.After(within)
-		for {
-			select {
-			case got := <-online:
-				if got == want {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("no presence online=%v within %s", want, within)
-			}
-		}
-	}
+	d, _ := runPresenceNode(t, br)
+	watch, awaitPresence := watchPresence(t, br)
 	awaitPresence(true, 10*time.Second)
 	time.Sleep(500 * time.Millisecond) // the retained copy and the live one
-	for len(online) > 0 {
-		<-online
-	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
 	// A second "n1" connects (takes the session) and leaves at once.
 	twin, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: "n1", SessionExpiry: time.Minute})
 	if err != nil {
@@ -92,11 +48,137 @@ func TestPresenceSaidAgainAfterTakeover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := watch.Publish(wctx, tp.NodePresence("n1"), off, true); err != nil {
+	if err := watch.Publish(wctx, proto.DefaultTopics.NodePresence("n1"), off, true); err != nil {
 		t.Fatal(err)
 	}
 	awaitPresence(false, 5*time.Second)
 	awaitPresence(true, 2*takeoverSettle)
+}
+
+// A late Last Will with no takeover this labd could know of (its new
+// connection took over one the broker had not seen die): the retained
+// presence says offline while the node runs, and labd answers at once.
+// After labd's goodbye its "offline" stands.
+func TestLateWillAnsweredWithOnline(t *testing.T) {
+	br := testbroker.Start(t)
+	d, stop := runPresenceNode(t, br)
+	watch, awaitPresence := watchPresence(t, br)
+	awaitPresence(true, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	off, err := d.presence(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Publish(wctx, proto.DefaultTopics.NodePresence("n1"), off, true); err != nil {
+		t.Fatal(err)
+	}
+	awaitPresence(false, 5*time.Second)
+	awaitPresence(true, takeoverSettle/2) // not the takeover timer: an answer
+	if got := retainedPresence(t, br); !got.Online {
+		t.Fatalf("retained presence after the answer: %+v", got)
+	}
+
+	stop()
+	if got := retainedPresence(t, br); got.Online {
+		t.Fatalf("retained presence after labd stopped: %+v, want offline", got)
+	}
+}
+
+// runPresenceNode runs a daemon named n1 (fake Nix) against br; stop ends
+// it and waits (also at cleanup).
+func runPresenceNode(t *testing.T, br *testbroker.Broker) (*Daemon, func()) {
+	t.Helper()
+	dir := t.TempDir()
+	d, err := New(Config{Name: "n1", Broker: []string{br.URL()}, StateDir: filepath.Join(dir, "state"),
+		BootIDFile: filepath.Join(dir, "boot_id"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nixsystest.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return d, stop
+}
+
+// watchPresence subscribes to n1's presence; await waits for a message
+// saying online == want (skipping others).
+func watchPresence(t *testing.T, br *testbroker.Broker) (*bus.Client, func(want bool, within time.Duration)) {
+	t.Helper()
+	online := make(chan bool, 100)
+	watch, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: "watch", CleanStart: true,
+		OnMessage: func(m bus.Message) {
+			var p proto.Presence
+			if proto.Decode(m.Payload, &p) == nil {
+				online <- p.Online
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = watch.Close(context.Background()) })
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := watch.AwaitConnection(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Subscribe(wctx, proto.DefaultTopics.NodePresence("n1")); err != nil {
+		t.Fatal(err)
+	}
+	return watch, func(want bool, within time.Duration) {
+		t.Helper()
+		deadline := time.After(within)
+		for {
+			select {
+			case got := <-online:
+				if got == want {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no presence online=%v within %s", want, within)
+			}
+		}
+	}
+}
+
+// retainedPresence is what a client subscribing now gets for n1.
+func retainedPresence(t *testing.T, br *testbroker.Broker) proto.Presence {
+	t.Helper()
+	got := make(chan proto.Presence, 1)
+	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: "late-reader", CleanStart: true,
+		OnMessage: func(m bus.Message) {
+			var p proto.Presence
+			if proto.Decode(m.Payload, &p) == nil {
+				select {
+				case got <- p:
+				default:
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Subscribe(ctx, proto.DefaultTopics.NodePresence("n1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		return p
+	case <-ctx.Done():
+		t.Fatal("no retained presence for n1")
+	}
+	return proto.Presence{}
 }
 
 // testNode runs a daemon named n1 on fake Nix (installed with tlOld)

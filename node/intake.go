@@ -49,7 +49,29 @@ func (d *Daemon) receive(m bus.Message) {
 		d.send(evGate{group: g.Group, g: gate{Rollout: g.Rollout, OpenWave: g.OpenWave, State: g.State, Seq: g.Seq}})
 	case proto.TopicNodeCmd, proto.TopicGroupCmd, proto.TopicAllCmd:
 		d.command(m.Payload)
+	case proto.TopicPresence:
+		d.healPresence(r.Node, m.Payload)
 	}
+}
+
+// healPresence answers this node's own presence saying "offline" while
+// labd runs: that is a Last Will of an earlier connection which the
+// broker published late — after this connection's "online" — as an
+// embedded (multi-threaded) broker does when a new connection takes over
+// one it had not yet seen die (a NAT that dropped the old one, a labd
+// killed and restarted at once). Left alone, the fleet would show a
+// running node offline until its next reconnect. Presence online is
+// queued again; "online" itself needs no answer, so this cannot loop.
+func (d *Daemon) healPresence(node string, payload []byte) {
+	if node != d.cfg.Name || len(payload) == 0 || d.stopping.Load() {
+		return
+	}
+	var p proto.Presence
+	if err := proto.Decode(payload, &p); err != nil || p.Online {
+		return
+	}
+	d.log.Debug("the broker holds this node offline while it runs (a late Last Will): presence online again")
+	d.enqueue(d.topics.NodePresence(d.cfg.Name), d.presenceMsg(true), true)
 }
 
 // checkDesired decodes strictly and verifies what the payload cannot prove

@@ -136,9 +136,13 @@ func (d *Daemon) status() *proto.NodeStatus {
 }
 
 func (d *Daemon) presence(online bool) ([]byte, error) {
+	return proto.Seal(d.presenceMsg(online))
+}
+
+func (d *Daemon) presenceMsg(online bool) *proto.Presence {
 	p := &proto.Presence{Node: d.cfg.Name, Online: online, Since: time.Now().UnixMilli()}
 	p.Stamp(d.cfg.Name, time.Now())
-	return proto.Seal(p)
+	return p
 }
 
 func storePathOrEmpty(p string, err error) string {

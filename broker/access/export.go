@@ -68,9 +68,9 @@ func (t *Table) MosquittoACL() string {
 		}
 		return out
 	})
-	b.WriteString("\n# every node: its own desired state and commands, and its own status, presence, events\n")
+	b.WriteString("\n# every node: its own desired state and commands, and its own status, presence, events (and it reads its own presence)\n")
 	for _, l := range []string{
-		"pattern read " + tp.NodeDesired("%u"), "pattern read " + tp.NodeCmd("%u"),
+		"pattern read " + tp.NodeDesired("%u"), "pattern read " + tp.NodeCmd("%u"), "pattern read " + tp.NodePresence("%u"),
 		"pattern write " + tp.NodeStatus("%u"), "pattern write " + tp.NodePresence("%u"), "pattern write " + tp.NodeEvents("%u"),
 	} {
 		b.WriteString(l + "\n")

@@ -79,7 +79,9 @@ func (t *Table) buildReads(id Identity) []string {
 	tp := t.topics
 	switch id.Role {
 	case RoleNode:
-		out := []string{tp.NodeDesired(id.Name), tp.NodeCmd(id.Name), tp.AllCmd()}
+		// Its own presence too: labd answers a late Last Will of an
+		// earlier connection (offline while it runs) with online.
+		out := []string{tp.NodeDesired(id.Name), tp.NodeCmd(id.Name), tp.AllCmd(), tp.NodePresence(id.Name)}
 		for _, g := range id.Groups {
 			out = append(out, tp.GroupGate(g), tp.GroupCmd(g))
 		}
