@@ -91,6 +91,7 @@ type options struct {
 	thin              bool   // thin nodes (thin.go) instead of real labds
 	auth              bool   // nodes, labctl and watchers log in (auth.go)
 	block             int    // thin nodes per capacity block (0: no capacity search)
+	restarts          bool   // restart the broker (SIGTERM, then SIGKILL) at the end and time the fleet's return
 }
 
 func run(args []string) int {
@@ -104,6 +105,7 @@ func run(args []string) int {
 	fs.IntVar(&o.nodes, "nodes", 1000, "simulated nodes")
 	fs.BoolVar(&o.auth, "auth", false, "identities: every node logs in with a token of its own (as labctl node add writes), labctl and the watchers as a controller identity; mosquitto with the passwd and ACL labctl acl export writes")
 	fs.BoolVar(&o.thin, "thin", false, "thin nodes: one connection each that answers a Desired with a labd's messages, no state machine, disk or signature check, so that the cores go to broker and controller (server capacity); see thin.go")
+	fs.BoolVar(&o.restarts, "restarts", true, "at the end, restart the broker twice (SIGTERM, then SIGKILL) with its data and time every node's return (the back after TERM/KILL columns)")
 	fs.IntVar(&o.perProcess, "per-process", 2500, "simulated nodes per process (each holds one descriptor per node)")
 	fs.StringVar(&brokers, "brokers", "embedded,mosquitto", "brokers to measure, comma separated: embedded, embedded-memory (no persistence), mosquitto")
 	fs.StringVar(&o.dir, "dir", "", "work directory, kept afterwards with the broker's log and labctl's output (default: a new directory in /dev/shm, else $TMPDIR, removed)")
@@ -227,6 +229,9 @@ type result struct {
 	capacityAt      time.Duration
 	capMeasured     bool
 	cpuCtlFollowing time.Duration // the controller process in the CLI-driven first rollout (mosquitto)
+	// The broker restarted with its data (SIGTERM, then SIGKILL): from
+	// the signal to the last node's online presence (restart.go).
+	backTerm, backKill time.Duration
 }
 
 func raiseFileLimit() {
@@ -265,6 +270,14 @@ func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error)
 	if err != nil {
 		return nil, "", err
 	}
+	return startBrokerOn(kind, dir, labctl, o, port)
+}
+
+// startBrokerOn starts a broker of kind on a port, with its data in
+// dir/broker-KIND (kept: a restart finds its retained messages and
+// sessions there), and waits until it listens.
+func startBrokerOn(kind, dir, labctl string, o options, port int) (*exec.Cmd, string, error) {
+	var err error
 	data := filepath.Join(dir, "broker-"+kind)
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, "", err
@@ -307,7 +320,7 @@ func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error)
 	if o.clientQueue > 0 {
 		cmd.Env = append(os.Environ(), fmt.Sprintf("LAB_BROKER_CLIENT_QUEUE=%d", o.clientQueue))
 	}
-	logf, err := os.Create(filepath.Join(data, "broker.log"))
+	logf, err := os.OpenFile(filepath.Join(data, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, "", err
 	}
@@ -316,7 +329,7 @@ func startBroker(kind, dir, labctl string, o options) (*exec.Cmd, string, error)
 		return nil, "", err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	for deadline := time.Now().Add(60 * time.Second); ; { // a restart loads the sessions and retained messages first
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
@@ -418,6 +431,7 @@ func rss(pid int) int64 {
 type watcher struct {
 	mu        sync.Mutex
 	online    map[string]bool
+	onlineAt  map[string]int64                // node → Since of its latest online presence (unix ms)
 	succeeded map[string]map[string]time.Time // rollout → node → first seen
 	latest    map[string]string               // node → "rollout state" of its latest status
 	ended     map[string]ending               // rollout → first retained state that said it ended (subscribed per rollout)
@@ -430,7 +444,7 @@ type watcher struct {
 }
 
 func newWatcher() *watcher {
-	return &watcher{online: map[string]bool{}, succeeded: map[string]map[string]time.Time{}, latest: map[string]string{},
+	return &watcher{online: map[string]bool{}, onlineAt: map[string]int64{}, succeeded: map[string]map[string]time.Time{}, latest: map[string]string{},
 		ended: map[string]ending{}, changed: make(chan struct{}, 1), lateSeen: map[string]map[string]bool{}}
 }
 
@@ -452,6 +466,11 @@ func (w *watcher) handle(tp proto.Topics, m bus.Message) {
 		var p proto.Presence
 		if proto.Decode(m.Payload, &p) == nil {
 			w.online[r.Node] = p.Online
+			if p.Online {
+				w.onlineAt[r.Node] = p.Since
+			} else {
+				delete(w.onlineAt, r.Node)
+			}
 		}
 	case proto.TopicStatus:
 		var s proto.NodeStatus
@@ -718,7 +737,7 @@ func measure(o options, kind, labctl string) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	defer stop(brokerCmd)
+	defer func() { stop(brokerCmd) }() // the one running at the end (restarts replace it)
 	pid := brokerCmd.Process.Pid
 	r.rssBrokerStart = rss(pid)
 	// The run's own rollout records (ids are used once; never the
@@ -929,8 +948,24 @@ func measure(o options, kind, labctl string) (result, error) {
 	if o.thin {
 		r.capacity, r.capacityAt, err = capacity(o, w, labctl, url, records, keyFile)
 		r.capMeasured = err == nil
+		if err != nil {
+			return r, err
+		}
 	}
-	return r, err
+	if o.restarts {
+		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+			back, err := restartBroker(o, kind, dir, labctl, url, &brokerCmd, w, sig)
+			if err != nil {
+				return r, fmt.Errorf("broker restart by %s: %w", sigName(sig), err)
+			}
+			if sig == syscall.SIGTERM {
+				r.backTerm = back
+			} else {
+				r.backKill = back
+			}
+		}
+	}
+	return r, nil
 }
 
 // capacityLimit is the rollout time the capacity search holds to.
@@ -1057,7 +1092,7 @@ func lastLines(s string, n int) string {
 
 func printTable(w io.Writer, rows []result, markdown bool) {
 	head := []string{"broker", "nodes", "connect", "broker RSS/conn", "publish N", "rollout (all)", "p50", "p99", "reached", "lost", "bytes/node", "follow", "status", "status --json", "CPU broker/nodes/labctl",
-		"submitted: detach", "rollout (all)", "p99", "ended", "CPU broker/controller/nodes/labctl"}
+		"submitted: detach", "rollout (all)", "p99", "ended", "CPU broker/controller/nodes/labctl", "back after TERM", "back after KILL"}
 	var lines [][]string
 	for _, r := range rows {
 		subRollout, ctl := dur(r.subRollout), dur(r.cpuSubCtl)
@@ -1072,7 +1107,8 @@ func printTable(w io.Writer, rows []result, markdown bool) {
 			strconv.FormatInt(r.bytesPerNode, 10), dur(r.follow), dur(r.status), dur(r.statusJSON),
 			fmt.Sprintf("%s / %s / %s", dur(r.cpuBroker), dur(r.cpuNodes), dur(r.cpuLabctl)),
 			dur(r.detach), subRollout, dur(r.subP99), dur(r.subEnded),
-			fmt.Sprintf("%s / %s / %s / %s", dur(r.cpuSubBroker), ctl, dur(r.cpuSubNodes), dur(r.cpuSubLabctl))})
+			fmt.Sprintf("%s / %s / %s / %s", dur(r.cpuSubBroker), ctl, dur(r.cpuSubNodes), dur(r.cpuSubLabctl)),
+			dur(r.backTerm), dur(r.backKill)})
 	}
 	printRows(w, head, lines, markdown)
 }
@@ -1146,6 +1182,14 @@ func printTargets(w io.Writer, rows []result, markdown bool) {
 			}
 			lines = append(lines, []string{r.broker, fmt.Sprintf("a rollout reaches 10,000 thin nodes ≤ %s", dur(capacityLimit)),
 				fmt.Sprintf("%d nodes (%s)", r.capacity, dur(r.capacityAt)), v})
+		}
+		for _, b := range []struct {
+			sig string
+			d   time.Duration
+		}{{"SIGTERM", r.backTerm}, {"SIGKILL", r.backKill}} {
+			if b.d > 0 {
+				lines = append(lines, []string{r.broker, "every node back ≤ 30 s after the broker's " + b.sig, dur(b.d), verdict(secs(b.d), 30, " s")})
+			}
 		}
 		if r.subReached == r.nodes {
 			lines = append(lines, []string{r.broker, "submitted rollout ≤ CLI-driven's", dur(r.subRollout), verdict(secs(r.subRollout), secs(r.rollout), " s")})

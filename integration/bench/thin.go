@@ -311,9 +311,13 @@ func (n *thinNode) run(ctx context.Context, ready chan<- struct{}) error {
 	signal := func() { once.Do(func() { ready <- struct{}{} }) }
 	defer signal()
 	for attempt := 0; ; attempt++ {
+		began := time.Now()
 		err := n.session(ctx, signal)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if time.Since(began) > 10*time.Second {
+			attempt = 0 // a session that lasted: a new outage (the bench restarts the broker)
 		}
 		if k := n.fleet.reconnects.Add(1); k <= 5 || k%1000 == 0 {
 			fmt.Fprintf(os.Stderr, "bench thin: node %s lost its connection (%d in this process so far): %v\n", n.name, k, err)
