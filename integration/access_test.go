@@ -163,7 +163,15 @@ func breakIn(t *testing.T, mosquitto bool) {
 	// Who may not connect at all.
 	cases := []struct{ user, pass, client string }{{"n1", "wrong", "n1-x"}, {"nobody", "x", "nobody"}, {"", "", "anon"}}
 	if !mosquitto { // mosquitto cannot bind client ids to usernames without use_username_as_clientid
-		cases = append(cases, struct{ user, pass, client string }{"n1", sf.password(t, "n1"), "n2"})
+		cases = append(cases, struct{ user, pass, client string }{"n1", sf.password(t, "n1"), "n2"},
+			struct{ user, pass, client string }{"ops", sf.password(t, "ops"), "n1"}) // a node's session is the node's
+		// A controller (or viewer) may pick any client id that is no
+		// other identity's, as MQTT Explorer or Home Assistant do.
+		if c, err := sf.as(t, "ops", sf.password(t, "ops"), "mqtt-explorer-1a2b"); err != nil {
+			t.Errorf("ops with a client id of its own choosing: %v", err)
+		} else {
+			_ = c.Close(ctx)
+		}
 	}
 	for _, c := range cases {
 		if err := sf.refused(t, c.user, c.pass, c.client); err == nil {

@@ -170,7 +170,7 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	switch {
 	case !ok:
 		return h.refuse(cl, user, ReasonBadCertificate)
-	case !ClientIDAllowed(id, cl.ID):
+	case !t.ClientIDAllowed(id, cl.ID):
 		return h.refuse(cl, user, ReasonClientID)
 	case pk.Connect.WillFlag && !t.CanPublish(id, pk.Connect.WillTopic):
 		return h.refuse(cl, user, ReasonWillTopic, "topic", pk.Connect.WillTopic)
@@ -183,7 +183,7 @@ const (
 	ReasonBadPassword    = "bad username or password"
 	ReasonBanned         = "banned after repeated failed logins"
 	ReasonBadCertificate = "the client certificate names no identity, or another than the username"
-	ReasonClientID       = "client id does not belong to the user"
+	ReasonClientID       = "client id belongs to another identity (a node must use its name)"
 	ReasonWillTopic      = "last will on a topic the user may not publish to"
 )
 
@@ -209,7 +209,7 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	t := h.table.Load()
 	id, ok := t.Lookup(string(cl.Properties.Username))
-	if !ok || !ClientIDAllowed(id, cl.ID) {
+	if !ok || !t.ClientIDAllowed(id, cl.ID) {
 		return false // removed from the file since it connected
 	}
 	if write {

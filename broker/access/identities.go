@@ -190,14 +190,37 @@ func (t *Table) Lookup(name string) (Identity, bool) {
 	return id, ok
 }
 
-// ClientIDAllowed binds client ids to identities: a node's client id is
-// its name; labctl and viewers may run several clients at once, so theirs
-// is the name or the name followed by "-" and anything.
-func ClientIDAllowed(id Identity, clientID string) bool {
-	if subtle.ConstantTimeCompare([]byte(id.Name), []byte(clientID)) == 1 {
-		return true
+// ClientIDAllowed binds client ids to identities. A node's client id is
+// its name. A controller or viewer may run several clients at once, under
+// any client id that does not belong to another identity (an empty one
+// too: the broker assigns one). A client id belongs to the identity of
+// that name, else to the controller or viewer whose name followed by "-"
+// is its longest such prefix ("ops-laptop" is ops's). So no client can
+// take another identity's session over: a viewer "a" cannot connect as
+// node "a-b", nor as "ops-1".
+func (t *Table) ClientIDAllowed(id Identity, clientID string) bool {
+	if id.Role == RoleNode {
+		return subtle.ConstantTimeCompare([]byte(id.Name), []byte(clientID)) == 1
 	}
-	return id.Role != RoleNode && strings.HasPrefix(clientID, id.Name+"-")
+	owner, ok := t.owner(clientID)
+	return !ok || owner == id.Name
+}
+
+// owner returns the identity a client id belongs to, if any: one map
+// lookup per "-" in it (the ACL check runs it on every publish).
+func (t *Table) owner(clientID string) (string, bool) {
+	if _, ok := t.byName[clientID]; ok {
+		return clientID, true
+	}
+	for i := len(clientID) - 1; i > 0; i-- {
+		if clientID[i] != '-' {
+			continue
+		}
+		if id, ok := t.byName[clientID[:i]]; ok && id.Role != RoleNode {
+			return id.Name, true
+		}
+	}
+	return "", false
 }
 
 // Save writes the identities file atomically (mode 0600): a temporary file

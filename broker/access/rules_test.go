@@ -152,15 +152,40 @@ func TestAuthenticate(t *testing.T) {
 			t.Errorf("%q/%q accepted", c.user, c.pass)
 		}
 	}
-	n1, _ := tb.Lookup("n1")
-	ops, _ := tb.Lookup("ops")
+}
+
+// A node connects under its name only; a controller or viewer under any
+// client id that belongs to no other identity, never one that would take
+// another identity's session over.
+func TestClientIDs(t *testing.T) {
+	h, err := HashPassword([]byte("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := New(File{Identities: []Identity{
+		{Name: "n1", Role: RoleNode, PasswordHash: h},
+		{Name: "a-b", Role: RoleNode, PasswordHash: h},
+		{Name: "a", Role: RoleViewer, PasswordHash: h},
+		{Name: "ops", Role: RoleController, PasswordHash: h},
+		{Name: "ops-ci", Role: RoleController, PasswordHash: h},
+	}}, proto.DefaultTopics)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
-		id     Identity
-		client string
-		ok     bool
-	}{{n1, "n1", true}, {n1, "n2", false}, {n1, "n1-2", false}, {ops, "ops", true}, {ops, "ops-7f3a", true}, {ops, "opsx", false}} {
-		if got := ClientIDAllowed(c.id, c.client); got != c.ok {
-			t.Errorf("%s as client %q: %v", c.id.Name, c.client, got)
+		who, client string
+		ok          bool
+	}{
+		{"n1", "n1", true}, {"n1", "n2", false}, {"n1", "n1-2", false}, {"n1", "", false},
+		{"ops", "ops", true}, {"ops", "ops-7f3a", true}, {"ops", "opsx", true}, {"ops", "mqtt-explorer-1a2b", true},
+		{"ops", "", true}, // assigned by the broker
+		{"ops", "n1", false}, {"ops", "a-b", false}, {"ops", "a", false}, {"ops", "a-x", false},
+		{"ops", "ops-ci", false}, {"ops", "ops-ci-7", false}, {"ops-ci", "ops-ci-7", true}, {"ops-ci", "ops-7", false},
+		{"a", "a-1", true}, {"a", "a-b", false}, {"a", "a-b-1", true}, {"a", "ops-1", false}, {"a", "grafana", true},
+	} {
+		id, _ := tb.Lookup(c.who)
+		if got := tb.ClientIDAllowed(id, c.client); got != c.ok {
+			t.Errorf("%s as client %q: %v, want %v", c.who, c.client, got, c.ok)
 		}
 	}
 }
