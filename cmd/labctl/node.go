@@ -30,8 +30,11 @@ func newNodeAddCmd(g *globals) *cobra.Command {
 		Use:   "add NAME [--groups a,b] [--role node|controller|viewer] --identities FILE",
 		Short: "Create a broker identity with a new password, and print how to use it",
 		Long: `add creates (or replaces) an identity in the broker's identities file: a
-random password, stored there only as a bcrypt hash. The password itself is
-written to NAME.password in --out (mode 0600) and never printed. A running
+random token (a password of 192 random bits), stored there only as its
+SHA-256 hash ($sha256$…: checked in microseconds, and safe because a random
+token cannot be guessed; passwords people chose are bcrypt, see
+docs/security.md). The token itself is written to NAME.password in --out
+(created if missing; mode 0600) and never printed. A running
 broker picks the change up by itself within seconds (or at once on SIGHUP).
 
 For a node, it prints the NixOS snippet that makes labd use it: copy the
