@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -50,30 +52,48 @@ func closedWithin(c net.Conn, d time.Duration) bool {
 // CONNACK's reason code (or an error when none came back).
 func login(t *testing.T, c net.Conn, id, user, password string) (byte, error) {
 	t.Helper()
-	var b bytes.Buffer
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+	code, _, err := loginWith(t, c, connectPacket(5, id, user, password))
+	return code, err
+}
+
+// connectPacket is a CONNECT of MQTT version v (4: 3.1.1, 5).
+func connectPacket(v byte, id, user, password string) packets.Packet {
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: v,
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 30, ClientIdentifier: id, Clean: true}}
 	if user != "" {
 		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(user)
 		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(password)
 	}
+	return pk
+}
+
+// loginWith sends pk and returns the CONNACK's reason (return) code and
+// its whole body.
+func loginWith(t *testing.T, c net.Conn, pk packets.Packet) (byte, []byte, error) {
+	t.Helper()
+	var b bytes.Buffer
 	if err := pk.ConnectEncode(&b); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Write(b.Bytes()); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
-	hdr := make([]byte, 2)
-	if _, err := io.ReadFull(c, hdr); err != nil {
-		return 0, err
+	r := bufio.NewReader(c)
+	typ, err := r.ReadByte()
+	if err != nil {
+		return 0, nil, err
 	}
-	body := make([]byte, hdr[1])
-	if _, err := io.ReadFull(c, body); err != nil || hdr[0] != 0x20 || len(body) < 2 {
-		return 0, errors.New("no CONNACK")
+	n, err := binary.ReadUvarint(r) // MQTT's remaining length is the same varint
+	if err != nil || typ != 0x20 || n > 1<<16 {
+		return 0, nil, fmt.Errorf("no CONNACK (type %#x, length %d, %v)", typ, n, err)
 	}
-	return body[1], nil
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil || len(body) < 2 {
+		return 0, nil, errors.New("no CONNACK")
+	}
+	return body[1], body, nil
 }
 
 // testPKI makes a CA and a broker certificate for 127.0.0.1 in a new
@@ -188,8 +208,8 @@ func TestGuardBansRepeatedWrongPasswords(t *testing.T) {
 	if d := time.Since(start); d < 700*time.Millisecond {
 		t.Fatalf("4 failed logins took %s: not slowed down", d)
 	}
-	if code, _ := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n1", "n1", "token-of-n1-0123456789abcdef"); code == 0 {
-		t.Fatal("the banned pair logged in")
+	if code, err := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n1", "n1", "token-of-n1-0123456789abcdef"); err != nil || code != byte(packets.ErrBanned.Code) {
+		t.Fatalf("the banned pair: code %#x, %v; want 0x8a banned", code, err)
 	}
 	if code, err := login(t, dialFrom(t, "127.0.0.5", s.Addr()), "n1", "n1", "token-of-n1-0123456789abcdef"); err != nil || code != 0 {
 		t.Fatalf("n1 from another address: code %#x, %v", code, err)
@@ -215,6 +235,57 @@ lab_broker_logins_banned_total 1
 	}
 	if n := strings.Count(logs.String(), "login ban:"); n != 1 || !strings.Contains(logs.String(), "addr=127.0.0.4") {
 		t.Fatalf("ban logged %d times, want once with the address", n)
+	}
+}
+
+// Every refused login gets the CONNACK reason that says what is wrong,
+// not mochi's one "bad username or password" for all: a client id that
+// belongs to another identity is 0x85 (MQTT 3.1.1: 0x02), a Last Will on a
+// foreign topic 0x87. A controller may pick any client id of its own.
+func TestRefusalsSayWhy(t *testing.T) {
+	dir := t.TempDir()
+	var f access.File
+	for _, id := range []access.Identity{{Name: "n1", Role: access.RoleNode}, {Name: "n2", Role: access.RoleNode}, {Name: "ops", Role: access.RoleController}} {
+		h, err := access.HashToken([]byte("token-of-" + id.Name + "-0123456789abcdef"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id.PasswordHash = h
+		f.Put(id)
+	}
+	path := filepath.Join(dir, "identities.yaml")
+	if err := access.Save(path, f); err != nil {
+		t.Fatal(err)
+	}
+	log, logs := testLogger(t)
+	s := startServer(t, Config{Identities: path, Logger: log})
+	tok := func(n string) string { return "token-of-" + n + "-0123456789abcdef" }
+	foreignWill := connectPacket(5, "n1", "n1", tok("n1"))
+	foreignWill.Connect.WillFlag, foreignWill.Connect.WillTopic, foreignWill.Connect.WillPayload = true, "lab/v1/node/n2/presence", []byte("x")
+	for _, c := range []struct {
+		what string
+		pk   packets.Packet
+		want byte
+	}{
+		{"n1 as client n2", connectPacket(5, "n2", "n1", tok("n1")), 0x85},
+		{"ops as node n1's client id", connectPacket(5, "n1", "ops", tok("ops")), 0x85},
+		{"n1 as client n2, MQTT 3.1.1", connectPacket(4, "n2", "n1", tok("n1")), 0x02},
+		{"a wrong password", connectPacket(5, "n1", "n1", "guess"), 0x86},
+		{"a will on n2's presence", foreignWill, 0x87},
+		{"ops with a client id of its own", connectPacket(5, "mqtt-explorer-1a2b", "ops", tok("ops")), 0},
+		{"ops with no client id", connectPacket(5, "", "ops", tok("ops")), 0},
+		{"n1 as itself", connectPacket(5, "n1", "n1", tok("n1")), 0},
+	} {
+		code, body, err := loginWith(t, dialFrom(t, "127.0.0.1", s.Addr()), c.pk)
+		if err != nil || code != c.want {
+			t.Errorf("%s: CONNACK %#x (%v), want %#x", c.what, code, err, c.want)
+		}
+		if c.want == 0x85 && c.pk.ProtocolVersion == 5 && !bytes.Contains(body, []byte("a node connects as its name")) {
+			t.Errorf("%s: no reason string that says how to fix it in %q", c.what, body)
+		}
+	}
+	if !strings.Contains(logs.String(), `reason="client id belongs to another identity (a node must use its name)" username=ops client=n1`) {
+		t.Errorf("the refused client id is not logged as such:\n%s", logs)
 	}
 }
 

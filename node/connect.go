@@ -105,9 +105,12 @@ func connectHint(ce *bus.ConnectError) string {
 	case bus.KindCredentials:
 		return "check password_file (and username, default the node's name): the password labctl node add wrote for this node"
 	case bus.KindNotAuthorized:
+		if strings.Contains(words, "banned") {
+			return "too many failed logins from this address: the broker refuses this username from here for a while (broker.login_ban_duration; a broker reload lifts it): fix password_file first"
+		}
 		return "the broker does not let this identity in: check username, password_file or tls.cert, and the broker's identities file"
 	case bus.KindClientID:
-		return "check name: the broker refused it as the client id"
+		return "check name and username: a node's client id is its name, and the broker takes it only from the identity of that name (username defaults to the name)"
 	case bus.KindProtocol:
 		return "check broker: labd needs an MQTT v5 broker"
 	}

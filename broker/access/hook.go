@@ -28,6 +28,10 @@ type Hook struct {
 
 	limiter Limiter // nil: no limits
 
+	// accepted holds the clients OnConnect let in, until mochi asks
+	// OnConnectAuthenticate (right after, on the same goroutine).
+	accepted sync.Map // *mqtt.Client → struct{}
+
 	mu    sync.Mutex
 	mtime time.Time
 	stop  chan struct{}
@@ -69,7 +73,7 @@ func (h *Hook) ID() string { return "lab-access" }
 
 // Provides says which hook methods are implemented.
 func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
 }
 
 // Init starts watching the file.
@@ -139,10 +143,33 @@ func (h *Hook) Reload() error {
 	return nil
 }
 
-// OnConnectAuthenticate accepts a client whose username and password
-// match an identity, whose client id belongs to it, and whose Last Will,
-// if any, goes to a topic it may publish to.
+// OnConnect decides the login. It runs just before OnConnectAuthenticate,
+// which can only say yes or no — and mochi answers every no with 0x86 "Bad
+// User Name or Password", which sends a person with a wrong client id
+// hunting for a password problem. So a refusal is answered here, with the
+// CONNACK reason that says what is wrong (0x86 bad username or password,
+// 0x8A banned, 0x85 client identifier not valid, 0x87 not authorized for
+// a Last Will topic; their MQTT 3 equivalents), and ends the connection.
+func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if code := h.decide(cl, pk); code != packets.CodeSuccess {
+		connack(cl, code)
+		return code
+	}
+	h.accepted.Store(cl, struct{}{})
+	return nil
+}
+
+// OnConnectAuthenticate lets in what OnConnect accepted.
 func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	_, ok := h.accepted.LoadAndDelete(cl)
+	return ok
+}
+
+// decide accepts a client whose username and password (or verified
+// certificate) match an identity, whose client id belongs to no other
+// identity, and whose Last Will, if any, goes to a topic it may publish
+// to; each refusal is logged (refuse).
+func (h *Hook) decide(cl *mqtt.Client, pk packets.Packet) packets.Code {
 	t := h.table.Load()
 	user := string(pk.Connect.Username)
 	var id Identity
@@ -157,25 +184,46 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	} else {
 		slow := t.Slow(user)
 		if h.limiter != nil && h.limiter.LoginBanned(cl.Net.Remote, user, slow) {
-			return h.refuse(cl, user, ReasonBanned)
+			h.refuse(cl, user, ReasonBanned)
+			return packets.ErrBanned
 		}
 		if id, ok = t.Authenticate(user, pk.Connect.Password); !ok {
 			h.refuse(cl, user, ReasonBadPassword)
 			if h.limiter != nil {
 				h.limiter.Pause(h.limiter.LoginFailed(cl.Net.Remote, user, slow))
 			}
-			return false
+			return packets.ErrBadUsernameOrPassword
 		}
 	}
 	switch {
 	case !ok:
-		return h.refuse(cl, user, ReasonBadCertificate)
+		h.refuse(cl, user, ReasonBadCertificate)
+		return packets.ErrBadUsernameOrPassword
 	case !t.ClientIDAllowed(id, cl.ID):
-		return h.refuse(cl, user, ReasonClientID)
+		h.refuse(cl, user, ReasonClientID)
+		return packets.Code{Code: packets.ErrClientIdentifierNotValid.Code, Reason: "client id belongs to another identity (a node connects as its name)"}
 	case pk.Connect.WillFlag && !t.CanPublish(id, pk.Connect.WillTopic):
-		return h.refuse(cl, user, ReasonWillTopic, "topic", pk.Connect.WillTopic)
+		h.refuse(cl, user, ReasonWillTopic, "topic", pk.Connect.WillTopic)
+		return packets.Code{Code: packets.ErrNotAuthorized.Code, Reason: "last will on a topic this identity may not publish to"}
 	}
-	return true
+	return packets.CodeSuccess
+}
+
+// connack answers a refused CONNECT (as mochi's SendConnack does for a
+// failure, with MQTT 3's return codes for an MQTT 3 client).
+func connack(cl *mqtt.Client, code packets.Code) {
+	if cl.Properties.ProtocolVersion < 5 {
+		switch code.Code {
+		case packets.ErrClientIdentifierNotValid.Code:
+			code = packets.Err3ClientIdentifierNotValid
+		case packets.ErrBadUsernameOrPassword.Code:
+			code = packets.ErrMalformedUsernameOrPassword // 0x04 in MQTT 3
+		default:
+			code = packets.Err3NotAuthorized
+		}
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: code.Code,
+		Properties: packets.Properties{ReasonString: code.Reason}})
 }
 
 // Reasons a login is refused, as the "login refused" log line gives them.
@@ -189,15 +237,13 @@ const (
 
 // refuse logs a refused login: one WARN line, the same message every time
 // ("login refused"), with the reason, the identity and the address on its
-// own (addr) for fail2ban and its kind (docs/security.md). It returns
-// false, the hook's answer.
-func (h *Hook) refuse(cl *mqtt.Client, user, reason string, extra ...any) bool {
+// own (addr) for fail2ban and its kind (docs/security.md).
+func (h *Hook) refuse(cl *mqtt.Client, user, reason string, extra ...any) {
 	addr := cl.Net.Remote
 	if host, _, err := net.SplitHostPort(addr); err == nil {
 		addr = host
 	}
 	h.log.Warn("login refused", append([]any{"reason", reason, "username", user, "client", cl.ID, "addr", addr, "remote", cl.Net.Remote}, extra...)...)
-	return false
 }
 
 // OnACLCheck applies the rules to a publish (write) or to a subscription

@@ -74,9 +74,12 @@ func connectFix(ce *bus.ConnectError, authenticated bool) string {
 		if !authenticated {
 			return "The broker does not let anonymous clients in: give --username NAME --password-file FILE, or --tls-cert/--tls-key"
 		}
-		return "This identity may not connect (a banned or disabled identity?): check the broker's identities file and log"
+		if strings.Contains(words, "banned") {
+			return "Too many failed logins from this address: the broker refuses this username from here for broker.login_ban_duration (10 min by default); `systemctl reload lab-broker` (SIGHUP) lifts every ban at once"
+		}
+		return "This identity may not connect: check the broker's identities file and its log (\"login refused\" says why)"
 	case bus.KindClientID:
-		return "The broker refused the client id labctl chose (<username>-<random>): check the broker's client id rules"
+		return "The broker refused the client id labctl chose (<username>-<random>): it belongs to another identity (a node's name, or another controller's name-…); log in as another username or rename the identity"
 	case bus.KindUnavailable:
 		return "The broker is overloaded or not ready: try again shortly"
 	case bus.KindProtocol:
