@@ -401,14 +401,22 @@ func stop(cmd *exec.Cmd) {
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	signalAndWait(cmd, syscall.SIGTERM, 30*time.Second)
+}
+
+// signalAndWait sends sig and waits for the process to exit, killing it
+// after timeout; it reports whether it exited in time.
+func signalAndWait(cmd *exec.Cmd, sig syscall.Signal, timeout time.Duration) bool {
+	_ = cmd.Process.Signal(sig)
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
+		return true
+	case <-time.After(timeout):
 		_ = cmd.Process.Kill()
 		<-done
+		return false
 	}
 }
 
@@ -515,6 +523,20 @@ func (w *watcher) count(f func() int) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return f()
+}
+
+// onlineSince counts the nodes whose latest presence is online and was
+// published at or after since (unix ms), and returns the latest of those.
+func (w *watcher) onlineSince(since int64) (n int, last int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, at := range w.onlineAt {
+		if at >= since {
+			n++
+			last = max(last, at)
+		}
+	}
+	return n, last
 }
 
 func (w *watcher) onlineCount() int {

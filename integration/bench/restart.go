@@ -33,17 +33,8 @@ func restartBroker(o options, kind, dir, labctl, url string, cmd **exec.Cmd, w *
 	want := w.histogram()
 	old := *cmd
 	t0 := time.Now()
-	if err := old.Process.Signal(sig); err != nil { // SIGKILL: no goodbye, no last save
-		return 0, err
-	}
-	exited := make(chan struct{})
-	go func() { _ = old.Wait(); close(exited) }()
-	select {
-	case <-exited:
-	case <-time.After(60 * time.Second):
-		_ = old.Process.Kill()
-		<-exited
-		return 0, fmt.Errorf("the broker did not stop within 60 s of %s", sig)
+	if !signalAndWait(old, sig, 60*time.Second) { // SIGKILL: no goodbye, no last save
+		return 0, fmt.Errorf("the broker did not stop within 60 s of %s", sigName(sig))
 	}
 	stopped := time.Since(t0)
 	nc, _, err := startBrokerOn(kind, dir, labctl, o, port)
@@ -52,28 +43,11 @@ func restartBroker(o options, kind, dir, labctl, url string, cmd **exec.Cmd, w *
 	}
 	*cmd = nc
 	listening := time.Since(t0)
-	since := t0.UnixMilli()
-	back := func() int {
-		return w.count(func() int {
-			n := 0
-			for _, at := range w.onlineAt {
-				if at >= since {
-					n++
-				}
-			}
-			return n
-		})
-	}
+	back := func() int { n, _ := w.onlineSince(t0.UnixMilli()); return n }
 	if !w.awaitCount(o.nodes, o.timeout, back) {
 		return 0, fmt.Errorf("%d of %d nodes back online %s after the restart (%d connections to the broker)", back(), o.nodes, o.timeout, brokerConnections(url))
 	}
-	last := int64(0)
-	w.count(func() int {
-		for _, at := range w.onlineAt {
-			last = max(last, at)
-		}
-		return 0
-	})
+	_, last := w.onlineSince(t0.UnixMilli())
 	d := time.UnixMilli(last).Sub(t0)
 	fmt.Fprintf(os.Stderr, "bench: %s: restart by %s: stopped after %s, listening again after %s, last node online after %s\n", kind, sigName(sig), dur(stopped), dur(listening), dur(d))
 
