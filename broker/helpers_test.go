@@ -5,12 +5,15 @@ import (
 	"context"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/lab-fleet/lab/broker/access"
 )
 
 // syncBuffer is a goroutine-safe log sink whose content is printed when the
@@ -197,3 +200,26 @@ func checkFor(t *testing.T, total, every time.Duration, fn func() error) {
 		time.Sleep(every)
 	}
 }
+
+// tokenIdentities writes an identities file in a new directory with ids,
+// each logging in with the token testToken(name), and returns its path.
+func tokenIdentities(t *testing.T, ids ...access.Identity) string {
+	t.Helper()
+	var f access.File
+	for _, id := range ids {
+		h, err := access.HashToken([]byte(testToken(id.Name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id.PasswordHash = h
+		f.Put(id)
+	}
+	path := filepath.Join(t.TempDir(), "identities.yaml")
+	if err := access.Save(path, f); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// testToken is the token of identity name in tokenIdentities' files.
+func testToken(name string) string { return "token-of-" + name + "-0123456789abcdef" }

@@ -181,19 +181,7 @@ func TestGuardClosesSilentAndStalledConnections(t *testing.T) {
 // logged once with the address; the same identity from another address
 // and another identity from the same address still log in.
 func TestGuardBansRepeatedWrongPasswords(t *testing.T) {
-	dir := t.TempDir()
-	var f access.File
-	for _, name := range []string{"n1", "n2"} {
-		h, err := access.HashToken([]byte("token-of-" + name + "-0123456789abcdef"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.Put(access.Identity{Name: name, Role: access.RoleNode, PasswordHash: h})
-	}
-	path := filepath.Join(dir, "identities.yaml")
-	if err := access.Save(path, f); err != nil {
-		t.Fatal(err)
-	}
+	path := tokenIdentities(t, access.Identity{Name: "n1", Role: access.RoleNode}, access.Identity{Name: "n2", Role: access.RoleNode})
 	log, logs := testLogger(t)
 	s := startServer(t, Config{Identities: path, Logger: log,
 		Guard: guard.Limits{SlowAfter: 2, BanAfter: 4, Trusted: noneTrusted}})
@@ -208,13 +196,13 @@ func TestGuardBansRepeatedWrongPasswords(t *testing.T) {
 	if d := time.Since(start); d < 700*time.Millisecond {
 		t.Fatalf("4 failed logins took %s: not slowed down", d)
 	}
-	if code, err := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n1", "n1", "token-of-n1-0123456789abcdef"); err != nil || code != byte(packets.ErrBanned.Code) {
+	if code, err := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n1", "n1", testToken("n1")); err != nil || code != byte(packets.ErrBanned.Code) {
 		t.Fatalf("the banned pair: code %#x, %v; want 0x8a banned", code, err)
 	}
-	if code, err := login(t, dialFrom(t, "127.0.0.5", s.Addr()), "n1", "n1", "token-of-n1-0123456789abcdef"); err != nil || code != 0 {
+	if code, err := login(t, dialFrom(t, "127.0.0.5", s.Addr()), "n1", "n1", testToken("n1")); err != nil || code != 0 {
 		t.Fatalf("n1 from another address: code %#x, %v", code, err)
 	}
-	if code, err := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n2", "n2", "token-of-n2-0123456789abcdef"); err != nil || code != 0 {
+	if code, err := login(t, dialFrom(t, "127.0.0.4", s.Addr()), "n2", "n2", testToken("n2")); err != nil || code != 0 {
 		t.Fatalf("n2 from the banned pair's address: code %#x, %v", code, err)
 	}
 	// The same, as Prometheus counters.
@@ -243,23 +231,11 @@ lab_broker_logins_banned_total 1
 // belongs to another identity is 0x85 (MQTT 3.1.1: 0x02), a Last Will on a
 // foreign topic 0x87. A controller may pick any client id of its own.
 func TestRefusalsSayWhy(t *testing.T) {
-	dir := t.TempDir()
-	var f access.File
-	for _, id := range []access.Identity{{Name: "n1", Role: access.RoleNode}, {Name: "n2", Role: access.RoleNode}, {Name: "ops", Role: access.RoleController}} {
-		h, err := access.HashToken([]byte("token-of-" + id.Name + "-0123456789abcdef"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		id.PasswordHash = h
-		f.Put(id)
-	}
-	path := filepath.Join(dir, "identities.yaml")
-	if err := access.Save(path, f); err != nil {
-		t.Fatal(err)
-	}
+	path := tokenIdentities(t, access.Identity{Name: "n1", Role: access.RoleNode}, access.Identity{Name: "n2", Role: access.RoleNode},
+		access.Identity{Name: "ops", Role: access.RoleController})
 	log, logs := testLogger(t)
 	s := startServer(t, Config{Identities: path, Logger: log})
-	tok := func(n string) string { return "token-of-" + n + "-0123456789abcdef" }
+	tok := testToken
 	foreignWill := connectPacket(5, "n1", "n1", tok("n1"))
 	foreignWill.Connect.WillFlag, foreignWill.Connect.WillTopic, foreignWill.Connect.WillPayload = true, "lab/v1/node/n2/presence", []byte("x")
 	for _, c := range []struct {

@@ -26,9 +26,10 @@ import (
 func TestPresenceSaidAgainAfterTakeover(t *testing.T) {
 	br := testbroker.Start(t)
 	d, _ := runPresenceNode(t, br)
-	watch, awaitPresence := watchPresence(t, br)
+	watch, awaitPresence, drain := watchPresence(t, br)
 	awaitPresence(true, 10*time.Second)
 	time.Sleep(500 * time.Millisecond) // the retained copy and the live one
+	drain()
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
 	// A second "n1" connects (takes the session) and leaves at once.
@@ -62,9 +63,10 @@ func TestPresenceSaidAgainAfterTakeover(t *testing.T) {
 func TestLateWillAnsweredWithOnline(t *testing.T) {
 	br := testbroker.Start(t)
 	d, stop := runPresenceNode(t, br)
-	watch, awaitPresence := watchPresence(t, br)
+	watch, awaitPresence, drain := watchPresence(t, br)
 	awaitPresence(true, 10*time.Second)
 	time.Sleep(300 * time.Millisecond)
+	drain()
 
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
@@ -107,55 +109,56 @@ func runPresenceNode(t *testing.T, br *testbroker.Broker) (*Daemon, func()) {
 }
 
 // watchPresence subscribes to n1's presence; await waits for a message
-// saying online == want (skipping others).
-func watchPresence(t *testing.T, br *testbroker.Broker) (*bus.Client, func(want bool, within time.Duration)) {
+// saying online == want (skipping others), drain forgets what arrived.
+func watchPresence(t *testing.T, br *testbroker.Broker) (_ *bus.Client, await func(want bool, within time.Duration), drain func()) {
 	t.Helper()
-	online := make(chan bool, 100)
-	watch, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: "watch", CleanStart: true,
-		OnMessage: func(m bus.Message) {
-			var p proto.Presence
-			if proto.Decode(m.Payload, &p) == nil {
-				online <- p.Online
-			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = watch.Close(context.Background()) })
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer wcancel()
-	if err := watch.AwaitConnection(wctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Subscribe(wctx, proto.DefaultTopics.NodePresence("n1")); err != nil {
-		t.Fatal(err)
+	watch, presences := subscribePresence(t, br, "watch")
+	drain = func() {
+		for len(presences) > 0 {
+			<-presences
+		}
 	}
 	return watch, func(want bool, within time.Duration) {
 		t.Helper()
 		deadline := time.After(within)
 		for {
 			select {
-			case got := <-online:
-				if got == want {
+			case p := <-presences:
+				if p.Online == want {
 					return
 				}
 			case <-deadline:
 				t.Fatalf("no presence online=%v within %s", want, within)
 			}
 		}
-	}
+	}, drain
 }
 
 // retainedPresence is what a client subscribing now gets for n1.
 func retainedPresence(t *testing.T, br *testbroker.Broker) proto.Presence {
 	t.Helper()
-	got := make(chan proto.Presence, 1)
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: "late-reader", CleanStart: true,
+	c, presences := subscribePresence(t, br, "late-reader")
+	defer c.Close(context.Background())
+	select {
+	case p := <-presences:
+		return p
+	case <-time.After(10 * time.Second):
+		t.Fatal("no retained presence for n1")
+	}
+	return proto.Presence{}
+}
+
+// subscribePresence connects a client (id) subscribed to n1's presence;
+// every presence it receives goes to the channel (dropped when full).
+func subscribePresence(t *testing.T, br *testbroker.Broker, id string) (*bus.Client, <-chan proto.Presence) {
+	t.Helper()
+	presences := make(chan proto.Presence, 100)
+	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: id, CleanStart: true,
 		OnMessage: func(m bus.Message) {
 			var p proto.Presence
 			if proto.Decode(m.Payload, &p) == nil {
 				select {
-				case got <- p:
+				case presences <- p:
 				default:
 				}
 			}
@@ -163,7 +166,7 @@ func retainedPresence(t *testing.T, br *testbroker.Broker) proto.Presence {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close(context.Background())
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.AwaitConnection(ctx); err != nil {
@@ -172,13 +175,7 @@ func retainedPresence(t *testing.T, br *testbroker.Broker) proto.Presence {
 	if err := c.Subscribe(ctx, proto.DefaultTopics.NodePresence("n1")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case p := <-got:
-		return p
-	case <-ctx.Done():
-		t.Fatal("no retained presence for n1")
-	}
-	return proto.Presence{}
+	return c, presences
 }
 
 // testNode runs a daemon named n1 on fake Nix (installed with tlOld)

@@ -16,13 +16,21 @@ func testTable(t testing.TB) *Table {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb, err := New(File{Identities: []Identity{
-		{Name: "n1", Role: RoleNode, Groups: []string{"web"}, PasswordHash: h},
-		{Name: "n2", Role: RoleNode, Groups: []string{"db"}, PasswordHash: h},
-		{Name: "ops", Role: RoleController, PasswordHash: h},
-		{Name: "ci", Role: RoleController, PasswordHash: h},
-		{Name: "grafana", Role: RoleViewer, PasswordHash: h},
-	}}, proto.DefaultTopics)
+	return tableOf(t, h,
+		Identity{Name: "n1", Role: RoleNode, Groups: []string{"web"}},
+		Identity{Name: "n2", Role: RoleNode, Groups: []string{"db"}},
+		Identity{Name: "ops", Role: RoleController},
+		Identity{Name: "ci", Role: RoleController},
+		Identity{Name: "grafana", Role: RoleViewer})
+}
+
+// tableOf builds a table of ids, each with the password hash h.
+func tableOf(t testing.TB, h string, ids ...Identity) *Table {
+	t.Helper()
+	for i := range ids {
+		ids[i].PasswordHash = h
+	}
+	tb, err := New(File{Identities: ids}, proto.DefaultTopics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,16 +170,8 @@ func TestClientIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb, err := New(File{Identities: []Identity{
-		{Name: "n1", Role: RoleNode, PasswordHash: h},
-		{Name: "a-b", Role: RoleNode, PasswordHash: h},
-		{Name: "a", Role: RoleViewer, PasswordHash: h},
-		{Name: "ops", Role: RoleController, PasswordHash: h},
-		{Name: "ops-ci", Role: RoleController, PasswordHash: h},
-	}}, proto.DefaultTopics)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tb := tableOf(t, h, Identity{Name: "n1", Role: RoleNode}, Identity{Name: "a-b", Role: RoleNode},
+		Identity{Name: "a", Role: RoleViewer}, Identity{Name: "ops", Role: RoleController}, Identity{Name: "ops-ci", Role: RoleController})
 	for _, c := range []struct {
 		who, client string
 		ok          bool
