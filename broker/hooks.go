@@ -124,3 +124,16 @@ func (s *Server) ReloadIdentities() error {
 // operator fixed a password file or the identities) and returns how many
 // were in force.
 func (s *Server) LiftBans() int { return s.guard.LiftBans() }
+
+// ErrNoIdentities: the broker runs without an identities file, so it
+// has no logins to check.
+var ErrNoIdentities = errors.New("the broker has no identities file (--identities): no logins to check")
+
+// Login checks a username and password against the broker's identities,
+// under its limits on failed logins (the dashboard's login).
+func (s *Server) Login(remote, user string, password []byte) (access.Identity, error) {
+	if s.access == nil {
+		return access.Identity{}, ErrNoIdentities
+	}
+	return s.access.Login(remote, user, password)
+}

@@ -37,6 +37,22 @@ type NodeView struct {
 	// LastAck is the latest command acknowledgement (an event naming a
 	// command): kept apart, so that events after it do not hide it.
 	LastAck *proto.Event
+	// Since is when the node's presence last changed (its own clock:
+	// the presence message's since), zero before any presence.
+	Since time.Time
+	// DesiredToplevel is the system of the desired state that arrived
+	// last: the one the node should run ("" when cleared or never set).
+	DesiredToplevel string
+	// LastSeen is the newest time stamp of anything the node sent
+	// (status, presence, event), by its own clock.
+	LastSeen time.Time
+}
+
+// seen moves LastSeen forward to the time stamp ms (Unix ms).
+func (v *NodeView) seen(ms int64) {
+	if t := time.UnixMilli(ms); ms > 0 && t.After(v.LastSeen) {
+		v.LastSeen = t
+	}
 }
 
 // Started reports whether the node's latest status says it has started
@@ -65,6 +81,8 @@ type Fleet struct {
 
 	lost       time.Time // when the connection feeding the view last dropped
 	reconnects int       // how many times it came back
+
+	history history // the recent events and rollout changes
 }
 
 // NewFleet returns an empty view for a topic layout.
@@ -103,7 +121,12 @@ func (f *Fleet) Handle(topic string, payload []byte) {
 			f.log.Warn("ignoring invalid rollout state", "topic", topic, "err", err)
 			return
 		} else {
+			old, had := f.rollouts[r.ID]
 			f.rollouts[r.ID] = rs
+			if !had || old.State != rs.State || old.OpenWave != rs.OpenWave || old.Halted != rs.Halted || old.Reason != rs.Reason {
+				f.history.add(Happening{At: time.UnixMilli(rs.TS), Rollout: &RolloutChange{Rollout: rs.Rollout, State: rs.State,
+					OpenWave: rs.OpenWave, Waves: len(rs.Waves), Halted: rs.Halted, Reason: rs.Reason, Counters: rs.Counters}})
+			}
 		}
 		f.signal()
 		return
@@ -133,20 +156,22 @@ func (f *Fleet) Handle(topic string, payload []byte) {
 			if n.Status == nil || s.UpdatedAt >= n.Status.UpdatedAt {
 				n.Status = &s
 			}
+			n.seen(s.UpdatedAt)
 		}
 	case proto.TopicPresence:
 		var p proto.Presence
 		if err = proto.Decode(payload, &p); err == nil {
-			n.Online, n.Seen = p.Online, true
+			n.Online, n.Seen, n.Since = p.Online, true, time.UnixMilli(p.Since)
+			n.seen(p.TS)
 		}
 	case proto.TopicDesired:
 		var d proto.Desired
 		if len(payload) == 0 {
-			n.DesiredLast, n.DesiredSeen, n.DesiredRollout = 0, f.last, ""
+			n.DesiredLast, n.DesiredSeen, n.DesiredRollout, n.DesiredToplevel = 0, f.last, "", ""
 			return
 		}
 		if err = proto.Decode(payload, &d); err == nil {
-			n.DesiredLast, n.DesiredSeen, n.DesiredRollout = d.Gen, f.last, d.Rollout
+			n.DesiredLast, n.DesiredSeen, n.DesiredRollout, n.DesiredToplevel = d.Gen, f.last, d.Rollout, d.Toplevel
 			n.DesiredGen = max(n.DesiredGen, d.Gen)
 		}
 	case proto.TopicEvents:
@@ -156,6 +181,8 @@ func (f *Fleet) Handle(topic string, payload []byte) {
 			if e.Cmd != "" {
 				n.LastAck = &e
 			}
+			n.seen(e.TS)
+			f.history.add(Happening{At: time.UnixMilli(e.TS), Event: &e})
 		}
 	default:
 		return

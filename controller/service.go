@@ -334,6 +334,15 @@ func (s *Service) serve(ctx context.Context, m RequestMessage) {
 	s.respond(ctx, m, s.answer(ctx, r.ID, req, who))
 }
 
+// Ask answers a request as if it came over MQTT from who (the
+// dashboard's reads and buttons); the caller decides who may ask what.
+func (s *Service) Ask(ctx context.Context, verb string, req *Request, who string) *Response {
+	if req == nil {
+		req = &Request{}
+	}
+	return s.answer(ctx, verb, req, who)
+}
+
 // answer handles one decoded request.
 func (s *Service) answer(ctx context.Context, verb string, req *Request, who string) *Response {
 	fail := func(err error) *Response {

@@ -121,6 +121,7 @@ func (d *Daemon) status() *proto.NodeStatus {
 	s.Current = storePathOrEmpty(d.nix.Current())
 	s.Booted = storePathOrEmpty(d.nix.Booted())
 	s.Previous = storePathOrEmpty(st.Previous, nil)
+	s.Generations = d.generations()
 	if s.Current != "" {
 		if b, err := os.ReadFile(filepath.Join(s.Current, "nixos-version")); err == nil {
 			s.NixOSVersion = clip(strings.TrimSpace(string(b)), 128)
@@ -157,4 +158,27 @@ func clip(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// generations lists the profile's newest generations for the status;
+// a profile that cannot be read lists none (the status still goes out).
+func (d *Daemon) generations() []proto.Generation {
+	gens, err := d.nix.Generations()
+	if err != nil {
+		d.log.Debug("status: generations not listed", "err", err)
+		return nil
+	}
+	gens = gens[max(0, len(gens)-proto.MaxReportedGenerations):]
+	out := make([]proto.Generation, 0, len(gens))
+	for _, g := range gens {
+		if proto.ValidStorePath(g.Toplevel) != nil {
+			continue
+		}
+		pg := proto.Generation{Number: g.Number, Toplevel: g.Toplevel, Current: g.Current}
+		if !g.Created.IsZero() {
+			pg.Created = g.Created.UnixMilli()
+		}
+		out = append(out, pg)
+	}
+	return out
 }

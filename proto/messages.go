@@ -141,6 +141,21 @@ type NodeStatus struct {
 	// password until someone fixed it); absent when it connected at the
 	// first try.
 	Connect *ConnectTrouble `msgpack:"connect,omitempty" json:"connect,omitempty"`
+	// Generations are the newest generations of the node's system
+	// profile (at most MaxReportedGenerations), oldest first: its history
+	// of systems, which a rollback goes back along. Absent when unknown.
+	Generations []Generation `msgpack:"generations,omitempty" json:"generations,omitempty"`
+}
+
+// MaxReportedGenerations is how many profile generations a status lists.
+const MaxReportedGenerations = 8
+
+// Generation is one generation of a node's system profile.
+type Generation struct {
+	Number   int    `msgpack:"n" json:"n"`
+	Toplevel string `msgpack:"toplevel" json:"toplevel"`
+	Created  int64  `msgpack:"created" json:"created"` // Unix ms
+	Current  bool   `msgpack:"current,omitempty" json:"current,omitempty"`
 }
 
 // ConnectTrouble is a run of failed connection attempts, as a node

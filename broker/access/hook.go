@@ -3,6 +3,7 @@ package access
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -276,4 +277,29 @@ func certIdentity(cl *mqtt.Client) (string, bool) {
 		return "", false
 	}
 	return st.PeerCertificates[0].Subject.CommonName, true
+}
+
+// ErrLogin is a refused password login outside MQTT (Login).
+var ErrLogin = errors.New("wrong username or password")
+
+// ErrLoginBanned is a login refused by the limits on failed logins.
+var ErrLoginBanned = errors.New("too many failed logins: try again later")
+
+// Login checks a username and password as a CONNECT's, under the same
+// limits on failed logins (the dashboard's login; remote is "ip:port").
+// It returns the identity.
+func (h *Hook) Login(remote, user string, password []byte) (Identity, error) {
+	t := h.table.Load()
+	slow := t.Slow(user)
+	if h.limiter != nil && h.limiter.LoginBanned(remote, user, slow) {
+		return Identity{}, ErrLoginBanned
+	}
+	id, ok := t.Authenticate(user, password)
+	if !ok {
+		if h.limiter != nil {
+			h.limiter.Pause(h.limiter.LoginFailed(remote, user, slow))
+		}
+		return Identity{}, ErrLogin
+	}
+	return id, nil
 }

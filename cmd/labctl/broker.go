@@ -94,6 +94,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 			cfg.Logger = g.logger
 			var svc *serviceSettings
 			bindServiceFlags(g, cmd)
+			bindHTTPFlags(g, cmd)
 			if g.v.GetBool(keyControllerEnabled) {
 				dir := defaultControllerDir()
 				if cfg.DataDir != "" {
@@ -131,6 +132,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	f.Bool("controller", true, "run the controller service beside the broker (it drives submitted rollouts; --controller=false for a broker alone)")
 	mustBind(g.v, keyControllerEnabled, cmd, "controller")
 	addServiceFlags(g, cmd, "`DIR` for the controller's rollouts and key (default <data-dir>/controller, else ~/.local/state/lab/controller)")
+	addHTTPFlags(cmd, false)
 	f.Bool("json-mirror", true, "publish JSON copies of node status, presence, events and rollout state under <prefix>/json/ for generic MQTT clients (--json-mirror=false clears them)")
 	mustBind(g.v, keyIdentities, cmd, "identities")
 	for key, flag := range map[string]string{keyTLSListen: "tls-listen", keyWSListen: "ws-listen", keyTLSCert: "tls-cert", keyTLSKey: "tls-key", keyTLSClientCA: "tls-client-ca"} {
@@ -280,7 +282,7 @@ func runBroker(ctx context.Context, g *globals, cfg broker.Config, svc *serviceS
 	defer stop()
 	var svcDone <-chan struct{}
 	if svc != nil {
-		if svcDone, err = startInlineService(ctx, g, s, *svc, cfg.Prefix); err != nil {
+		if svcDone, err = startInlineService(ctx, g, s, *svc, cfg, metrics); err != nil {
 			return err
 		}
 	}

@@ -15,11 +15,13 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
 	"github.com/lab-fleet/lab/broker"
+	"github.com/lab-fleet/lab/broker/access"
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/internal/bus"
 	"github.com/lab-fleet/lab/proto"
@@ -33,7 +35,8 @@ const (
 	keyControllerName    = "controller.name"
 )
 
-var controllerKeys = []string{keyControllerEnabled, keyControllerDir, keyControllerTrusted, keyControllerName}
+var controllerKeys = []string{keyControllerEnabled, keyControllerDir, keyControllerTrusted, keyControllerName,
+	keyHTTP, keyHTTPCert, keyHTTPKey, keyHTTPIdentities}
 
 // controllerKeyFile is the service's own key in its data directory.
 const controllerKeyFile = "controller.key"
@@ -185,8 +188,8 @@ func (b *inlineBus) Respond(_ context.Context, topic string, correlation, payloa
 
 // startInlineService runs the controller service beside the embedded
 // broker until ctx ends; the returned channel is closed when it stopped.
-func startInlineService(ctx context.Context, g *globals, s *broker.Server, st serviceSettings, prefix string) (<-chan struct{}, error) {
-	topics, err := proto.NewTopics(prefix)
+func startInlineService(ctx context.Context, g *globals, s *broker.Server, st serviceSettings, cfg broker.Config, reg *prometheus.Registry) (<-chan struct{}, error) {
+	topics, err := proto.NewTopics(cfg.Prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +210,13 @@ func startInlineService(ctx context.Context, g *globals, s *broker.Server, st se
 			Correlation: m.Correlation, Username: m.Username})
 	}); err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
+	}
+	hs := httpSettings{fleet: fleet, service: svc, reg: reg}
+	if cfg.Identities != "" {
+		hs.login = s.Login
+	}
+	if err := serveHTTP(ctx, g, hs); err != nil {
+		return nil, err
 	}
 	done := make(chan struct{})
 	go func() {
@@ -246,6 +256,7 @@ labd's controller_keys. The operator's key alone signs what machines run.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runController(cmd, g) },
 	}
 	addServiceFlags(g, cmd, "`DIR` for the controller's rollouts and key (default ~/.local/state/lab/controller)")
+	addHTTPFlags(cmd, true)
 	addClientFlags(g, cmd)
 	cmd.AddCommand(newControllerKeyCmd(g))
 	return cmd
@@ -281,6 +292,7 @@ func defaultControllerDir() string {
 
 func runController(cmd *cobra.Command, g *globals) error {
 	bindServiceFlags(g, cmd)
+	bindHTTPFlags(g, cmd)
 	st, err := readServiceSettings(g.v, defaultControllerDir())
 	if err != nil {
 		return usageError{err}
@@ -315,6 +327,22 @@ func runController(cmd *cobra.Command, g *globals) error {
 	svc.Store(s)
 	if err := conn.bus.Subscribe(ctx, s.Filters()...); err != nil {
 		return explainRefusal(err, conn.self, "labctl controller", conn.topics, s.Filters())
+	}
+	hs := httpSettings{fleet: conn.fleet, service: s}
+	if path := g.v.GetString(keyHTTPIdentities); path != "" {
+		tab, err := access.Load(path, conn.topics)
+		if err != nil {
+			return usageError{fmt.Errorf("--http-identities: %w", err)}
+		}
+		hs.login = func(_, user string, password []byte) (access.Identity, error) {
+			if id, ok := tab.Authenticate(user, password); ok {
+				return id, nil
+			}
+			return access.Identity{}, access.ErrLogin
+		}
+	}
+	if err := serveHTTP(ctx, g, hs); err != nil {
+		return err
 	}
 	g.logger.Info("controller service running", "broker", strings.Join(conn.urls, ", "))
 	return s.Run(ctx)

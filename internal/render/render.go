@@ -99,26 +99,49 @@ type StatusRow struct {
 	Problems   []string              `json:"problems,omitempty"` // what is wrong on the node itself
 	Connect    *proto.ConnectTrouble `json:"connect,omitempty"`  // failed attempts before its current connection
 	Updated    time.Time             `json:"updated"`
-	Status     *proto.NodeStatus     `json:"-"`
+	// Since is when its presence last changed (online or offline since);
+	// LastSeen the newest time stamp of anything it sent.
+	Since    time.Time `json:"since,omitempty"`
+	LastSeen time.Time `json:"last_seen,omitempty"`
+	// Desired is the system it should run (its retained desired state;
+	// "" when none is set), Booted the one it booted.
+	Desired     string `json:"desired,omitempty"`
+	Booted      string `json:"booted,omitempty"`
+	NeedsReboot bool   `json:"needs_reboot,omitempty"`
+	// Attention says why the machine needs someone (Attention), "" when
+	// it does not; Rank orders by it (0 first).
+	Attention string            `json:"attention,omitempty"`
+	Rank      int               `json:"rank"`
+	Status    *proto.NodeStatus `json:"-"`
 }
 
 // StatusRows turns the fleet view into rows, by node name.
 func StatusRows(views []controller.NodeView) []StatusRow {
 	rows := make([]StatusRow, 0, len(views))
 	for _, v := range views {
-		r := StatusRow{Node: v.Name, Online: v.Online, State: proto.StateIdle, Status: v.Status}
+		r := StatusRow{Node: v.Name, Online: v.Online, State: proto.StateIdle, Status: v.Status,
+			Since: utc(v.Since), LastSeen: utc(v.LastSeen), Desired: v.DesiredToplevel}
 		if s := v.Status; s != nil {
 			r.Groups, r.State, r.Rollout, r.Gen = s.Groups, s.Execution.State, s.Execution.Rollout, s.Execution.Gen
 			r.AppliedGen, r.Current, r.Checks, r.Error = s.AppliedGen, s.Current, s.Checks, s.Execution.Error
 			r.Problems, r.Connect = s.Problems, s.Connect
+			r.Booted, r.NeedsReboot = s.Booted, s.NeedsReboot
 			r.Updated = time.UnixMilli(s.UpdatedAt).UTC()
 			if r.State == "" {
 				r.State = proto.StateIdle
 			}
 		}
+		r.Attention, r.Rank = Attention(r)
 		rows = append(rows, r)
 	}
 	return rows
+}
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() || t.Unix() <= 0 {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // WriteStatus renders the fleet as a table.

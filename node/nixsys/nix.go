@@ -90,9 +90,10 @@ type Config struct {
 // Generation is one <profile>-N-link of the profile.
 type Generation struct {
 	Number   int
-	Toplevel string // store path the link points to
-	Current  bool   // the profile points to this generation
-	Link     string // path of the <profile>-N-link symlink
+	Toplevel string    // store path the link points to
+	Current  bool      // the profile points to this generation
+	Link     string    // path of the <profile>-N-link symlink
+	Created  time.Time // when the link was made (its modification time)
 }
 
 // Nix implements System with the real Nix tools.

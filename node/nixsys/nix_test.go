@@ -56,6 +56,11 @@ func TestRealiseAndProfile(t *testing.T) {
 		t.Fatalf("Generations = %+v, want %+v", gens, want)
 	}
 	for i := range want {
+		created := gens[i].Created
+		if created.IsZero() || time.Since(created) > time.Minute || time.Until(created) > time.Minute {
+			t.Errorf("generation %d created %v: want the link's time, just now", i, created)
+		}
+		gens[i].Created = time.Time{}
 		if gens[i] != want[i] {
 			t.Errorf("generation %d = %+v, want %+v", i, gens[i], want[i])
 		}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/lab-fleet/lab/proto"
 )
@@ -73,7 +74,12 @@ func (n *Nix) Generations() ([]Generation, error) {
 		if err != nil {
 			return nil, fmt.Errorf("generation %d: %w", num, err)
 		}
+		var created time.Time
+		if fi, err := os.Lstat(link); err == nil {
+			created = fi.ModTime()
+		}
 		gens = append(gens, Generation{
+			Created:  created,
 			Number:   num,
 			Toplevel: target,
 			Current:  current == e.Name() || current == link,
