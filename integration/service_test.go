@@ -18,6 +18,11 @@ import (
 // every node pins it (controller_keys) before it starts, and the service
 // trusts the operator's key only.
 func newServiceFleet(t *testing.T, names []string, gen2Args map[string][]string) *fleet {
+	return newServiceFleetArgs(t, names, gen2Args)
+}
+
+// newServiceFleetArgs is newServiceFleet with extra labctl broker flags.
+func newServiceFleetArgs(t *testing.T, names []string, gen2Args map[string][]string, brokerArgs ...string) *fleet {
 	e := NewEnv(t)
 	e.service = true
 	ctlKey, err := proto.GenerateKey("ctl-test")
@@ -31,7 +36,7 @@ func newServiceFleet(t *testing.T, names []string, gen2Args map[string][]string)
 	if err := os.WriteFile(filepath.Join(dir, "controller.key"), []byte(ctlKey.String()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.brokerArgs = []string{"--trust-key", e.Key.Public().String()}
+	e.brokerArgs = append([]string{"--trust-key", e.Key.Public().String()}, brokerArgs...)
 	e.StartBroker()
 	if externalBroker() == "mosquitto" {
 		e.startController()

@@ -44,7 +44,7 @@ type WaveView struct {
 // TargetRow is one target of a rollout.
 type TargetRow struct {
 	Node   string          `json:"node"`
-	Wave   int             `json:"wave"`
+	Wave   int             `json:"wave"` // from 1, its place in the rollout's waves
 	State  proto.ExecState `json:"state"`
 	Error  string          `json:"error,omitempty"`
 	Online bool            `json:"online"`
@@ -80,8 +80,14 @@ func Rollout(rs proto.RolloutState) RolloutView {
 		}
 		v.Waves = append(v.Waves, w)
 	}
+	wave := map[string]int{}
+	for i, nodes := range rs.Waves {
+		for _, n := range nodes {
+			wave[n] = i + 1
+		}
+	}
 	for n, p := range rs.Nodes {
-		v.Targets = append(v.Targets, TargetRow{Node: n, Wave: p.Wave, State: p.State, Error: p.Error, Online: p.Online})
+		v.Targets = append(v.Targets, TargetRow{Node: n, Wave: wave[n], State: p.State, Error: p.Error, Online: p.Online})
 	}
 	sort.Slice(v.Targets, func(i, j int) bool {
 		a, b := v.Targets[i], v.Targets[j]

@@ -35,9 +35,11 @@ function bar(w) {
   const t = Math.max(1, w.total);
   const pct = (n) => (100 * n / t).toFixed(2) + "%";
   return `<div class="bar" title="${w.succeeded} succeeded, ${w.failed} failed, ${w.running} running, ${w.pending} pending">` +
-    `<span class="s" style="width:${pct(w.succeeded)}"></span><span class="f" style="width:${pct(w.failed)}"></span>` +
-    `<span class="r" style="width:${pct(w.running)}"></span></div>`;
+    `<span class="s" data-w="${pct(w.succeeded)}"></span><span class="f" data-w="${pct(w.failed)}"></span>` +
+    `<span class="r" data-w="${pct(w.running)}"></span></div>`;
 }
+// sized bars: widths are set from script, as the page's policy forbids inline styles
+function sizeBars() { document.querySelectorAll(".bar span[data-w]").forEach((e) => { e.style.width = e.dataset.w; }); }
 function rolloutBar(r) {
   const c = r.counters;
   return bar({ total: c.total, succeeded: c.succeeded, failed: c.failed + c.rolled_back, running: c.running, pending: c.pending });
@@ -88,6 +90,7 @@ function renderFleet() {
     </div>
     <table id="machines"><thead><tr><th>machine</th><th>online</th><th>state</th><th>runs</th><th>should run</th><th>checks</th><th>reboot</th><th>groups</th><th>last seen</th><th>attention</th></tr></thead>
     <tbody>${ms.map((m) => machineRow(m, d.now)).join("")}</tbody></table>`;
+  sizeBars();
   document.querySelectorAll(".chip").forEach((b) => b.onclick = () => { state.filter.state = b.dataset.state; renderFleet(); });
   $("#f-group").onchange = (e) => { state.filter.group = e.target.value; renderFleet(); };
   $("#f-text").oninput = (e) => { state.filter.text = e.target.value; renderFleet(); $("#f-text").focus(); const v = $("#f-text").value; $("#f-text").setSelectionRange(v.length, v.length); };
@@ -128,6 +131,7 @@ async function renderRollout(id) {
     <h2>Targets</h2><table id="targets"><thead><tr><th>machine</th><th>wave</th><th>state</th><th>online</th><th>error</th></tr></thead><tbody>
     ${r.targets.map((t) => `<tr data-node="${esc(t.node)}" data-state="${esc(t.state)}"><td><a href="#/machine/${encodeURIComponent(t.node)}">${esc(t.node)}</a></td><td>${t.wave}</td><td>${stateTag(t.state)}</td><td><span class="dot ${t.online ? "on" : ""}"></span></td><td class="bad">${esc(t.error || "")}</td></tr>`).join("")}</tbody></table>
     <h2>Timeline</h2>${lines(d.lines, true)}`;
+  sizeBars();
   document.querySelectorAll("[data-act]").forEach((b) => b.onclick = async () => {
     if (b.dataset.act === "cancel" && !confirm(`Cancel rollout ${r.id}? Machines that have not started keep their system.`)) return;
     try { await api(`/api/rollouts/${encodeURIComponent(r.id)}/${b.dataset.act}`, { method: "POST", headers: { "X-Lab-Action": "1" } }); toast(`${b.dataset.act}: done`); }
