@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 
@@ -88,6 +89,27 @@ func serveHTTP(ctx context.Context, g *globals, hs httpSettings) error {
 	if (cert == "") != (key == "") {
 		return usageError{errors.New("--http-tls-cert and --http-tls-key go together")}
 	}
+	// Whether the address is beyond loopback is decided before listening:
+	// an address that needs HTTPS and logins is never open without them.
+	loopback := loopbackAddr(addr)
+	cfg := dashboard.Config{Fleet: hs.fleet, Service: hs.service, Logger: g.logger}
+	if hs.login != nil && (!loopback || cert != "") {
+		// On plain-HTTP loopback the machine's users are trusted, as the
+		// broker's limits trust them; HTTPS means it is reached from
+		// elsewhere (a port forward, a proxy), so it asks for logins.
+		cfg.Auth = hs.login
+	}
+	if !loopback && (cert == "" || cfg.Auth == nil) {
+		return usageError{fmt.Errorf("--http %s listens beyond loopback: that needs HTTPS (--http-tls-cert, --http-tls-key) and logins (the broker's --identities, or labctl controller's --http-identities)", addr)}
+	}
+	var tlsConfig *tls.Config
+	if cert != "" {
+		c, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return usageError{fmt.Errorf("--http-tls-cert/--http-tls-key: %w", err)}
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		if addr == defaultHTTP && !g.v.IsSet(keyHTTP) && errors.Is(err, syscall.EADDRINUSE) {
@@ -95,18 +117,6 @@ func serveHTTP(ctx context.Context, g *globals, hs httpSettings) error {
 			return nil
 		}
 		return usageError{fmt.Errorf("--http: %w", err)}
-	}
-	loopback := false
-	if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil {
-		loopback = ap.Addr().IsLoopback()
-	}
-	cfg := dashboard.Config{Fleet: hs.fleet, Service: hs.service, Logger: g.logger}
-	if hs.login != nil && !loopback { // on loopback, the machine's users are trusted, as the broker's limits trust them
-		cfg.Auth = hs.login
-	}
-	if !loopback && (cert == "" || cfg.Auth == nil) {
-		l.Close()
-		return usageError{fmt.Errorf("--http %s listens beyond loopback: that needs HTTPS (--http-tls-cert, --http-tls-key) and logins (the broker's --identities, or labctl controller's --http-identities)", addr)}
 	}
 	reg := hs.reg
 	if reg == nil {
@@ -118,14 +128,9 @@ func serveHTTP(ctx context.Context, g *globals, hs httpSettings) error {
 	go dash.Run(ctx)
 	srv := &http.Server{Handler: dash, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	scheme := "http"
-	if cert != "" {
-		c, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			l.Close()
-			return usageError{fmt.Errorf("--http-tls-cert/--http-tls-key: %w", err)}
-		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
-		l = tls.NewListener(l, srv.TLSConfig)
+	if tlsConfig != nil {
+		srv.TLSConfig = tlsConfig
+		l = tls.NewListener(l, tlsConfig)
 		scheme = "https"
 	}
 	go func() { _ = srv.Serve(l) }()
@@ -136,6 +141,21 @@ func serveHTTP(ctx context.Context, g *globals, hs httpSettings) error {
 	}
 	g.logger.Info("dashboard listening", "url", url, "login", cfg.Auth != nil)
 	return nil
+}
+
+// loopbackAddr reports whether a listen address is on loopback only:
+// localhost or a loopback IP. An empty host, 0.0.0.0, :: and other names
+// are not.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 func portOf(addr string) string {

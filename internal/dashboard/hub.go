@@ -14,10 +14,10 @@ import (
 	"github.com/lab-fleet/lab/internal/render"
 )
 
-// UpdateInterval is the shortest time between two live updates: a rollout
-// of thousands of machines changes the view thousands of times a second,
-// and a page needs only the latest.
-var UpdateInterval = 500 * time.Millisecond
+// UpdateInterval is the default shortest time between two live updates: a
+// rollout of thousands of machines changes the view thousands of times a
+// second, and a page needs only the latest.
+const UpdateInterval = 500 * time.Millisecond
 
 // clientQueue is how many updates wait for one page before it is
 // disconnected as too slow.
@@ -39,6 +39,7 @@ type Update struct {
 type hub struct {
 	fleet *controller.Fleet
 	log   *slog.Logger
+	every time.Duration
 
 	mu      sync.Mutex
 	clients map[chan []byte]struct{}
@@ -46,8 +47,8 @@ type hub struct {
 	snap    []byte            // the snapshot event matching rows
 }
 
-func newHub(f *controller.Fleet, log *slog.Logger) *hub {
-	return &hub{fleet: f, log: log, clients: map[chan []byte]struct{}{}, rows: map[string][]byte{}}
+func newHub(f *controller.Fleet, log *slog.Logger, every time.Duration) *hub {
+	return &hub{fleet: f, log: log, every: every, clients: map[chan []byte]struct{}{}, rows: map[string][]byte{}}
 }
 
 func (h *hub) run(ctx context.Context) {
@@ -69,7 +70,7 @@ func (h *hub) run(ctx context.Context) {
 		h.tick()
 		select { // at most one update an interval
 		case <-ctx.Done():
-		case <-time.After(UpdateInterval):
+		case <-time.After(h.every):
 		}
 	}
 }

@@ -56,6 +56,9 @@ type Config struct {
 	// Metrics is served on /metrics (nil: 404).
 	Metrics http.Handler
 	Logger  *slog.Logger
+	// UpdateInterval is the shortest time between two live updates (0:
+	// UpdateInterval).
+	UpdateInterval time.Duration
 }
 
 // Server serves the dashboard; Run drives its live updates.
@@ -84,7 +87,10 @@ func New(cfg Config) *Server {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), logins: map[[sha256.Size]byte]cachedLogin{}}
-	s.hub = newHub(cfg.Fleet, s.log)
+	if cfg.UpdateInterval <= 0 {
+		cfg.UpdateInterval = UpdateInterval
+	}
+	s.hub = newHub(cfg.Fleet, s.log, cfg.UpdateInterval)
 	files, _ := fs.Sub(static, "static")
 	s.mux.Handle("GET /", http.FileServerFS(files))
 	s.mux.HandleFunc("GET /api/fleet", s.fleet)
