@@ -95,6 +95,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 			var svc *serviceSettings
 			bindServiceFlags(g, cmd)
 			bindHTTPFlags(g, cmd)
+			bindSidecarFlags(g, cmd)
 			if g.v.GetBool(keyControllerEnabled) {
 				dir := defaultControllerDir()
 				if cfg.DataDir != "" {
@@ -102,6 +103,9 @@ func newBrokerCmd(g *globals) *cobra.Command {
 				}
 				st, err := readServiceSettings(g.v, dir)
 				if err != nil {
+					return usageError{err}
+				}
+				if err := checkSidecars(g); err != nil {
 					return usageError{err}
 				}
 				svc = &st
@@ -133,6 +137,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	mustBind(g.v, keyControllerEnabled, cmd, "controller")
 	addServiceFlags(g, cmd, "`DIR` for the controller's rollouts and key (default <data-dir>/controller, else ~/.local/state/lab/controller)")
 	addHTTPFlags(cmd, false)
+	addSidecarFlags(g, cmd)
 	f.Bool("json-mirror", true, "publish JSON copies of node status, presence, events and rollout state under <prefix>/json/ for generic MQTT clients (--json-mirror=false clears them)")
 	mustBind(g.v, keyIdentities, cmd, "identities")
 	for key, flag := range map[string]string{keyTLSListen: "tls-listen", keyWSListen: "ws-listen", keyTLSCert: "tls-cert", keyTLSKey: "tls-key", keyTLSClientCA: "tls-client-ca"} {

@@ -218,6 +218,14 @@ func startInlineService(ctx context.Context, g *globals, s *broker.Server, st se
 	if err := serveHTTP(ctx, g, hs); err != nil {
 		return nil, err
 	}
+	env := sidecarEnv{fleet: fleet, bus: b, topics: topics,
+		subscribe: func(_ context.Context, filter string, handle func(string, []byte)) error {
+			_, err := s.Subscribe(filter, func(topic string, payload []byte, _ bool) { handle(topic, payload) })
+			return err
+		}}
+	if err := startSidecars(ctx, g, env); err != nil {
+		return nil, err
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -257,6 +265,7 @@ labd's controller_keys. The operator's key alone signs what machines run.`,
 	}
 	addServiceFlags(g, cmd, "`DIR` for the controller's rollouts and key (default ~/.local/state/lab/controller)")
 	addHTTPFlags(cmd, true)
+	addSidecarFlags(g, cmd)
 	addClientFlags(g, cmd)
 	cmd.AddCommand(newControllerKeyCmd(g))
 	return cmd
@@ -293,8 +302,12 @@ func defaultControllerDir() string {
 func runController(cmd *cobra.Command, g *globals) error {
 	bindServiceFlags(g, cmd)
 	bindHTTPFlags(g, cmd)
+	bindSidecarFlags(g, cmd)
 	st, err := readServiceSettings(g.v, defaultControllerDir())
 	if err != nil {
+		return usageError{err}
+	}
+	if err := checkSidecars(g); err != nil {
 		return usageError{err}
 	}
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -307,9 +320,10 @@ func runController(cmd *cobra.Command, g *globals) error {
 		return usageError{fmt.Errorf("prefix: %w", err)}
 	}
 	reqPrefix := strings.TrimSuffix(topics.CtlRequests(), "+")
+	var extra routes // the sidecars' own subscriptions
 	conn, err := dial(ctx, g, nil, func(m bus.Message) bool {
 		if !strings.HasPrefix(m.Topic, reqPrefix) {
-			return false
+			return extra.deliver(m.Topic, m.Payload)
 		}
 		if s := svc.Load(); s != nil && !m.Retain {
 			s.HandleRequest(controller.RequestMessage{Topic: m.Topic, Payload: m.Payload, ResponseTopic: m.ResponseTopic, Correlation: m.Correlation})
@@ -342,6 +356,14 @@ func runController(cmd *cobra.Command, g *globals) error {
 		}
 	}
 	if err := serveHTTP(ctx, g, hs); err != nil {
+		return err
+	}
+	env := sidecarEnv{fleet: conn.fleet, bus: conn.bus, topics: conn.topics,
+		subscribe: func(ctx context.Context, filter string, handle func(string, []byte)) error {
+			extra.add(filter, handle)
+			return conn.bus.Subscribe(ctx, filter)
+		}}
+	if err := startSidecars(ctx, g, env); err != nil {
 		return err
 	}
 	g.logger.Info("controller service running", "broker", strings.Join(conn.urls, ", "))

@@ -54,7 +54,7 @@ func configKeys() []string {
 	keys := []string{"log_level", keyRolloutsDB, keyLocalController, keyBroker, keyUsername, keyPasswordFile, keyPrefix,
 		keyTLSCA, keyTLSClientCrt, keyTLSClientKey}
 	keys = append(keys, brokerKeys...)
-	return append(keys, controllerKeys...)
+	return append(append(keys, controllerKeys...), sidecarKeys()...)
 }
 
 func (g *globals) init(cmd *cobra.Command) error {
