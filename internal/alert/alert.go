@@ -104,7 +104,7 @@ func (n *Notifier) Run(ctx context.Context) {
 	}
 	changed, stop := n.cfg.Fleet.Watch()
 	defer stop()
-	t := newTracker(n.cfg.OfflineAfter)
+	t := newTracker(n.cfg.OfflineAfter, n.clock.Now())
 	for {
 		now := n.clock.Now()
 		for _, ev := range t.observe(render.StatusRows(n.cfg.Fleet.Snapshot()), n.cfg.Fleet.Rollouts(), now) {

@@ -84,12 +84,15 @@ type machineSeen struct {
 // one goroutine.
 type tracker struct {
 	offlineAfter time.Duration
-	rollouts     map[string]proto.RolloutState
-	machines     map[string]*machineSeen
+	// start is when it began watching: what happened before, by the
+	// sender's own time stamp, is not news at first sight.
+	start    time.Time
+	rollouts map[string]proto.RolloutState
+	machines map[string]*machineSeen
 }
 
-func newTracker(offlineAfter time.Duration) *tracker {
-	return &tracker{offlineAfter: offlineAfter, rollouts: map[string]proto.RolloutState{}, machines: map[string]*machineSeen{}}
+func newTracker(offlineAfter time.Duration, start time.Time) *tracker {
+	return &tracker{offlineAfter: offlineAfter, start: start, rollouts: map[string]proto.RolloutState{}, machines: map[string]*machineSeen{}}
 }
 
 // observe compares the fleet with what it saw before and returns the
@@ -102,7 +105,10 @@ func (t *tracker) observe(rows []render.StatusRow, rollouts []proto.RolloutState
 		old, had := t.rollouts[rs.Rollout]
 		t.rollouts[rs.Rollout] = rs
 		if !had {
-			continue // first sight: whatever it says happened before we watched
+			if !time.UnixMilli(rs.TS).After(t.start) {
+				continue // first sight of what happened before we watched
+			}
+			old = proto.RolloutState{State: proto.RolloutRunning} // news: it changed since we started
 		}
 		k := rs.Counters
 		if rs.Halted && !old.Halted && !rs.State.Terminal() {
@@ -148,7 +154,10 @@ func (t *tracker) observe(rows []render.StatusRow, rollouts []proto.RolloutState
 				}
 			}
 			t.machines[r.Node] = m
-			continue
+			if r.Status == nil || !time.UnixMilli(r.Status.Execution.Since).After(t.start) {
+				continue // its execution ended before we watched
+			}
+			m.exec = "" // news: it changed since we started
 		}
 		if exec != m.exec {
 			m.exec = exec

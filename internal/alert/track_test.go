@@ -32,7 +32,7 @@ func expect(t *testing.T, step string, evs []Event, want ...Kind) {
 }
 
 func TestRolloutEventsOnlyOnTransitions(t *testing.T) {
-	tr := newTracker(time.Minute)
+	tr := newTracker(time.Minute, t0)
 	old := proto.RolloutState{Rollout: "r-old", State: proto.RolloutFailed}
 	run := proto.RolloutState{Rollout: "r-1", State: proto.RolloutRunning, Counters: proto.Counters{Running: 3}}
 	expect(t, "first sight", tr.observe(nil, []proto.RolloutState{old, run}, t0))
@@ -47,7 +47,7 @@ func TestRolloutEventsOnlyOnTransitions(t *testing.T) {
 	}
 	// Halted and finished in one step (a cancel before a wave opened):
 	// one event, finished, which names the halt.
-	tr2 := newTracker(time.Minute)
+	tr2 := newTracker(time.Minute, t0)
 	r := proto.RolloutState{Rollout: "r-2", State: proto.RolloutRunning}
 	tr2.observe(nil, []proto.RolloutState{r}, t0)
 	r.State, r.Halted, r.Reason = proto.RolloutCancelled, true, "cancelled by ops"
@@ -57,7 +57,7 @@ func TestRolloutEventsOnlyOnTransitions(t *testing.T) {
 		t.Errorf("cancelled: %+v", evs[0])
 	}
 	// A pending rollout is not finished.
-	tr3 := newTracker(time.Minute)
+	tr3 := newTracker(time.Minute, t0)
 	p := proto.RolloutState{Rollout: "r-3", State: proto.RolloutRunning}
 	tr3.observe(nil, []proto.RolloutState{p}, t0)
 	p.State = proto.RolloutPending
@@ -67,7 +67,7 @@ func TestRolloutEventsOnlyOnTransitions(t *testing.T) {
 }
 
 func TestMachineEvents(t *testing.T) {
-	tr := newTracker(10 * time.Minute)
+	tr := newTracker(10*time.Minute, t0)
 	web := render.StatusRow{Node: "web", Online: true, State: proto.StateRolledBack, Rollout: "r-old"}
 	db := render.StatusRow{Node: "db", Online: true, State: proto.StateSucceeded, Rollout: "r-old"}
 	expect(t, "first sight of an old rollback", tr.observe([]render.StatusRow{db, web}, nil, t0))
@@ -85,7 +85,7 @@ func TestMachineEvents(t *testing.T) {
 }
 
 func TestOfflineThreshold(t *testing.T) {
-	tr := newTracker(10 * time.Minute)
+	tr := newTracker(10*time.Minute, t0)
 	pi := render.StatusRow{Node: "pi", Online: true, State: proto.StateIdle}
 	gone := render.StatusRow{Node: "gone", Online: false, State: proto.StateIdle, Since: t0.Add(-48 * time.Hour)}
 	expect(t, "first sight", tr.observe([]render.StatusRow{gone, pi}, nil, t0))
@@ -108,7 +108,7 @@ func TestOfflineThreshold(t *testing.T) {
 }
 
 func TestChecksOutsideRollouts(t *testing.T) {
-	tr := newTracker(time.Minute)
+	tr := newTracker(time.Minute, t0)
 	ok := proto.CheckResult{OK: true, At: 1}
 	bad := proto.CheckResult{OK: false, Detail: "connection refused", At: 2}
 	n := render.StatusRow{Node: "nas", Online: true, State: proto.StateSucceeded, Checks: proto.CheckResults{"smb": ok, "disk": bad}}
@@ -128,4 +128,17 @@ func TestChecksOutsideRollouts(t *testing.T) {
 	expect(t, "during a rollout", tr.observe([]render.StatusRow{n}, nil, t0))
 	n.State = proto.StateSucceeded
 	expect(t, "still failing after it", tr.observe([]render.StatusRow{n}, nil, t0), CheckFailing)
+}
+
+// TestNewsAtFirstSight: what happened after the tracker started is news
+// even when it is the first thing seen of a rollout or machine.
+func TestNewsAtFirstSight(t *testing.T) {
+	tr := newTracker(time.Minute, t0)
+	after := t0.Add(time.Second).UnixMilli()
+	rs := proto.RolloutState{Envelope: proto.Envelope{TS: after}, Rollout: "r-9", State: proto.RolloutSucceeded}
+	st := &proto.NodeStatus{Execution: proto.Execution{Rollout: "r-9", State: proto.StateRollbackFailed, Since: after}}
+	m := render.StatusRow{Node: "m", Online: true, State: proto.StateRollbackFailed, Rollout: "r-9", Status: st}
+	expect(t, "after the start", tr.observe([]render.StatusRow{m}, []proto.RolloutState{rs}, t0.Add(2*time.Second)), RolloutFinished, MachineRollbackFailed)
+	tr = newTracker(time.Minute, t0.Add(time.Minute))
+	expect(t, "before the start", tr.observe([]render.StatusRow{m}, []proto.RolloutState{rs}, t0.Add(2*time.Minute)))
 }

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lab-fleet/lab/internal/alert"
+	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/proto"
+)
+
+func TestAlertSettingsRefuseBadInput(t *testing.T) {
+	clearBrokerEnv(t)
+	cfg := writeFile(t, "alerts.yaml", `controller:
+  alerts:
+    offline_after: 5m
+    webhooks:
+      - url: https://ntfy.example/lab
+        format: ntfy
+        events: [rollout-finished, machine-offline]
+      - url: https://hooks.example/x
+        format: teams
+      - url: https://hooks.example/y
+        events: [rollout-done]
+      - url: https://hooks.example/z
+        secret: inline
+      - url: https://hooks.example/w
+        secret_file: /nonexistent/secret
+`)
+	code, _, errOut := labctl(t, "broker", "--config", cfg, "--check-config", "--webhook", "slack=ftp://x")
+	if code != 2 {
+		t.Fatalf("exit %d, want 2\n%s", code, errOut)
+	}
+	for _, want := range []string{
+		`controller.alerts.webhooks[1].format: unknown webhook format "teams"`,
+		`controller.alerts.webhooks[2].events: unknown event "rollout-done"`,
+		`secret`, // the unknown key of the fourth
+		`controller.alerts.webhooks[4].secret_file: open /nonexistent/secret`,
+		`controller.alerts.webhook: webhook "ftp://x": want an http:// or https:// URL`,
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("no %q in:\n%s", want, errOut)
+		}
+	}
+	ok := writeFile(t, "ok.yaml", "controller:\n  alerts:\n    offline_after: 5m\n    webhooks:\n      - url: https://ntfy.example/lab\n        format: ntfy\n        events: [rollout-finished]\n")
+	if code, out, errOut := labctl(t, "broker", "--config", ok, "--check-config"); code != 0 {
+		t.Errorf("a valid alerts section: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := labctl(t, "broker", "--check-config", "--alert-offline-after", "0s"); code != 2 || !strings.Contains(errOut, "offline_after") {
+		t.Errorf("--alert-offline-after 0s: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestBrokerPostsSignedAlerts: labctl broker with --webhook posts a
+// machine's rollback to a local receiver, signed with the secret file's
+// secret, and retries when the receiver is busy.
+func TestBrokerPostsSignedAlerts(t *testing.T) {
+	clearBrokerEnv(t)
+	secret := writeFile(t, "hook.secret", "correct horse battery staple\n")
+	var mu sync.Mutex
+	var got []alert.Event
+	calls := 0
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if err := alert.Verify([]byte("correct horse battery staple"), r.Header.Get("X-Lab-Timestamp"), r.Header.Get("X-Lab-Signature"), body, time.Now(), time.Minute); err != nil {
+			t.Errorf("delivery %d: %v", calls, err)
+		}
+		if calls == 1 {
+			http.Error(w, "busy", http.StatusServiceUnavailable) // the first try fails: the retry must come
+			return
+		}
+		var ev alert.Event
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Errorf("body %s: %v", body, err)
+		}
+		got = append(got, ev)
+	}))
+	defer rcv.Close()
+
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--http", "",
+			"--webhook", rcv.URL + "/lab", "--webhook-secret-file", secret}, &out, &errOut)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("broker did not stop")
+		}
+	}()
+	addr := awaitListening(t, errOut.String)
+	c, err := bus.Dial(ctx, bus.Config{URLs: []string{"mqtt://" + addr}, ClientID: "web", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := c.AwaitConnection(wctx); err != nil {
+		t.Fatal(err)
+	}
+	topics, _ := proto.NewTopics(proto.DefaultPrefix)
+	status := func(state proto.ExecState, errText string) {
+		now := time.Now()
+		st := &proto.NodeStatus{Node: "web", Execution: proto.Execution{Rollout: "r-1", Gen: 2, State: state, Error: errText, Since: now.UnixMilli()}, UpdatedAt: now.UnixMilli()}
+		st.Stamp("web", now)
+		b, err := proto.Seal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Publish(ctx, topics.NodeStatus("web"), b, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status(proto.StateActivating, "")
+	status(proto.StateRolledBack, "health check http failed: connection refused")
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].Kind != alert.MachineRolledBack || got[0].Machine != "web" || !strings.Contains(got[0].Detail, "connection refused") {
+		_, so, se := labctl(t, "status", "--json", "--broker", "mqtt://"+addr)
+		t.Fatalf("delivered %+v after %d requests\n%s\n%s%s", got, calls, errOut.String(), so, se)
+	}
+	if calls != 2 {
+		t.Errorf("%d requests, want 2 (a 503, then the retry)", calls)
+	}
+	if !strings.Contains(errOut.String(), `msg=alerts webhooks="generic http://127.0.0.1:`) {
+		t.Errorf("no log of the configured webhooks:\n%s", errOut.String())
+	}
+}
