@@ -73,7 +73,11 @@ func alertSettings(g *globals) ([]alert.Webhook, time.Duration, error) {
 	}
 	var hooks []alert.Webhook
 	flagSecret := secret(keyAlertSecretFile, v.GetString(keyAlertSecretFile))
-	specs, err := cast.ToStringSliceE(v.Get(keyAlertHooks))
+	var specs []string
+	var err error
+	if raw := v.Get(keyAlertHooks); raw != nil {
+		specs, err = cast.ToStringSliceE(raw)
+	}
 	if err != nil {
 		bad(keyAlertHooks, "want a list of [FORMAT=]URL: %v", err)
 	}
@@ -124,7 +128,10 @@ func alertSettings(g *globals) ([]alert.Webhook, time.Duration, error) {
 			hooks = append(hooks, w)
 		}
 	}
-	after, err := cast.ToDurationE(v.Get(keyAlertOfflineAfter))
+	after := alert.DefaultOfflineAfter
+	if raw := v.Get(keyAlertOfflineAfter); raw != nil {
+		after, err = cast.ToDurationE(raw)
+	}
 	if err != nil || after <= 0 {
 		bad(keyAlertOfflineAfter, "want a positive duration such as 10m, got %v", v.Get(keyAlertOfflineAfter))
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/lab-fleet/lab/internal/alert"
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/configkeys"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -148,5 +151,37 @@ func TestBrokerPostsSignedAlerts(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), `msg=alerts webhooks="generic http://127.0.0.1:`) {
 		t.Errorf("no log of the configured webhooks:\n%s", errOut.String())
+	}
+}
+
+// TestAlertsDocExample: the config file of docs/alerts.md is read as
+// labctl reads it, without an error, into the webhooks it shows.
+func TestAlertsDocExample(t *testing.T) {
+	clearBrokerEnv(t)
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "alerts.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := docBlockRE.FindAllStringSubmatch(string(b), -1)
+	if len(blocks) != 1 {
+		t.Fatalf("docs/alerts.md: %d config examples, want 1", len(blocks))
+	}
+	secret := writeFile(t, "lab-webhook", "s\n")
+	path := writeFile(t, "broker.yaml", strings.ReplaceAll(blocks[0][2], "/run/secrets/lab-webhook", secret))
+	g := newGlobals(new(strings.Builder), new(strings.Builder))
+	g.v.SetConfigFile(path)
+	if err := g.v.ReadInConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if err := configkeys.Unknown("docs/alerts.md", g.v.AllKeys(), configKeys()); err != nil {
+		t.Error(err)
+	}
+	hooks, after, err := alertSettings(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hooks) != 3 || after != 30*time.Minute || hooks[0].Format != alert.Ntfy || len(hooks[0].Events) != 3 ||
+		string(hooks[1].Secret) != "s" || hooks[2].Format != alert.Slack {
+		t.Errorf("read %+v, offline after %s", hooks, after)
 	}
 }
