@@ -44,7 +44,7 @@ func (t *Table) MosquittoACL() string {
 			}
 		}
 	}
-	section(RoleController, "controllers: publish desired state, gates, commands, rollouts, requests and answers; read all of lab but others' answers", func(id Identity) []string {
+	section(RoleController, "controllers: publish desired state, gates, commands, rollouts, requests and answers, Home Assistant's discovery; read all of lab but others' answers", func(id Identity) []string {
 		var out []string
 		for _, p := range t.publishes(id) {
 			out = append(out, "topic write "+p)
@@ -54,8 +54,11 @@ func (t *Table) MosquittoACL() string {
 		}
 		return out
 	})
-	section(RoleViewer, "viewers: read status, presence, rollouts, the JSON mirror", func(id Identity) []string {
+	section(RoleViewer, "viewers: read status, presence, rollouts, the JSON mirror, Home Assistant's discovery; publish Home Assistant's birth", func(id Identity) []string {
 		var out []string
+		for _, p := range t.publishes(id) {
+			out = append(out, "topic write "+p)
+		}
 		for _, p := range t.reads(id) {
 			out = append(out, "topic read "+p)
 		}

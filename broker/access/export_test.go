@@ -79,3 +79,31 @@ func TestMosquittoACLGrantsTheSame(t *testing.T) {
 		t.Errorf("a controller may read other clients' answers:\n%s", acl)
 	}
 }
+
+// Home Assistant, given a viewer identity, reads its discovery configs
+// and states and publishes its birth under mosquitto too; the controller
+// publishes them.
+func TestMosquittoACLHomeAssistant(t *testing.T) {
+	tb := testTable(t)
+	got := mosquittoGrants(t, tb.MosquittoACL(), []string{"n1", "n2", "ops", "ci", "grafana"})
+	for _, c := range []struct{ who, op, topic string }{
+		{"grafana", "read", "homeassistant/#"}, {"grafana", "read", "lab/v1/ha/#"}, {"grafana", "write", "homeassistant/status"},
+		{"ops", "write", "homeassistant/#"}, {"ops", "write", "lab/v1/ha/#"}, {"ops", "read", "homeassistant/status"},
+	} {
+		if !slices.Contains(got[c.who][c.op], c.topic) {
+			t.Errorf("mosquitto does not let %s %s %s", c.who, c.op, c.topic)
+		}
+	}
+	for _, w := range got["grafana"]["write"] {
+		if w != "homeassistant/status" && !strings.HasPrefix(w, "lab/v1/node/grafana/") {
+			t.Errorf("a viewer may write %s", w)
+		}
+	}
+	for _, op := range []string{"read", "write"} {
+		for _, g := range got["n1"][op] {
+			if strings.HasPrefix(g, "homeassistant/") || strings.HasPrefix(g, "lab/v1/ha/") {
+				t.Errorf("a node may %s %s", op, g)
+			}
+		}
+	}
+}

@@ -3,7 +3,22 @@ package access
 import (
 	"slices"
 	"strings"
+
+	"github.com/lab-fleet/lab/proto"
 )
+
+// Home Assistant's MQTT discovery (labctl broker --homeassistant) under
+// its default discovery prefix: the controller service publishes the
+// configs there, and reads the birth topic, where Home Assistant — a
+// viewer — says online (its Last Will says offline there too).
+const (
+	HomeAssistantPrefix = "homeassistant"
+	HomeAssistantBirth  = HomeAssistantPrefix + "/status"
+)
+
+// haState is the filter of the JSON states the discovery configs read
+// (<p>/ha/<machine>/state).
+func haState(tp proto.Topics) string { return tp.Prefix() + "/ha/#" }
 
 // CanPublish reports whether id may publish to topic (a topic name, no
 // wildcards).
@@ -67,10 +82,14 @@ func (t *Table) buildPublishes(id Identity) []string {
 		return []string{tp.NodeStatus(id.Name), tp.NodePresence(id.Name), tp.NodeEvents(id.Name)}
 	case RoleController:
 		// Besides desired state, gates, commands and rollouts: requests to
-		// the controller service, and (the service's identity) its
-		// answers to any client.
+		// the controller service, (the service's identity) its answers to
+		// any client, and Home Assistant's discovery configs and states.
 		return []string{tp.AllDesired(), tp.NodeCmd("+"), tp.AllGates(), tp.GroupCmd("+"), tp.AllCmd(), tp.AllRollouts(),
-			tp.CtlRequests(), tp.CtlResponses("+")}
+			tp.CtlRequests(), tp.CtlResponses("+"), HomeAssistantPrefix + "/#", haState(tp)}
+	case RoleViewer:
+		// Home Assistant's birth message and Last Will, which make the
+		// controller service publish its discovery configs again.
+		return []string{HomeAssistantBirth}
 	}
 	return nil
 }
@@ -88,12 +107,15 @@ func (t *Table) buildReads(id Identity) []string {
 		return out
 	case RoleController:
 		// All of lab but the answers to other clients: <p>/ctl/res/<name>/
-		// is for <name> alone.
+		// is for <name> alone; and Home Assistant's birth topic.
 		p := tp.Prefix()
 		return []string{p + "/node/#", p + "/group/#", p + "/all/#", p + "/rollout/#", p + "/json/#",
-			tp.CtlRequests(), tp.CtlResponses(id.Name)}
+			tp.CtlRequests(), tp.CtlResponses(id.Name), haState(tp), HomeAssistantBirth}
 	case RoleViewer:
-		return []string{tp.AllStatus(), tp.AllPresence(), tp.AllEvents(), tp.AllRollouts(), tp.Prefix() + "/json/#"}
+		// What generic clients watch, and what Home Assistant reads: its
+		// discovery configs and the JSON states they name.
+		return []string{tp.AllStatus(), tp.AllPresence(), tp.AllEvents(), tp.AllRollouts(), tp.Prefix() + "/json/#",
+			HomeAssistantPrefix + "/#", haState(tp)}
 	}
 	return nil
 }

@@ -116,7 +116,7 @@ func TestRules(t *testing.T) {
 		{"ops", "lab/v1/ctl/res/#", false, false},
 		{"ci", "lab/v1/ctl/res/ci/#", false, true},
 		{"ci", "lab/v1/ctl/res/ops/#", false, false},
-		// Viewers read status, presence, rollouts and the JSON mirror; they publish nothing.
+		// Viewers read status, presence, rollouts and the JSON mirror; they publish nothing of lab.
 		{"grafana", "lab/v1/node/+/status", false, true},
 		{"grafana", "lab/v1/node/n1/presence", false, true},
 		{"grafana", "lab/v1/rollout/+", false, true},
@@ -130,6 +130,28 @@ func TestRules(t *testing.T) {
 		{"grafana", "lab/v1/ctl/req/+", false, false},
 		{"grafana", "lab/v1/ctl/res/grafana/#", false, false},
 		{"grafana", "lab/v1/ctl/res/ops/#", false, false},
+		// Home Assistant (a viewer) reads the discovery configs and the
+		// JSON states they name, and publishes its birth and Last Will
+		// only; the controller service publishes both and reads the birth.
+		{"grafana", "homeassistant/#", false, true},
+		{"grafana", "homeassistant/update/lab_n1_system/config", false, true},
+		{"grafana", "lab/v1/ha/#", false, true},
+		{"grafana", "lab/v1/ha/n1/state", false, true},
+		{"grafana", "homeassistant/status", true, true},
+		{"grafana", "homeassistant/update/lab_n1_system/config", true, false},
+		{"grafana", "homeassistant/#", true, false},
+		{"grafana", "lab/v1/ha/n1/state", true, false},
+		{"grafana", "#", false, false},
+		{"ops", "homeassistant/update/lab_n1_system/config", true, true},
+		{"ops", "homeassistant/binary_sensor/lab_n1_online/config", true, true},
+		{"ops", "lab/v1/ha/n1/state", true, true},
+		{"ops", "homeassistant/status", false, true},
+		{"ops", "lab/v1/ha/#", false, true},
+		{"ops", "homeassistant/#", false, false},
+		{"n1", "homeassistant/status", true, false},
+		{"n1", "homeassistant/#", false, false},
+		{"n1", "lab/v1/ha/n1/state", true, false},
+		{"n1", "lab/v1/ha/#", false, false},
 	} {
 		var got bool
 		if r.write {
