@@ -18,7 +18,7 @@
             # `go mod vendor` output hashed with `nix hash path` (see
             # docs/nixos.md, "Updating vendorHash"); needs Go >= 1.26.
             # integration/vendorhash_test.go fails when it is stale.
-            vendorHash = "sha256-yrv4bZ792+cvrDPmQjs3blCugoXeGPYG472zRH+suE4=";
+            vendorHash = "sha256-9noNnzDhGkwLu3gJIJUMn2HpVB8LcuAJQNt8uaWwPS0=";
             subPackages = [ "cmd/labctl" "cmd/labd" ];
             ldflags = [ "-s" "-w" "-X main.version=${version}" ];
             # The tests need a broker, Nix and namespaces: they run in CI

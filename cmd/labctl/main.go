@@ -86,7 +86,7 @@ Then, for a real fleet:
 	pf.String("rollouts-db", "", "rollout records `FILE` (default $XDG_STATE_HOME/lab/rollouts.db or ~/.local/state/lab/rollouts.db; env LAB_ROLLOUTS_DB)")
 	root.AddCommand(newBrokerCmd(g), newControllerCmd(g))
 	root.AddCommand(newKeyCmd(g))
-	root.AddCommand(newPublishCmd(g), newStatusCmd(g))
+	root.AddCommand(newPublishCmd(g), newStatusCmd(g), newWatchCmd(g))
 	root.AddCommand(newRolloutCmd(g), newRebootCmd(g), newInventoryCmd(g), newNodeCmd(g), newACLCmd(g), newPKICmd(g))
 	root.AddCommand(newDemoCmd(g))
 	markUsageErrors(root)
