@@ -42,6 +42,10 @@ type publishFlags struct {
 	onFailure    string
 
 	fetchTimeout, activateTimeout, confirmTimeout time.Duration
+
+	// rollback: the targets are the selected machines' previous systems
+	// (labctl rollback), not --toplevel or --flake.
+	rollback bool
 }
 
 func newPublishCmd(g *globals) *cobra.Command {
@@ -95,6 +99,14 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f.StringVar(&pf.flake, "flake", "", "take machines and systems from this flake `REF`: one nix eval, one nix build (--on selects; default every machine)")
 	f.StringVar(&pf.copyTo, "copy-to", "", "with --flake: nix copy the built systems to this binary cache `URL` (the machines substitute from it)")
 	f.StringVar(&pf.on, "on", "", "targets: @group or node names, comma-separated (e.g. @web,db1)")
+	pf.define(g, cmd)
+	return cmd
+}
+
+// define adds the flags of a rollout's plan, signing and following, which
+// publish and rollback share.
+func (pf *publishFlags) define(g *globals, cmd *cobra.Command) {
+	f := cmd.Flags()
 	f.StringVar(&pf.action, "action", "switch", "switch-to-configuration action: switch, boot or test")
 	f.StringVar(&pf.reboot, "reboot", "", "with --action boot: always (default) reboots into the new system and confirms its health after the reboot, never only sets the boot entry")
 	f.DurationVar(&pf.timeout, "timeout", 0, "stop following after this long; 0 = until every wave is done (each waits at most --wave-deadline)")
@@ -119,7 +131,6 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f.StringVar(&pf.onFailure, "on-failure", "halt", "on halt: halt (leave switched targets) or rollback (switch them back)")
 	f.BoolVar(&pf.allowUnseen, "allow-unseen", false, "publish to nodes this broker has never seen (no status or presence yet: a new machine, or a typo)")
 	addClientFlags(g, cmd)
-	return cmd
 }
 
 // plan builds the rollout plan from the flags (targets come later).
@@ -192,6 +203,10 @@ func runPublish(cmd *cobra.Command, g *globals, pf publishFlags) error {
 	if pf.flake != "" {
 		if err := flakeTargets(ctx, g, &plan, pf); err != nil {
 			return err
+		}
+	} else if pf.rollback {
+		if err := rollbackTargets(g, &plan, pf, conn.fleet); err != nil {
+			return usageError{err}
 		}
 	} else if err := resolveTargets(&plan, pf, tl, conn.fleet); err != nil {
 		return usageError{err}
@@ -286,6 +301,9 @@ func (pf publishFlags) check(plan controller.Plan) (toplevels, error) {
 	}
 	switch {
 	case pf.flake != "":
+	case pf.rollback && pf.on == "":
+		return tl, errors.New("--on is needed: which machines go back (@group or node names)")
+	case pf.rollback:
 	case pf.on == "" && tl.bare != "":
 		return tl, errors.New("--toplevel PATH without NODE= needs --on to say which nodes")
 	case pf.on == "" && len(tl.named) == 0:
