@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/lab-fleet/lab/internal/bus"
@@ -46,6 +47,10 @@ type Config struct {
 	Machine         proto.Machine  // planning metadata reported in status (reboot order, dependencies)
 	RebootCommand   []string       // argv that reboots the machine, default systemctl reboot
 	Version         string         // labd version reported in status
+	// MetricsTextfileDir is node_exporter's textfile directory: labd
+	// writes its metrics to labd.prom in it ("": no file).
+	MetricsTextfileDir string
+	MetricsInterval    time.Duration // the file is rewritten at least this often, default 30s
 	// Dial, when set, opens the broker connections of mqtt:// URLs
 	// (the fleet benchmark counts bytes with it); nil: the default.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -98,10 +103,23 @@ func (c *Config) Validate() error {
 	setDur(&c.ConfirmTimeout, 5*time.Minute)
 	setDur(&c.KeepAlive, 30*time.Second)
 	setDur(&c.SessionExpiry, 24*time.Hour)
+	setDur(&c.MetricsInterval, 30*time.Second)
 	for k, d := range map[string]time.Duration{"timeouts.fetch": c.FetchTimeout, "timeouts.activate": c.ActivateTimeout,
 		"timeouts.confirm": c.ConfirmTimeout, "keepalive": c.KeepAlive, "session_expiry": c.SessionExpiry} {
 		if d < 0 {
 			bad(k, "negative duration %s", d)
+		}
+	}
+	if c.MetricsInterval < time.Second {
+		bad("metrics.textfile_interval", "%s is less than 1s", c.MetricsInterval)
+	}
+	if dir := c.MetricsTextfileDir; dir != "" {
+		if !filepath.IsAbs(dir) {
+			bad("metrics.textfile_dir", "%q is not an absolute path (node_exporter's --collector.textfile.directory)", dir)
+		} else if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+			bad("metrics.textfile_dir", "%s is not a directory", dir)
+		} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+			bad("metrics.textfile_dir", "%v", err) // a missing one is only warned about: node_exporter may create it later
 		}
 	}
 	if len(c.RebootCommand) == 0 {
@@ -162,6 +180,12 @@ func (c *Config) Warnings() []string {
 	for _, k := range c.ControllerKeys {
 		if pub, err := proto.ParsePublicKey(k); err == nil && operator[pub.ID] != nil {
 			w = append(w, fmt.Sprintf("key %q is in both trusted_keys and controller_keys: as an operator key it may sign desired states too; controller_keys need not repeat operator keys", pub.ID))
+		}
+	}
+	if dir := c.MetricsTextfileDir; dir != "" {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			w = append(w, fmt.Sprintf("metrics.textfile_dir %s does not exist (%v): labd logs each failed write and tries again; "+
+				"it should be node_exporter's --collector.textfile.directory", dir, errors.Unwrap(err)))
 		}
 	}
 	profile := c.Nix.Profile

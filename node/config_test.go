@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,12 +21,17 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Username != "n1" || c.StateDir != "/var/lib/labd" || c.FetchTimeout != 30*time.Minute || c.ConfirmTimeout != 5*time.Minute ||
-		c.KeepAlive != 30*time.Second || c.SessionExpiry != 24*time.Hour || len(c.RebootCommand) == 0 || c.Logger == nil {
+		c.KeepAlive != 30*time.Second || c.SessionExpiry != 24*time.Hour || len(c.RebootCommand) == 0 || c.Logger == nil ||
+		c.MetricsTextfileDir != "" || c.MetricsInterval != 30*time.Second {
 		t.Fatalf("defaults not filled: %+v", c)
 	}
 }
 
 func TestConfigErrorsNameTheKey(t *testing.T) {
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	base := func() Config { return Config{Name: "n1", Broker: []string{"mqtt://b:1883"}} }
 	for _, tc := range []struct {
 		key string
@@ -46,6 +52,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		}},
 		{"checks[0]", func(c *Config) { c.Checks = []health.Check{{Name: "web", Type: "ftp"}} }},
 		{"machine", func(c *Config) { c.Machine = proto.Machine{Dependencies: []string{"DB"}} }},
+		{"metrics.textfile_dir", func(c *Config) { c.MetricsTextfileDir = "var/lib/node-exporter" }},
+		{"metrics.textfile_dir", func(c *Config) { c.MetricsTextfileDir = filepath.Join(notDir, "x") }},
+		{"metrics.textfile_dir", func(c *Config) { c.MetricsTextfileDir = notDir }},
+		{"metrics.textfile_interval", func(c *Config) { c.MetricsInterval = 500 * time.Millisecond }},
+		{"metrics.textfile_interval", func(c *Config) { c.MetricsInterval = -time.Second }},
 	} {
 		c := base()
 		tc.mod(&c)
@@ -77,5 +88,13 @@ func TestNewWarnsAboutMissingProfileAndKeys(t *testing.T) {
 	c.Nix.Profile, c.TrustedKeys = dir, []string{"op:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k="}
 	if w := c.Warnings(); len(w) != 0 {
 		t.Errorf("warnings for a config with a key and an existing profile: %q", w)
+	}
+	// A textfile directory that does not exist (yet): valid, warned.
+	c.MetricsTextfileDir = filepath.Join(dir, "node-exporter")
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Warnings(); len(w) != 1 || !strings.Contains(w[0], "metrics.textfile_dir "+c.MetricsTextfileDir+" does not exist") {
+		t.Errorf("warnings for a missing textfile directory: %q", w)
 	}
 }

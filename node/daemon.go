@@ -15,6 +15,7 @@ import (
 	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/node/health"
 	"github.com/lab-fleet/lab/node/nixsys"
+	"github.com/lab-fleet/lab/node/nodemetrics"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -38,6 +39,9 @@ type Daemon struct {
 	trouble  bus.Trouble       // the failed attempts before the current connection
 	pubq     chan func(context.Context)
 	stopping atomic.Bool // set before the goodbye: presence is no longer healed
+
+	metrics      *nodemetrics.Set // counted by the loop (transitions) and intake (rejections)
+	metricsDirty chan struct{}    // nudges the textfile writer (textfile.go); coalesced
 }
 
 // New validates cfg and prepares a daemon. sys is the Nix implementation
@@ -65,6 +69,7 @@ func New(cfg Config, sys nixsys.System) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), topics: topics, keys: keys, nix: sys,
 		checks: &health.Runner{Clock: clock.Or(cfg.Clock)}, events: make(chan any, 64), st: st, pubq: make(chan func(context.Context), 256),
+		metrics: nodemetrics.New(), metricsDirty: make(chan struct{}, 1),
 		m: machine{groups: cfg.Groups, clock: clock.Or(cfg.Clock), timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout},
 			bootID: readBootID(cfg.BootIDFile)}}
 	// Every configured check is in the status from the start, "not run"
@@ -92,7 +97,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	bc.Will = &bus.Message{Topic: d.topics.NodePresence(d.cfg.Name), Payload: will, Retain: true}
-	bc.OnMessage, bc.OnUp = d.receive, d.onUp
+	bc.OnMessage, bc.OnUp, bc.OnDown = d.receive, d.onUp, d.metricsChanged
 	c, err := bus.Dial(ctx, bc)
 	if err != nil {
 		return err
@@ -104,13 +109,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	pubCtx, stopPub := context.WithCancel(context.Background())
 	pubDone := make(chan struct{})
 	go func() { d.publisher(pubCtx); close(pubDone) }()
+	tf := d.newTextfile()
+	tfCtx, stopTF := context.WithCancel(context.Background())
+	tfDone := make(chan struct{})
+	go func() { d.textfile(tfCtx, tf); close(tfDone) }()
 	d.send(evResume{})
 	d.log.Info("labd started", "groups", d.cfg.Groups, "state", d.st.Exec.State, "applied_gen", d.st.AppliedGen)
 	runErr := d.loop(ctx)
 
-	// Shut down: drain queued publishes, say goodbye, disconnect.
+	// Shut down: drain queued publishes, say goodbye, disconnect, and
+	// leave a metrics file that says so.
 	stopPub()
 	<-pubDone
+	stopTF()
+	<-tfDone
+	defer func() { tf.closed = true; tf.write(d) }()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	d.stopping.Store(true)
@@ -238,6 +251,7 @@ func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
 		case effStatus:
 			d.enqueueStatus()
 		case effEvent:
+			d.metrics.Transition(e.from, e.to)
 			d.enqueueEvent(s.Exec.Rollout, s.Exec.Gen, e.from, e.to, e.detail)
 		case effReject:
 			d.reject(e.rollout, e.gen, e.reason)

@@ -183,21 +183,36 @@ func subscribePresence(t *testing.T, br *testbroker.Broker, id string) (*bus.Cli
 // publishes. prepare, if not nil, runs on the state directory first.
 func testNode(t *testing.T, fake *nixsystest.Fake, key proto.PrivateKey, prepare func(stateDir string)) (br *testbroker.Broker, statuses chan proto.NodeStatus) {
 	t.Helper()
+	br, statuses, _ = testNodeWith(t, fake, key, prepare, nil)
+	return br, statuses
+}
+
+// testNodeWith is testNode with edit, if not nil, changing the config
+// first (it sees the broker's address in cfg.Broker); stop ends the
+// daemon and waits (also at cleanup).
+func testNodeWith(t *testing.T, fake *nixsystest.Fake, key proto.PrivateKey, prepare func(stateDir string), edit func(*Config)) (br *testbroker.Broker, statuses chan proto.NodeStatus, stop func()) {
+	t.Helper()
 	br = testbroker.Start(t)
 	dir := t.TempDir()
 	fake.SetCurrent(tlOld)
 	if prepare != nil {
 		prepare(filepath.Join(dir, "state"))
 	}
-	d, err := New(Config{Name: "n1", Broker: []string{br.URL()}, StateDir: filepath.Join(dir, "state"), TrustedKeys: []string{key.Public().String()},
-		BootIDFile: filepath.Join(dir, "boot_id"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, fake)
+	cfg := Config{Name: "n1", Broker: []string{br.URL()}, StateDir: filepath.Join(dir, "state"), TrustedKeys: []string{key.Public().String()},
+		BootIDFile: filepath.Join(dir, "boot_id"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if edit != nil {
+		edit(&cfg)
+	}
+	d, err := New(cfg, fake)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = d.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
 	statuses = make(chan proto.NodeStatus, 100)
 	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: "ctl", CleanStart: true,
 		OnMessage: func(m bus.Message) {
@@ -218,7 +233,7 @@ func testNode(t *testing.T, fake *nixsystest.Fake, key proto.PrivateKey, prepare
 	if err := c.Subscribe(wctx, proto.DefaultTopics.NodeStatus("n1")); err != nil {
 		t.Fatal(err)
 	}
-	return br, statuses
+	return br, statuses, stop
 }
 
 // publishDesired publishes a signed Desired of toplevel for n1.

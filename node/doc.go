@@ -17,6 +17,13 @@
 // a detached activation that finished while labd was down is picked up from
 // its result file (package nixsys), never run twice.
 //
+// With a textfile directory configured, one more goroutine,
+// Daemon.textfile (textfile.go), writes labd.prom for node_exporter
+// (package nodemetrics): when the status changes, the connection drops
+// and every interval. It only reads — the status snapshot taken under the
+// daemon's mutex and the counters the loop and intake increment — and
+// nobody waits for it.
+//
 // Any malformed, oversize, invalid, unsigned-when-keys-are-pinned, forged,
 // expired or replayed message is reported as a "rejected" event and changes
 // nothing else; so is a Desired signed by a key pinned for gates and

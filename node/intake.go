@@ -153,6 +153,8 @@ func (d *Daemon) reject(rollout string, gen uint64, reason string) {
 		rollout = ""
 	}
 	d.log.Warn("rejected message", "reason", reason)
+	d.metrics.Rejected()
+	d.metricsChanged()
 	d.mu.Lock()
 	cur := d.st.Exec.State
 	d.mu.Unlock()

@@ -68,6 +68,7 @@ func (d *Daemon) enqueue(topic string, m proto.Message, retain bool) <-chan erro
 // enqueueStatus publishes the retained status as it is now; the channel
 // gets the outcome (see enqueue).
 func (d *Daemon) enqueueStatus() <-chan error {
+	d.metricsChanged() // the textfile follows the status
 	return d.enqueue(d.topics.NodeStatus(d.cfg.Name), d.status(), true)
 }
 

@@ -57,6 +57,10 @@ type fileConfig struct {
 		RebootDelay  time.Duration `mapstructure:"reboot_delay"`
 		Criticality  string        `mapstructure:"criticality"`
 	} `mapstructure:"machine"`
+	Metrics struct {
+		TextfileDir      string        `mapstructure:"textfile_dir"`
+		TextfileInterval time.Duration `mapstructure:"textfile_interval"`
+	} `mapstructure:"metrics"`
 }
 
 type nixConfig struct {
@@ -80,7 +84,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 	}
 	for _, k := range []string{"name", "broker", "username", "password_file", "prefix", "state_dir", "profile",
 		"timeouts.fetch", "timeouts.activate", "timeouts.confirm", "boot_id_file", "log_level", "keepalive", "session_expiry",
-		"nix.detach", "nix.bin_dir"} {
+		"nix.detach", "nix.bin_dir", "metrics.textfile_dir", "metrics.textfile_interval"} {
 		_ = v.BindEnv(k)
 	}
 	_ = v.BindEnv("broker", "LAB_BROKER_URL") // labctl's older spelling, after LAB_BROKER (docs/labctl.md)
@@ -106,6 +110,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		Prefix: fc.Prefix, StateDir: fc.StateDir, Checks: fc.Checks,
 		FetchTimeout: fc.Timeouts.Fetch, ActivateTimeout: fc.Timeouts.Activate, ConfirmTimeout: fc.Timeouts.Confirm,
 		TrustedKeys: fc.TrustedKeys, ControllerKeys: fc.CtlKeys, BootIDFile: fc.BootIDFile, RebootCommand: fc.RebootCommand, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
+		MetricsTextfileDir: fc.Metrics.TextfileDir, MetricsInterval: fc.Metrics.TextfileInterval,
 		Version: version, Logger: logger,
 	}
 	if t := fc.TLS; t.CA != "" || t.Cert != "" || t.Key != "" {

@@ -54,11 +54,27 @@ func TestCheckConfig(t *testing.T) {
 		{"bad check", strings.Replace(goodConfig, "type: http", "type: ftp", 1), "checks[0]"},
 		{"bad dependency", strings.Replace(goodConfig, "[db]", "[DB!]", 1), "machine"},
 		{"not yaml", "name: [unclosed\n", "labd.yaml"},
+		{"relative textfile dir", goodConfig + "metrics: {textfile_dir: var/lib/node-exporter}\n", "metrics.textfile_dir: \"var/lib/node-exporter\" is not an absolute path"},
+		{"textfile interval too short", goodConfig + "metrics: {textfile_dir: /tmp, textfile_interval: 10ms}\n", "metrics.textfile_interval: 10ms is less than 1s"},
+		{"typo in metrics", goodConfig + "metrics: {textfile_dri: /tmp}\n", `unknown key "metrics.textfile_dri": did you mean "metrics.textfile_dir"?`},
 	} {
 		code, out := checkConfig(t, tc.yaml)
 		if code != exitConfig || !strings.Contains(out, tc.want) {
 			t.Errorf("%s: exit %d, want %d naming %q:\n%s", tc.name, code, exitConfig, tc.want, out)
 		}
+	}
+}
+
+// metrics.textfile_dir from the environment (LAB_METRICS_TEXTFILE_DIR)
+// is validated like the file's.
+func TestTextfileDirFromTheEnvironment(t *testing.T) {
+	t.Setenv("LAB_METRICS_TEXTFILE_DIR", "relative/dir")
+	if code, out := checkConfig(t, goodConfig); code != exitConfig || !strings.Contains(out, "metrics.textfile_dir") {
+		t.Fatalf("exit %d, want %d naming metrics.textfile_dir:\n%s", code, exitConfig, out)
+	}
+	t.Setenv("LAB_METRICS_TEXTFILE_DIR", t.TempDir())
+	if code, out := checkConfig(t, goodConfig); code != 0 {
+		t.Fatalf("an existing directory: exit %d\n%s", code, out)
 	}
 }
 
@@ -96,6 +112,8 @@ func TestCheckConfigWarns(t *testing.T) {
 			[]string{"warning: controller_keys but no trusted_keys configured", "every desired state is REJECTED"}, []string{"UNSIGNED"}},
 		{"an operator key repeated as a controller key", goodConfig + "controller_keys: [\"op:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=\"]\nprofile: " + dir + "\n",
 			[]string{`warning: key "op" is in both trusted_keys and controller_keys`}, nil},
+		{"a textfile directory that does not exist", goodConfig + "profile: " + dir + "\nmetrics: {textfile_dir: " + filepath.Join(dir, "nx") + "}\n",
+			[]string{"warning: metrics.textfile_dir " + filepath.Join(dir, "nx") + " does not exist"}, nil},
 		{"keys and a profile", goodConfig + "controller_keys: [\"ctl:" + otherKey + "\"]\nprofile: " + dir + "\n", nil, []string{"warning"}},
 	} {
 		path := filepath.Join(dir, "labd.yaml")
