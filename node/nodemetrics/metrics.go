@@ -51,7 +51,7 @@ func New() *Set {
 		rollbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "lab_node_rollbacks_total",
 			Help: "Rollbacks to the previous system started since labd started."}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "lab_node_rejected_messages_total",
-			Help: "Messages labd rejected since it started (malformed, unsigned, forged, expired, replayed, or commands it refused)."}),
+			Help: "Messages labd rejected since it started, each reported as a rejected event (malformed, unsigned, forged, expired, replayed, not for this node)."}),
 	}
 	for _, r := range results {
 		s.executions.WithLabelValues(string(r))
