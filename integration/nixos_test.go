@@ -171,6 +171,9 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 	if keys, _ := cfg["trusted_keys"].([]any); len(keys) != 1 || keys[0] != "operator-2026:3o0Hq4zY0m8oD2cR9c5m8oYv7jKxk3lJ9mZbZcN0Q1k=" {
 		t.Errorf("trusted_keys: %v", cfg["trusted_keys"])
 	}
+	if m, _ := cfg["metrics"].(map[string]any); len(m) != 1 || m["textfile_dir"] != "/var/lib/prometheus-node-exporter/textfile" {
+		t.Errorf("metrics (services.labd.metrics.textfileDir): %v", cfg["metrics"])
+	}
 	if keys, _ := cfg["controller_keys"].([]any); len(keys) != 1 || keys[0] != "controller-2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" {
 		t.Errorf("controller_keys (services.labd.controllerKeys): %v", cfg["controller_keys"])
 	}

@@ -23,6 +23,10 @@ let
     controller_keys = cfg.controllerKeys;
     labd_path = "${cfg.package}/bin/labd";
     timeouts = nonNull { inherit (cfg.timeouts) fetch activate confirm; };
+    metrics = if cfg.metrics.textfileDir == null then null else nonNull {
+      textfile_dir = cfg.metrics.textfileDir;
+      textfile_interval = cfg.metrics.textfileInterval;
+    };
     machine = nonNull {
       role = m.role;
       reboot_order = m.rebootOrder;
@@ -88,6 +92,15 @@ in {
       fetch = mkOption { type = types.nullOr types.str; default = null; example = "45m"; description = "Bound on realising a new system's closure (labd default 30m)."; };
       activate = mkOption { type = types.nullOr types.str; default = null; example = "15m"; description = "Bound on switch-to-configuration (labd default 10m)."; };
       confirm = mkOption { type = types.nullOr types.str; default = null; example = "5m"; description = "Bound on reconnecting and passing the checks after activation (labd default 5m)."; };
+    };
+    metrics = {
+      textfileDir = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/var/lib/prometheus-node-exporter/textfile";
+        description = "node_exporter's textfile directory (its --collector.textfile.directory): labd writes its metrics to labd.prom in it (docs/labd.md, \"Metrics for node_exporter\"). null: no file.";
+      };
+      textfileInterval = mkOption { type = types.nullOr types.str; default = null; example = "1m"; description = "How often labd.prom is rewritten when nothing changes (labd default 30s)."; };
     };
     extraConfig = mkOption {
       type = types.attrsOf types.anything;

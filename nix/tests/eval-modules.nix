@@ -41,6 +41,7 @@ let
       trustedKeys = [ operatorKey ];
       controllerKeys = [ "controller-2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" ];
       timeouts.fetch = "45m";
+      metrics.textfileDir = "/var/lib/prometheus-node-exporter/textfile";
     };
     services.lab-broker = {
       enable = true; package = fakeLab; port = 8883; openFirewall = true; jsonMirror = false;
