@@ -87,7 +87,7 @@ Then, for a real fleet:
 	root.AddCommand(newBrokerCmd(g), newControllerCmd(g))
 	root.AddCommand(newKeyCmd(g))
 	root.AddCommand(newPublishCmd(g), newStatusCmd(g), newWatchCmd(g))
-	root.AddCommand(newRolloutCmd(g), newRebootCmd(g), newInventoryCmd(g), newNodeCmd(g), newACLCmd(g), newPKICmd(g))
+	root.AddCommand(newRolloutCmd(g), newRollbackCmd(g), newRebootCmd(g), newInventoryCmd(g), newNodeCmd(g), newACLCmd(g), newPKICmd(g))
 	root.AddCommand(newDemoCmd(g))
 	markUsageErrors(root)
 	return root
