@@ -31,7 +31,8 @@ func TestDemoRollsOutAndOneNodeRollsBack(t *testing.T) {
 	}
 	// The story names every node and the rollback, and each node's own
 	// switch log shows what happened to it.
-	for _, want := range []string{"n1", "n4", "succeeded", "rolled-back", "switched back by itself"} {
+	for _, want := range []string{"n1", "n4", "succeeded", "rolled-back", "switched back by itself",
+		"4 machines: 4 online, 0 offline; 1 rolled-back, 3 succeeded; 1 needs attention", "attention: n4: rolled back"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

@@ -150,6 +150,10 @@ func (w *world) rollout(ctx context.Context) (*controller.Result, error) {
 	if err := render.WriteResult(w.opts.Out, res); err != nil {
 		return nil, err
 	}
+	w.say("\nlabctl status:\n")
+	if err := render.WriteStatus(w.opts.Out, render.StatusRows(fleet.Snapshot()), time.Now()); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 

@@ -170,6 +170,21 @@ func WriteStatus(w io.Writer, rows []StatusRow, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	// The counts and the machines that need someone, most urgent first:
+	// the same words as the dashboard's and labctl watch's.
+	if _, err := fmt.Fprintln(w, Counts(rows)); err != nil {
+		return err
+	}
+	urgent := slices.Clone(rows)
+	ByAttention(urgent)
+	for _, r := range urgent {
+		if r.Rank == RankNone {
+			break
+		}
+		if _, err := fmt.Fprintf(w, "attention: %s: %s\n", r.Node, r.Attention); err != nil {
+			return err
+		}
+	}
 	for _, r := range rows {
 		for _, p := range r.Problems {
 			if _, err := fmt.Fprintf(w, "(!) %s: %s\n", r.Node, p); err != nil {

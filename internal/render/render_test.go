@@ -77,6 +77,20 @@ func TestWriteStatus(t *testing.T) {
 	if strings.Contains(out, "failed attempts") {
 		t.Errorf("a note about failed attempts for a node that had none:\n%s", out)
 	}
+	// The counts line and the attention list are the dashboard's words,
+	// most urgent first (a failing node before an offline one).
+	for _, want := range []string{"2 machines: 1 online, 1 offline; 2 idle; 1 needs attention\n", "attention: n1: problem on the machine: disk full\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	bad := &proto.NodeStatus{Current: path, Execution: proto.Execution{Rollout: "r-1", State: proto.StateRollbackFailed, Error: "switch failed"}}
+	b.Reset()
+	checking := &proto.NodeStatus{Current: path, Checks: proto.CheckResults{"db": {OK: false, At: 1}}}
+	_ = WriteStatus(&b, StatusRows([]controller.NodeView{{Name: "a", Online: true, Status: checking}, {Name: "z", Online: true, Status: bad}}), now)
+	if i, j := strings.Index(b.String(), "attention: z:"), strings.Index(b.String(), "attention: a:"); i < 0 || j < 0 || i > j {
+		t.Errorf("attention not ordered most urgent first:\n%s", b.String())
+	}
 
 	// A node that connected after being refused says so, once online.
 	st.Connect = &proto.ConnectTrouble{Attempts: 7, Since: now.Add(-time.Hour).UnixMilli(), Until: now.Add(-time.Minute).UnixMilli(),
