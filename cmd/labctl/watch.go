@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
+	tea "charm.land/bubbletea/v2"
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/internal/render"
 	"github.com/lab-fleet/lab/proto"
@@ -205,7 +205,7 @@ func followFrames(ctx context.Context, fleet *controller.Fleet, frame func() wat
 // watchScreen runs the full-screen view until q or a signal.
 func watchScreen(ctx context.Context, g *globals, fleet *controller.Fleet, frame func() watchFrame) error {
 	first := frame()
-	p := tea.NewProgram(newWatchModel(first), tea.WithContext(ctx), tea.WithOutput(g.out), tea.WithAltScreen(),
+	p := tea.NewProgram(newWatchModel(first), tea.WithContext(ctx), tea.WithOutput(g.out),
 		tea.WithoutSignalHandler()) // ctx ends on SIGINT and SIGTERM
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()

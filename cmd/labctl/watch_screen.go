@@ -5,8 +5,7 @@ import (
 	"strings"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 	"github.com/lab-fleet/lab/internal/render"
 	"github.com/lab-fleet/lab/proto"
@@ -27,11 +26,13 @@ type watchModel struct {
 // maxRollouts is how many running rollouts the header lists.
 const maxRollouts = 3
 
+// Styles are plain SGR sequences; bubbletea drops the colours a
+// terminal lacks.
 var (
-	styleTitle   = lipgloss.NewStyle().Bold(true)
-	styleBad     = lipgloss.NewStyle().Foreground(lipgloss.Color("1")).Bold(true)
-	styleHeading = lipgloss.NewStyle().Reverse(true)
-	styleFaint   = lipgloss.NewStyle().Faint(true)
+	styleTitle   = ansi.NewStyle().Bold()
+	styleBad     = ansi.NewStyle().Bold().ForegroundColor(ansi.Red)
+	styleHeading = ansi.NewStyle().Reverse(true)
+	styleFaint   = ansi.NewStyle().Faint()
 )
 
 func newWatchModel(f watchFrame) watchModel { return watchModel{frame: f, width: 80, height: 24} }
@@ -44,8 +45,8 @@ func (m watchModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.frame = msg
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
-	case tea.KeyMsg:
-		if msg.Type == tea.KeyCtrlC {
+	case tea.KeyPressMsg:
+		if msg.String() == "ctrl+c" {
 			return m, tea.Quit
 		}
 		if m.editing {
@@ -60,13 +61,13 @@ func (m watchModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.offset++
 		case "k", "up":
 			m.offset--
-		case " ", "space", "pgdown", "ctrl+d", "f":
+		case "space", " ", "pgdown", "ctrl+d", "f":
 			m.offset += page
 		case "b", "pgup", "ctrl+u":
 			m.offset -= page
 		case "g", "home":
 			m.offset = 0
-		case "G", "end":
+		case "G", "shift+g", "end":
 			m.offset = len(m.visible())
 		case "a":
 			m.onlyAttention, m.offset = !m.onlyAttention, 0
@@ -81,18 +82,20 @@ func (m watchModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 }
 
 // edit types the filter: it applies as it is typed.
-func (m watchModel) edit(k tea.KeyMsg) watchModel {
-	switch k.Type {
-	case tea.KeyEnter:
+func (m watchModel) edit(k tea.KeyPressMsg) watchModel {
+	switch k.String() {
+	case "enter":
 		m.editing = false
-	case tea.KeyEsc:
+	case "esc":
 		m.editing, m.filter = false, ""
-	case tea.KeyBackspace:
+	case "backspace":
 		if r := []rune(m.filter); len(r) > 0 {
 			m.filter = string(r[:len(r)-1])
 		}
-	case tea.KeyRunes:
-		m.filter += string(k.Runes)
+	default:
+		if k.Text != "" && k.Mod&(tea.ModCtrl|tea.ModAlt) == 0 {
+			m.filter += strings.TrimSpace(k.Text)
+		}
 	}
 	return m
 }
@@ -139,13 +142,13 @@ func (m watchModel) header() []string {
 	f := m.frame
 	conn := "connected"
 	if !f.Connected {
-		conn = styleBad.Render("disconnected, retrying")
+		conn = styleBad.Styled("disconnected, retrying")
 	}
-	lines := []string{styleTitle.Render("labctl watch") + "  " + f.Broker + "  " + conn + "  " + f.At.Local().Format("15:04:05")}
+	lines := []string{styleTitle.Styled("labctl watch") + "  " + f.Broker + "  " + conn + "  " + f.At.Local().Format("15:04:05")}
 	lines = append(lines, joinWithin(strings.Split(f.Counts.String(), "; "), "; ", m.width)...)
 	run := f.running()
 	if len(run) == 0 {
-		lines = append(lines, styleFaint.Render("no rollout running"))
+		lines = append(lines, styleFaint.Styled("no rollout running"))
 	}
 	for i, v := range run {
 		if i == maxRollouts {
@@ -310,10 +313,19 @@ func (f watchFrame) cells(r render.StatusRow) []string {
 	return []string{r.Node, presence, string(r.State), system, checkSummary(r.Checks), reboot, seen, dashed(r.Attention)}
 }
 
-func (m watchModel) View() string {
+// View is the screen, in the terminal's alternate screen.
+func (m watchModel) View() tea.View {
+	v := tea.NewView(m.text())
+	v.AltScreen = true
+	return v
+}
+
+// text is the screen's content: exactly height lines, none wider than
+// width.
+func (m watchModel) text() string {
 	lines := m.header()
 	t := m.layout()
-	lines = append(lines, styleHeading.Render(ansi.Truncate("  "+t.heading, m.width, "…")))
+	lines = append(lines, styleHeading.Styled(ansi.Truncate("  "+t.heading, m.width, "…")))
 	room, end := m.tableLines(), m.offset
 	for ; end < len(t.rows) && len(t.rows[end]) <= room; end++ {
 		room -= len(t.rows[end])
@@ -321,16 +333,16 @@ func (m watchModel) View() string {
 			l = ansi.Truncate(l, m.width-2, "…")
 			switch {
 			case j > 0:
-				lines = append(lines, "  "+styleBad.Render(l))
+				lines = append(lines, "  "+styleBad.Styled(l))
 			case t.marked[end]:
-				lines = append(lines, styleBad.Render("! ")+l)
+				lines = append(lines, styleBad.Styled("! ")+l)
 			default:
 				lines = append(lines, "  "+l)
 			}
 		}
 	}
 	if len(t.rows) == 0 {
-		lines = append(lines, styleFaint.Render("  no machine to show"))
+		lines = append(lines, styleFaint.Styled("  no machine to show"))
 	}
 	for i := range lines {
 		lines[i] = ansi.Truncate(lines[i], m.width, "…")

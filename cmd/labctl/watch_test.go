@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
+	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/internal/testbroker"
@@ -58,22 +58,31 @@ func send(t *testing.T, m watchModel, msgs ...tea.Msg) watchModel {
 	return m
 }
 
-func key(s string) tea.KeyMsg {
+// key is a key press as the terminal sends it: "enter", "esc", "down",
+// "ctrl+c", or text typed.
+func key(s string) tea.KeyPressMsg {
 	switch s {
 	case "enter":
-		return tea.KeyMsg{Type: tea.KeyEnter}
+		return tea.KeyPressMsg{Code: tea.KeyEnter}
 	case "esc":
-		return tea.KeyMsg{Type: tea.KeyEsc}
+		return tea.KeyPressMsg{Code: tea.KeyEscape}
 	case "down":
-		return tea.KeyMsg{Type: tea.KeyDown}
+		return tea.KeyPressMsg{Code: tea.KeyDown}
+	case "ctrl+c":
+		return tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl}
 	}
-	return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s)}
+	r := []rune(s)
+	return tea.KeyPressMsg{Code: r[0], Text: s}
 }
 
 // screen is the view as text, without styles, checked to fit w×h.
 func screen(t *testing.T, m watchModel, w, h int) string {
 	t.Helper()
-	v := ansi.Strip(m.View())
+	view := m.View()
+	if !view.AltScreen {
+		t.Error("the view is not on the alternate screen")
+	}
+	v := ansi.Strip(view.Content)
 	lines := strings.Split(v, "\n")
 	if len(lines) != h {
 		t.Errorf("%d lines on a screen of %d:\n%s", len(lines), h, v)
@@ -180,7 +189,7 @@ func TestWatchScreen(t *testing.T) {
 		t.Error("q does not quit")
 	}
 	typing := send(t, m, key("/"))
-	if _, cmd := typing.Update(tea.KeyMsg{Type: tea.KeyCtrlC}); cmd == nil || cmd() != tea.Quit() {
+	if _, cmd := typing.Update(key("ctrl+c")); cmd == nil || cmd() != tea.Quit() {
 		t.Error("ctrl-c does not quit while typing a filter")
 	}
 
