@@ -43,6 +43,7 @@ func bindAlertFlags(g *globals, cmd *cobra.Command) {
 // webhookEntry is one item of controller.alerts.webhooks.
 type webhookEntry struct {
 	URL        string   `mapstructure:"url"`
+	URLFile    string   `mapstructure:"url_file"` // the URL in a file: Slack's and Matrix' URLs are secrets
 	Format     string   `mapstructure:"format"`
 	SecretFile string   `mapstructure:"secret_file"`
 	Events     []string `mapstructure:"events"`
@@ -103,11 +104,22 @@ func alertSettings(g *globals) ([]alert.Webhook, time.Duration, error) {
 		var entries []webhookEntry
 		dec, _ := mapstructure.NewDecoder(&mapstructure.DecoderConfig{Result: &entries, ErrorUnused: true, WeaklyTypedInput: false})
 		if err := dec.Decode(raw); err != nil {
-			bad(keyAlertWebhooks, "want a list of {url, format, secret_file, events}: %v", err)
+			bad(keyAlertWebhooks, "want a list of {url or url_file, format, secret_file, events}: %v", err)
 		}
 		for i, e := range entries {
 			key := fmt.Sprintf("%s[%d]", keyAlertWebhooks, i)
 			w := alert.Webhook{URL: e.URL, Secret: secret(key+".secret_file", e.SecretFile)}
+			switch {
+			case e.URL != "" && e.URLFile != "":
+				bad(key, "url and url_file exclude each other")
+				continue
+			case e.URLFile != "":
+				u := secret(key+".url_file", e.URLFile)
+				if u == nil {
+					continue
+				}
+				w.URL = string(u)
+			}
 			var err error
 			if w.Format, err = alert.ParseFormat(e.Format); err != nil {
 				bad(key+".format", "%v", err)

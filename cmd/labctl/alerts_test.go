@@ -36,6 +36,8 @@ func TestAlertSettingsRefuseBadInput(t *testing.T) {
         secret: inline
       - url: https://hooks.example/w
         secret_file: /nonexistent/secret
+      - url: https://hooks.example/v
+        url_file: /nonexistent/url
 `)
 	code, _, errOut := labctl(t, "broker", "--config", cfg, "--check-config", "--webhook", "slack=ftp://x")
 	if code != 2 {
@@ -46,6 +48,7 @@ func TestAlertSettingsRefuseBadInput(t *testing.T) {
 		`controller.alerts.webhooks[2].events: unknown event "rollout-done"`,
 		`secret`, // the unknown key of the fourth
 		`controller.alerts.webhooks[4].secret_file: open /nonexistent/secret`,
+		`controller.alerts.webhooks[5]: url and url_file exclude each other`,
 		`controller.alerts.webhook: webhook "ftp://x": want an http:// or https:// URL`,
 	} {
 		if !strings.Contains(errOut, want) {
@@ -167,7 +170,8 @@ func TestAlertsDocExample(t *testing.T) {
 		t.Fatalf("docs/alerts.md: %d config examples, want 1", len(blocks))
 	}
 	secret := writeFile(t, "lab-webhook", "s\n")
-	path := writeFile(t, "broker.yaml", strings.ReplaceAll(blocks[0][2], "/run/secrets/lab-webhook", secret))
+	slack := writeFile(t, "slack-url", "https://hooks.slack.com/services/T000/B000/XXXX\n")
+	path := writeFile(t, "broker.yaml", strings.NewReplacer("/run/secrets/lab-webhook", secret, "/run/secrets/slack-url", slack).Replace(blocks[0][2]))
 	g := newGlobals(new(strings.Builder), new(strings.Builder))
 	g.v.SetConfigFile(path)
 	if err := g.v.ReadInConfig(); err != nil {
@@ -181,7 +185,7 @@ func TestAlertsDocExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(hooks) != 3 || after != 30*time.Minute || hooks[0].Format != alert.Ntfy || len(hooks[0].Events) != 3 ||
-		string(hooks[1].Secret) != "s" || hooks[2].Format != alert.Slack {
+		string(hooks[1].Secret) != "s" || hooks[2].Format != alert.Slack || hooks[2].URL != "https://hooks.slack.com/services/T000/B000/XXXX" {
 		t.Errorf("read %+v, offline after %s", hooks, after)
 	}
 }
