@@ -75,6 +75,10 @@ func startHomeAssistant(ctx context.Context, g *globals, env sidecarEnv) error {
 	if err := env.subscribe(ctx, p.BirthTopic(), p.HandleBirth); err != nil {
 		return fmt.Errorf("home assistant: subscribe to its birth topic %s: %w", p.BirthTopic(), err)
 	}
+	// The states an earlier run left: machines gone since are removed.
+	if err := env.subscribe(ctx, p.RetainedFilter(), p.HandleRetained); err != nil {
+		return fmt.Errorf("home assistant: subscribe to %s: %w", p.RetainedFilter(), err)
+	}
 	go func() { _ = p.Run(ctx) }()
 	return nil
 }

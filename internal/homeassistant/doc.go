@@ -21,10 +21,18 @@
 //
 // One goroutine (Publisher.Run) owns everything: it follows the
 // controller's Fleet view (Watch), publishes only what changed since it
-// last did, clears (empty retained payloads) the configs and the state of
-// a machine that left the view, so that Home Assistant removes its
-// device, and publishes everything again when Home Assistant says
-// "online" on its birth topic (HandleBirth; the caller subscribes).
+// last did (at most every Interval), clears (empty retained payloads) the
+// configs and the state of a machine that left the view, so that Home
+// Assistant removes its device, and publishes everything again when Home
+// Assistant says "online" on its birth topic (HandleBirth). The caller
+// subscribes to that topic and to the retained states (RetainedFilter,
+// HandleRetained): SweepAfter the start, machines an earlier run
+// announced that are not in the view are removed too.
+//
+// controller.Fleet today keeps every machine it has seen (an empty
+// retained status or presence counts as invalid), so a machine whose
+// status and presence were cleared leaves Home Assistant at the service's
+// next start, by that sweep, not at once.
 //
 // There is no availability topic: the service's connection has no Last
 // Will to say offline when the controller dies, and a retained "online"

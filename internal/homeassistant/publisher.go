@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
@@ -42,8 +43,13 @@ type Config struct {
 	Interval time.Duration
 	// Retry is how long after a failed publish the pass is tried again
 	// (0 = 10s).
-	Retry  time.Duration
-	Logger *slog.Logger
+	Retry time.Duration
+	// SweepAfter is how long after the start the machines an earlier run
+	// announced (retained states on RetainedFilter, given to
+	// HandleRetained) but the view does not hold are removed (0 = 15s):
+	// the retained messages of the fleet have arrived by then.
+	SweepAfter time.Duration
+	Logger     *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -58,6 +64,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Retry == 0 {
 		c.Retry = 10 * time.Second
+	}
+	if c.SweepAfter == 0 {
+		c.SweepAfter = 15 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -103,6 +112,9 @@ type Publisher struct {
 	l     layout
 	birth chan struct{} // coalesced: Home Assistant said online
 
+	mu        sync.Mutex
+	announced map[string]bool // machines with a retained state on the broker (HandleRetained)
+
 	// Owned by Run.
 	sent     map[string][]byte    // topic → the retained payload last published
 	topicsOf map[string][]string  // machine → its topics still to clear when it goes
@@ -116,7 +128,7 @@ func New(cfg Config) (*Publisher, error) {
 		return nil, err
 	}
 	return &Publisher{cfg: cfg, l: layout{discovery: cfg.Prefix, topics: cfg.Topics}, birth: make(chan struct{}, 1),
-		sent: map[string][]byte{}, topicsOf: map[string][]string{}, switched: map[string]time.Time{}}, nil
+		announced: map[string]bool{}, sent: map[string][]byte{}, topicsOf: map[string][]string{}, switched: map[string]time.Time{}}, nil
 }
 
 // BirthTopic is the topic whose messages go to HandleBirth.
@@ -134,6 +146,56 @@ func (p *Publisher) HandleBirth(topic string, payload []byte) {
 	}
 }
 
+// RetainedFilter is the filter of the JSON states, whose messages (the
+// retained ones of an earlier run above all) go to HandleRetained.
+func (p *Publisher) RetainedFilter() string { return p.l.stateTopic("+") }
+
+// HandleRetained takes a message of RetainedFilter: it learns which
+// machines the broker holds a state of, so that the sweep after the start
+// removes those that left while no publisher ran. It does not block.
+func (p *Publisher) HandleRetained(topic string, payload []byte) {
+	rest, ok := strings.CutPrefix(topic, p.cfg.Topics.Prefix()+"/ha/")
+	name, ok2 := strings.CutSuffix(rest, "/state")
+	if !ok || !ok2 || proto.ValidID(name) != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(payload) == 0 {
+		delete(p.announced, name)
+	} else {
+		p.announced[name] = true
+	}
+}
+
+// sweep makes the machines announced on the broker but absent from the
+// view and unknown to this run ones to remove: the next sync clears them.
+// An empty view sweeps nothing (a view that never filled, e.g. for want
+// of access, must not empty Home Assistant).
+func (p *Publisher) sweep() {
+	views := p.cfg.Fleet.Snapshot()
+	if len(views) == 0 {
+		return
+	}
+	present := map[string]bool{}
+	for _, v := range views {
+		present[v.Name] = true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name := range p.announced {
+		if _, known := p.topicsOf[name]; known || present[name] {
+			continue
+		}
+		var topics []string
+		for _, m := range p.l.configs(controller.NodeView{Name: name}) {
+			topics = append(topics, m.topic)
+		}
+		p.topicsOf[name] = append(topics, p.l.stateTopic(name))
+		p.cfg.Logger.Info("home assistant: a machine announced earlier is no longer in the fleet view", "node", name)
+	}
+}
+
 // Run publishes until ctx ends: at start, after changes of the fleet view
 // (at most every Interval), everything again when Home Assistant comes
 // online, and again after Retry when a publish failed.
@@ -144,6 +206,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	log.Info("home assistant discovery", "prefix", p.cfg.Prefix, "birth_topic", p.cfg.BirthTopic,
 		"state_topics", p.l.stateTopic("+"))
 	var retry <-chan time.Time
+	sweep := time.After(p.cfg.SweepAfter)
 	force := false
 	for {
 		ok := p.sync(ctx, force)
@@ -168,6 +231,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 			log.Info("home assistant came online: publishing every discovery config again")
 			force = true
 		case <-retry:
+		case <-sweep:
+			sweep = nil
+			p.sweep()
 		}
 		select { // a birth that came with a change
 		case <-p.birth:

@@ -100,12 +100,15 @@ func (b *fakeBus) await(t *testing.T, n int) []published {
 	return got
 }
 
-func startPublisher(t *testing.T, f Fleet, b Bus) *Publisher {
+func startPublisher(t *testing.T, f Fleet, b Bus, before ...func(*Publisher)) *Publisher {
 	t.Helper()
 	p, err := New(Config{Fleet: f, Bus: b, Topics: proto.DefaultTopics, Interval: 10 * time.Millisecond, Retry: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		SweepAfter: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, fn := range before {
+		fn(p)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -203,6 +206,45 @@ func TestPublisherRetriesFailedPublishes(t *testing.T) {
 		if m.payload != "" {
 			t.Errorf("removal retry %s: %q", m.topic, m.payload)
 		}
+	}
+}
+
+// Machines an earlier run announced, which are not in the view, are
+// removed after SweepAfter; those in the view stay; an empty view sweeps
+// nothing.
+func TestPublisherSweepsWhatAnEarlierRunLeft(t *testing.T) {
+	earlier := func(p *Publisher) {
+		if p.RetainedFilter() != "lab/v1/ha/+/state" {
+			t.Errorf("retained filter %q", p.RetainedFilter())
+		}
+		p.HandleRetained("lab/v1/ha/n1/state", []byte(`{"online":"ON"}`))
+		p.HandleRetained("lab/v1/ha/old/state", []byte(`{"online":"OFF"}`))
+		p.HandleRetained("lab/v1/ha/cleared/state", []byte(`{"online":"OFF"}`))
+		p.HandleRetained("lab/v1/ha/cleared/state", nil)
+		p.HandleRetained("lab/v1/ha/Bad_Name/state", []byte(`{}`))
+		p.HandleRetained("lab/v1/node/x/status", []byte(`{}`))
+	}
+	f := newFakeFleet(view("n1", true, proto.Execution{}, ""))
+	b := &fakeBus{}
+	startPublisher(t, f, b, earlier)
+	b.await(t, 5) // n1
+	gone := b.await(t, 5)
+	want := []string{"homeassistant/update/lab_old_system/config", "homeassistant/binary_sensor/lab_old_online/config",
+		"homeassistant/binary_sensor/lab_old_problem/config", "homeassistant/sensor/lab_old_last_switch/config", "lab/v1/ha/old/state"}
+	if !slices.Equal(topicsOf(gone), want) {
+		t.Errorf("swept %v, want %v", topicsOf(gone), want)
+	}
+	for _, m := range gone {
+		if m.payload != "" || !m.retain {
+			t.Errorf("%s: %q retain %v", m.topic, m.payload, m.retain)
+		}
+	}
+
+	empty := &fakeBus{}
+	startPublisher(t, newFakeFleet(), empty, earlier)
+	time.Sleep(300 * time.Millisecond)
+	if got := empty.take(); len(got) != 0 {
+		t.Errorf("an empty view swept %v", topicsOf(got))
 	}
 }
 
