@@ -155,7 +155,8 @@ func (m watchModel) header() []string {
 			lines = append(lines, fmt.Sprintf("and %d more running", len(run)-i))
 			break
 		}
-		lines = append(lines, fmt.Sprintf("rollout %s %s  %s  %s", v.ID, v.Action, waveBar(v.Waves), v.Summary))
+		// Its waves after the summary, or under it when both do not fit.
+		lines = append(lines, joinWithin([]string{fmt.Sprintf("rollout %s %s: %s", v.ID, v.Action, v.Summary), "  waves " + waveBar(v.Waves)}, "", m.width)...)
 	}
 	return lines
 }

@@ -129,8 +129,9 @@ func TestWatchScreen(t *testing.T) {
 	for _, want := range []string{
 		"mqtt://broker:1883  connected",
 		"3 machines: 2 online, 1 offline; 1 activating, 1 failed, 1 idle;", "1 needs attention", // wrapped
-		"rollout r-1 switch  1✗0/1 2▶0/2  running, wave 2 of 2: 0/3 succeeded", // render's summary
-		"aaaaaaa → bbbbbbb", // current → desired
+		"rollout r-1 switch: running, wave 2 of 2: 0/3 succeeded, 1 failed, 1 running, 1…\n", // render's summary, cut to fit…
+		"\n  waves 1✗0/1 2▶0/2\n", // …and its waves, under it on 80 columns
+		"aaaaaaa → bbbbbbb",       // current → desired
 		"online 1h", "offline 1h", " 5s",
 		"  ↳ failed: switch-to-configuration exited 1", // no room for the reason on the machine's line
 		"1-3 of 3",
