@@ -1,10 +1,13 @@
 package node
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,4 +196,62 @@ func assertDirHolds(t *testing.T, dir string, names ...string) {
 	if strings.Join(got, ",") != strings.Join(names, ",") {
 		t.Errorf("%s holds %v, want only %v (a temporary file left behind?)", dir, got, names)
 	}
+}
+
+// A write that fails is logged once per distinct error, and the recovery
+// once; labd goes on.
+func TestTextfileFailuresLoggedOnce(t *testing.T) {
+	dir := t.TempDir()
+	textDir := filepath.Join(dir, "node-exporter") // not there yet
+	var logs syncBuffer
+	d, err := New(Config{Name: "n1", Broker: []string{"mqtt://127.0.0.1:1"}, StateDir: filepath.Join(dir, "state"),
+		BootIDFile: filepath.Join(dir, "boot_id"), MetricsTextfileDir: textDir,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nixsystest.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf := d.newTextfile()
+	for range 3 {
+		tf.write(d)
+	}
+	if n := strings.Count(logs.String(), "cannot write the metrics textfile"); n != 1 {
+		t.Errorf("3 failed writes logged %d times, want once:\n%s", n, logs.String())
+	}
+	if err := os.Mkdir(textDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tf.write(d)
+	tf.write(d)
+	if n := strings.Count(logs.String(), "metrics textfile written again"); n != 1 {
+		t.Errorf("the recovery logged %d times, want once:\n%s", n, logs.String())
+	}
+	if err := readProm(t, filepath.Join(textDir, nodemetrics.FileName)).want(sample{"lab_node_broker_connected", nil, 0},
+		sample{"lab_node_info", []string{"machine", "n1"}, 1}); err != nil {
+		t.Error(err)
+	}
+	if err := os.RemoveAll(textDir); err != nil {
+		t.Fatal(err)
+	}
+	tf.write(d)
+	if n := strings.Count(logs.String(), "cannot write the metrics textfile"); n != 2 {
+		t.Errorf("a failure after the recovery logged: %d failures in all, want 2:\n%s", n, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

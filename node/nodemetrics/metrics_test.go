@@ -2,6 +2,7 @@ package nodemetrics
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,8 +174,14 @@ func TestTextfileReplacedAtomically(t *testing.T) {
 		t.Fatalf("a failed write changed the file:\n%s", after)
 	}
 	// A directory that cannot take the temporary file: the error names the path.
-	if err := WriteTextfile(filepath.Join(dir, "missing", FileName), s.Gatherer(facts(1))); err == nil || !strings.Contains(err.Error(), "missing") {
-		t.Errorf("write into a missing directory: %v", err)
+	// A directory that cannot take the temporary file: the error names
+	// the path and its cause, the same each time (labd logs it once).
+	missing := filepath.Join(dir, "missing", FileName)
+	err1, err2 := WriteTextfile(missing, s.Gatherer(facts(1))), WriteTextfile(missing, s.Gatherer(facts(1)))
+	if err1 == nil || !strings.Contains(err1.Error(), missing) || !errors.Is(err1, fs.ErrNotExist) {
+		t.Errorf("write into a missing directory: %v", err1)
+	} else if err1.Error() != err2.Error() {
+		t.Errorf("the same failure twice: %q, then %q", err1, err2)
 	}
 	if err := WriteTextfile(path, s.Gatherer(facts(2))); err != nil {
 		t.Fatal(err)

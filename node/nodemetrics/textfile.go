@@ -2,7 +2,9 @@ package nodemetrics
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -34,28 +36,43 @@ func WriteTextfile(path string, g prometheus.Gatherer) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("write metrics: %w", err)
+		return fmt.Errorf("write metrics %s: temporary file: %w", path, stable(err))
 	}
 	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(buf.Bytes())
-	if err == nil {
-		err = tmp.Chmod(0o644)
+	step := "write"
+	if _, err = tmp.Write(buf.Bytes()); err == nil {
+		step, err = "chmod", tmp.Chmod(0o644)
 	}
 	if err == nil {
-		err = tmp.Sync()
+		step, err = "fsync", tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
-		err = cerr
+		step, err = "close", cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		step, err = "rename", os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
-		return fmt.Errorf("write metrics %s: %w", path, err)
+		return fmt.Errorf("write metrics %s: %s: %w", path, step, stable(err))
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()
 		d.Close()
 	}
 	return nil
+}
+
+// stable drops the temporary file's random name from err, so that the
+// same failure has the same message each time (labd logs each distinct
+// one once); errors.Is still sees the cause.
+func stable(err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Err
+	case errors.As(err, &le):
+		return le.Err
+	}
+	return err
 }
