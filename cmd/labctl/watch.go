@@ -89,7 +89,7 @@ it with exit code 0; a lost broker is retried until it answers again.`,
 					conn.fleet.Snapshot(), conn.fleet.Rollouts(), sel)
 			}
 			if screen {
-				return watchScreen(ctx, g, conn.fleet, frame)
+				return watchScreen(ctx, conn.fleet, frame, tea.WithOutput(g.out))
 			}
 			var seen watchSeen
 			return followFrames(ctx, conn.fleet, frame, func(f watchFrame) error {
@@ -202,11 +202,11 @@ func followFrames(ctx context.Context, fleet *controller.Fleet, frame func() wat
 	}
 }
 
-// watchScreen runs the full-screen view until q or a signal.
-func watchScreen(ctx context.Context, g *globals, fleet *controller.Fleet, frame func() watchFrame) error {
-	first := frame()
-	p := tea.NewProgram(newWatchModel(first), tea.WithContext(ctx), tea.WithOutput(g.out),
-		tea.WithoutSignalHandler()) // ctx ends on SIGINT and SIGTERM
+// watchScreen runs the full-screen view until q or a signal. opts are
+// the program's input, output and size (tests; default the terminal).
+func watchScreen(ctx context.Context, fleet *controller.Fleet, frame func() watchFrame, opts ...tea.ProgramOption) error {
+	opts = append([]tea.ProgramOption{tea.WithContext(ctx), tea.WithoutSignalHandler()}, opts...) // ctx ends on SIGINT and SIGTERM
+	p := tea.NewProgram(newWatchModel(frame()), opts...)
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

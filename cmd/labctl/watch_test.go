@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"testing"
@@ -428,5 +429,51 @@ func TestWatchJSONSelects(t *testing.T) {
 	}
 	if strings.Join(machines, " ") != "db1" {
 		t.Errorf("machines %v, want db1 only", machines)
+	}
+}
+
+// The full-screen program itself, on a pipe for a terminal: it draws the
+// fleet view's machines, redraws when one arrives, and q ends it.
+func TestWatchScreenProgram(t *testing.T) {
+	fleet := controller.NewFleet(proto.DefaultTopics, nil)
+	handle := func(topic string, m proto.Message) {
+		raw, err := proto.Seal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fleet.Handle(topic, raw)
+	}
+	status := func(name string) {
+		st := &proto.NodeStatus{Node: name, Current: sysA, Execution: proto.Execution{State: proto.StateIdle}, UpdatedAt: time.Now().UnixMilli()}
+		st.Stamp(name, time.Now())
+		handle(proto.DefaultTopics.NodeStatus(name), st)
+	}
+	status("web1")
+	frame := func() watchFrame {
+		return makeFrame(time.Now(), "mqtt://b", true, fleet.Snapshot(), fleet.Rollouts(), nil)
+	}
+	keys, typing := io.Pipe()
+	defer typing.Close()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- watchScreen(context.Background(), fleet, frame, tea.WithInput(keys), tea.WithOutput(&out), tea.WithWindowSize(80, 24))
+	}()
+	awaitOutput(t, &out, regexp.MustCompile(`web1`))
+	if strings.Contains(out.String(), "web2") {
+		t.Fatal("web2 drawn before it reported")
+	}
+	status("web2") // a line of its own, under web1's
+	awaitOutput(t, &out, regexp.MustCompile(`web2`))
+	if _, err := typing.Write([]byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("q: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("q did not end the program")
 	}
 }
