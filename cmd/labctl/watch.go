@@ -43,8 +43,13 @@ ends), a shows only the machines that need attention, / filters by name
 or group (@web: that group only; enter keeps the filter, esc clears it).
 
 When stdout is not a terminal, or with --plain, it prints plain lines
-instead: every machine and running rollout once, then one line per change.
---json prints one JSON object per line instead. SIGINT and SIGTERM end
+instead: every machine and running rollout once, then one line per change,
+such as
+
+  2026-12-06T21:50:09Z web1 online state=activating rollout=r-1 wave=1/2 current=1b2c3d4…-nixos-system-web1 desired=9f8e7d6…-nixos-system-web1 checks=ok
+  2026-12-06T21:50:09Z rollout r-1: running, wave 1 of 2: 0/2 succeeded, 1 running, 1 pending
+
+--json prints the same changes as one JSON object per line. SIGINT and SIGTERM end
 it with exit code 0; a lost broker is retried until it answers again.`,
 		Example: `  labctl watch
   labctl watch --on @web

@@ -391,6 +391,15 @@ func TestWatchPlainFollowsTheBroker(t *testing.T) {
 	}
 }
 
+// A --on that names nothing valid is bad usage, before any connection.
+func TestWatchRefusesABadSelector(t *testing.T) {
+	clearBrokerEnv(t)
+	code, _, errOut := labctl(t, "watch", "--on", "@Web!", "--broker", "mqtt://127.0.0.1:1")
+	if code != 2 || !strings.Contains(errOut, "--on @Web!") {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
+
 // --json and --on: one JSON object per line, only the selected machine.
 func TestWatchJSONSelects(t *testing.T) {
 	clearBrokerEnv(t)
