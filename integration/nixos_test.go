@@ -47,6 +47,14 @@ type nixosEval struct {
 	SeveralConfig         string   `json:"severalConfig"`
 	SeveralStateDirectory *string  `json:"severalStateDirectory"`
 	SeveralLoadCredential []string `json:"severalLoadCredential"`
+
+	WindowBrokerExecStart          string   `json:"windowBrokerExecStart"`
+	WindowBrokerConfig             string   `json:"windowBrokerConfig"`
+	WindowBrokerRestartTriggers    []string `json:"windowBrokerRestartTriggers"`
+	WindowControllerExecStart      string   `json:"windowControllerExecStart"`
+	WindowControllerConfig         string   `json:"windowControllerConfig"`
+	WindowControllerLoadCredential []string `json:"windowControllerLoadCredential"`
+	DefaultBrokerHasConfig         bool     `json:"defaultBrokerHasConfig"`
 }
 
 // evalNixOSModules evaluates nix/tests/eval-modules.nix (skipped loudly
@@ -400,5 +408,110 @@ func TestNixOSModulesGenerateTheControllerService(t *testing.T) {
 	pub := strings.TrimSpace(labctl("controller", "key", "--controller-dir", filepath.Join(dir, "controller")))
 	if _, err := proto.ParsePublicKey(pub); err != nil || !strings.Contains(readLog(t, ctlLog), pub) {
 		t.Errorf("labctl controller key printed %q (%v); the service logged:\n%s", pub, err, readLog(t, ctlLog))
+	}
+}
+
+// TestNixOSModulesGenerateTheWindow: the dashboard, alert and Home
+// Assistant options (nix/modules/window.nix) become labctl's flags and a
+// config file for the webhooks, on the broker (secrets read where they
+// are) and on services.lab-controller (secrets as credentials); the real
+// labctl broker accepts the command line and the file.
+func TestNixOSModulesGenerateTheWindow(t *testing.T) {
+	got := evalNixOSModules(t)
+	if got.DefaultBrokerHasConfig || strings.Contains(got.BrokerExecStart, "--http") || strings.Contains(got.BrokerExecStart, "--config") {
+		t.Errorf("a broker with the default window got a config file or --http: %q", got.BrokerExecStart)
+	}
+	args := execArgs(t, got.WindowBrokerExecStart)
+	for flag, want := range map[string]string{"--http": ":8380", "--http-tls-cert": "/etc/lab/pki/dashboard.crt", "--http-tls-key": "/run/secrets/dashboard.key",
+		"--alert-offline-after": "30m", "--config": "/etc/lab-broker/config.json"} {
+		if v := flagValues(args, flag); len(v) != 1 || v[0] != want {
+			t.Errorf("broker ExecStart %q: %s %v, want %s", got.WindowBrokerExecStart, flag, v, want)
+		}
+	}
+	if !slices.Contains(args, "--homeassistant") || slices.Contains(args, "--homeassistant-prefix") {
+		t.Errorf("broker ExecStart %q: want --homeassistant with the default prefix", got.WindowBrokerExecStart)
+	}
+	var bc struct {
+		Controller struct {
+			Alerts struct {
+				Webhooks []map[string]any `json:"webhooks"`
+			} `json:"alerts"`
+		} `json:"controller"`
+	}
+	if err := json.Unmarshal([]byte(got.WindowBrokerConfig), &bc); err != nil {
+		t.Fatal(err)
+	}
+	hooks := bc.Controller.Alerts.Webhooks
+	if len(hooks) != 2 || hooks[0]["url"] != "https://ntfy.sh/lab-home" || hooks[0]["format"] != "ntfy" || hooks[0]["secret_file"] != nil ||
+		hooks[1]["url_file"] != "/run/secrets/slack-url" || hooks[1]["secret_file"] != "/run/secrets/hook" || hooks[1]["url"] != nil {
+		t.Errorf("/etc/lab-broker/config.json: %s", got.WindowBrokerConfig)
+	}
+	if len(got.WindowBrokerRestartTriggers) != 1 || got.WindowBrokerRestartTriggers[0] != got.WindowBrokerConfig {
+		t.Errorf("restartTriggers %v: a changed webhook list must restart the broker", got.WindowBrokerRestartTriggers)
+	}
+
+	// services.lab-controller: the dashboard off, secrets as credentials.
+	const cred = "/run/credentials/lab-controller.service/"
+	ctl := execArgs(t, got.WindowControllerExecStart)
+	if v := flagValues(ctl, "--http"); len(v) != 1 || v[0] != "" {
+		t.Errorf("controller ExecStart %q: http.address = null wants --http \"\", got %v", got.WindowControllerExecStart, v)
+	}
+	if v := flagValues(ctl, "--homeassistant-prefix"); len(v) != 1 || v[0] != "ha" {
+		t.Errorf("controller ExecStart %q: --homeassistant-prefix %v", got.WindowControllerExecStart, v)
+	}
+	if !strings.Contains(got.WindowControllerConfig, `"secret_file":"`+cred+`webhook-0-secret"`) ||
+		!slices.Equal(got.WindowControllerLoadCredential, []string{"webhook-0-secret:/run/secrets/hook"}) {
+		t.Errorf("controller: config %s, LoadCredential %v", got.WindowControllerConfig, got.WindowControllerLoadCredential)
+	}
+	if t.Failed() {
+		return
+	}
+
+	// The real labctl broker accepts the line and the file, with the
+	// files where this test put them.
+	dir := t.TempDir()
+	secret := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ca := filepath.Join(dir, "pki")
+	if err := pki.Init(ca, "test", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.Issue(ca, "dashboard", []string{"127.0.0.1"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	config := strings.NewReplacer("/run/secrets/slack-url", secret("slack-url", "https://hooks.slack.example/services/T/B/X\n"),
+		"/run/secrets/hook", secret("hook", "s3cret\n")).Replace(got.WindowBrokerConfig)
+	repl := map[string]string{
+		"/var/lib/lab-broker/identities.yaml": secret("identities.yaml", "identities: []\n"),
+		"/var/lib/lab-broker":                 filepath.Join(dir, "broker"),
+		"/etc/lab/pki/dashboard.crt":          filepath.Join(ca, "dashboard.crt"),
+		"/run/secrets/dashboard.key":          filepath.Join(ca, "dashboard.key"),
+		"/etc/lab-broker/config.json":         secret("config.json", config),
+	}
+	line := args[1:]
+	for i, a := range line {
+		if r, ok := repl[a]; ok {
+			line[i] = r
+		}
+	}
+	out, err := exec.Command(bin.labctl, append(line, "--check-config")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("labctl broker refuses the module's window: %v\n%s", err, out)
+	}
+	// And a broken entry is refused by name.
+	bad := secret("bad.json", strings.Replace(config, `"format":"ntfy"`, `"format":"teams"`, 1))
+	for i, a := range line {
+		if a == repl["/etc/lab-broker/config.json"] {
+			line[i] = bad
+		}
+	}
+	out, err = exec.Command(bin.labctl, append(line, "--check-config")...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "controller.alerts.webhooks[0].format") {
+		t.Errorf("a bad webhook format: %v\n%s", err, out)
 	}
 }

@@ -16,6 +16,12 @@ let
     if builtins.match "[A-Za-z0-9_@+=:,./-]+" s != null then s
     else lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON s);
   ctl = cfg.controller;
+  window = import ./window.nix { inherit lib; };
+  # The broker runs as root: it reads secret files where they are.
+  asIs = _: path: path;
+  windowSettings = window.settings ctl asIs;
+  configFile = "/etc/lab-broker/config.json";
+  windowProblems = window.problems ctl;
   lim = cfg.limits;
   limitFlags = {
     connectTimeout = "--connect-timeout"; maxPending = "--max-pending";
@@ -138,13 +144,18 @@ in {
         default = "controller";
         description = "The controller's name in what it publishes (--controller-name). A replacement host must use the same name to take over its rollouts.";
       };
-    };
+    } // window.options;
   };
 
   config = mkIf cfg.enable {
     networking.firewall.allowedTCPPorts = lib.optional cfg.openFirewall cfg.port;
+    # The webhooks are a list: they go in a config file (JSON is YAML).
+    environment.etc = lib.optionalAttrs (ctl.enable && windowSettings != null) {
+      "lab-broker/config.json".text = builtins.toJSON windowSettings;
+    };
     systemd.services.lab-broker = {
       description = "lab MQTT broker";
+      restartTriggers = lib.optional (ctl.enable && windowSettings != null) (builtins.toJSON windowSettings);
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
       serviceConfig = {
@@ -158,6 +169,9 @@ in {
           ++ (if ctl.enable then
                 lib.concatMap (k: [ "--trust-key" k ]) ctl.trustedKeys
                 ++ lib.optionals (ctl.name != "controller") [ "--controller-name" ctl.name ]
+                ++ (if windowProblems != [ ] then throw "services.lab-broker.controller: ${lib.concatStringsSep "; " windowProblems}"
+                    else window.args ctl asIs)
+                ++ lib.optionals (windowSettings != null) [ "--config" configFile ]
               else [ "--controller=false" ])
           ++ cfg.extraArgs);
         ExecReload = "/run/current-system/sw/bin/kill -HUP $MAINPID";

@@ -15,11 +15,20 @@ let
     { id = "tls-ca"; flag = "--tls-ca"; file = cfg.tls.caFile; }
     { id = "tls-cert"; flag = "--tls-cert"; file = cfg.tls.certFile; }
     { id = "tls-key"; flag = "--tls-key"; file = cfg.tls.keyFile; }
+    { id = "http-identities"; flag = "--http-identities"; file = cfg.http.identities; }
   ];
+  # The dashboard, alerts and Home Assistant (window.nix); their secret
+  # files are credentials too.
+  window = import ./window.nix { inherit lib; };
+  credentialPath = id: _: "${credentialDir}/${id}";
+  windowSettings = window.settings cfg credentialPath;
+  windowProblems = window.problems cfg;
   # --broker takes one URL; several (tried in turn, as labd does) go in a
   # config file's broker list (docs/labctl.md). JSON is YAML.
   configFile = "/etc/lab-controller/config.yaml";
   severalBrokers = builtins.length cfg.broker > 1;
+  settings = lib.optionalAttrs severalBrokers { broker = cfg.broker; }
+    // lib.optionalAttrs (windowSettings != null) windowSettings;
   # One ExecStart argument, quoted for systemd when it needs it (see
   # broker.nix): "..." with % and $ doubled; keys, URLs and paths bare.
   arg = s:
@@ -112,11 +121,18 @@ in {
       example = [ "--prefix" "lab/v1" ];
       description = "More labctl controller arguments, one argument per element (each is quoted for systemd as needed).";
     };
+  } // lib.recursiveUpdate window.options {
+    http.identities = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/lib/lab-broker/identities.yaml";
+      description = "The broker's identities file, whose viewers and controllers may log in to the dashboard (--http-identities, given with LoadCredential); needed beyond loopback.";
+    };
   };
 
   config = mkIf cfg.enable {
-    environment.etc = lib.optionalAttrs severalBrokers {
-      "lab-controller/config.yaml".text = builtins.toJSON { broker = cfg.broker; };
+    environment.etc = lib.optionalAttrs (settings != { }) {
+      "lab-controller/config.yaml".text = builtins.toJSON settings;
     };
 
     systemd.services.lab-controller = {
@@ -124,18 +140,22 @@ in {
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
+      restartTriggers = lib.optional (settings != { }) (builtins.toJSON settings);
       serviceConfig = {
         ExecStart = lib.concatMapStringsSep " " arg ([
           "${cfg.package}/bin/labctl" "controller"
           "--log-level" cfg.logLevel
-        ] ++ (if severalBrokers then [ "--config" configFile ] else [ "--broker" (builtins.head cfg.broker) ])
+        ] ++ lib.optionals (settings != { }) [ "--config" configFile ]
+          ++ lib.optionals (!severalBrokers) [ "--broker" (builtins.head cfg.broker) ]
           ++ lib.optionals (cfg.username != null) [ "--username" cfg.username ]
           ++ lib.concatMap (c: [ c.flag "${credentialDir}/${c.id}" ]) credentials
           ++ [ "--controller-dir" cfg.dataDir ]
           ++ lib.concatMap (k: [ "--trust-key" k ]) cfg.trustedKeys
           ++ lib.optionals (cfg.name != "controller") [ "--controller-name" cfg.name ]
+          ++ (if windowProblems != [ ] then throw "services.lab-controller: ${lib.concatStringsSep "; " windowProblems}"
+              else window.args cfg credentialPath)
           ++ cfg.extraArgs);
-        LoadCredential = map (c: "${c.id}:${c.file}") credentials;
+        LoadCredential = map (c: "${c.id}:${c.file}") (credentials ++ window.secrets cfg);
         Restart = "always";
         RestartSec = "5s";
         # The same confinement as lab-broker: it only talks MQTT and

@@ -79,6 +79,31 @@ let
       extraArgs = [ "--prefix" "lab 100%/$HOME" ];
     };
   };
+  # The window on the fleet (window.nix): the dashboard beyond loopback,
+  # webhooks, Home Assistant — on the broker's controller and on
+  # services.lab-controller.
+  windowed = {
+    services.lab-broker = {
+      enable = true; package = fakeLab;
+      controller.http = { address = ":8380"; tlsCertFile = "/etc/lab/pki/dashboard.crt"; tlsKeyFile = "/run/secrets/dashboard.key"; };
+      controller.alerts = {
+        offlineAfter = "30m";
+        webhooks = [
+          { url = "https://ntfy.sh/lab-home"; format = "ntfy"; events = [ "machine-offline" "rollout-halted" ]; }
+          { urlFile = "/run/secrets/slack-url"; format = "slack"; secretFile = "/run/secrets/hook"; }
+        ];
+      };
+      controller.homeAssistant.enable = true;
+    };
+  };
+  windowedController = {
+    services.lab-controller = {
+      enable = true; package = fakeLab; broker = [ "tls://mqtt.example.net:8883" ];
+      http = { address = null; };
+      alerts.webhooks = [ { url = "https://alerts.example/lab"; secretFile = "/run/secrets/hook"; } ];
+      homeAssistant = { enable = true; prefix = "ha"; };
+    };
+  };
   eval = m: (lib.evalModules { modules = [ nixosStub ../modules/default.nix m ]; }).config;
   c = eval machine;
   e = eval external;
@@ -87,7 +112,16 @@ let
   broker = c.systemd.services.lab-broker;
   ctl = e.systemd.services.lab-controller;
   ctl2 = s.systemd.services.lab-controller;
+  w = eval windowed;
+  wc = eval windowedController;
 in {
+  windowBrokerExecStart = w.systemd.services.lab-broker.serviceConfig.ExecStart;
+  windowBrokerConfig = w.environment.etc."lab-broker/config.json".text;
+  windowBrokerRestartTriggers = w.systemd.services.lab-broker.restartTriggers;
+  windowControllerExecStart = wc.systemd.services.lab-controller.serviceConfig.ExecStart;
+  windowControllerConfig = wc.environment.etc."lab-controller/config.yaml".text;
+  windowControllerLoadCredential = wc.systemd.services.lab-controller.serviceConfig.LoadCredential;
+  defaultBrokerHasConfig = c.environment.etc ? "lab-broker/config.json";
   labdYaml = c.environment.etc."labd/labd.yaml".text;
   labdExecStart = labd.serviceConfig.ExecStart;
   labdLoadCredential = labd.serviceConfig.LoadCredential;
