@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -484,5 +485,26 @@ func TestWatchScreenProgram(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("q did not end the program")
+	}
+}
+
+// A viewer may not read the desired systems: watch shows the rest.
+func TestWatchAsViewer(t *testing.T) {
+	clearBrokerEnv(t)
+	url, dir := secureBroker(t, "grafana=viewer")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"watch", "--log-level", "debug", "--broker", url, "--username", "grafana", "--password-file", filepath.Join(dir, "grafana.password")}, &out, &errOut)
+	}()
+	awaitOutput(t, &out, regexp.MustCompile(`broker \S+ connected: 0 machines`))
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit %d\n%s", code, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), `msg="not showing desired systems"`) || !strings.Contains(errOut.String(), "0x87") {
+		t.Errorf("the broker did not refuse the desired systems, or watch did not say so:\n%s", errOut.String())
 	}
 }
