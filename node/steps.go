@@ -117,6 +117,9 @@ func (d *Daemon) verify(ctx context.Context, e effChecks) evChecked {
 	if len(failed) > 0 {
 		return evChecked{gen: e.gen, detail: tail(strings.Join(failed, "; "), 1500)}
 	}
+	if len(results) == 1 {
+		return evChecked{gen: e.gen, ok: true, detail: "1 check passed"}
+	}
 	return evChecked{gen: e.gen, ok: true, detail: fmt.Sprintf("%d checks passed", len(results))}
 }
 
