@@ -172,6 +172,9 @@ func startAlerts(ctx context.Context, g *globals, env sidecarEnv) error {
 		names[i] = string(h.Format) + " " + h.String()
 	}
 	g.logger.Info("alerts", "webhooks", strings.Join(names, ", "), "offline_after", after)
+	if env.reg != nil {
+		env.reg.MustRegister(n)
+	}
 	go n.Run(ctx)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -98,7 +99,7 @@ func TestBrokerPostsSignedAlerts(t *testing.T) {
 	defer cancel()
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--http", "",
+		done <- run(ctx, []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0",
 			"--webhook", rcv.URL + "/lab", "--webhook-secret-file", secret}, &out, &errOut)
 	}()
 	defer func() {
@@ -154,6 +155,22 @@ func TestBrokerPostsSignedAlerts(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), `msg=alerts webhooks="generic http://127.0.0.1:`) {
 		t.Errorf("no log of the configured webhooks:\n%s", errOut.String())
+	}
+	// The deliveries are counted on /metrics.
+	m := regexp.MustCompile(`msg="dashboard listening" url=(\S+)`).FindStringSubmatch(errOut.String())
+	if m == nil {
+		t.Fatalf("no dashboard URL in the log:\n%s", errOut.String())
+	}
+	resp, err := http.Get(m[1] + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"lab_alert_events_total 1\n", `lab_alert_deliveries_total{result="sent"} 1` + "\n", `lab_alert_deliveries_total{result="dropped"} 0` + "\n"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
 

@@ -218,7 +218,7 @@ func startInlineService(ctx context.Context, g *globals, s *broker.Server, st se
 	if err := serveHTTP(ctx, g, hs); err != nil {
 		return nil, err
 	}
-	env := sidecarEnv{fleet: fleet, bus: b, topics: topics,
+	env := sidecarEnv{fleet: fleet, bus: b, topics: topics, reg: reg,
 		subscribe: func(_ context.Context, filter string, handle func(string, []byte)) error {
 			_, err := s.Subscribe(filter, func(topic string, payload []byte, _ bool) { handle(topic, payload) })
 			return err
@@ -342,7 +342,7 @@ func runController(cmd *cobra.Command, g *globals) error {
 	if err := conn.bus.Subscribe(ctx, s.Filters()...); err != nil {
 		return explainRefusal(err, conn.self, "labctl controller", conn.topics, s.Filters())
 	}
-	hs := httpSettings{fleet: conn.fleet, service: s}
+	hs := httpSettings{fleet: conn.fleet, service: s, reg: prometheus.NewRegistry()}
 	if path := g.v.GetString(keyHTTPIdentities); path != "" {
 		tab, err := access.Load(path, conn.topics)
 		if err != nil {
@@ -358,7 +358,7 @@ func runController(cmd *cobra.Command, g *globals) error {
 	if err := serveHTTP(ctx, g, hs); err != nil {
 		return err
 	}
-	env := sidecarEnv{fleet: conn.fleet, bus: conn.bus, topics: conn.topics,
+	env := sidecarEnv{fleet: conn.fleet, bus: conn.bus, topics: conn.topics, reg: hs.reg,
 		subscribe: func(ctx context.Context, filter string, handle func(string, []byte)) error {
 			extra.add(filter, handle)
 			return conn.bus.Subscribe(ctx, filter)

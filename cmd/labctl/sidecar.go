@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/lab-fleet/lab/controller"
@@ -23,6 +24,7 @@ type sidecarEnv struct {
 	fleet  *controller.Fleet
 	bus    controller.Bus // publishes (retained or not) on the service's connection
 	topics proto.Topics
+	reg    *prometheus.Registry // the /metrics of the service's HTTP listener
 	// subscribe delivers the messages of an MQTT filter outside the
 	// fleet's topics (e.g. homeassistant/status) to handle, retained
 	// ones included, again after every reconnect.

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/internal/render"
@@ -142,4 +144,25 @@ func (n *Notifier) publish(ev Event) {
 			n.log.Warn("webhook queue full: event dropped", "webhook", d.hook.String(), "event", ev.Kind)
 		}
 	}
+}
+
+var (
+	eventsDesc     = prometheus.NewDesc("lab_alert_events_total", "Alert events the controller saw (each goes to every webhook that wants it).", nil, nil)
+	deliveriesDesc = prometheus.NewDesc("lab_alert_deliveries_total", "Webhook deliveries by result: sent, failed (after every retry) or dropped (the webhook's queue was full).", []string{"result"}, nil)
+)
+
+// Describe and Collect make the Notifier a Prometheus collector of its
+// counters.
+func (n *Notifier) Describe(ch chan<- *prometheus.Desc) {
+	ch <- eventsDesc
+	ch <- deliveriesDesc
+}
+
+// Collect sends the counters.
+func (n *Notifier) Collect(ch chan<- prometheus.Metric) {
+	s := n.Stats()
+	ch <- prometheus.MustNewConstMetric(eventsDesc, prometheus.CounterValue, float64(s.Events))
+	ch <- prometheus.MustNewConstMetric(deliveriesDesc, prometheus.CounterValue, float64(s.Sent), "sent")
+	ch <- prometheus.MustNewConstMetric(deliveriesDesc, prometheus.CounterValue, float64(s.Failed), "failed")
+	ch <- prometheus.MustNewConstMetric(deliveriesDesc, prometheus.CounterValue, float64(s.Dropped), "dropped")
 }
