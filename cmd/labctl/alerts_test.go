@@ -111,6 +111,13 @@ func TestBrokerPostsSignedAlerts(t *testing.T) {
 		}
 	}()
 	addr := awaitListening(t, errOut.String)
+	// What happens once the alerts run is news; what happened before is
+	// not (a restart does not announce old news again).
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errOut.String(), "msg=alerts"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no alerts log:\n%s", errOut.String())
+		}
+	}
 	c, err := bus.Dial(ctx, bus.Config{URLs: []string{"mqtt://" + addr}, ClientID: "web", CleanStart: true})
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,7 @@ type Notifier struct {
 
 	sent, failed, dropped atomic.Int64
 	primed                chan struct{} // closed once Run has taken its first look
+	start                 time.Time     // what happened before is not news at first sight
 }
 
 // New checks the webhooks and returns a Notifier.
@@ -75,6 +76,7 @@ func New(cfg Config) (*Notifier, error) {
 		cfg.Client = &http.Client{Timeout: 10 * time.Second}
 	}
 	n := &Notifier{cfg: cfg, clock: clock.Or(cfg.Clock), log: cfg.Logger, primed: make(chan struct{})}
+	n.start = n.clock.Now()
 	if n.log == nil {
 		n.log = slog.Default()
 	}
@@ -106,7 +108,7 @@ func (n *Notifier) Run(ctx context.Context) {
 	}
 	changed, stop := n.cfg.Fleet.Watch()
 	defer stop()
-	t := newTracker(n.cfg.OfflineAfter, n.clock.Now())
+	t := newTracker(n.cfg.OfflineAfter, n.start)
 	for {
 		now := n.clock.Now()
 		for _, ev := range t.observe(render.StatusRows(n.cfg.Fleet.Snapshot()), n.cfg.Fleet.Rollouts(), now) {

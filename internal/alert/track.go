@@ -92,7 +92,7 @@ type tracker struct {
 }
 
 func newTracker(offlineAfter time.Duration, start time.Time) *tracker {
-	return &tracker{offlineAfter: offlineAfter, start: start, rollouts: map[string]proto.RolloutState{}, machines: map[string]*machineSeen{}}
+	return &tracker{offlineAfter: offlineAfter, start: start.Truncate(time.Millisecond), rollouts: map[string]proto.RolloutState{}, machines: map[string]*machineSeen{}}
 }
 
 // observe compares the fleet with what it saw before and returns the
@@ -105,7 +105,7 @@ func (t *tracker) observe(rows []render.StatusRow, rollouts []proto.RolloutState
 		old, had := t.rollouts[rs.Rollout]
 		t.rollouts[rs.Rollout] = rs
 		if !had {
-			if !time.UnixMilli(rs.TS).After(t.start) {
+			if time.UnixMilli(rs.TS).Before(t.start) {
 				continue // first sight of what happened before we watched
 			}
 			old = proto.RolloutState{State: proto.RolloutRunning} // news: it changed since we started
@@ -154,7 +154,7 @@ func (t *tracker) observe(rows []render.StatusRow, rollouts []proto.RolloutState
 				}
 			}
 			t.machines[r.Node] = m
-			if r.Status == nil || !time.UnixMilli(r.Status.Execution.Since).After(t.start) {
+			if r.Status == nil || time.UnixMilli(r.Status.Execution.Since).Before(t.start) {
 				continue // its execution ended before we watched
 			}
 			m.exec = "" // news: it changed since we started
