@@ -31,7 +31,7 @@ func (e *Env) NewNode(name string, groups []string, initial string) *Node {
 	e.t.Helper()
 	dir := filepath.Join(e.Dir, name)
 	n := &Node{env: e, Name: name, Dir: dir, Profile: filepath.Join(dir, "profiles", "system"), Config: filepath.Join(dir, "labd.yaml")}
-	for _, d := range []string{filepath.Dir(n.Profile), filepath.Join(dir, "state")} {
+	for _, d := range []string{filepath.Dir(n.Profile), filepath.Join(dir, "state"), filepath.Dir(n.Textfile())} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			e.t.Fatal(err)
 		}
@@ -60,6 +60,8 @@ timeouts:
   fetch: 60s
   activate: 60s
   confirm: 30s
+metrics:
+  textfile_dir: %s
 checks:
   - name: system-healthy
     type: command
@@ -69,13 +71,17 @@ checks:
     interval: 200ms
     retries: 1
 `, name, strings.Join(groups, ", "), e.BrokerURL(), filepath.Join(dir, "state"), n.Profile,
-		filepath.Join(dir, "boot_id"), filepath.Join(dir, "reboot-requested"), e.nodeConfigLines(name), e.Key.Public().String(), filepath.Join(n.Profile, "fail-health"))
+		filepath.Join(dir, "boot_id"), filepath.Join(dir, "reboot-requested"), e.nodeConfigLines(name), e.Key.Public().String(), filepath.Dir(n.Textfile()), filepath.Join(n.Profile, "fail-health"))
 	if err := os.WriteFile(n.Config, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(n.Stop)
 	return n
 }
+
+// Textfile is where labd writes its metrics (metrics.textfile_dir, as
+// for node_exporter).
+func (n *Node) Textfile() string { return filepath.Join(n.Dir, "textfile", "labd.prom") }
 
 // SwitchLog is the node's record of switch-to-configuration calls.
 func (n *Node) SwitchLog() string { return filepath.Join(n.Dir, "switch.log") }

@@ -1,13 +1,18 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/lab-fleet/lab/proto"
 )
@@ -100,7 +105,42 @@ func TestRolloutSwitchesEveryNode(t *testing.T) {
 		if !strings.Contains(out, n.Name) {
 			t.Errorf("summary does not name %s:\n%s", n.Name, out)
 		}
+		// labd's metrics for node_exporter say the same.
+		eventually(t, 3*time.Second, n.Name+"'s labd.prom on the new generation", func() bool {
+			return promValue(t, n.Textfile(), "lab_node_applied_generation") == float64(s.AppliedGen) &&
+				promValue(t, n.Textfile(), "lab_node_info", "current_system", f.gen2[n.Name]) == 1 &&
+				promValue(t, n.Textfile(), "lab_node_executions_total", "result", "succeeded") == 1
+		})
 	}
+}
+
+// promValue is the value of the sample of name with the given labels
+// (name=value pairs) in a textfile-collector file, -1 when there is none.
+func promValue(t *testing.T, path, name string, labels ...string) float64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("%s does not parse: %v\n%s", path, err, b)
+	}
+next:
+	for _, m := range mfs[name].GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for i := 0; i+1 < len(labels); i += 2 {
+			if have[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+	}
+	return -1
 }
 
 func TestFailingHealthCheckRollsBack(t *testing.T) {
