@@ -13,6 +13,7 @@ import (
 	"github.com/lab-fleet/lab/broker/access"
 	"github.com/lab-fleet/lab/internal/bus"
 	"github.com/lab-fleet/lab/internal/homeassistant"
+	"github.com/lab-fleet/lab/internal/testbroker"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -239,4 +240,73 @@ func TestBrokerHomeAssistant(t *testing.T) {
 	if !strings.Contains(errOut.String(), "home assistant discovery") {
 		t.Errorf("no start log:\n%s", errOut.String())
 	}
+}
+
+// TestControllerHomeAssistant runs labctl controller --homeassistant as a
+// client of another broker: the birth and the retained states reach the
+// publisher through the connection's extra routes, the fleet's messages
+// still reach the fleet.
+func TestControllerHomeAssistant(t *testing.T) {
+	clearBrokerEnv(t)
+	b := testbroker.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"controller", "--broker", b.URL(), "--controller-dir", t.TempDir(), "--homeassistant"}, &out, &errOut)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("controller did not stop")
+		}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errOut.String(), "controller service running"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the controller did not start:\n%s", errOut.String())
+		}
+	}
+	dial := func(id string, onMessage func(bus.Message)) *bus.Client {
+		t.Helper()
+		c, err := bus.Dial(ctx, bus.Config{URLs: []string{b.URL()}, ClientID: id, CleanStart: true, OnMessage: onMessage})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer wcancel()
+		if err := c.AwaitConnection(wctx); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	node := dial("web", nil)
+	tp := proto.DefaultTopics
+	p := &proto.Presence{Node: "web", Online: true, Since: time.Now().UnixMilli()}
+	p.Stamp("web", time.Now())
+	payload, err := proto.Seal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Publish(ctx, tp.NodePresence("web"), payload, true); err != nil {
+		t.Fatal(err)
+	}
+	in := &inbox{last: map[string]string{}, n: map[string]int{}}
+	ha := dial("homeassistant", in.add)
+	if err := ha.Subscribe(ctx, "homeassistant/#", "lab/v1/ha/#"); err != nil {
+		t.Fatal(err)
+	}
+	const config, state = "homeassistant/binary_sensor/lab_web_online/config", "lab/v1/ha/web/state"
+	in.await(t, "web's config and state", func() bool {
+		p, _ := in.get(state)
+		c, _ := in.get(config)
+		return c != "" && strings.Contains(p, `"online":"ON"`)
+	})
+	_, before := in.get(config)
+	if err := ha.Publish(ctx, access.HomeAssistantBirth, []byte("online"), false); err != nil {
+		t.Fatal(err)
+	}
+	in.await(t, "the config again after the birth", func() bool { _, n := in.get(config); return n > before })
 }
