@@ -12,6 +12,7 @@ import (
 
 	"github.com/lab-fleet/lab/broker/access"
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/configkeys"
 	"github.com/lab-fleet/lab/internal/homeassistant"
 	"github.com/lab-fleet/lab/internal/testbroker"
 	"github.com/lab-fleet/lab/proto"
@@ -309,4 +310,33 @@ func TestControllerHomeAssistant(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.await(t, "the config again after the birth", func() bool { _, n := in.get(config); return n > before })
+}
+
+// docs/homeassistant.md's config file is one labctl broker reads, with
+// Home Assistant's discovery on.
+func TestHomeAssistantDocExample(t *testing.T) {
+	clearBrokerEnv(t)
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "homeassistant.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := docBlockRE.FindAllStringSubmatch(string(b), -1)
+	if len(blocks) != 1 {
+		t.Fatalf("docs/homeassistant.md: %d config examples, want 1", len(blocks))
+	}
+	g := newGlobals(new(strings.Builder), new(strings.Builder))
+	g.v.SetConfigFile(writeFile(t, "labctl.yaml", blocks[0][2]))
+	if err := g.v.ReadInConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if err := configkeys.Unknown("docs/homeassistant.md", g.v.AllKeys(), configKeys()); err != nil {
+		t.Error(err)
+	}
+	cfg, err := brokerConfig(g.v)
+	if err != nil || cfg.Identities == "" {
+		t.Errorf("broker config %+v: %v", cfg, err)
+	}
+	if on, prefix, err := homeAssistantSettings(g); !on || prefix != homeassistant.DefaultPrefix || err != nil {
+		t.Errorf("home assistant: %v %q %v", on, prefix, err)
+	}
 }
