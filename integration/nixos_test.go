@@ -182,6 +182,9 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 	if m, _ := cfg["metrics"].(map[string]any); len(m) != 1 || m["textfile_dir"] != "/var/lib/prometheus-node-exporter/textfile" {
 		t.Errorf("metrics (services.labd.metrics.textfileDir): %v", cfg["metrics"])
 	}
+	if cfg["check_interval"] != "15m" {
+		t.Errorf("check_interval (services.labd.checkInterval): %v", cfg["check_interval"])
+	}
 	if keys, _ := cfg["controller_keys"].([]any); len(keys) != 1 || keys[0] != "controller-2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" {
 		t.Errorf("controller_keys (services.labd.controllerKeys): %v", cfg["controller_keys"])
 	}

@@ -36,6 +36,10 @@ type Config struct {
 	StateDir        string         // default /var/lib/labd
 	Nix             nixsys.Config  // profile path, Nix options, environment
 	Checks          []health.Check // local health checks
+	// CheckInterval is how often the checks run outside rollouts, so that
+	// a machine that turns unhealthy between rollouts says so (default
+	// 5m; negative: only in rollouts and after a reboot).
+	CheckInterval time.Duration
 	FetchTimeout    time.Duration  // default 30m
 	ActivateTimeout time.Duration  // default 10m
 	ConfirmTimeout  time.Duration  // default 5m
@@ -104,6 +108,10 @@ func (c *Config) Validate() error {
 	setDur(&c.KeepAlive, 30*time.Second)
 	setDur(&c.SessionExpiry, 24*time.Hour)
 	setDur(&c.MetricsInterval, 30*time.Second)
+	setDur(&c.CheckInterval, 5*time.Minute)
+	if c.CheckInterval > 0 && c.CheckInterval < time.Second {
+		bad("check_interval", "%s is less than 1s", c.CheckInterval)
+	}
 	for k, d := range map[string]time.Duration{"timeouts.fetch": c.FetchTimeout, "timeouts.activate": c.ActivateTimeout,
 		"timeouts.confirm": c.ConfirmTimeout, "keepalive": c.KeepAlive, "session_expiry": c.SessionExpiry} {
 		if d < 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lab-fleet/lab/internal/clock"
 	"os"
 	"os/exec"
 	"strings"
@@ -254,6 +255,38 @@ func (d *Daemon) bootChecks(ctx context.Context) {
 	results := d.checks.Run(ctx, d.cfg.Checks)
 	d.recordChecks(results)
 	d.enqueueStatus()
+}
+
+// idleChecks runs the health checks every CheckInterval while no
+// rollout is in progress on the machine, and publishes their results: a
+// machine that turns unhealthy between rollouts says so (the controller's
+// alerts tell someone). During a rollout its own verification runs them.
+func (d *Daemon) idleChecks(ctx context.Context) {
+	if d.cfg.CheckInterval <= 0 || len(d.cfg.Checks) == 0 {
+		return
+	}
+	clk := clock.Or(d.cfg.Clock)
+	for {
+		tick, t := clock.After(clk, d.cfg.CheckInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-tick:
+		}
+		if st := d.snapshot().Exec.State; st != "" && st != proto.StateIdle && !st.Terminal() {
+			continue // a rollout is under way: it verifies the checks itself
+		}
+		if d.bus == nil || !d.bus.Connected() {
+			continue // nobody to tell; the reconnect publishes the status
+		}
+		results := d.checks.Run(ctx, d.cfg.Checks)
+		if ctx.Err() != nil {
+			return
+		}
+		d.recordChecks(results)
+		d.enqueueStatus()
+	}
 }
 
 func (d *Daemon) snapshot() state {

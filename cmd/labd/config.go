@@ -32,6 +32,8 @@ type fileConfig struct {
 	Profile      string         `mapstructure:"profile"`
 	Nix          nixConfig      `mapstructure:"nix"`
 	Checks       []health.Check `mapstructure:"checks"`
+	// CheckInterval is a duration or "off".
+	CheckInterval string `mapstructure:"check_interval"`
 	Timeouts     struct {
 		Fetch    time.Duration `mapstructure:"fetch"`
 		Activate time.Duration `mapstructure:"activate"`
@@ -84,7 +86,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 	}
 	for _, k := range []string{"name", "broker", "username", "password_file", "prefix", "state_dir", "profile",
 		"timeouts.fetch", "timeouts.activate", "timeouts.confirm", "boot_id_file", "log_level", "keepalive", "session_expiry",
-		"nix.detach", "nix.bin_dir", "metrics.textfile_dir", "metrics.textfile_interval"} {
+		"nix.detach", "nix.bin_dir", "metrics.textfile_dir", "metrics.textfile_interval", "check_interval"} {
 		_ = v.BindEnv(k)
 	}
 	_ = v.BindEnv("broker", "LAB_BROKER_URL") // labctl's older spelling, after LAB_BROKER (docs/labctl.md)
@@ -112,6 +114,17 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		TrustedKeys: fc.TrustedKeys, ControllerKeys: fc.CtlKeys, BootIDFile: fc.BootIDFile, RebootCommand: fc.RebootCommand, KeepAlive: fc.KeepAlive, SessionExpiry: fc.SessionExpiry,
 		MetricsTextfileDir: fc.Metrics.TextfileDir, MetricsInterval: fc.Metrics.TextfileInterval,
 		Version: version, Logger: logger,
+	}
+	switch ci := fc.CheckInterval; ci {
+	case "":
+	case "off":
+		cfg.CheckInterval = -1
+	default:
+		d, err := time.ParseDuration(ci)
+		if err != nil || d <= 0 {
+			return cfg, fmt.Errorf("%w: check_interval: %q: want a duration such as 5m, or off", node.ErrInvalidConfig, ci)
+		}
+		cfg.CheckInterval = d
 	}
 	if t := fc.TLS; t.CA != "" || t.Cert != "" || t.Key != "" {
 		tc, err := pki.ClientConfig(t.CA, t.Cert, t.Key)

@@ -56,6 +56,8 @@ func TestCheckConfig(t *testing.T) {
 		{"not yaml", "name: [unclosed\n", "labd.yaml"},
 		{"relative textfile dir", goodConfig + "metrics: {textfile_dir: var/lib/node-exporter}\n", "metrics.textfile_dir: \"var/lib/node-exporter\" is not an absolute path"},
 		{"textfile interval too short", goodConfig + "metrics: {textfile_dir: /tmp, textfile_interval: 10ms}\n", "metrics.textfile_interval: 10ms is less than 1s"},
+		{"check interval not a duration", goodConfig + "check_interval: sometimes\n", `check_interval: "sometimes": want a duration such as 5m, or off`},
+		{"check interval too short", goodConfig + "check_interval: 10ms\n", "check_interval: 10ms is less than 1s"},
 		{"typo in metrics", goodConfig + "metrics: {textfile_dri: /tmp}\n", `unknown key "metrics.textfile_dri": did you mean "metrics.textfile_dir"?`},
 	} {
 		code, out := checkConfig(t, tc.yaml)

@@ -23,6 +23,7 @@ let
     controller_keys = cfg.controllerKeys;
     labd_path = "${cfg.package}/bin/labd";
     timeouts = nonNull { inherit (cfg.timeouts) fetch activate confirm; };
+    check_interval = cfg.checkInterval;
     metrics = if cfg.metrics.textfileDir == null then null else nonNull {
       textfile_dir = cfg.metrics.textfileDir;
       textfile_interval = cfg.metrics.textfileInterval;
@@ -101,6 +102,12 @@ in {
         description = "node_exporter's textfile directory (its --collector.textfile.directory): labd writes its metrics to labd.prom in it (docs/labd.md, \"Metrics for node_exporter\"). null: no file.";
       };
       textfileInterval = mkOption { type = types.nullOr types.str; default = null; example = "1m"; description = "How often labd.prom is rewritten when nothing changes (labd default 30s)."; };
+    };
+    checkInterval = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "15m";
+      description = "How often the health checks (lab.machine.healthChecks) run between rollouts, their results published (check_interval; labd default 5m; \"off\": only in rollouts and after a reboot).";
     };
     extraConfig = mkOption {
       type = types.attrsOf types.anything;

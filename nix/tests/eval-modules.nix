@@ -42,6 +42,7 @@ let
       controllerKeys = [ "controller-2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" ];
       timeouts.fetch = "45m";
       metrics.textfileDir = "/var/lib/prometheus-node-exporter/textfile";
+      checkInterval = "15m";
     };
     services.lab-broker = {
       enable = true; package = fakeLab; port = 8883; openFirewall = true; jsonMirror = false;
