@@ -25,32 +25,32 @@ var ErrInvalidConfig = errors.New("invalid labd config")
 type Config struct {
 	// Clock is the clock of the node's state machine and its timers
 	// (nil: the system clock; tests give a clock.Fake).
-	Clock           clock.Clock    `mapstructure:"-"`
-	Name            string         // node id, [a-z0-9-]{1,63}; also MQTT client id and username
-	Groups          []string       // groups whose gates and commands the node follows
-	Broker          []string       // broker URLs, e.g. mqtt://broker:1883
-	Username        string         // default Name
-	PasswordFile    string         // MQTT password, read from a file (never from argv)
-	TLS             *tls.Config    // for tls:// and wss:// brokers: CA and client certificate (nil: system roots)
-	Prefix          string         // topic prefix, default lab/v1
-	StateDir        string         // default /var/lib/labd
-	Nix             nixsys.Config  // profile path, Nix options, environment
-	Checks          []health.Check // local health checks
+	Clock        clock.Clock    `mapstructure:"-"`
+	Name         string         // node id, [a-z0-9-]{1,63}; also MQTT client id and username
+	Groups       []string       // groups whose gates and commands the node follows
+	Broker       []string       // broker URLs, e.g. mqtt://broker:1883
+	Username     string         // default Name
+	PasswordFile string         // MQTT password, read from a file (never from argv)
+	TLS          *tls.Config    // for tls:// and wss:// brokers: CA and client certificate (nil: system roots)
+	Prefix       string         // topic prefix, default lab/v1
+	StateDir     string         // default /var/lib/labd
+	Nix          nixsys.Config  // profile path, Nix options, environment
+	Checks       []health.Check // local health checks
 	// CheckInterval is how often the checks run outside rollouts, so that
 	// a machine that turns unhealthy between rollouts says so (default
 	// 5m; negative: only in rollouts and after a reboot).
-	CheckInterval time.Duration
-	FetchTimeout    time.Duration  // default 30m
-	ActivateTimeout time.Duration  // default 10m
-	ConfirmTimeout  time.Duration  // default 5m
-	TrustedKeys     []string       // operator public keys "id:base64": Desired, Gates, Commands; no key at all = accept unsigned (warned)
-	ControllerKeys  []string       // controller public keys "id:base64": Gates and Commands only
-	BootIDFile      string         // default /proc/sys/kernel/random/boot_id
-	KeepAlive       time.Duration  // default 30s
-	SessionExpiry   time.Duration  // default 24h
-	Machine         proto.Machine  // planning metadata reported in status (reboot order, dependencies)
-	RebootCommand   []string       // argv that reboots the machine, default systemctl reboot
-	Version         string         // labd version reported in status
+	CheckInterval   time.Duration
+	FetchTimeout    time.Duration // default 30m
+	ActivateTimeout time.Duration // default 10m
+	ConfirmTimeout  time.Duration // default 5m
+	TrustedKeys     []string      // operator public keys "id:base64": Desired, Gates, Commands; no key at all = accept unsigned (warned)
+	ControllerKeys  []string      // controller public keys "id:base64": Gates and Commands only
+	BootIDFile      string        // default /proc/sys/kernel/random/boot_id
+	KeepAlive       time.Duration // default 30s
+	SessionExpiry   time.Duration // default 24h
+	Machine         proto.Machine // planning metadata reported in status (reboot order, dependencies)
+	RebootCommand   []string      // argv that reboots the machine, default systemctl reboot
+	Version         string        // labd version reported in status
 	// MetricsTextfileDir is node_exporter's textfile directory: labd
 	// writes its metrics to labd.prom in it ("": no file).
 	MetricsTextfileDir string

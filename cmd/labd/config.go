@@ -34,7 +34,7 @@ type fileConfig struct {
 	Checks       []health.Check `mapstructure:"checks"`
 	// CheckInterval is a duration or "off".
 	CheckInterval string `mapstructure:"check_interval"`
-	Timeouts     struct {
+	Timeouts      struct {
 		Fetch    time.Duration `mapstructure:"fetch"`
 		Activate time.Duration `mapstructure:"activate"`
 		Confirm  time.Duration `mapstructure:"confirm"`
