@@ -148,6 +148,20 @@ func (f *Fleet) Handle(topic string, payload []byte) {
 		f.signal()
 		return
 	}
+	if len(payload) == 0 && (r.Kind == proto.TopicStatus || r.Kind == proto.TopicPresence) {
+		// A cleared retained status or presence: the machine is being
+		// forgotten. Once both are gone it leaves the view (Snapshot),
+		// and every view of the fleet drops it.
+		if n, ok := f.nodes[r.Node]; ok {
+			if r.Kind == proto.TopicStatus {
+				n.Status = nil
+			} else {
+				n.Seen, n.Online, n.Since = false, false, time.Time{}
+			}
+			f.signal()
+		}
+		return
+	}
 	n := f.node(r.Node)
 	switch r.Kind {
 	case proto.TopicStatus:

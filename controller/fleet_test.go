@@ -30,3 +30,46 @@ func TestFleetKeepsTheLastAck(t *testing.T) {
 		t.Fatalf("the acknowledgement was lost: %+v", v.LastAck)
 	}
 }
+
+// A machine whose retained status and presence are cleared leaves the
+// view, and watchers hear of it; a clear is not an invalid message.
+func TestClearedMachineLeavesTheView(t *testing.T) {
+	f := NewFleet(proto.DefaultTopics, nil)
+	tp := proto.DefaultTopics
+	st := &proto.NodeStatus{Node: "old", UpdatedAt: time.Now().UnixMilli()}
+	st.Stamp("old", time.Now())
+	b, err := proto.Seal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Handle(tp.NodeStatus("old"), b)
+	p := &proto.Presence{Node: "old", Online: true, Since: time.Now().UnixMilli()}
+	p.Stamp("old", time.Now())
+	pb, _ := proto.Seal(p)
+	f.Handle(tp.NodePresence("old"), pb)
+	if got := len(f.Snapshot()); got != 1 {
+		t.Fatalf("%d machines, want 1", got)
+	}
+	ch, stop := f.Watch()
+	defer stop()
+	f.Handle(tp.NodeStatus("old"), nil)
+	if got := len(f.Snapshot()); got != 1 {
+		t.Fatalf("status cleared, presence kept: %d machines, want 1", got)
+	}
+	f.Handle(tp.NodePresence("old"), nil)
+	if got := len(f.Snapshot()); got != 0 {
+		t.Fatalf("status and presence cleared: %d machines, want 0", got)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Error("watchers not told")
+	}
+	if f.Invalid() != 0 {
+		t.Errorf("%d invalid messages counted for clears", f.Invalid())
+	}
+	f.Handle(tp.NodeStatus("never-seen"), nil) // nothing to forget
+	if _, ok := f.Get("never-seen"); ok {
+		t.Error("a clear created a machine")
+	}
+}

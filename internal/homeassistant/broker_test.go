@@ -15,69 +15,6 @@ import (
 	"github.com/lab-fleet/lab/proto"
 )
 
-// dropCleared is the fleet view as it would be if controller.Fleet let a
-// machine go once its retained status and presence are both cleared
-// (today it counts an empty payload as invalid and keeps the machine).
-type dropCleared struct {
-	*controller.Fleet
-	topics proto.Topics
-	ch     chan struct{}
-
-	mu      sync.Mutex
-	cleared map[string]map[proto.TopicKind]bool
-}
-
-func newDropCleared(ctx context.Context, f *controller.Fleet, tp proto.Topics) *dropCleared {
-	d := &dropCleared{Fleet: f, topics: tp, ch: make(chan struct{}, 1), cleared: map[string]map[proto.TopicKind]bool{}}
-	changed, stop := f.Watch()
-	go func() {
-		defer stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-changed:
-				d.signal()
-			}
-		}
-	}()
-	return d
-}
-
-func (d *dropCleared) signal() {
-	select {
-	case d.ch <- struct{}{}:
-	default:
-	}
-}
-
-func (d *dropCleared) Handle(topic string, payload []byte) {
-	if r, err := d.topics.Parse(topic); err == nil && (r.Kind == proto.TopicStatus || r.Kind == proto.TopicPresence) {
-		d.mu.Lock()
-		if d.cleared[r.Node] == nil {
-			d.cleared[r.Node] = map[proto.TopicKind]bool{}
-		}
-		d.cleared[r.Node][r.Kind] = len(payload) == 0
-		d.mu.Unlock()
-	}
-	d.Fleet.Handle(topic, payload)
-	d.signal()
-}
-
-func (d *dropCleared) Watch() (<-chan struct{}, func()) { return d.ch, func() {} }
-
-func (d *dropCleared) Snapshot() []controller.NodeView {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []controller.NodeView
-	for _, v := range d.Fleet.Snapshot() {
-		if c := d.cleared[v.Name]; !c[proto.TopicStatus] || !c[proto.TopicPresence] {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 func dialT(t *testing.T, ctx context.Context, url, id string, onMessage func(bus.Message)) *bus.Client {
 	t.Helper()
 	c, err := bus.Dial(ctx, bus.Config{URLs: []string{url}, ClientID: id, CleanStart: true, OnMessage: onMessage})
@@ -220,8 +157,7 @@ func TestOverABroker(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fleet := controller.NewFleet(proto.DefaultTopics, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	view := newDropCleared(ctx, fleet, proto.DefaultTopics)
-	defer startService(t, b.URL(), "controller", fleet, view)()
+	defer startService(t, b.URL(), "controller", fleet, fleet)()
 
 	node := dialT(t, ctx, b.URL(), "n1", nil)
 	reportT(t, ctx, node, "n1", proto.Execution{Rollout: "r-1", Gen: 1, Toplevel: sysA, Action: proto.ActionSwitch,
@@ -253,13 +189,9 @@ func TestOverABroker(t *testing.T) {
 	}
 	later.mu.Unlock()
 
-	t.Run("the fleet view lets a cleared machine go", func(t *testing.T) {
-		if _, still := fleet.Get("n1"); still && len(fleet.Snapshot()) == 1 {
-			t.Skip("SKIPPED: controller.Fleet keeps a machine whose retained status and presence were cleared " +
-				"(an empty payload counts as invalid), so with the real view a machine leaves Home Assistant only at the " +
-				"service's next start (TestRemovedAtTheNextStart); this test's view (dropCleared) does what Fleet would need to")
-		}
-	})
+	if _, still := fleet.Get("n1"); still && len(fleet.Snapshot()) != 0 {
+		t.Errorf("the fleet view still shows n1: %+v", fleet.Snapshot())
+	}
 }
 
 // TestRemovedAtTheNextStart: with the real fleet view, a machine whose
