@@ -22,10 +22,11 @@ const (
 	VerbInfo   = "info"   // → Response.Info
 	VerbReboot = "reboot" // Request.Reboot → Response.Job (an ordered reboot the service runs)
 	VerbJob    = "job"    // Request.Rollout (a reboot job's id) → Response.Job
+	VerbForget = "forget" // Request.Node (offline, in no running rollout) → ok: its retained status, presence and desired state cleared
 )
 
 // Verbs lists every verb the service answers.
-var Verbs = []string{VerbSubmit, VerbList, VerbShow, VerbCancel, VerbResume, VerbPause, VerbInfo, VerbReboot, VerbJob}
+var Verbs = []string{VerbSubmit, VerbList, VerbShow, VerbCancel, VerbResume, VerbPause, VerbInfo, VerbReboot, VerbJob, VerbForget}
 
 // APIVersion is the version of Request and Response; a service refuses a
 // request of a newer major version with a reason.
@@ -38,6 +39,7 @@ type Request struct {
 	Rollout    string      `json:"rollout,omitempty"`
 	Submission *Submission `json:"submission,omitempty"`
 	Reboot     *RebootJob  `json:"reboot,omitempty"`
+	Node       string      `json:"node,omitempty"` // forget: the machine
 	// A submission larger than one MQTT packet (brokers such as EMQX
 	// accept 1 MiB by default) goes in parts: the encoded Submission
 	// (EncodeSubmission) cut into Chunks, Part 0 … Parts-1 of one

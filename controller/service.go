@@ -362,6 +362,16 @@ func (s *Service) answer(ctx context.Context, verb string, req *Request, who str
 		return nil
 	}
 	switch verb {
+	case VerbForget:
+		if err := proto.ValidID(req.Node); err != nil {
+			return &Response{Code: CodeBadRequest, Error: fmt.Sprintf("machine name %q: %v", req.Node, err)}
+		}
+		if err := s.forget(ctx, req.Node, who); errors.Is(err, ErrNoMachine) {
+			return &Response{Code: CodeNotFound, Error: err.Error()}
+		} else if err != nil {
+			return fail(err)
+		}
+		return &Response{Code: CodeOK}
 	case VerbInfo:
 		return &Response{Code: CodeOK, Info: &Info{Name: s.cfg.Name, Key: s.cfg.Key.Public().String(),
 			TrustedKeys: slices.Sorted(maps.Keys(s.cfg.Trusted)), Running: s.Running(), TimeZone: ZoneName()}}
@@ -609,4 +619,34 @@ func (s *Service) respond(ctx context.Context, m RequestMessage, r *Response) {
 	if err := s.cfg.Responder.Respond(ctx, m.ResponseTopic, m.Correlation, b); err != nil {
 		s.log.Warn("answer a request", "topic", m.ResponseTopic, "err", err)
 	}
+}
+
+// ErrNoMachine: no machine of that name has reported.
+var ErrNoMachine = errors.New("no such machine")
+
+// forget clears what the broker retains of a machine that is gone: its
+// status, presence and desired state (the JSON mirror follows). Every view
+// of the fleet then drops it. A machine that is online, or that a running
+// rollout drives, is refused: it would come back with its next status.
+func (s *Service) forget(ctx context.Context, node, who string) error {
+	v, ok := s.cfg.Fleet.Get(node)
+	if !ok || (v.Status == nil && !v.Seen) {
+		return fmt.Errorf("%w: %s (labctl status lists the machines)", ErrNoMachine, node)
+	}
+	if v.Online {
+		return fmt.Errorf("%w: %s is online: stop labd on it first (its next status would bring it back), then forget it", ErrRefused, node)
+	}
+	for _, rs := range s.cfg.Fleet.Rollouts() {
+		if _, in := rs.Nodes[node]; in && !rs.State.Terminal() {
+			return fmt.Errorf("%w: rollout %s (%s) has %s as a target: cancel it first (labctl rollout cancel %s)", ErrRefused, rs.Rollout, rs.State, node, rs.Rollout)
+		}
+	}
+	t := s.cfg.Topics
+	for _, topic := range []string{t.NodeDesired(node), t.NodeStatus(node), t.NodePresence(node)} {
+		if err := s.cfg.Bus.Publish(ctx, topic, nil, true); err != nil {
+			return fmt.Errorf("clear %s: %w (on an external broker the controller identity may not write a node's status and presence: clear them as the broker's administrator, e.g. mosquitto_pub -r -n -t %s)", topic, err, topic)
+		}
+	}
+	s.log.Info("machine forgotten", "node", node, "by", who)
+	return nil
 }

@@ -455,3 +455,73 @@ func TestServiceRunsOnItsClock(t *testing.T) {
 	clk.Advance(time.Hour)
 	r.waitRecord("r-later", proto.RolloutSucceeded)
 }
+
+// TestServiceForgetsAMachine: forget clears the retained status, presence
+// and desired state of a machine that is gone, so every view drops it; an
+// online machine and an unknown one are refused.
+func TestServiceForgetsAMachine(t *testing.T) {
+	r := newServiceRig(t, true)
+	tp := proto.DefaultTopics
+	now := time.Now()
+	for name, online := range map[string]bool{"old": false, "live": true} {
+		st := &proto.NodeStatus{Node: name, UpdatedAt: now.UnixMilli()}
+		st.Stamp(name, now)
+		p := &proto.Presence{Node: name, Online: online, Since: now.UnixMilli()}
+		p.Stamp(name, now)
+		for topic, m := range map[string]proto.Message{tp.NodeStatus(name): st, tp.NodePresence(name): p} {
+			b, err := proto.Seal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.b.Server.Publish(topic, b, true, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r.settle("old", "live")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if v, _ := r.svc.cfg.Fleet.Get("live"); v.Online {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the service never saw live online")
+		}
+	}
+	if resp := r.ask(VerbForget, &Request{Node: "nobody"}); resp.Code != CodeNotFound {
+		t.Errorf("forget an unknown machine: %+v", resp)
+	}
+	if resp := r.ask(VerbForget, &Request{Node: "live"}); resp.Code != CodeRefused || !strings.Contains(resp.Error, "live is online") {
+		t.Errorf("forget an online machine: %+v", resp)
+	}
+	if resp := r.ask(VerbForget, &Request{Node: "Bad Name"}); resp.Code != CodeBadRequest {
+		t.Errorf("forget a bad name: %+v", resp)
+	}
+	if resp := r.ask(VerbForget, &Request{Node: "old"}); resp.Code != CodeOK {
+		t.Fatalf("forget an offline machine: %+v", resp)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		names := []string{}
+		for _, v := range r.reqFleet.Snapshot() {
+			names = append(names, v.Name)
+		}
+		if len(names) == 1 && names[0] == "live" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the requester's view still shows %v, want only live", names)
+		}
+	}
+	// A new client gets nothing retained of it.
+	fresh := NewFleet(tp, nil)
+	c := dial(t, r.b.URL(), "fresh", func(m bus.Message) { fresh.Handle(m.Topic, m.Payload) })
+	if err := fresh.Subscribe(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if v, ok := fresh.Get("old"); ok && (v.Status != nil || v.Seen) {
+		t.Errorf("the broker still retains old: %+v", v)
+	}
+	if _, ok := fresh.Get("live"); !ok {
+		t.Error("a new client does not see live: the test proves nothing")
+	}
+}

@@ -278,3 +278,14 @@ func (f *File) Put(id Identity) {
 	}
 	f.Identities = append(f.Identities, id)
 }
+
+// Remove deletes the identity of that name; it reports whether there was one.
+func (f *File) Remove(name string) bool {
+	for i := range f.Identities {
+		if f.Identities[i].Name == name {
+			f.Identities = append(f.Identities[:i], f.Identities[i+1:]...)
+			return true
+		}
+	}
+	return false
+}

@@ -253,7 +253,7 @@ HiveMQ, VerneMQ), as an ordinary MQTT v5 client with a controller identity
 (--username/--password-file or a client certificate).
 
 It answers requests on <prefix>/ctl/req/<verb> (submit, list, show, cancel,
-pause, resume, reboot, job, info; docs/protocol.md) and keeps its rollouts and its own key in --controller-dir
+pause, resume, reboot, job, forget, info; docs/protocol.md) and keeps its rollouts and its own key in --controller-dir
 (default ~/.local/state/lab/controller); started again, it resumes the
 rollouts that were running. Its key signs gates and commands:
 pin its public key (printed at start, and by labctl controller key) in every

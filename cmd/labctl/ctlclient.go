@@ -71,6 +71,9 @@ func (e ctlError) Error() string {
 	what := "refused"
 	switch e.resp.Code {
 	case controller.CodeNotFound:
+		if e.verb == controller.VerbForget {
+			return fmt.Sprintf("the controller does not know it: %s", e.resp.Error)
+		}
 		return fmt.Sprintf("the controller does not know it: %s (`labctl rollout list` shows what it knows)", e.resp.Error)
 	case controller.CodeInternal:
 		what = "failed"

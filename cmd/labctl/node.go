@@ -20,7 +20,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		Use:   "node",
 		Short: "Manage who may connect to the broker",
 	}
-	cmd.AddCommand(newNodeAddCmd(g))
+	cmd.AddCommand(newNodeAddCmd(g), newNodeRemoveCmd(g))
 	return cmd
 }
 
