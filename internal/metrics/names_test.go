@@ -13,6 +13,7 @@ import (
 
 	"github.com/lab-fleet/lab/broker"
 	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/internal/alert"
 	"github.com/lab-fleet/lab/node/nodemetrics"
 	"github.com/lab-fleet/lab/proto"
 )
@@ -88,7 +89,13 @@ func sampleNode() prometheus.Gatherer {
 func exposed(t *testing.T) map[string][]prometheus.Gatherer {
 	t.Helper()
 	fleet := prometheus.NewPedanticRegistry()
-	fleet.MustRegister(NewFleetCollector(sampleFleet(t)))
+	f := sampleFleet(t)
+	// The controller service's /metrics also carries the alerts' counters.
+	notifier, err := alert.New(alert.Config{Fleet: f, Webhooks: []alert.Webhook{{URL: "https://alerts.example/lab", Format: alert.Generic}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet.MustRegister(NewFleetCollector(f), notifier)
 	br := prometheus.NewPedanticRegistry()
 	br.MustRegister(sampleBroker(t))
 	return map[string][]prometheus.Gatherer{"fleet": {fleet}, "broker": {br}, "labd": {sampleNode()}}
