@@ -204,6 +204,13 @@ func (t *tracker) observe(rows []render.StatusRow, rollouts []proto.RolloutState
 			if c.At == 0 {
 				continue
 			}
+			if !c.OK && r.Status != nil && c.At <= r.Status.Execution.Since {
+				// The result of the last rollout's verification (it ran
+				// before that execution ended): the rollout and its
+				// rollback say it. A run after it (labd's check_interval,
+				// a boot) is news.
+				continue
+			}
 			switch {
 			case !c.OK && !m.failingChecks[name] && !active(r.State):
 				m.failingChecks[name] = true

@@ -142,3 +142,21 @@ func TestNewsAtFirstSight(t *testing.T) {
 	tr = newTracker(time.Minute, t0.Add(time.Minute))
 	expect(t, "before the start", tr.observe([]render.StatusRow{m}, []proto.RolloutState{rs}, t0.Add(2*time.Minute)))
 }
+
+// TestVerificationIsNotACheckFailing: a machine that rolled back carries
+// the failing result of its verification; that is the rollout's news, not
+// a check failing outside it. Its next run (check_interval) is.
+func TestVerificationIsNotACheckFailing(t *testing.T) {
+	tr := newTracker(time.Minute, t0)
+	ended := t0.Add(10 * time.Second).UnixMilli()
+	st := &proto.NodeStatus{Execution: proto.Execution{Rollout: "r-1", State: proto.StateActivating, Since: t0.UnixMilli()}}
+	n := render.StatusRow{Node: "n1", Online: true, State: proto.StateActivating, Rollout: "r-1", Status: st,
+		Checks: proto.CheckResults{"web": {OK: true, At: 1}}}
+	tr.observe([]render.StatusRow{n}, nil, t0)
+	st2 := &proto.NodeStatus{Execution: proto.Execution{Rollout: "r-1", State: proto.StateRolledBack, Since: ended}}
+	n.State, n.Status, n.Error = proto.StateRolledBack, st2, "health check failed"
+	n.Checks = proto.CheckResults{"web": {OK: false, Detail: "refused", At: ended - 3000}}
+	expect(t, "rolled back with the verification's failing check", tr.observe([]render.StatusRow{n}, nil, t0.Add(11*time.Second)), MachineRolledBack)
+	n.Checks = proto.CheckResults{"web": {OK: false, Detail: "refused", At: ended + 300000}}
+	expect(t, "the next periodic run fails too", tr.observe([]render.StatusRow{n}, nil, t0.Add(6*time.Minute)), CheckFailing)
+}
