@@ -109,6 +109,8 @@ func newBrokerCmd(g *globals) *cobra.Command {
 					return usageError{err}
 				}
 				svc = &st
+			} else if err := sidecarsNeedTheService(g); err != nil {
+				return usageError{err}
 			}
 			if checkOnly {
 				return checkBrokerConfig(g, cfg)

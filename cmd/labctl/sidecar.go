@@ -52,6 +52,17 @@ func checkSidecars(g *globals) error {
 	return errors.Join(checkAlerts(g), checkHomeAssistant(g))
 }
 
+// sidecarsNeedTheService refuses sidecars asked for while the service
+// they run in is off (labctl broker --controller=false).
+func sidecarsNeedTheService(g *globals) error {
+	hooks, _, _ := alertSettings(g)
+	if len(hooks) > 0 || g.v.GetBool(keyHAEnabled) {
+		return errors.New("--webhook and --homeassistant run in the controller service, which --controller=false turns off: " +
+			"drop them here and give them to the labctl controller that drives this broker's rollouts")
+	}
+	return nil
+}
+
 // startSidecars starts the configured sidecars; they stop when ctx ends.
 func startSidecars(ctx context.Context, g *globals, env sidecarEnv) error {
 	if err := startAlerts(ctx, g, env); err != nil {

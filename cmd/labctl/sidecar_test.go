@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestMatchFilter(t *testing.T) {
 	for _, tc := range []struct {
@@ -20,5 +23,18 @@ func TestMatchFilter(t *testing.T) {
 		if got := matchFilter(tc.filter, tc.topic); got != tc.want {
 			t.Errorf("matchFilter(%q, %q) = %v", tc.filter, tc.topic, got)
 		}
+	}
+}
+
+func TestSidecarsNeedTheService(t *testing.T) {
+	clearBrokerEnv(t)
+	for _, args := range [][]string{{"--homeassistant"}, {"--webhook", "https://alerts.example/lab"}} {
+		code, _, errOut := labctl(t, append([]string{"broker", "--controller=false", "--check-config"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, "which --controller=false turns off") {
+			t.Errorf("%v with --controller=false: exit %d\n%s", args, code, errOut)
+		}
+	}
+	if code, out, errOut := labctl(t, "broker", "--controller=false", "--check-config"); code != 0 {
+		t.Errorf("--controller=false alone: exit %d\n%s%s", code, out, errOut)
 	}
 }
