@@ -57,6 +57,8 @@ func kindOf(m Message) Kind {
 		return KindEvent
 	case *RolloutState:
 		return KindRollout
+	case *Secret:
+		return KindSecret
 	}
 	return m.Header().Kind
 }

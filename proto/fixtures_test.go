@@ -63,10 +63,23 @@ func fixtures() []struct {
 			"n2": {Gen: 1764000000001, Toplevel: tl2, State: StateRolledBack, Error: "check web failed", Online: true},
 		},
 		Counters: Counters{Total: 2, Succeeded: 1, RolledBack: 1}, Reason: "1 node rolled back"}
+	withSecrets := *s
+	withSecrets.Envelope = env("s2")
+	withSecrets.Recipient = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPv0pL0Hn3ZbGx2rM0Jx7yq1j9s1qkX3oZpM2xg1l8cF"
+	withSecrets.Secrets = []SecretState{
+		{Name: "db-password", Version: 1764000000000, State: SecretPresent, Path: "/run/lab-secrets/db-password", At: 1764000001000},
+		{Name: "wifi", Version: 0, State: SecretError, Error: "not encrypted to this machine's key", At: 1764000001000},
+	}
+	sec := &Secret{Envelope: env("x1"), Node: "n1", Name: "db-password", Version: 1764000000000,
+		Ciphertext: []byte("age-encryption.org/v1\n-> X25519 fixture\n--- fixture\n\x00\x01"),
+		Path:       "/run/lab-secrets/db-password", Owner: "postgres", Group: "postgres", Mode: 0o400,
+		Restart: []string{"postgresql.service"}, Expires: 1764086400000}
+	must(Sign(sec, fixtureKey))
 	return []struct {
 		name string
 		msg  Message
-	}{{"desired", d}, {"gate", g}, {"command", c}, {"status", s}, {"status-old", &old}, {"presence", p}, {"event", e}, {"event-ack", ack}, {"rollout", r}}
+	}{{"desired", d}, {"gate", g}, {"command", c}, {"status", s}, {"status-old", &old}, {"status-secrets", &withSecrets},
+		{"presence", p}, {"event", e}, {"event-ack", ack}, {"rollout", r}, {"secret", sec}}
 }
 
 func must(err error) {
@@ -108,6 +121,8 @@ func newOf(m Message) Message {
 		return new(Event)
 	case *RolloutState:
 		return new(RolloutState)
+	case *Secret:
+		return new(Secret)
 	}
 	panic("unknown message type")
 }

@@ -57,8 +57,12 @@ func FuzzDecodeRollout(f *testing.F) {
 	fuzzDecoder(f, "rollout", func() Message { return new(RolloutState) })
 }
 
+func FuzzDecodeSecret(f *testing.F) {
+	fuzzDecoder(f, "secret", func() Message { return new(Secret) })
+}
+
 func FuzzParseTopic(f *testing.F) {
-	for _, s := range []string{"lab/v1/node/n1/status", "lab/v1/group/g/gate", "lab/v1/all/cmd", "lab/v1/rollout/r", "lab/v1/ctl/req/submit", "lab/v1/ctl/res/labctl-1/0a1b"} {
+	for _, s := range []string{"lab/v1/node/n1/secret/db-password", "lab/v1/node/n1/status", "lab/v1/group/g/gate", "lab/v1/all/cmd", "lab/v1/rollout/r", "lab/v1/ctl/req/submit", "lab/v1/ctl/res/labctl-1/0a1b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -19,6 +19,7 @@ const (
 	KindPresence Kind = "presence"
 	KindEvent    Kind = "event"
 	KindRollout  Kind = "rollout"
+	KindSecret   Kind = "secret"
 )
 
 // Envelope is the header of every message. TS is Unix milliseconds.
@@ -145,6 +146,15 @@ type NodeStatus struct {
 	// profile (at most MaxReportedGenerations), oldest first: its history
 	// of systems, which a rollback goes back along. Absent when unknown.
 	Generations []Generation `msgpack:"generations,omitempty" json:"generations,omitempty"`
+	// Recipient is the node's age recipient, the public key every Secret
+	// for it is encrypted to: "ssh-ed25519 AAAA…" (its SSH host key) or
+	// "age1…" (an identity labd made). Absent when unknown (an older
+	// labd), so that its status encodes as before.
+	Recipient string `msgpack:"recipient,omitempty" json:"recipient,omitempty"`
+	// Secrets are the node's secrets by name (sorted), at most
+	// MaxReportedSecrets: version, state and error, never the content.
+	// Absent when it has none.
+	Secrets []SecretState `msgpack:"secrets,omitempty" json:"secrets,omitempty"`
 }
 
 // MaxReportedGenerations is how many profile generations a status lists.

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// Signatures (DESIGN §9): Desired is signed by the operator's key, Gate and
-// Command by the controller's. The signature is ed25519 over sigDomain
+// Signatures (DESIGN §9): Desired and Secret are signed by the operator's
+// key, Gate and Command by the controller's. The signature is ed25519 over sigDomain
 // followed by the canonical encoding (Encode) of the message with an empty
 // Sig. Keys are written like Nix's: "<key-id>:<base64>".
 

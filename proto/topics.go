@@ -12,6 +12,7 @@ import (
 //	<p>/node/<node>/status    node, retained                NodeStatus
 //	<p>/node/<node>/presence  node + Last Will, retained    Presence
 //	<p>/node/<node>/events    node                          Event
+//	<p>/node/<node>/secret/<name>  controller → that node only, retained  Secret (empty = removed)
 //	<p>/group/<group>/gate    controller, retained          Gate
 //	<p>/group/<group>/cmd     controller                    Command
 //	<p>/all/cmd               controller                    Command
@@ -45,6 +46,7 @@ const (
 	TopicGroupCmd TopicKind = "group-cmd"
 	TopicAllCmd   TopicKind = "all-cmd"
 	TopicRollout  TopicKind = "rollout"
+	TopicSecret   TopicKind = "secret"
 
 	TopicCtlRequest  TopicKind = "ctl-request"
 	TopicCtlResponse TopicKind = "ctl-response"
@@ -99,6 +101,15 @@ func (t Topics) NodePresence(node string) string { return t.node(node, "presence
 // NodeEvents carries a node's execution events.
 func (t Topics) NodeEvents(node string) string { return t.node(node, "events") }
 
+// NodeSecret is a node's retained secret name (not mirrored under json/).
+func (t Topics) NodeSecret(node, name string) string { return t.node(node, "secret/"+name) }
+
+// NodeSecrets matches every secret of a node (what labd subscribes to).
+func (t Topics) NodeSecrets(node string) string { return t.NodeSecret(node, "+") }
+
+// AllSecrets matches every secret of every node.
+func (t Topics) AllSecrets() string { return t.NodeSecret("+", "+") }
+
 // GroupGate is a group's retained rollout gate.
 func (t Topics) GroupGate(group string) string { return t.group(group, "gate") }
 
@@ -145,7 +156,7 @@ type Route struct {
 	Kind   TopicKind
 	Node   string // node topics
 	Group  string // group topics
-	ID     string // rollout topics: the rollout; ctl-request: the verb; ctl-response: the client's id
+	ID     string // rollout topics: the rollout; ctl-request: the verb; ctl-response: the client's id; secret: its name
 	Client string // ctl-response: the client the response is for
 }
 
@@ -178,6 +189,14 @@ func (t Topics) Parse(topic string) (Route, error) {
 		}
 		if err := ValidID(r.Node); err != nil {
 			return Route{}, fmt.Errorf("%w: node in %q: %v", ErrInvalidTopic, topic, err)
+		}
+	case len(parts) == 4 && parts[0] == "node" && parts[2] == "secret":
+		r.Kind, r.Node, r.ID = TopicSecret, parts[1], parts[3]
+		if err := ValidID(r.Node); err != nil {
+			return Route{}, fmt.Errorf("%w: node in %q: %v", ErrInvalidTopic, topic, err)
+		}
+		if err := ValidID(r.ID); err != nil {
+			return Route{}, fmt.Errorf("%w: secret name in %q: %v", ErrInvalidTopic, topic, err)
 		}
 	case len(parts) == 3 && parts[0] == "group":
 		r.Group = parts[1]

@@ -26,6 +26,7 @@ func TestTopicsBuildAndParse(t *testing.T) {
 		{tp.AllCmd(), Route{Kind: TopicAllCmd}, false},
 		{tp.Rollout("r-1"), Route{Kind: TopicRollout, ID: "r-1"}, false},
 		{tp.CtlRequest("submit"), Route{Kind: TopicCtlRequest, ID: "submit"}, true},
+		{tp.NodeSecret("n1", "db-password"), Route{Kind: TopicSecret, Node: "n1", ID: "db-password"}, true},
 		{tp.CtlResponse("ops", "c-7f3a"), Route{Kind: TopicCtlResponse, Client: "ops", ID: "c-7f3a"}, true},
 	}
 	for _, c := range cases {
@@ -69,7 +70,7 @@ func TestTopicsDeepestPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{tp.JSON(tp.NodeStatus("n1")), tp.CtlResponse("ops", "x"), tp.CtlResponses("ops")} {
+	for _, s := range []string{tp.JSON(tp.NodeStatus("n1")), tp.CtlResponse("ops", "x"), tp.CtlResponses("ops"), tp.NodeSecret("n1", "x")} {
 		if n := strings.Count(s, "/"); n != MaxTopicSlashes {
 			t.Errorf("%s: %d slashes, want exactly %d: deepest is off", s, n, MaxTopicSlashes)
 		}

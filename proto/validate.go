@@ -232,6 +232,14 @@ func (s *NodeStatus) Validate() error {
 			return invalid(name, "longer than 128")
 		}
 	}
+	if s.Recipient != "" {
+		if err := ValidRecipient(s.Recipient); err != nil {
+			return field("recipient", err)
+		}
+	}
+	if err := validSecretStates(s.Secrets); err != nil {
+		return err
+	}
 	return s.Pins.validate()
 }
 

@@ -9,7 +9,8 @@ package proto
 //	   Later optional fields, absent when empty so that every other
 //	   message encodes as before (no bump): rollout.halted,
 //	   rollout.omitted; event.cmd, event.op, event.outcome (command
-//	   acknowledgements, docs/protocol.md).
+//	   acknowledgements, docs/protocol.md); status.recipient,
+//	   status.secrets and the secret kind (docs/secrets.md).
 const Version = 1
 
 // ContentType is the MQTT v5 content type of every lab payload.
@@ -29,6 +30,7 @@ var maxSize = map[Kind]int{
 	KindPresence: 1 << 10,
 	KindEvent:    16 << 10,
 	KindRollout:  1 << 20,
+	KindSecret:   256 << 10,
 }
 
 // MaxPayload is the largest payload of any kind.
