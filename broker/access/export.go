@@ -44,7 +44,7 @@ func (t *Table) MosquittoACL() string {
 			}
 		}
 	}
-	section(RoleController, "controllers: publish desired state, gates, commands, rollouts, requests and answers, Home Assistant's discovery; read all of lab but others' answers", func(id Identity) []string {
+	section(RoleController, "controllers: publish desired state, secrets, gates, commands, rollouts, requests and answers, Home Assistant's discovery; read all of lab but others' answers", func(id Identity) []string {
 		var out []string
 		for _, p := range t.publishes(id) {
 			out = append(out, "topic write "+p)
@@ -71,9 +71,10 @@ func (t *Table) MosquittoACL() string {
 		}
 		return out
 	})
-	b.WriteString("\n# every node: its own desired state and commands, and its own status, presence, events (and it reads its own presence)\n")
+	b.WriteString("\n# every node: its own desired state, commands and secrets, and its own status, presence, events (and it reads its own presence)\n")
 	for _, l := range []string{
 		"pattern read " + tp.NodeDesired("%u"), "pattern read " + tp.NodeCmd("%u"), "pattern read " + tp.NodePresence("%u"),
+		"pattern read " + tp.NodeSecrets("%u"),
 		"pattern write " + tp.NodeStatus("%u"), "pattern write " + tp.NodePresence("%u"), "pattern write " + tp.NodeEvents("%u"),
 	} {
 		b.WriteString(l + "\n")

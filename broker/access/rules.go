@@ -84,7 +84,9 @@ func (t *Table) buildPublishes(id Identity) []string {
 		// Besides desired state, gates, commands and rollouts: requests to
 		// the controller service, (the service's identity) its answers to
 		// any client, and Home Assistant's discovery configs and states.
-		return []string{tp.AllDesired(), tp.NodeCmd("+"), tp.AllGates(), tp.GroupCmd("+"), tp.AllCmd(), tp.AllRollouts(),
+		// Secrets too (labctl secret set): their content is encrypted to
+		// the node's own key, so a controller only ever sees ciphertext.
+		return []string{tp.AllDesired(), tp.NodeCmd("+"), tp.AllSecrets(), tp.AllGates(), tp.GroupCmd("+"), tp.AllCmd(), tp.AllRollouts(),
 			tp.CtlRequests(), tp.CtlResponses("+"), HomeAssistantPrefix + "/#", haState(tp)}
 	case RoleViewer:
 		// Home Assistant's birth message and Last Will, which make the
@@ -99,8 +101,9 @@ func (t *Table) buildReads(id Identity) []string {
 	switch id.Role {
 	case RoleNode:
 		// Its own presence too: labd answers a late Last Will of an
-		// earlier connection (offline while it runs) with online.
-		out := []string{tp.NodeDesired(id.Name), tp.NodeCmd(id.Name), tp.AllCmd(), tp.NodePresence(id.Name)}
+		// earlier connection (offline while it runs) with online. Its own
+		// secrets: no other node may read them.
+		out := []string{tp.NodeDesired(id.Name), tp.NodeCmd(id.Name), tp.AllCmd(), tp.NodePresence(id.Name), tp.NodeSecrets(id.Name)}
 		for _, g := range id.Groups {
 			out = append(out, tp.GroupGate(g), tp.GroupCmd(g))
 		}

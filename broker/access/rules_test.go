@@ -70,6 +70,14 @@ func TestRules(t *testing.T) {
 		{"n1", "lab/v1/#", false, false},
 		{"n1", "#", false, false},
 		{"n1", "lab/v1/node/n2/status", false, false},
+		// Its own secrets only, which it reads and never writes.
+		{"n1", "lab/v1/node/n1/secret/db", false, true},
+		{"n1", "lab/v1/node/n1/secret/+", false, true},
+		{"n1", "lab/v1/node/n2/secret/db", false, false},
+		{"n1", "lab/v1/node/n2/secret/+", false, false},
+		{"n1", "lab/v1/node/+/secret/+", false, false},
+		{"n1", "lab/v1/node/n1/secret/db", true, false},
+		{"n1", "lab/v1/node/n2/secret/db", true, false},
 		// Nodes have nothing to do with the controller service's API.
 		{"n1", "lab/v1/ctl/req/submit", true, false},
 		{"n1", "lab/v1/ctl/res/n1/x", true, false},
@@ -78,6 +86,8 @@ func TestRules(t *testing.T) {
 		{"n1", "lab/v1/ctl/#", false, false},
 		// Controllers publish desired, gates, commands and rollouts, read everything of lab.
 		{"ops", "lab/v1/node/n1/desired", true, true},
+		{"ops", "lab/v1/node/n1/secret/db", true, true},
+		{"ops", "lab/v1/node/+/secret/+", false, true},
 		{"ops", "lab/v1/group/web/gate", true, true},
 		{"ops", "lab/v1/group/web/cmd", true, true},
 		{"ops", "lab/v1/node/n1/cmd", true, true},
@@ -122,6 +132,9 @@ func TestRules(t *testing.T) {
 		{"grafana", "lab/v1/rollout/+", false, true},
 		{"grafana", "lab/v1/json/#", false, true},
 		{"grafana", "lab/v1/node/+/desired", false, false},
+		{"grafana", "lab/v1/node/n1/secret/db", false, false},
+		{"grafana", "lab/v1/node/+/secret/+", false, false},
+		{"grafana", "lab/v1/node/n1/secret/db", true, false},
 		{"grafana", "lab/v1/node/+/+", false, false},
 		{"grafana", "lab/v1/#", false, false},
 		{"grafana", "lab/v1/node/n1/status", true, false},
