@@ -14,6 +14,7 @@ import (
 	"github.com/lab-fleet/lab/internal/bus"
 	"github.com/lab-fleet/lab/internal/clock"
 	"github.com/lab-fleet/lab/node/health"
+	"github.com/lab-fleet/lab/node/hook"
 	"github.com/lab-fleet/lab/node/nixsys"
 	"github.com/lab-fleet/lab/proto"
 )
@@ -36,6 +37,9 @@ type Config struct {
 	StateDir     string         // default /var/lib/labd
 	Nix          nixsys.Config  // profile path, Nix options, environment
 	Checks       []health.Check // local health checks
+	// Hooks are the operator's commands around activations and
+	// rollbacks (package hook; docs/labd.md, "Deploy hooks").
+	Hooks hook.Set
 	// CheckInterval is how often the checks run outside rollouts, so that
 	// a machine that turns unhealthy between rollouts says so (default
 	// 5m; negative: only in rollouts and after a reboot).
@@ -158,6 +162,7 @@ func (c *Config) Validate() error {
 	if err := health.ValidateAll(c.Checks); err != nil && len(errs) == 0 {
 		bad("checks", "%v", err)
 	}
+	c.Hooks.Validate(func(key, problem string) { bad(key, "%s", problem) })
 	if err := c.Machine.Validate(); err != nil {
 		bad("machine", "%v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/lab-fleet/lab/internal/pki"
 	"github.com/lab-fleet/lab/node"
 	"github.com/lab-fleet/lab/node/health"
+	"github.com/lab-fleet/lab/node/hook"
 	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -32,6 +33,7 @@ type fileConfig struct {
 	Profile      string         `mapstructure:"profile"`
 	Nix          nixConfig      `mapstructure:"nix"`
 	Checks       []health.Check `mapstructure:"checks"`
+	Hooks        hook.Set       `mapstructure:"hooks"`
 	// CheckInterval is a duration or "off".
 	CheckInterval string `mapstructure:"check_interval"`
 	Timeouts      struct {
@@ -115,6 +117,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		MetricsTextfileDir: fc.Metrics.TextfileDir, MetricsInterval: fc.Metrics.TextfileInterval,
 		Version: version, Logger: logger,
 	}
+	cfg.Hooks = fc.Hooks
 	switch ci := fc.CheckInterval; ci {
 	case "":
 	case "off":
