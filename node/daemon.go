@@ -42,6 +42,8 @@ type Daemon struct {
 
 	metrics      *nodemetrics.Set // counted by the loop (transitions) and intake (rejections)
 	metricsDirty chan struct{}    // nudges the textfile writer (textfile.go); coalesced
+
+	stopHooks context.CancelFunc // stops the running pre/post_activate hooks; owned by the loop
 }
 
 // New validates cfg and prepares a daemon. sys is the Nix implementation
@@ -70,7 +72,7 @@ func New(cfg Config, sys nixsys.System) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), topics: topics, keys: keys, nix: sys,
 		checks: &health.Runner{Clock: clock.Or(cfg.Clock)}, events: make(chan any, 64), st: st, pubq: make(chan func(context.Context), 256),
 		metrics: nodemetrics.New(), metricsDirty: make(chan struct{}, 1),
-		m: machine{groups: cfg.Groups, clock: clock.Or(cfg.Clock), timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout},
+		m: machine{groups: cfg.Groups, hooks: configuredHooks(cfg.Hooks), clock: clock.Or(cfg.Clock), timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout},
 			bootID: readBootID(cfg.BootIDFile)}}
 	// Every configured check is in the status from the start, "not run"
 	// (At 0) until it runs, so that a watcher can tell "no checks" from
@@ -216,6 +218,10 @@ func (d *Daemon) loop(ctx context.Context) error {
 			if next.Exec.State != old.Exec.State {
 				d.log.Info("execution", "rollout", next.Exec.Rollout, "gen", next.Exec.Gen, "from", old.Exec.State, "to", next.Exec.State, "error", next.Exec.Error)
 			}
+			if next.Hooks == "" && d.stopHooks != nil {
+				d.stopHooks() // the execution left its hooks (a deadline): kill what still runs
+				d.stopHooks = nil
+			}
 			d.perform(ctx, next, effs)
 			// An execution just ended: if it updated labd itself, stop so
 			// that the supervisor starts the new version. Status and
@@ -274,6 +280,10 @@ func (d *Daemon) perform(ctx context.Context, s state, effs []effect) {
 			go func() { d.sendCtx(ctx, d.verify(ctx, e)) }()
 		case effRollback:
 			go func() { d.sendCtx(ctx, d.rollback(ctx, e)) }()
+		case effHooks:
+			hctx, stop := context.WithCancel(ctx)
+			d.stopHooks = stop
+			go func() { defer stop(); d.sendCtx(ctx, d.runHooks(hctx, e)) }()
 		case effReboot:
 			go d.reboot(ctx, e)
 		case effBootChecks:

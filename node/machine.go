@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/internal/clock"
+	"github.com/lab-fleet/lab/node/hook"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -32,6 +33,12 @@ type state struct {
 	Confirmed bool `json:"confirmed,omitempty"`
 	// Commands are the ids of the last commands acted on (replays are ignored).
 	Commands []string `json:"commands,omitempty"`
+	// Hooks is the phase whose deploy hooks the execution is running:
+	// pre_activate while activating, before the profile moves (restarted,
+	// labd runs them again from the first, the profile untouched);
+	// post_activate while verifying, before the checks (restarted, they
+	// have not passed: labd runs them again). "" otherwise.
+	Hooks hook.Phase `json:"hooks,omitempty"`
 }
 
 type gate struct {
@@ -69,8 +76,17 @@ type (
 		detail string
 	}
 	evRolledBack struct {
-		gen uint64
-		err error
+		gen   uint64
+		err   error
+		hooks string // what the rollback hooks said, "" when none ran
+	}
+	// evHooked: the deploy hooks of a phase ran; ok when every one
+	// passed. detail names them, with their output's tail.
+	evHooked struct {
+		gen    uint64
+		phase  hook.Phase
+		ok     bool
+		detail string
 	}
 	evTimeout struct {
 		gen   uint64
@@ -122,6 +138,13 @@ type (
 		gen      uint64
 		previous string
 		action   proto.Action
+		env      hook.Env // for the pre_rollback and post_rollback hooks
+	}
+	// effHooks runs the deploy hooks of phase (pre_activate or
+	// post_activate), answered by evHooked.
+	effHooks struct {
+		phase hook.Phase
+		env   hook.Env
 	}
 	effTimer struct {
 		gen   uint64
@@ -185,6 +208,7 @@ func (t timeouts) of(d *proto.Desired, phase proto.ExecState) time.Duration {
 // machine holds what next needs besides the state: the node's own facts.
 type machine struct {
 	groups   []string
+	hooks    map[hook.Phase]bool // the phases that have deploy hooks configured
 	timeouts timeouts
 	clock    clock.Clock // the one clock (internal/clock): Real in labd, Fake in tests
 	bootID   string      // the boot id of this run of labd (fixed for a process)
@@ -231,10 +255,16 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		s.Previous = e.current
 		s.Exec.Attempt++
 		s, eff := m.to(s, proto.StateActivating, "")
-		return s, append(eff, effActivate{gen: s.Exec.Gen, toplevel: s.Exec.Toplevel, action: s.Exec.Action, previous: s.Previous},
-			effTimer{s.Exec.Gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)})
+		timer := effTimer{s.Exec.Gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)}
+		if m.hooks[hook.PreActivate] {
+			s.Hooks = hook.PreActivate
+			return s, append(eff, effHooks{hook.PreActivate, hookEnv(s)}, timer)
+		}
+		return s, append(eff, activate(s, false), timer)
+	case evHooked:
+		return m.onHooked(s, e)
 	case evActivated:
-		if s.Exec.State != proto.StateActivating || e.gen != s.Exec.Gen {
+		if s.Exec.State != proto.StateActivating || e.gen != s.Exec.Gen || s.Hooks != "" {
 			return s, nil
 		}
 		if !e.profileMoved {
@@ -247,10 +277,9 @@ func (m machine) next(s state, ev any) (state, []effect) {
 			return m.rebootInto(s)
 		}
 		s, eff := m.to(s, proto.StateVerifying, "")
-		return s, append(eff, effChecks{gen: s.Exec.Gen, names: s.Desired.Checks, toplevel: s.Exec.Toplevel},
-			effTimer{s.Exec.Gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)})
+		return m.verify(s, eff)
 	case evChecked:
-		if s.Exec.State != proto.StateVerifying || e.gen != s.Exec.Gen {
+		if s.Exec.State != proto.StateVerifying || e.gen != s.Exec.Gen || s.Hooks != "" {
 			return s, nil
 		}
 		if !e.ok {
@@ -268,8 +297,12 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		if s.Exec.State != proto.StateRollingBack || e.gen != s.Exec.Gen {
 			return s, nil
 		}
+		hooks := ""
+		if e.hooks != "" {
+			hooks = "; " + e.hooks // reported; they never stop the rollback
+		}
 		if e.err != nil {
-			return m.to(s, proto.StateRollbackFailed, s.Exec.Error+"; rollback failed: "+e.err.Error())
+			return m.to(s, proto.StateRollbackFailed, s.Exec.Error+"; rollback failed: "+e.err.Error()+hooks)
 		}
 		rebooted := s.Rebooted && s.Exec.Action == proto.ActionBoot
 		final, detail := proto.StateRolledBack, s.Exec.Error
@@ -278,6 +311,7 @@ func (m machine) next(s state, ev any) (state, []effect) {
 			// as a failure, not as a clean rollback.
 			final, detail = proto.StateTimedOut, detail+"; rolled back to the previous system"
 		}
+		detail += hooks
 		s, eff := m.to(s, final, detail)
 		if rebooted {
 			// The machine runs the bad system: the previous boot entry is
@@ -292,7 +326,13 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		if e.phase == proto.StateFetching {
 			return m.to(s, proto.StateTimedOut, "fetch timed out")
 		}
+		if s.Hooks == hook.PreActivate {
+			return m.to(s, proto.StateTimedOut, "activating timed out while the pre_activate hooks ran, so nothing was changed")
+		}
 		s.TimedOut = true
+		if s.Hooks == hook.PostActivate {
+			return m.rollback(s, "verifying timed out while the post_activate hooks ran")
+		}
 		if e.phase == proto.StateRebooting {
 			return m.rollback(s, "the machine did not reboot in time")
 		}
@@ -372,7 +412,7 @@ func (m machine) onDesired(s state, e evDesired) (state, []effect) {
 		return s, []effect{effPersist{}}
 	}
 	s.HighGen, s.Desired, s.Held = d.Gen, d, nil
-	s.TimedOut, s.Confirmed, s.Rebooted, s.BootBefore = false, false, false, ""
+	s.TimedOut, s.Confirmed, s.Rebooted, s.BootBefore, s.Hooks = false, false, false, "", ""
 	s.Exec = proto.Execution{Rollout: d.Rollout, Gen: d.Gen, Toplevel: d.Toplevel, Action: d.Action, State: proto.StateQueued, Since: m.clock.Now().UnixMilli()}
 	if d.Toplevel == e.current && d.Action != proto.ActionBoot {
 		s.AppliedGen = d.Gen
@@ -417,7 +457,7 @@ func (m machine) rollback(s state, why string) (state, []effect) {
 		action = proto.ActionBoot
 	}
 	s, eff := m.to(s, proto.StateRollingBack, why)
-	return s, append(eff, effRollback{s.Exec.Gen, s.Previous, action})
+	return s, append(eff, effRollback{gen: s.Exec.Gen, previous: s.Previous, action: action, env: hookEnv(s)})
 }
 
 // to moves to a new state: persist first, then tell the world. Reaching a
@@ -425,6 +465,9 @@ func (m machine) rollback(s state, why string) (state, []effect) {
 func (m machine) to(s state, st proto.ExecState, detail string) (state, []effect) {
 	from := s.Exec.State
 	s.Exec.State, s.Exec.Since = st, m.clock.Now().UnixMilli()
+	if st != from {
+		s.Hooks = "" // a phase's hooks belong to the state they ran in
+	}
 	if detail != "" && !st.OK() {
 		s.Exec.Error = detail
 	}
@@ -448,16 +491,25 @@ func (m machine) resume(s state) (state, []effect) {
 	case proto.StateFetching:
 		return s, []effect{effFetch{gen, s.Exec.Toplevel}, effTimer{gen, proto.StateFetching, m.timeouts.of(s.Desired, proto.StateFetching)}}
 	case proto.StateActivating:
-		return s, []effect{effActivate{gen: gen, toplevel: s.Exec.Toplevel, action: s.Exec.Action, resume: true, previous: s.Previous},
-			effTimer{gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)}}
+		timer := effTimer{gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)}
+		if s.Hooks == hook.PreActivate {
+			// The profile has not moved: the hooks run again, from the first.
+			return s, []effect{effHooks{hook.PreActivate, hookEnv(s)}, timer}
+		}
+		return s, []effect{activate(s, true), timer}
 	case proto.StateVerifying:
-		return s, []effect{effChecks{gen, s.Desired.Checks, s.Exec.Toplevel}, effTimer{gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)}}
+		timer := effTimer{gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)}
+		if s.Hooks == hook.PostActivate {
+			// They had not passed: they run again, from the first.
+			return s, []effect{effHooks{hook.PostActivate, hookEnv(s)}, timer}
+		}
+		return s, []effect{effChecks{gen, s.Desired.Checks, s.Exec.Toplevel}, timer}
 	case proto.StateRollingBack:
 		action := proto.ActionSwitch
 		if s.Exec.Action == proto.ActionBoot {
 			action = proto.ActionBoot
 		}
-		return s, []effect{effRollback{gen, s.Previous, action}}
+		return s, []effect{effRollback{gen: gen, previous: s.Previous, action: action, env: hookEnv(s)}}
 	case proto.StateRebooting:
 		if m.bootID == s.BootBefore {
 			// labd restarted, the machine did not: ask again.
@@ -465,10 +517,52 @@ func (m machine) resume(s state) (state, []effect) {
 		}
 		s.Rebooted = true
 		s, eff := m.to(s, proto.StateVerifying, "came back after the reboot")
-		return s, append(eff, effChecks{gen, s.Desired.Checks, s.Exec.Toplevel},
-			effTimer{gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)})
+		return m.verify(s, eff)
 	}
 	return s, nil
+}
+
+// verify follows the move to verifying (eff): the post_activate hooks
+// first, if any, then the checks, under the confirm deadline.
+func (m machine) verify(s state, eff []effect) (state, []effect) {
+	timer := effTimer{s.Exec.Gen, proto.StateVerifying, m.timeouts.of(s.Desired, proto.StateVerifying)}
+	if m.hooks[hook.PostActivate] {
+		s.Hooks = hook.PostActivate
+		return s, append(eff, effHooks{hook.PostActivate, hookEnv(s)}, timer)
+	}
+	return s, append(eff, effChecks{gen: s.Exec.Gen, names: s.Desired.Checks, toplevel: s.Exec.Toplevel}, timer)
+}
+
+// onHooked continues after the pre_activate hooks (the profile moves, or
+// the execution failed and nothing was changed) or the post_activate
+// hooks (the checks run, or the machine rolls back: a failing hook
+// counts as a failed health check). The hooks' results go in the event.
+func (m machine) onHooked(s state, e evHooked) (state, []effect) {
+	if e.gen != s.Exec.Gen || e.phase == "" || s.Hooks != e.phase {
+		return s, nil // stale: the execution moved on (a deadline)
+	}
+	s.Hooks = ""
+	cur := s.Exec.State
+	switch {
+	case e.phase == hook.PreActivate && !e.ok:
+		return m.to(s, proto.StateFailed, "pre_activate hook failed, so nothing was changed: "+e.detail)
+	case e.phase == hook.PreActivate:
+		return s, []effect{effPersist{}, effEvent{cur, cur, e.detail}, activate(s, false)}
+	case !e.ok:
+		return m.rollback(s, "post_activate hook failed (counted as a failed health check): "+e.detail)
+	default:
+		return s, []effect{effPersist{}, effEvent{cur, cur, e.detail}, effChecks{gen: s.Exec.Gen, names: s.Desired.Checks, toplevel: s.Exec.Toplevel}}
+	}
+}
+
+// activate is the effect that moves the profile and starts the switch.
+func activate(s state, resume bool) effActivate {
+	return effActivate{gen: s.Exec.Gen, toplevel: s.Exec.Toplevel, action: s.Exec.Action, resume: resume, previous: s.Previous}
+}
+
+// hookEnv is what the hooks of s's execution are told.
+func hookEnv(s state) hook.Env {
+	return hook.Env{Rollout: s.Exec.Rollout, Gen: s.Exec.Gen, Toplevel: s.Exec.Toplevel, Previous: s.Previous, Action: string(s.Exec.Action)}
 }
 
 // booted records the boot id at start; after a reboot every check runs

@@ -7,10 +7,12 @@ import (
 	"github.com/lab-fleet/lab/internal/clock"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/lab-fleet/lab/node/health"
+	"github.com/lab-fleet/lab/node/hook"
 	"github.com/lab-fleet/lab/node/nixsys"
 	"github.com/lab-fleet/lab/proto"
 )
@@ -169,9 +171,20 @@ func (d *Daemon) recordChecks(results []health.Result) {
 	}
 }
 
-// rollback points the profile back at the recorded previous system and
-// activates it.
+// rollback runs the pre_rollback hooks, points the profile back at the
+// recorded previous system and activates it, then runs the post_rollback
+// hooks. What the hooks said goes into the event; a failing hook never
+// stops the rollback.
 func (d *Daemon) rollback(ctx context.Context, e effRollback) evRolledBack {
+	pre := d.rollbackHooks(ctx, hook.PreRollback, e.env)
+	ev := d.rollbackActivation(ctx, e)
+	ev.hooks = strings.Join(slices.DeleteFunc([]string{pre, d.rollbackHooks(ctx, hook.PostRollback, e.env)}, func(s string) bool { return s == "" }), "; ")
+	return ev
+}
+
+// rollbackActivation points the profile back at the recorded previous
+// system and activates it.
+func (d *Daemon) rollbackActivation(ctx context.Context, e effRollback) evRolledBack {
 	if err := proto.ValidStorePath(e.previous); err != nil {
 		return evRolledBack{gen: e.gen, err: fmt.Errorf("previous system: %w", err)}
 	}
