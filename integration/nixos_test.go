@@ -185,6 +185,14 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 	if cfg["check_interval"] != "15m" {
 		t.Errorf("check_interval (services.labd.checkInterval): %v", cfg["check_interval"])
 	}
+	// lab.machine.hooks: the phases that have hooks, argv lists as given,
+	// a timeout only where one was set (labd's default otherwise).
+	hooks, _ := json.Marshal(cfg["hooks"])
+	if want := `{"post_activate":[{"command":["/bin/sh","-c","curl -fsS http://127.0.0.1:8080/warm \u003e /dev/null"]}],` +
+		`"post_rollback":[{"command":["logger","-t","lab","rolled back"],"timeout":"10s"}],` +
+		`"pre_activate":[{"command":["/run/current-system/sw/bin/systemctl","is-system-running"],"timeout":"2m"}]}`; string(hooks) != want {
+		t.Errorf("hooks (lab.machine.hooks):\n%s\nwant\n%s", hooks, want)
+	}
 	if keys, _ := cfg["controller_keys"].([]any); len(keys) != 1 || keys[0] != "controller-2026:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" {
 		t.Errorf("controller_keys (services.labd.controllerKeys): %v", cfg["controller_keys"])
 	}

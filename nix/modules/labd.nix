@@ -1,5 +1,6 @@
 # services.labd: lab's node daemon, configured from these options and from
-# lab.machine (its groups, reboot order, dependencies and health checks).
+# lab.machine (its groups, reboot order, dependencies, health checks and
+# deploy hooks).
 { config, lib, ... }:
 let
   inherit (lib) mkOption mkIf types;
@@ -35,6 +36,14 @@ let
       reboot_delay = m.orchestration.rebootDelay;
       criticality = m.orchestration.criticalityLevel;
     };
+    hooks = let
+      phases = lib.filterAttrs (_: l: l != [ ]) {
+        pre_activate = m.hooks.preActivate;
+        post_activate = m.hooks.postActivate;
+        pre_rollback = m.hooks.preRollback;
+        post_rollback = m.hooks.postRollback;
+      };
+    in if phases == { } then null else lib.mapAttrs (_: map (h: nonNull { inherit (h) command timeout; })) phases;
     checks = lib.mapAttrsToList (name: c: nonNull {
       inherit name;
       inherit (c) type url address command unit timeout interval retries grace;

@@ -24,6 +24,21 @@ let
       grace = mkOption { type = types.nullOr duration; default = null; example = "10s"; description = "Wait after the activation before the first attempt."; };
     };
   };
+  hook = types.submodule {
+    options = {
+      command = mkOption {
+        type = types.nonEmptyListOf types.str;
+        example = [ "/run/current-system/sw/bin/systemctl" "is-system-running" ];
+        description = "argv, run directly: no shell (write [ \"\${pkgs.bash}/bin/sh\" \"-c\" \"...\" ] for one). Its environment is PATH, LAB_HOOK, LAB_ROLLOUT, LAB_GEN, LAB_TOPLEVEL, LAB_PREVIOUS and LAB_ACTION.";
+      };
+      timeout = mkOption { type = types.nullOr duration; default = null; example = "2m"; description = "The hook is killed (its whole process group) after this long, and counts as failed (labd default 5m)."; };
+    };
+  };
+  hooks = when: mkOption {
+    type = types.listOf hook;
+    default = [ ];
+    description = "Commands labd runs, in order, ${when}";
+  };
 in {
   options.lab.machine = {
     role = mkOption {
@@ -60,6 +75,14 @@ in {
         }
       '';
       description = "Local health checks labd runs after every activation (and after a reboot); when one fails, the machine rolls back by itself. Commands from the network never define what runs: they only name these checks.";
+    };
+    # Deploy hooks (docs/labd.md, "Deploy hooks"): from this configuration
+    # only, never from the network.
+    hooks = {
+      preActivate = hooks "after the new system was fetched and before the profile moves. The first that fails (non-zero exit, timeout) stops the rollout on this machine: failed, nothing was changed, the hook's output in the event.";
+      postActivate = hooks "after switch-to-configuration succeeded (for action boot: after the reboot into the new system), before the health checks. One that fails counts as a failed health check: the machine rolls back.";
+      preRollback = hooks "before the profile goes back to the previous system. Every one runs; a failure is reported in the event, never stops the rollback.";
+      postRollback = hooks "after the rollback activation, whether it succeeded or not. Every one runs; a failure is reported in the event.";
     };
     orchestration = {
       deployStrategy = mkOption {

@@ -31,6 +31,11 @@ let
         web = { type = "http"; url = "http://127.0.0.1:8080/healthz"; expectStatus = 204; retries = 5; interval = "3s"; };
         display = { type = "systemd"; unit = "display-manager.service"; grace = "10s"; };
       };
+      hooks = {
+        preActivate = [ { command = [ "/run/current-system/sw/bin/systemctl" "is-system-running" ]; timeout = "2m"; } ];
+        postActivate = [ { command = [ "/bin/sh" "-c" "curl -fsS http://127.0.0.1:8080/warm > /dev/null" ]; } ];
+        postRollback = [ { command = [ "logger" "-t" "lab" "rolled back" ]; timeout = "10s"; } ];
+      };
     };
     services.labd = {
       enable = true;
