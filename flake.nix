@@ -18,7 +18,7 @@
             # `go mod vendor` output hashed with `nix hash path` (see
             # docs/nixos.md, "Updating vendorHash"); needs Go >= 1.26.
             # integration/vendorhash_test.go fails when it is stale.
-            vendorHash = "sha256-ycZIx9memNE5yY7vbYL9ixti+GsXSEqRyBPK5l7SOEw=";
+            vendorHash = "sha256-g9hiiePBng8ncMijsULU6n68iB4u3mt65sWpR91mPuI=";
             subPackages = [ "cmd/labctl" "cmd/labd" ];
             ldflags = [ "-s" "-w" "-X main.version=${version}" ];
             # The tests need a broker, Nix and namespaces: they run in CI

@@ -68,6 +68,10 @@ type Config struct {
 	// never kills the labd that runs it).
 	RestartCheck func() (restart bool, why string)
 	Logger       *slog.Logger
+
+	// Secrets is where labd writes the secrets it receives and the key
+	// it decrypts them with (docs/secrets.md).
+	Secrets SecretsConfig
 }
 
 // Validate checks every key and fills defaults; errors name the key.
@@ -166,6 +170,7 @@ func (c *Config) Validate() error {
 	if err := c.Machine.Validate(); err != nil {
 		bad("machine", "%v", err)
 	}
+	c.Secrets.validate(bad)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

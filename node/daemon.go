@@ -42,6 +42,7 @@ type Daemon struct {
 
 	metrics      *nodemetrics.Set // counted by the loop (transitions) and intake (rejections)
 	metricsDirty chan struct{}    // nudges the textfile writer (textfile.go); coalesced
+	secrets      *secretKeeper    // the node's secrets (secretkeeper.go); runs its own goroutine
 
 	stopHooks context.CancelFunc // stops the running pre/post_activate hooks; owned by the loop
 }
@@ -69,7 +70,11 @@ func New(cfg Config, sys nixsys.System) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), topics: topics, keys: keys, nix: sys,
+	secrets, err := newSecretKeeper(cfg.Secrets, cfg.StateDir, cfg.Logger.With("node", cfg.Name))
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, secrets: secrets, log: cfg.Logger.With("node", cfg.Name), topics: topics, keys: keys, nix: sys,
 		checks: &health.Runner{Clock: clock.Or(cfg.Clock)}, events: make(chan any, 64), st: st, pubq: make(chan func(context.Context), 256),
 		metrics: nodemetrics.New(), metricsDirty: make(chan struct{}, 1),
 		m: machine{groups: cfg.Groups, hooks: configuredHooks(cfg.Hooks), clock: clock.Or(cfg.Clock), timeouts: timeouts{cfg.FetchTimeout, cfg.ActivateTimeout, cfg.ConfirmTimeout},
@@ -105,6 +110,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.bus = c
+	d.startSecrets(ctx)
 	if err := c.Subscribe(ctx, d.filters()...); err != nil && !errors.Is(err, bus.ErrNotConnected) {
 		d.log.Warn("subscribe", "err", err)
 	}
@@ -145,7 +151,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 func (d *Daemon) filters() []string {
 	t, n := d.topics, d.cfg.Name
-	f := []string{t.NodeDesired(n), t.NodeCmd(n), t.AllCmd(), t.NodePresence(n)}
+	f := []string{t.NodeDesired(n), t.NodeCmd(n), t.AllCmd(), t.NodePresence(n), t.NodeSecrets(n)}
 	for _, g := range d.cfg.Groups {
 		f = append(f, t.GroupGate(g), t.GroupCmd(g))
 	}

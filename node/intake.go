@@ -51,6 +51,8 @@ func (d *Daemon) receive(m bus.Message) {
 		d.command(m.Payload)
 	case proto.TopicPresence:
 		d.healPresence(r.Node, m.Payload)
+	case proto.TopicSecret:
+		d.secretMessage(r, m.Payload)
 	}
 }
 

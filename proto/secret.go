@@ -47,7 +47,7 @@ const (
 	maxSecretUnits   = 16
 	maxSecretPath    = 1024
 	// MaxReportedSecrets is how many secrets a status lists at most.
-	MaxReportedSecrets = 64
+	MaxReportedSecrets = 32
 	maxSecretError     = 512
 	maxRecipient       = 256
 )
