@@ -65,6 +65,11 @@ type fileConfig struct {
 		TextfileDir      string        `mapstructure:"textfile_dir"`
 		TextfileInterval time.Duration `mapstructure:"textfile_interval"`
 	} `mapstructure:"metrics"`
+	Secrets struct {
+		Dir            string   `mapstructure:"dir"`
+		IdentityFile   string   `mapstructure:"identity_file"`
+		RestartCommand []string `mapstructure:"restart_command"`
+	} `mapstructure:"secrets"`
 }
 
 type nixConfig struct {
@@ -88,7 +93,8 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 	}
 	for _, k := range []string{"name", "broker", "username", "password_file", "prefix", "state_dir", "profile",
 		"timeouts.fetch", "timeouts.activate", "timeouts.confirm", "boot_id_file", "log_level", "keepalive", "session_expiry",
-		"nix.detach", "nix.bin_dir", "metrics.textfile_dir", "metrics.textfile_interval", "check_interval"} {
+		"nix.detach", "nix.bin_dir", "metrics.textfile_dir", "metrics.textfile_interval", "check_interval",
+		"secrets.dir", "secrets.identity_file"} {
 		_ = v.BindEnv(k)
 	}
 	_ = v.BindEnv("broker", "LAB_BROKER_URL") // labctl's older spelling, after LAB_BROKER (docs/labctl.md)
@@ -118,6 +124,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		Version: version, Logger: logger,
 	}
 	cfg.Hooks = fc.Hooks
+	cfg.Secrets = node.SecretsConfig{Dir: fc.Secrets.Dir, IdentityFile: fc.Secrets.IdentityFile, RestartCommand: fc.Secrets.RestartCommand}
 	switch ci := fc.CheckInterval; ci {
 	case "":
 	case "off":
