@@ -8,6 +8,12 @@
 // profile moved fails. What could keep the switch from starting is checked
 // before the profile moves; such an execution only fails.
 //
+// The operator's deploy hooks (package hook, from the local configuration
+// only) run as steps of these states: pre_activate while activating, before
+// the profile moves (failing: failed, nothing was changed), post_activate
+// while verifying, before the checks (failing: rolled back), and the
+// rollback hooks around the rollback, which never stop it.
+//
 // The transition function next (machine.go) is pure and table-tested: it
 // takes the state and one event and returns the new state and the effects to
 // perform. One goroutine, Daemon.loop (daemon.go), owns the state: MQTT

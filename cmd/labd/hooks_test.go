@@ -4,11 +4,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/lab-fleet/lab/node"
 	"github.com/lab-fleet/lab/node/hook"
 	"github.com/spf13/cobra"
@@ -64,5 +66,33 @@ func TestHooksConfig(t *testing.T) {
 		if code != exitConfig || !strings.Contains(out, tc.want) {
 			t.Errorf("%s: exit %d, want %d naming %q:\n%s", tc.name, code, exitConfig, tc.want, out)
 		}
+	}
+}
+
+// TestDocsHooksExample: the hooks docs/labd.md shows are valid.
+func TestDocsHooksExample(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "labd.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	for _, blk := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+		if !strings.Contains(blk[1], "\nhooks:") {
+			continue
+		}
+		v := viper.New()
+		v.SetConfigType("yaml")
+		if err := v.ReadConfig(strings.NewReader(blk[1])); err != nil {
+			t.Fatal(err)
+		}
+		var fc fileConfig
+		if err := v.Unmarshal(&fc, func(dc *mapstructure.DecoderConfig) { dc.DecodeHook = stringToDuration }); err != nil {
+			t.Fatal(err)
+		}
+		fc.Hooks.Validate(func(key, problem string) { t.Errorf("docs/labd.md: %s: %s", key, problem) })
+		n += len(fc.Hooks.PreActivate) + len(fc.Hooks.PostActivate) + len(fc.Hooks.PreRollback) + len(fc.Hooks.PostRollback)
+	}
+	if n == 0 {
+		t.Fatal("docs/labd.md shows no hooks")
 	}
 }
