@@ -89,6 +89,7 @@ Then, for a real fleet:
 	root.AddCommand(newPublishCmd(g), newStatusCmd(g), newWatchCmd(g))
 	root.AddCommand(newRolloutCmd(g), newRollbackCmd(g), newRebootCmd(g), newInventoryCmd(g), newNodeCmd(g), newACLCmd(g), newPKICmd(g))
 	root.AddCommand(newDemoCmd(g))
+	root.AddCommand(newSecretCmd(g))
 	markUsageErrors(root)
 	return root
 }
