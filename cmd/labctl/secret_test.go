@@ -264,4 +264,3 @@ func awaitFileContent(t *testing.T, path, want string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
