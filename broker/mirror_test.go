@@ -55,6 +55,7 @@ func TestMirrorOf(t *testing.T) {
 		{"cleared", tp.NodeStatus("n1"), nil, "lab/v1/json/node/n1/status", ""},
 		{"desired is not mirrored", tp.NodeDesired("n1"), status, "", ""},
 		{"gate is not mirrored", tp.GroupGate("web"), status, "", ""},
+		{"a secret is not mirrored", tp.NodeSecret("n1", "db"), status, "", ""},
 		{"garbage", tp.NodeStatus("n1"), []byte("\x93garbage"), "", ""},
 		{"a status on a presence topic", tp.NodePresence("n1"), status, "", ""},
 		{"the mirror itself", "lab/v1/json/node/n1/status", []byte(`{}`), "", ""},

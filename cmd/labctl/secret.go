@@ -39,7 +39,11 @@ func secretTargets(sel string, fleet *controller.Fleet) ([]string, error) {
 	if err != nil {
 		return nil, usageError{errors.New(strings.TrimPrefix(err.Error(), "--on "))}
 	}
-	return resolve(terms, fleet.Members, "no node has reported membership of this group")
+	names, err := resolve(terms, fleet.Members, "no node has reported membership of this group")
+	if err != nil {
+		return nil, errors.New(strings.TrimPrefix(err.Error(), "--on "))
+	}
+	return names, nil
 }
 
 func statusFilters(t proto.Topics) []string { return []string{t.AllStatus()} }

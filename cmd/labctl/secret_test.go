@@ -128,6 +128,10 @@ func TestSecretCommands(t *testing.T) {
 	if code != 1 || !strings.Contains(e, "no recipient reported by n2") || strings.Contains(o, "published") {
 		t.Fatalf("set to n1,n2: exit %d\n%s%s", code, o, e)
 	}
+	code, o, e = labctl(t, append([]string{"secret", "set", "@nobody", "db", "--file", content, "--key", keyFile}, ops...)...)
+	if code != 1 || !strings.Contains(e, "@nobody: no node has reported membership of this group") {
+		t.Fatalf("set to an empty group: exit %d\n%s%s", code, o, e)
+	}
 	// Usage errors.
 	for _, args := range [][]string{
 		{"secret", "set", "n1", "db", "--file", content},                                  // no --key
