@@ -30,6 +30,15 @@
 // daemon's mutex and the counters the loop and intake increment — and
 // nobody waits for it.
 //
+// Secrets (secrets.go, secretkeeper.go; docs/secrets.md) have their own
+// goroutine, secretKeeper.run: intake verifies each message on the node's
+// secret topics and hands it over; the pure planSecret decides (write,
+// remove, keep or reject: replayed, expired, outside secrets.dir); run
+// decrypts with the machine's age identity, writes the file atomically,
+// restarts the named units and persists the versions. The status reports
+// each secret's state, never its content. The rollout machine is not
+// involved.
+//
 // Any malformed, oversize, invalid, unsigned-when-keys-are-pinned, forged,
 // expired or replayed message is reported as a "rejected" event and changes
 // nothing else; so is a Desired signed by a key pinned for gates and
