@@ -376,3 +376,47 @@ dIhPNIdzvHRO8P9CAqS9AAAAAAECAwQF
 `
 
 const testSSHPub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAh/PxeOmYoNSaze47/MLdj9dIhPNIdzvHRO8P9CAqS9"
+
+// checkSecret takes only a secret for this node and name, signed by a
+// pinned operator key; a node that pins no key takes none, a controller
+// key is not enough.
+func TestCheckSecret(t *testing.T) {
+	op, _ := proto.GenerateKey("op")
+	ctl, _ := proto.GenerateKey("ctl")
+	seal := func(node, name string, key *proto.PrivateKey) []byte {
+		s := &proto.Secret{Node: node, Name: name, Version: 1, Ciphertext: []byte("x")}
+		s.Stamp("t", time.Now())
+		if key != nil {
+			if err := proto.Sign(s, *key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b, err := proto.Seal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	pinned := &Daemon{cfg: Config{Name: "n1"}, keys: newPins([]string{op.Public().String()}, []string{ctl.Public().String()})}
+	none := &Daemon{cfg: Config{Name: "n1"}, keys: newPins(nil, nil)}
+	for _, c := range []struct {
+		name    string
+		d       *Daemon
+		payload []byte
+		want    string // "" = accepted
+	}{
+		{"good", pinned, seal("n1", "db", &op), ""},
+		{"another node's", pinned, seal("n2", "db", &op), `addressed to node "n2"`},
+		{"another name's", pinned, seal("n1", "other", &op), `names secret "other"`},
+		{"unsigned", pinned, seal("n1", "db", nil), "not signed"},
+		{"controller key", pinned, seal("n1", "db", &ctl), "unknown key"},
+		{"no key pinned, unsigned", none, seal("n1", "db", nil), "no operator key pinned"},
+		{"no key pinned, signed", none, seal("n1", "db", &op), "no operator key pinned"},
+		{"garbage", pinned, []byte{0x80}, "unknown schema version"},
+	} {
+		err := c.d.checkSecret(c.payload, new(proto.Secret), "db")
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+}
