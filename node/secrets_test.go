@@ -144,6 +144,23 @@ func (e *secretEnv) start() {
 	var once sync.Once
 	e.stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(e.stop)
+	// Wait until labd has subscribed to its secrets and the broker has sent
+	// it the retained ones: mochi v2.7.9 reads a topic's retained path
+	// without a lock while it sends retained messages to a new
+	// subscription, so a retained publish at that moment is a data race
+	// in the broker (seen under -race), not in labd.
+	filter := proto.DefaultTopics.NodeSecret("n1", "+")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if cl, ok := e.br.Server.Clients.Get("n1"); ok {
+			if _, subscribed := cl.State.Subscriptions.Get(filter); subscribed {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("labd did not subscribe to %s", filter)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
 }
 
 // status waits for a status that ok accepts.
