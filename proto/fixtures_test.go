@@ -70,6 +70,10 @@ func fixtures() []struct {
 		{Name: "db-password", Version: 1764000000000, State: SecretPresent, Path: "/run/lab-secrets/db-password", At: 1764000001000},
 		{Name: "wifi", Version: 0, State: SecretError, Error: "not encrypted to this machine's key", At: 1764000001000},
 	}
+	withHostKeys := *s
+	withHostKeys.Envelope = env("s3")
+	withHostKeys.HostKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPv0pL0Hn3ZbGx2rM0Jx7yq1j9s1qkX3oZpM2xg1l8cF",
+		"ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBFixture="}
 	sec := &Secret{Envelope: env("x1"), Node: "n1", Name: "db-password", Version: 1764000000000,
 		Ciphertext: []byte("age-encryption.org/v1\n-> X25519 fixture\n--- fixture\n\x00\x01"),
 		Path:       "/run/lab-secrets/db-password", Owner: "postgres", Group: "postgres", Mode: 0o400,
@@ -79,6 +83,7 @@ func fixtures() []struct {
 		name string
 		msg  Message
 	}{{"desired", d}, {"gate", g}, {"command", c}, {"status", s}, {"status-old", &old}, {"status-secrets", &withSecrets},
+		{"status-hostkeys", &withHostKeys},
 		{"presence", p}, {"event", e}, {"event-ack", ack}, {"rollout", r}, {"secret", sec}}
 }
 

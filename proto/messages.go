@@ -155,6 +155,12 @@ type NodeStatus struct {
 	// MaxReportedSecrets: version, state and error, never the content.
 	// Absent when it has none.
 	Secrets []SecretState `msgpack:"secrets,omitempty" json:"secrets,omitempty"`
+	// HostKeys are the machine's SSH host public keys, "<type> <base64>"
+	// without comment (at most MaxHostKeys, ed25519 first), for
+	// `labctl inventory --known-hosts`. Separate from Recipient, which
+	// is the one key secrets are encrypted to. Absent when none was
+	// found, so that an older labd's status encodes as before.
+	HostKeys []string `msgpack:"host_keys,omitempty" json:"host_keys,omitempty"`
 }
 
 // MaxReportedGenerations is how many profile generations a status lists.

@@ -240,6 +240,9 @@ func (s *NodeStatus) Validate() error {
 	if err := validSecretStates(s.Secrets); err != nil {
 		return err
 	}
+	if err := validHostKeys(s.HostKeys); err != nil {
+		return err
+	}
 	return s.Pins.validate()
 }
 
