@@ -11,6 +11,7 @@ package proto
 //	   rollout.omitted; event.cmd, event.op, event.outcome (command
 //	   acknowledgements, docs/protocol.md); status.recipient,
 //	   status.secrets and the secret kind (docs/secrets.md).
+//	   Also status.host_keys (labctl inventory --known-hosts).
 const Version = 1
 
 // ContentType is the MQTT v5 content type of every lab payload.
