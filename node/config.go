@@ -50,6 +50,7 @@ type Config struct {
 	TrustedKeys     []string      // operator public keys "id:base64": Desired, Gates, Commands; no key at all = accept unsigned (warned)
 	ControllerKeys  []string      // controller public keys "id:base64": Gates and Commands only
 	BootIDFile      string        // default /proc/sys/kernel/random/boot_id
+	SSHHostKeys     string        // glob of the SSH host public keys the status reports, default DefaultSSHHostKeys; "off": none
 	KeepAlive       time.Duration // default 30s
 	SessionExpiry   time.Duration // default 24h
 	Machine         proto.Machine // planning metadata reported in status (reboot order, dependencies)
@@ -143,6 +144,12 @@ func (c *Config) Validate() error {
 	}
 	if c.BootIDFile == "" {
 		c.BootIDFile = "/proc/sys/kernel/random/boot_id"
+	}
+	if c.SSHHostKeys == "" {
+		c.SSHHostKeys = DefaultSSHHostKeys
+	}
+	if _, err := filepath.Match(c.SSHHostKeys, ""); err != nil || (c.SSHHostKeys != "off" && !filepath.IsAbs(c.SSHHostKeys)) {
+		bad("ssh_host_keys", "%q is not an absolute glob such as %s (or off)", c.SSHHostKeys, DefaultSSHHostKeys)
 	}
 	operator, err := proto.NewKeyring(c.TrustedKeys...)
 	if err != nil {

@@ -134,6 +134,7 @@ func (d *Daemon) status() *proto.NodeStatus {
 	s.NeedsReboot = s.Booted != "" && s.Current != "" && s.Booted != s.Current
 	s.Pins = d.keys.report()
 	s.Recipient, s.Secrets = d.secrets.report()
+	s.HostKeys = d.hostKeys()
 	s.Stamp(d.cfg.Name, time.Now())
 	return s
 }

@@ -44,6 +44,7 @@ type fileConfig struct {
 	TrustedKeys   []string `mapstructure:"trusted_keys"`
 	CtlKeys       []string `mapstructure:"controller_keys"`
 	BootIDFile    string   `mapstructure:"boot_id_file"`
+	SSHHostKeys   string   `mapstructure:"ssh_host_keys"`
 	RebootCommand []string `mapstructure:"reboot_command"`
 	LabdPath      string   `mapstructure:"labd_path"`
 	TLS           struct {
@@ -124,6 +125,7 @@ func loadConfig(v *viper.Viper, cmd *cobra.Command, logOut io.Writer) (node.Conf
 		Version: version, Logger: logger,
 	}
 	cfg.Hooks = fc.Hooks
+	cfg.SSHHostKeys = fc.SSHHostKeys
 	cfg.Secrets = node.SecretsConfig{Dir: fc.Secrets.Dir, IdentityFile: fc.Secrets.IdentityFile, RestartCommand: fc.Secrets.RestartCommand}
 	switch ci := fc.CheckInterval; ci {
 	case "":
