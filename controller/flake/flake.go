@@ -16,7 +16,8 @@ import (
 	"github.com/lab-fleet/lab/proto"
 )
 
-// Machine is one nixosConfigurations entry: its lab.machine options and
+// Machine is one entry of the flake's nixosConfigurations (or of
+// Nix.Configurations): its lab.machine options and
 // the system it evaluates to.
 type Machine struct {
 	Name           string   `json:"name"`
@@ -43,6 +44,10 @@ type Nix struct {
 	Bin    string   // default "nix"
 	Env    []string // added to the environment (NIX_CONFIG, ...)
 	Logger *slog.Logger
+	// Configurations is the attribute path of the flake whose entries
+	// are the machines (ParseAttrPath; "": DefaultConfigurations), e.g.
+	// clan.nixosConfigurations for a fleet that flake-parts or clan assemble.
+	Configurations string
 	// Run executes one command; default os/exec. Tests and dry runs
 	// replace it.
 	Run func(ctx context.Context, name string, args, env []string) (stdout, stderr []byte, err error)
@@ -93,11 +98,15 @@ type evalRecord struct {
 // whose evaluation failed carries Nix's error (found by evaluating that
 // machine alone once more).
 func (n Nix) Inventory(ctx context.Context, ref string) ([]Machine, time.Duration, error) {
+	attr, err := n.configurations()
+	if err != nil {
+		return nil, 0, err
+	}
 	start := time.Now()
-	out, stderr, err := n.run(ctx, append(features, "eval", "--json", ref+"#nixosConfigurations", "--apply", evalApply))
+	out, stderr, err := n.run(ctx, append(features, "eval", "--json", ref+"#"+attr, "--apply", evalApply))
 	took := time.Since(start)
 	if err != nil {
-		return nil, took, fmt.Errorf("%w: nix eval %s#nixosConfigurations:\n%s", ErrEval, ref, nixMessage(stderr, err))
+		return nil, took, fmt.Errorf("%w: nix eval %s#%s:\n%s", ErrEval, ref, attr, nixMessage(stderr, err))
 	}
 	var recs map[string]evalRecord
 	if err := json.Unmarshal(out, &recs); err != nil {
@@ -126,7 +135,8 @@ func (n Nix) Inventory(ctx context.Context, ref string) ([]Machine, time.Duratio
 
 // machineError evaluates one failed machine alone, for Nix's message.
 func (n Nix) machineError(ctx context.Context, ref, name string) string {
-	attr := fmt.Sprintf("%s#nixosConfigurations.%q", ref, name)
+	cs, _ := n.configurations() // Inventory checked it
+	attr := fmt.Sprintf("%s#%s.%q", ref, cs, name)
 	_, stderr, err := n.run(ctx, append(features, "eval", "--json", attr, "--apply", machineMeta))
 	if err == nil {
 		return "it failed to evaluate with the others but evaluates alone"
@@ -141,10 +151,14 @@ func (n Nix) Build(ctx context.Context, ref string, machines []Machine) (map[str
 	if len(machines) == 0 {
 		return map[string]string{}, nil
 	}
+	cs, err := n.configurations()
+	if err != nil {
+		return nil, err
+	}
 	args := append(append([]string{}, features...), "build", "--json", "--no-link")
 	want := map[string]string{} // store path → machine
 	for _, m := range machines {
-		args = append(args, fmt.Sprintf("%s#nixosConfigurations.%q.config.system.build.toplevel", ref, m.Name))
+		args = append(args, fmt.Sprintf("%s#%s.%q.config.system.build.toplevel", ref, cs, m.Name))
 		want[m.Toplevel] = m.Name
 	}
 	out, stderr, err := n.run(ctx, args)
@@ -182,6 +196,14 @@ func (n Nix) Copy(ctx context.Context, to string, paths []string) error {
 		return fmt.Errorf("nix copy --to %s:\n%s", to, nixMessage(stderr, err))
 	}
 	return nil
+}
+
+// configurations is the checked attribute path of the machines.
+func (n Nix) configurations() (string, error) {
+	if n.Configurations == "" {
+		return DefaultConfigurations, nil
+	}
+	return ParseAttrPath(n.Configurations)
 }
 
 func (n Nix) run(ctx context.Context, args []string) ([]byte, []byte, error) {
