@@ -124,6 +124,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ckCtx, stopChecks := context.WithCancel(ctx)
 	defer stopChecks()
 	go d.idleChecks(ckCtx)
+	d.send(evSecrets{present: d.secrets.present()})
 	d.send(evResume{})
 	d.log.Info("labd started", "groups", d.cfg.Groups, "state", d.st.Exec.State, "applied_gen", d.st.AppliedGen)
 	runErr := d.loop(ctx)

@@ -39,6 +39,15 @@ type state struct {
 	// post_activate while verifying, before the checks (restarted, they
 	// have not passed: labd runs them again). "" otherwise.
 	Hooks hook.Phase `json:"hooks,omitempty"`
+	// Needs are the secrets the fetched system declares
+	// (secrets_needed.go); WaitSecret is the one the execution waits for,
+	// still fetching, before it activates ("" when it does not wait).
+	Needs      []need `json:"needs,omitempty"`
+	WaitSecret string `json:"wait_secret,omitempty"`
+	// Present are the secrets in place now (name → path), as the secret
+	// keeper last said (evSecrets); not persisted: it says so again at
+	// every start.
+	Present map[string]string `json:"-"`
 }
 
 type gate struct {
@@ -63,6 +72,8 @@ type (
 		gen     uint64
 		err     error
 		current string
+		needs   []need // the secrets the fetched system declares
+		declErr error  // its declaration cannot be read or is malformed
 	}
 	evActivated struct {
 		gen          uint64
@@ -252,15 +263,14 @@ func (m machine) next(s state, ev any) (state, []effect) {
 		if e.err != nil {
 			return m.to(s, proto.StateFailed, "fetch: "+e.err.Error())
 		}
-		s.Previous = e.current
-		s.Exec.Attempt++
-		s, eff := m.to(s, proto.StateActivating, "")
-		timer := effTimer{s.Exec.Gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)}
-		if m.hooks[hook.PreActivate] {
-			s.Hooks = hook.PreActivate
-			return s, append(eff, effHooks{hook.PreActivate, hookEnv(s)}, timer)
+		if e.declErr != nil {
+			return m.to(s, proto.StateFailed, "the new system's secret declaration is malformed, so nothing was changed: "+e.declErr.Error())
 		}
-		return s, append(eff, activate(s, false), timer)
+		s.Previous = e.current
+		s.Needs, s.WaitSecret = e.needs, ""
+		return m.fetched(s)
+	case evSecrets:
+		return m.onSecrets(s, e)
 	case evHooked:
 		return m.onHooked(s, e)
 	case evActivated:
@@ -322,6 +332,13 @@ func (m machine) next(s state, ev any) (state, []effect) {
 	case evTimeout:
 		if s.Exec.State != e.phase || e.gen != s.Exec.Gen {
 			return s, nil
+		}
+		if e.phase == proto.StateFetching && s.WaitSecret != "" {
+			why := fmt.Sprintf("secret %s never arrived within the fetch timeout, so nothing was changed", s.WaitSecret)
+			if s.Exec.Error != "waiting for secret "+s.WaitSecret {
+				why += " (" + s.Exec.Error + ")"
+			}
+			return m.to(s, proto.StateTimedOut, why)
 		}
 		if e.phase == proto.StateFetching {
 			return m.to(s, proto.StateTimedOut, "fetch timed out")
@@ -387,6 +404,20 @@ func (m machine) next(s state, ev any) (state, []effect) {
 	return s, nil
 }
 
+// activating moves a fetched execution, whose secrets are all present,
+// to activating: the pre_activate hooks first, if any, then the switch.
+func (m machine) activating(s state) (state, []effect) {
+	s.Exec.Attempt++
+	s.Exec.Error = ""
+	s, eff := m.to(s, proto.StateActivating, "")
+	timer := effTimer{s.Exec.Gen, proto.StateActivating, m.timeouts.of(s.Desired, proto.StateActivating)}
+	if m.hooks[hook.PreActivate] {
+		s.Hooks = hook.PreActivate
+		return s, append(eff, effHooks{hook.PreActivate, hookEnv(s)}, timer)
+	}
+	return s, append(eff, activate(s, false), timer)
+}
+
 // rebootInto follows a boot activation: the new system is the boot
 // default; the machine reboots and confirms it after coming back.
 func (m machine) rebootInto(s state) (state, []effect) {
@@ -413,6 +444,7 @@ func (m machine) onDesired(s state, e evDesired) (state, []effect) {
 	}
 	s.HighGen, s.Desired, s.Held = d.Gen, d, nil
 	s.TimedOut, s.Confirmed, s.Rebooted, s.BootBefore, s.Hooks = false, false, false, "", ""
+	s.Needs, s.WaitSecret = nil, ""
 	s.Exec = proto.Execution{Rollout: d.Rollout, Gen: d.Gen, Toplevel: d.Toplevel, Action: d.Action, State: proto.StateQueued, Since: m.clock.Now().UnixMilli()}
 	if d.Toplevel == e.current && d.Action != proto.ActionBoot {
 		s.AppliedGen = d.Gen
@@ -467,6 +499,8 @@ func (m machine) to(s state, st proto.ExecState, detail string) (state, []effect
 	s.Exec.State, s.Exec.Since = st, m.clock.Now().UnixMilli()
 	if st != from {
 		s.Hooks = "" // a phase's hooks belong to the state they ran in
+		// So does the wait for a secret.
+		s.WaitSecret = ""
 	}
 	if detail != "" && !st.OK() {
 		s.Exec.Error = detail

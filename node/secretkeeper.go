@@ -216,6 +216,13 @@ func (k *secretKeeper) save(name string, rec secretRecord) {
 	k.problem(err)
 }
 
+// present lists the secrets in place now (name → path).
+func (k *secretKeeper) present() map[string]string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return presentSecrets(k.recs, func(p string) bool { _, err := os.Lstat(p); return err == nil })
+}
+
 // report is the node's recipient and its secrets for the status.
 func (k *secretKeeper) report() (string, []proto.SecretState) {
 	k.mu.Lock()
@@ -393,7 +400,10 @@ func (d *Daemon) startSecrets(ctx context.Context) {
 	k := d.secrets
 	k.now = d.m.clock.Now
 	k.rejected = func(reason string) { d.reject("", 0, reason) }
-	k.changed = func() { d.enqueueStatus() }
+	k.changed = func() {
+		d.enqueueStatus()
+		d.sendCtx(ctx, evSecrets{present: k.present()}) // a rollout may wait for one (secrets_needed.go)
+	}
 	k.problem = func(err error) {
 		if d.setProblem("secrets", err) {
 			d.enqueueStatus()

@@ -83,9 +83,18 @@ type secretEnv struct {
 	statuses chan proto.NodeStatus
 	events   chan proto.Event
 	stop     func()
+	fake     *nixsystest.Fake // labd's Nix (nil: a new one at each start)
+	edit     func(*Config)    // changes labd's config at each start (nil: none)
 }
 
 func newSecretEnv(t *testing.T) *secretEnv {
+	t.Helper()
+	return newSecretEnvWith(t, nil, nil)
+}
+
+// newSecretEnvWith is newSecretEnv with labd on fake (nil: a new one)
+// and edit, if not nil, changing its config first.
+func newSecretEnvWith(t *testing.T, fake *nixsystest.Fake, edit func(*Config)) *secretEnv {
 	t.Helper()
 	key, err := proto.GenerateKey("op")
 	if err != nil {
@@ -94,7 +103,7 @@ func newSecretEnv(t *testing.T) *secretEnv {
 	root := t.TempDir()
 	e := &secretEnv{t: t, br: testbroker.Start(t), dir: filepath.Join(root, "secrets"), state: filepath.Join(root, "state"),
 		restarts: filepath.Join(root, "restarts"), key: key, logs: &syncBuffer{},
-		statuses: make(chan proto.NodeStatus, 100), events: make(chan proto.Event, 100)}
+		statuses: make(chan proto.NodeStatus, 100), events: make(chan proto.Event, 100), fake: fake, edit: edit}
 	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{e.br.URL()}, ClientID: "spy", CleanStart: true,
 		OnMessage: func(m bus.Message) {
 			e.mu.Lock()
@@ -132,8 +141,14 @@ func (e *secretEnv) start() {
 		BootIDFile: filepath.Join(e.state, "..", "boot_id"), Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Secrets: SecretsConfig{Dir: e.dir, IdentityFile: filepath.Join(e.state, "..", "no-ssh-key"),
 			RestartCommand: []string{"sh", "-c", `echo "$0" >> ` + e.restarts}}}
-	fake := nixsystest.New()
-	fake.SetCurrent(tlOld)
+	fake := e.fake
+	if fake == nil {
+		fake = nixsystest.New()
+		fake.SetCurrent(tlOld)
+	}
+	if e.edit != nil {
+		e.edit(&cfg)
+	}
 	d, err := New(cfg, fake)
 	if err != nil {
 		t.Fatal(err)

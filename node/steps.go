@@ -17,11 +17,16 @@ import (
 	"github.com/lab-fleet/lab/proto"
 )
 
-// fetch realises the toplevel's closure.
+// fetch realises the toplevel's closure and reads the secrets it declares.
 func (d *Daemon) fetch(ctx context.Context, e effFetch) evFetched {
 	err := d.nix.Realise(ctx, e.toplevel)
 	cur, _ := d.nix.Current()
-	return evFetched{gen: e.gen, err: err, current: cur}
+	ev := evFetched{gen: e.gen, err: err, current: cur}
+	if err == nil {
+		// What the new system declares it needs (secrets_needed.go).
+		ev.needs, ev.declErr = readDeclared(d.nix.SystemFile, e.toplevel)
+	}
+	return ev
 }
 
 // activate moves the profile (not for action test) and runs the detached

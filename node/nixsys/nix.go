@@ -55,6 +55,10 @@ type System interface {
 	// ResumeActivation reattaches to the activation recorded in runDir by
 	// this or an earlier process; false if none is recorded.
 	ResumeActivation(runDir string) (*Activation, bool, error)
+	// SystemFile reads the file name (relative, e.g.
+	// "etc/lab/secrets.json") of a realised toplevel; an error wrapping
+	// fs.ErrNotExist when the system has none.
+	SystemFile(toplevel, name string) ([]byte, error)
 }
 
 // Config configures Nix. The zero value is usable: every field has a default.

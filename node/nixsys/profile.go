@@ -15,6 +15,17 @@ import (
 	"github.com/lab-fleet/lab/proto"
 )
 
+// SystemFile reads <toplevel>/<name>, a file of a realised system.
+func (n *Nix) SystemFile(toplevel, name string) ([]byte, error) {
+	if err := ValidStorePath(toplevel); err != nil {
+		return nil, err
+	}
+	if !filepath.IsLocal(name) {
+		return nil, fmt.Errorf("system file %q: not a relative path inside the system", name)
+	}
+	return os.ReadFile(filepath.Join(toplevel, name))
+}
+
 // Current returns the store path the profile points to, "" if the profile
 // does not exist yet.
 func (n *Nix) Current() (string, error) {

@@ -18,6 +18,7 @@ package nixsystest
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"sync"
 	"time"
 
@@ -43,6 +44,7 @@ type Fake struct {
 	CheckErr error
 
 	mu      sync.Mutex
+	files   map[string][]byte // by toplevel + "/" + name: SetSystemFile
 	calls   []string
 	gens    []nixsys.Generation
 	booted  string
@@ -255,4 +257,27 @@ func (f *Fake) ResumeActivation(runDir string) (*nixsys.Activation, bool, error)
 		return nil, false, nil
 	}
 	return a.Activation, true, nil
+}
+
+// SetSystemFile makes SystemFile(toplevel, name) return content, as if
+// the realised toplevel held that file.
+func (f *Fake) SetSystemFile(toplevel, name string, content []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.files == nil {
+		f.files = map[string][]byte{}
+	}
+	f.files[toplevel+"/"+name] = append([]byte(nil), content...)
+}
+
+// SystemFile returns what SetSystemFile set, or an error wrapping
+// fs.ErrNotExist. It records no call.
+func (f *Fake) SystemFile(toplevel, name string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.files[toplevel+"/"+name]
+	if !ok {
+		return nil, &fs.PathError{Op: "open", Path: toplevel + "/" + name, Err: fs.ErrNotExist}
+	}
+	return append([]byte(nil), b...), nil
 }
