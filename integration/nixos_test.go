@@ -19,6 +19,8 @@ import (
 // nixosEval is what nix/tests/eval-modules.nix returns.
 type nixosEval struct {
 	LabdYaml             string   `json:"labdYaml"`
+	LabSecrets           string   `json:"labSecrets"`
+	NoSecretsEtc         bool     `json:"noSecretsEtc"`
 	LabdExecStart        string   `json:"labdExecStart"`
 	LabdLoadCredential   []string `json:"labdLoadCredential"`
 	LabdRestartIfChanged bool     `json:"labdRestartIfChanged"`
@@ -76,6 +78,20 @@ func evalNixOSModules(t *testing.T) nixosEval {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	return got
+}
+
+// lab.machine.secrets is written into the system itself, as
+// /etc/lab/secrets.json (names and metadata, what labd reads of the new
+// system before activating it); a machine that declares none has no such
+// file, so its system is what it was before the option existed.
+func TestNixOSModulesDeclareSecretsInTheSystem(t *testing.T) {
+	got := evalNixOSModules(t)
+	if want := `{"db-password":{"mode":"0400","owner":"postgres","path":"/run/lab-secrets/db-password","restart_units":["postgresql.service"]},"wifi":{}}`; got.LabSecrets != want {
+		t.Errorf("/etc/lab/secrets.json (lab.machine.secrets):\n%s\nwant\n%s", got.LabSecrets, want)
+	}
+	if got.NoSecretsEtc {
+		t.Error("a machine without lab.machine.secrets has /etc/lab/secrets.json")
+	}
 }
 
 // execArgs splits an ExecStart line as systemd does, for the forms the

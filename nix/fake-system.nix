@@ -12,9 +12,14 @@
 # onSwitch: a shell snippet the switch runs after recording its action, as a
 #   real activation changes the machine (e.g. "ip link set eth0 down": the
 #   new configuration breaks the network).
+# secrets: an attrset written as the toplevel's etc/lab/secrets.json, as
+#   lab.machine.secrets declares them (e.g. { db-password = { }; }): labd
+#   waits for them before activating. null (default): no such file, and the
+#   derivation is exactly what it was before this argument existed.
+#   nix-build fake-system.nix --arg secrets '{ db-password = { }; }'
 # At run time, switching fails while the file named by $FAKE_NIXOS_FAIL exists.
 { name ? "node1", gen ? 1, failSwitch ? false, failHealth ? false, sleepSwitch ? 0
-, onSwitch ? ""
+, onSwitch ? "", secrets ? null
 , system ? builtins.currentSystem }:
 let
   switchScript = builtins.toFile "switch-to-configuration" ''
@@ -32,8 +37,14 @@ let
     echo "switch-to-configuration: $action done"
     exit 0
   '';
+  # Only when given: other tests compare the store paths of the others.
+  withSecrets = if secrets == null then { } else { secretsJSON = builtins.toJSON secrets; };
+  secretsScript = if secrets == null then "" else ''
+    mkdir -p $out/etc/lab
+    printf '%s' "$secretsJSON" > $out/etc/lab/secrets.json
+  '';
 in
-derivation {
+derivation ({
   name = "nixos-system-${name}-${toString gen}";
   inherit system switchScript;
   builder = "/bin/sh";
@@ -44,7 +55,7 @@ derivation {
   failHealth = if failHealth then "1" else "";
   sleepSwitch = toString sleepSwitch;
   inherit onSwitch;
-  args = [ "-c" ''
+  args = [ "-c" (''
     set -e
     mkdir -p $out/bin
     cp $switchScript $out/bin/switch-to-configuration
@@ -56,5 +67,5 @@ derivation {
     if [ -n "$failHealth" ]; then touch $out/fail-health; fi
     if [ -n "$onSwitch" ]; then printf '%s\n' "$onSwitch" > $out/on-switch; fi
     if [ "$sleepSwitch" != "0" ]; then echo "$sleepSwitch" > $out/sleep-switch; fi
-  '' ];
-}
+  '' + secretsScript) ];
+} // withSecrets)

@@ -2,7 +2,7 @@
 # labctl reads these options for every machine of the flake in ONE
 # `nix eval` (labctl inventory, labctl publish --flake); services.labd turns
 # them into labd's configuration.
-{ lib, ... }:
+{ config, lib, ... }:
 let
   inherit (lib) mkOption types;
   duration = types.strMatching "[0-9]+(ms|s|m|h)([0-9]+(ms|s|m))*";
@@ -34,6 +34,23 @@ let
       timeout = mkOption { type = types.nullOr duration; default = null; example = "2m"; description = "The hook is killed (its whole process group) after this long, and counts as failed (labd default 5m)."; };
     };
   };
+  # A secret the system expects (docs/secrets.md, "Rollouts that need
+  # secrets"): delivered by labctl secret set, never part of the system.
+  secret = types.submodule {
+    options = {
+      path = mkOption { type = types.nullOr types.str; default = null; example = "/run/lab-secrets/db-password"; description = "Where the system expects the file (under labd's secrets.dir). labd waits until the secret is in place there; null: wherever labctl secret set put it (default <secrets.dir>/<name>)."; };
+      owner = mkOption { type = types.nullOr types.str; default = null; example = "postgres"; description = "The file's owner to give labctl secret set --owner (documentation for the operator; labd takes it from the secret)."; };
+      group = mkOption { type = types.nullOr types.str; default = null; example = "postgres"; description = "The file's group (labctl secret set --group)."; };
+      mode = mkOption { type = types.nullOr (types.strMatching "0?[0-7]{3}"); default = null; example = "0440"; description = "The file's mode (labctl secret set --mode; labd's default 0400)."; };
+      restartUnits = mkOption { type = types.listOf types.str; default = [ ]; example = [ "postgresql.service" ]; description = "Units restarted when the secret changes (labctl secret set --restart)."; };
+    };
+  };
+  # What the system says it needs, in the system itself: labd reads
+  # <toplevel>/etc/lab/secrets.json of the NEW system before activating it.
+  declaredSecrets = lib.mapAttrs (_: s: lib.filterAttrs (_: v: v != null && v != [ ]) {
+    inherit (s) path owner group mode;
+    restart_units = s.restartUnits;
+  }) config.lab.machine.secrets;
   hooks = when: mkOption {
     type = types.listOf hook;
     default = [ ];
@@ -76,6 +93,14 @@ in {
       '';
       description = "Local health checks labd runs after every activation (and after a reboot); when one fails, the machine rolls back by itself. Commands from the network never define what runs: they only name these checks.";
     };
+    secrets = mkOption {
+      type = types.attrsOf secret;
+      default = { };
+      example = lib.literalExpression ''
+        { db-password = { path = "/run/lab-secrets/db-password"; owner = "postgres"; mode = "0400"; restartUnits = [ "postgresql.service" ]; }; }
+      '';
+      description = "Secrets this system needs (names as in labctl secret set NODE NAME). They are written into the system as /etc/lab/secrets.json (names and metadata, never content); a rollout of it waits on the machine, before activating, until each is in place (at its path, when one is given), at most the fetch timeout, and then times out naming the one that never arrived.";
+    };
     # Deploy hooks (docs/labd.md, "Deploy hooks"): from this configuration
     # only, never from the network.
     hooks = {
@@ -102,5 +127,8 @@ in {
         description = "How much this machine matters; shown in status.";
       };
     };
+  };
+  config = lib.mkIf (config.lab.machine.secrets != { }) {
+    environment.etc."lab/secrets.json".text = builtins.toJSON declaredSecrets;
   };
 }

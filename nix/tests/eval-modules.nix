@@ -36,6 +36,10 @@ let
         postActivate = [ { command = [ "/bin/sh" "-c" "curl -fsS http://127.0.0.1:8080/warm > /dev/null" ]; } ];
         postRollback = [ { command = [ "logger" "-t" "lab" "rolled back" ]; timeout = "10s"; } ];
       };
+      secrets = {
+        db-password = { path = "/run/lab-secrets/db-password"; owner = "postgres"; mode = "0400"; restartUnits = [ "postgresql.service" ]; };
+        wifi = { };
+      };
     };
     services.labd = {
       enable = true;
@@ -129,6 +133,8 @@ in {
   windowControllerLoadCredential = wc.systemd.services.lab-controller.serviceConfig.LoadCredential;
   defaultBrokerHasConfig = c.environment.etc ? "lab-broker/config.json";
   labdYaml = c.environment.etc."labd/labd.yaml".text;
+  labSecrets = c.environment.etc."lab/secrets.json".text;
+  noSecretsEtc = e.environment.etc ? "lab/secrets.json";
   labdExecStart = labd.serviceConfig.ExecStart;
   labdLoadCredential = labd.serviceConfig.LoadCredential;
   labdRestartIfChanged = labd.restartIfChanged;
