@@ -15,17 +15,32 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func newNix(g *globals) flake.Nix {
-	return flake.Nix{Logger: g.logger}
+// newNix runs Nix on the machines under the attribute path
+// configurations, as checkConfigurations returned it.
+func newNix(g *globals, configurations string) flake.Nix {
+	return flake.Nix{Logger: g.logger, Configurations: configurations}
+}
+
+// configurationsUsage is the --configurations flag's help.
+const configurationsUsage = "flake attribute `ATTRPATH` whose entries are the machines (e.g. clan.nixosConfigurations, legacyPackages.x86_64-linux.fleet; quote other names: 'fleets.\"lab one\"')"
+
+// checkConfigurations checks --configurations and returns it as Nix
+// gets it.
+func checkConfigurations(s string) (string, error) {
+	attr, err := flake.ParseAttrPath(s)
+	if err != nil {
+		return "", usageError{fmt.Errorf("--configurations: %w", err)}
+	}
+	return attr, nil
 }
 
 // evaluate runs the one inventory evaluation and says how long it took.
-func evaluate(ctx context.Context, g *globals, ref string) ([]flake.Machine, error) {
-	ms, took, err := newNix(g).Inventory(ctx, ref)
+func evaluate(ctx context.Context, g *globals, ref, configurations string) ([]flake.Machine, error) {
+	ms, took, err := newNix(g, configurations).Inventory(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(g.errOut, "evaluated %d machines of %s in one nix eval (%s)\n", len(ms), ref, took.Round(time.Millisecond))
+	fmt.Fprintf(g.errOut, "evaluated %d machines of %s#%s in one nix eval (%s)\n", len(ms), ref, configurations, took.Round(time.Millisecond))
 	return ms, nil
 }
 
@@ -82,25 +97,48 @@ func evalErrors(ms []flake.Machine) error {
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
 
 func newInventoryCmd(g *globals) *cobra.Command {
-	var ref string
-	var asJSON, noLive bool
+	var ref, configurations, format string
+	var asJSON, noLive, known bool
 	cmd := &cobra.Command{
-		Use:   "inventory --flake REF [--json]",
+		Use:   "inventory --flake REF [--configurations ATTRPATH] [--json] | --known-hosts [--format nix|known_hosts]",
 		Short: "Show the fleet as the flake declares it, and which machines are behind",
 		Long: `inventory evaluates every nixosConfigurations entry of the flake in ONE
 nix eval — each machine's lab.machine options (role, groups, reboot order,
 dependencies) and the store path of its system — and compares it with the
 machines' live retained status: up to date, behind (runs another system),
 offline, or never seen. Evaluation errors are shown as Nix printed them,
-with the machine's name.`,
+with the machine's name. --configurations reads the machines from another
+attribute path than nixosConfigurations (fleets that flake-parts, clan or a
+cluster layer assemble).
+
+--known-hosts prints the SSH host public keys the machines report in their
+retained status (labd's ssh_host_keys) instead: a NixOS module setting
+programs.ssh.knownHosts (--format nix, the default: one entry per key, the
+machine's first key — ed25519 when it has one — named after it, further
+keys "<machine>-<type>"), or a known_hosts file (--format known_hosts), or
+--json. With --flake, the flake's machines; without, every machine with a
+retained status. Machines that report no key are named on stderr.`,
 		Example: `  labctl inventory --flake .
-  labctl inventory --flake github:me/fleet --json | jq '.[] | select(.live == "behind") | .name'`,
+  labctl inventory --flake github:me/fleet --json | jq '.[] | select(.live == "behind") | .name'
+  labctl inventory --flake . --configurations clan.nixosConfigurations
+  labctl inventory --known-hosts > known-hosts.nix
+  labctl inventory --known-hosts --format known_hosts --flake . > ssh_known_hosts`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			attr, err := checkConfigurations(configurations)
+			if err != nil {
+				return err
+			}
+			if known {
+				return inventoryKnownHosts(cmd.Context(), g, ref, attr, format, asJSON, noLive)
+			}
+			if cmd.Flags().Changed("format") {
+				return usageError{errors.New("--format goes with --known-hosts")}
+			}
 			if ref == "" {
 				return usageError{errors.New("--flake is required (e.g. --flake .)")}
 			}
-			ms, err := evaluate(cmd.Context(), g, ref)
+			ms, err := evaluate(cmd.Context(), g, ref, attr)
 			if err != nil {
 				return err
 			}
@@ -144,6 +182,9 @@ with the machine's name.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&ref, "flake", "", "flake `REF` whose nixosConfigurations are the fleet (., path:/dir, github:owner/repo)")
+	f.StringVar(&configurations, "configurations", flake.DefaultConfigurations, configurationsUsage)
+	f.BoolVar(&known, "known-hosts", false, "print the machines' SSH host public keys from their retained status (see --format)")
+	f.StringVar(&format, "format", "nix", "with --known-hosts: nix (a module setting programs.ssh.knownHosts) or known_hosts")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVar(&noLive, "no-live", false, "do not connect to the broker (no live comparison)")
 	addClientFlags(g, cmd)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/controller"
+	"github.com/lab-fleet/lab/controller/flake"
 	"github.com/lab-fleet/lab/internal/render"
 	"github.com/lab-fleet/lab/proto"
 	"github.com/spf13/cobra"
@@ -32,6 +33,9 @@ type publishFlags struct {
 	window    string
 
 	allowUnseen bool
+
+	// configurations is the attribute path of the flake's machines.
+	configurations string
 
 	strategy     string
 	batch        string
@@ -89,6 +93,8 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
   # one canary, then batches of 25%; stop at the second failure
   labctl publish --key operator.key --on @servers --toplevel /nix/store/... \
       --strategy canary --batch 25% --max-failures 1
+  # every machine of a flake whose fleet lives under another attribute (clan, flake-parts)
+  labctl publish --key operator.key --flake . --configurations clan.nixosConfigurations
   # publish and return at once; follow later with labctl status
   labctl publish --key operator.key --toplevel n1=/nix/store/... --no-wait`,
 		Args: cobra.NoArgs,
@@ -97,6 +103,7 @@ rejected or a failed rollback); 4 some rolled back to their previous system;
 	f := cmd.Flags()
 	f.StringArrayVar(&pf.toplevels, "toplevel", nil, "`NODE=PATH` (repeatable), or one bare store PATH for every node selected by --on")
 	f.StringVar(&pf.flake, "flake", "", "take machines and systems from this flake `REF`: one nix eval, one nix build (--on selects; default every machine)")
+	f.StringVar(&pf.configurations, "configurations", flake.DefaultConfigurations, "with --flake: "+configurationsUsage)
 	f.StringVar(&pf.copyTo, "copy-to", "", "with --flake: nix copy the built systems to this binary cache `URL` (the machines substitute from it)")
 	f.StringVar(&pf.on, "on", "", "targets: @group or node names, comma-separated (e.g. @web,db1)")
 	pf.define(g, cmd)
@@ -254,6 +261,14 @@ func (pf publishFlags) check(plan controller.Plan) (toplevels, error) {
 	if pf.flake != "" && len(pf.toplevels) > 0 {
 		return toplevels{}, errors.New("--flake and --toplevel exclude each other")
 	}
+	if pf.flake == "" && pf.configurations != "" && pf.configurations != flake.DefaultConfigurations {
+		return toplevels{}, errors.New("--configurations goes with --flake")
+	}
+	if pf.flake != "" {
+		if _, err := flake.ParseAttrPath(pf.configurations); err != nil {
+			return toplevels{}, fmt.Errorf("--configurations: %w", err)
+		}
+	}
 	if pf.on != "" {
 		if _, err := parseOn(pf.on); err != nil {
 			return toplevels{}, err
@@ -336,7 +351,11 @@ func flakeTargets(ctx context.Context, g *globals, plan *controller.Plan, pf pub
 	if len(pf.toplevels) > 0 {
 		return usageError{errors.New("--flake and --toplevel exclude each other")}
 	}
-	all, err := evaluate(ctx, g, pf.flake)
+	attr, err := checkConfigurations(pf.configurations)
+	if err != nil {
+		return err
+	}
+	all, err := evaluate(ctx, g, pf.flake, attr)
 	if err != nil {
 		return err
 	}
@@ -347,7 +366,7 @@ func flakeTargets(ctx context.Context, g *globals, plan *controller.Plan, pf pub
 	if err := evalErrors(ms); err != nil {
 		return err
 	}
-	nx := newNix(g)
+	nx := newNix(g, attr)
 	fmt.Fprintf(g.errOut, "building %d systems in one nix build\n", len(ms))
 	built, err := nx.Build(ctx, pf.flake, ms)
 	if err != nil {
