@@ -13,7 +13,8 @@
 #   real activation changes the machine (e.g. "ip link set eth0 down": the
 #   new configuration breaks the network).
 # secrets: an attrset written as the toplevel's etc/lab/secrets.json, as
-#   lab.machine.secrets declares them (e.g. { db-password = { }; }): labd
+#   the lab.machine.secrets module writes it (its JSON form: restart_units,
+#   e.g. { db-password = { mode = "0400"; }; }): labd
 #   waits for them before activating. null (default): no such file, and the
 #   derivation is exactly what it was before this argument existed.
 #   nix-build fake-system.nix --arg secrets '{ db-password = { }; }'
