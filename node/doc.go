@@ -36,8 +36,10 @@
 // remove, keep or reject: replayed, expired, outside secrets.dir); run
 // decrypts with the machine's age identity, writes the file atomically,
 // restarts the named units and persists the versions. The status reports
-// each secret's state, never its content. The rollout machine is not
-// involved.
+// each secret's state, never its content. The rollout machine only hears
+// which secrets are present (evSecrets, sent by run): an execution whose
+// new system declares secrets (etc/lab/secrets.json, secrets_needed.go)
+// waits for them, still fetching, before it activates.
 //
 // Any malformed, oversize, invalid, unsigned-when-keys-are-pinned, forged,
 // expired or replayed message is reported as a "rejected" event and changes
