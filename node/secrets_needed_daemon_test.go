@@ -70,6 +70,36 @@ func TestRolloutWaitsForDeclaredSecret(t *testing.T) {
 	e.mustHold(e.dir+"/db-password", "db-plaintext-51d2")
 }
 
+// labd restarts while the rollout waits: it waits again (the same
+// Desired, retained, is not a new one), and goes on when the secret comes.
+func TestRolloutWaitingForSecretSurvivesRestart(t *testing.T) {
+	e, fake, rcpt := secretWaitEnv(t, time.Minute)
+	e.stop()
+	for drained := false; !drained; { // only what the restarted labd says counts
+		select {
+		case <-e.statuses:
+		default:
+			drained = true
+		}
+	}
+	e.start()
+	e.status("fetching again, waiting for db-password", func(s proto.NodeStatus) bool {
+		return s.Execution.Rollout == "r-1" && s.Execution.State == proto.StateFetching && s.Execution.Error == "waiting for secret db-password"
+	})
+	s := e.secret(100, "db-plaintext-83f0", rcpt)
+	s.Name = "db-password"
+	e.publish(s, &e.key)
+	st := e.status("r-1 over", func(s proto.NodeStatus) bool {
+		return s.Execution.Rollout == "r-1" && s.Execution.State.Terminal()
+	})
+	if st.Execution.State != proto.StateSucceeded {
+		t.Fatalf("r-1 %s: %s", st.Execution.State, st.Execution.Error)
+	}
+	if n := strings.Count(strings.Join(fake.Calls(), "\n"), "activate switch "+tlNew); n != 1 {
+		t.Errorf("activated %d times, want once: %v", n, fake.Calls())
+	}
+}
+
 // It never arrives: timed out at the fetch deadline, naming it, and
 // nothing was changed.
 func TestRolloutTimesOutWithoutDeclaredSecret(t *testing.T) {

@@ -142,6 +142,10 @@ func TestSecretWaitTransitions(t *testing.T) {
 		{name: "fetch deadline while waiting at the wrong path: says where", s: waiting("tls", "waiting for secret tls at /run/lab-secrets/tls.pem, where…", nil),
 			ev: evTimeout{gen: 10, phase: proto.StateFetching}, want: proto.StateTimedOut,
 			detail: "secret tls never arrived within the fetch timeout, so nothing was changed (waiting for secret tls at /run/lab-secrets/tls.pem"},
+		{name: "labd restarted while waiting: it fetches again and reads the declaration anew", s: waiting("db-password", "waiting for secret db-password", nil),
+			ev: evResume{}, want: proto.StateFetching, wait: "db-password", effects: []string{"Fetch", "Timer"}},
+		{name: "a stale fetch of another gen while waiting: ignored", s: waiting("db-password", "waiting for secret db-password", nil),
+			ev: evFetched{gen: 9, current: tlOld}, want: proto.StateFetching, wait: "db-password"},
 		{name: "cancelled while waiting", s: waiting("db-password", "waiting for secret db-password", nil),
 			ev: evCancel{rollout: "r-1"}, want: proto.StateCancelled},
 		{name: "a newer desired while waiting: it starts afresh", s: waiting("db-password", "waiting for secret db-password", nil),
@@ -189,5 +193,23 @@ func TestSecretWaitTransitions(t *testing.T) {
 				t.Errorf("present %v not recorded", s.Present)
 			}
 		})
+	}
+}
+
+// What an execution waits for survives a restart; which secrets are
+// present does not (the keeper says so again at start).
+func TestSecretWaitPersisted(t *testing.T) {
+	s := at(proto.StateFetching, desired(10, 0, proto.ActionSwitch))
+	s.Needs, s.WaitSecret, s.Present = []need{{Name: "db-password", Path: "/run/lab-secrets/db"}}, "db-password", map[string]string{"x": "/run/lab-secrets/x"}
+	dir := t.TempDir()
+	if err := saveState(dir, s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Needs, s.Needs) || got.WaitSecret != "db-password" || got.Present != nil {
+		t.Errorf("loaded needs %+v wait %q present %v", got.Needs, got.WaitSecret, got.Present)
 	}
 }
