@@ -2,6 +2,7 @@ package node
 
 import (
 	"cmp"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,10 +28,7 @@ func (d *Daemon) hostKeys() []string {
 	files, _ := filepath.Glob(d.cfg.SSHHostKeys) // the pattern was validated
 	var keys []string
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err == nil && len(b) > 16<<10 {
-			continue
-		}
+		b, err := readHead(f, 16<<10)
 		if err != nil {
 			d.log.Debug("status: SSH host key not read", "file", f, "err", err)
 			continue
@@ -51,6 +49,16 @@ func (d *Daemon) hostKeys() []string {
 	slices.SortStableFunc(keys, func(a, b string) int { return cmp.Compare(rank(a), rank(b)) })
 	keys = slices.Compact(keys)
 	return keys[:min(len(keys), proto.MaxHostKeys)]
+}
+
+// readHead reads at most n bytes of a file (a .pub file is one line).
+func readHead(name string, n int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n))
 }
 
 // parseHostKey takes the first line of a .pub file, "<type> <base64>

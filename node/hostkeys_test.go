@@ -1,9 +1,12 @@
 package node
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,5 +81,23 @@ func awaitStatus(t *testing.T, statuses chan proto.NodeStatus, ok func(proto.Nod
 		case <-deadline:
 			t.Fatal("no such status within 10s")
 		}
+	}
+}
+
+// ssh_host_keys: off reports none, even where the default finds keys;
+// a key file longer than a key is read only as far as its first line.
+func TestSSHHostKeysOffAndLongFiles(t *testing.T) {
+	dir := t.TempDir()
+	long := hostEd25519 + " " + strings.Repeat("c", 64<<10) + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "a.pub"), []byte(long), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{cfg: Config{SSHHostKeys: "off"}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if got := d.hostKeys(); got != nil {
+		t.Fatalf("off: %q", got)
+	}
+	d.cfg.SSHHostKeys = filepath.Join(dir, "*.pub")
+	if got := d.hostKeys(); !slices.Equal(got, []string{hostEd25519}) {
+		t.Fatalf("long comment: %q", got)
 	}
 }
