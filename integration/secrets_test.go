@@ -51,6 +51,10 @@ func TestRolloutWaitsForItsSecret(t *testing.T) {
 	if evs := eventsSaying(e.Watch().Events("n1"), "waiting for secret db-password"); evs == 0 {
 		t.Error("no event says the node waits for db-password")
 	}
+	// The status table shows the state only; its JSON says what for.
+	if code, out, _ := e.Labctl("status", "--json"); code != 0 || !strings.Contains(out, `"error": "waiting for secret db-password"`) {
+		t.Errorf("labctl status --json (exit %d) does not say what n1 waits for:\n%s", code, out)
+	}
 	if n.Current() != gen1 || len(n.Switches()) != 0 {
 		t.Fatalf("while waiting: profile at %s, switches %v; want nothing changed", n.Current(), n.Switches())
 	}
