@@ -94,23 +94,8 @@ func TestBrokerPostsSignedAlerts(t *testing.T) {
 	}))
 	defer rcv.Close()
 
-	var out, errOut syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0",
-			"--webhook", rcv.URL + "/lab", "--webhook-secret-file", secret}, &out, &errOut)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("broker did not stop")
-		}
-	}()
-	addr := awaitListening(t, errOut.String)
+	addr, errOut := startBroker(t, "--http", "127.0.0.1:0", "--webhook", rcv.URL+"/lab", "--webhook-secret-file", secret)
+	ctx := context.Background()
 	// What happens once the alerts run is news; what happened before is
 	// not (a restart does not announce old news again).
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errOut.String(), "msg=alerts"); time.Sleep(10 * time.Millisecond) {

@@ -236,3 +236,51 @@ func TestBrokerDataDirInUse(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want exit 1 saying %s… (PID %d); stop it or use another --data-dir", code, second, want, os.Getpid())
 	}
 }
+
+// addIdentities writes identities given as name=role with labctl node add
+// into an identities file in dir (their NAME.password files beside it) and
+// returns the file's path.
+func addIdentities(t *testing.T, dir string, ids ...string) string {
+	t.Helper()
+	file := filepath.Join(dir, "identities.yaml")
+	for _, id := range ids {
+		name, role, _ := strings.Cut(id, "=")
+		if code, out, errOut := labctl(t, "node", "add", name, "--role", role, "--identities", file, "--out", dir); code != 0 {
+			t.Fatalf("node add %s: exit %d\n%s%s", name, code, out, errOut)
+		}
+	}
+	return file
+}
+
+// readPassword returns the password labctl node add wrote for name in dir.
+func readPassword(t *testing.T, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name+".password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// startBroker runs labctl broker in-process with args (a listener on
+// 127.0.0.1:0 and a data directory are added) until the test ends, and
+// returns its address once it listens, and its log.
+func startBroker(t *testing.T, args ...string) (string, *syncBuffer) {
+	t.Helper()
+	var out syncBuffer
+	errOut := new(syncBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append([]string{"broker", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...), &out, errOut)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("broker did not stop")
+		}
+	})
+	return awaitListening(t, errOut.String), errOut
+}

@@ -53,20 +53,8 @@ func TestHTTPBeyondLoopbackNeedsTLSAndLogins(t *testing.T) {
 func TestHTTPSDashboardAsksForLogins(t *testing.T) {
 	clearBrokerEnv(t)
 	dir := t.TempDir()
-	identities := filepath.Join(dir, "identities.yaml")
-	for _, id := range []string{"grafana=viewer", "ops=controller"} {
-		name, role, _ := strings.Cut(id, "=")
-		if code, out, errOut := labctl(t, "node", "add", name, "--role", role, "--identities", identities, "--out", dir); code != 0 {
-			t.Fatalf("node add %s: exit %d\n%s%s", name, code, out, errOut)
-		}
-	}
-	password := func(name string) string {
-		b, err := os.ReadFile(filepath.Join(dir, name+".password"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(string(b))
-	}
+	identities := addIdentities(t, dir, "grafana=viewer", "ops=controller")
+	password := func(name string) string { return readPassword(t, dir, name) }
 	pkiDir := t.TempDir()
 	if err := pki.Init(pkiDir, "lab test CA", 1); err != nil {
 		t.Fatal(err)
@@ -75,24 +63,8 @@ func TestHTTPSDashboardAsksForLogins(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var out, errOut syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
-			"--identities", identities, "--http", "127.0.0.1:0",
-			"--http-tls-cert", filepath.Join(pkiDir, "server.crt"), "--http-tls-key", filepath.Join(pkiDir, "server.key")}, &out, &errOut)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("broker did not stop")
-		}
-	}()
-	awaitListening(t, errOut.String)
+	_, errOut := startBroker(t, "--identities", identities, "--http", "127.0.0.1:0",
+		"--http-tls-cert", filepath.Join(pkiDir, "server.crt"), "--http-tls-key", filepath.Join(pkiDir, "server.key"))
 	var base string
 	re := regexp.MustCompile(`msg="dashboard listening" url=(\S+) login=(\S+)`)
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {

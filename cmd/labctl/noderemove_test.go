@@ -19,36 +19,11 @@ import (
 func TestNodeRemove(t *testing.T) {
 	clearBrokerEnv(t)
 	dir := t.TempDir()
-	ids := filepath.Join(dir, "identities.yaml")
-	for _, id := range []string{"old=node", "live=node", "ops=controller"} {
-		name, role, _ := strings.Cut(id, "=")
-		if code, out, errOut := labctl(t, "node", "add", name, "--role", role, "--identities", ids, "--out", dir); code != 0 {
-			t.Fatalf("node add %s: %d\n%s%s", name, code, out, errOut)
-		}
-	}
-	pw := func(name string) string {
-		b, err := os.ReadFile(filepath.Join(dir, name+".password"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(string(b))
-	}
-	var out, errOut syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"broker", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--identities", ids, "--http", ""}, &out, &errOut)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("broker did not stop")
-		}
-	}()
-	url := "mqtt://" + awaitListening(t, errOut.String)
+	ids := addIdentities(t, dir, "old=node", "live=node", "ops=controller")
+	pw := func(name string) string { return readPassword(t, dir, name) }
+	addr, _ := startBroker(t, "--identities", ids, "--http", "")
+	ctx := context.Background()
+	url := "mqtt://" + addr
 	tp := proto.DefaultTopics
 	// Both machines report as themselves; old then says goodbye (offline).
 	report := func(name string, online bool) *bus.Client {

@@ -19,13 +19,7 @@ import (
 func secureBroker(t *testing.T, ids ...string) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
-	identities := filepath.Join(dir, "identities.yaml")
-	for _, id := range ids {
-		name, role, _ := strings.Cut(id, "=")
-		if code, out, errOut := labctl(t, "node", "add", name, "--role", role, "--identities", identities, "--out", dir); code != 0 {
-			t.Fatalf("node add %s: exit %d\n%s%s", name, code, out, errOut)
-		}
-	}
+	identities := addIdentities(t, dir, ids...)
 	s, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Identities: identities, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

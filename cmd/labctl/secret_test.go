@@ -30,13 +30,7 @@ import (
 func TestSecretCommands(t *testing.T) {
 	clearBrokerEnv(t)
 	dir := t.TempDir()
-	ids := filepath.Join(dir, "identities.yaml")
-	for _, id := range []string{"n1=node", "n2=node", "ops=controller"} {
-		name, role, _ := strings.Cut(id, "=")
-		if code, out, errOut := labctl(t, "node", "add", name, "--role", role, "--identities", ids, "--out", dir); code != 0 {
-			t.Fatalf("node add %s: %d\n%s%s", name, code, out, errOut)
-		}
-	}
+	ids := addIdentities(t, dir, "n1=node", "n2=node", "ops=controller")
 	keyFile := filepath.Join(dir, "operator.key")
 	code, pub, errOut := labctl(t, "key", "generate", "--id", "op", "--out", keyFile)
 	if code != 0 {
@@ -243,15 +237,6 @@ func TestSecretCommands(t *testing.T) {
 	if files == 0 {
 		t.Error("the broker's data directory is empty: nothing was checked")
 	}
-}
-
-func readPassword(t *testing.T, dir, name string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, name+".password"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
 }
 
 func awaitFileContent(t *testing.T, path, want string) {
