@@ -16,17 +16,18 @@ import (
 // A rollout that needs a secret (docs/secrets.md, "Rollouts that need
 // secrets"), with real labd, real Nix and the env's broker (labctl broker,
 // or mosquitto with its exported ACL in the mosquitto pass): the new
-// system declares db-password (a fake toplevel with etc/lab/secrets.json),
-// the machine waits for it, fetching, and says so; labctl secret set
-// delivers it, and the rollout goes on and succeeds. The plaintext is in
+// system declares db-password, mode 0440 (a fake toplevel with
+// etc/lab/secrets.json), the machine waits for it, fetching, and says so;
+// labctl secret set delivers it with another mode, the machine still waits,
+// saying why; set again as declared, and the rollout goes on and succeeds. The plaintext is in
 // the secret's file and nowhere else: not in the broker's data directory,
 // labd's state or logs, nor in any store path the test made.
 func TestRolloutWaitsForItsSecret(t *testing.T) {
 	e := NewEnv(t)
 	e.StartBroker()
 	gen1 := e.Build("n1", 1)
-	gen2 := e.Build("n1", 2, "--arg", "secrets", `{ db-password = { restart_units = [ "app.service" ]; }; }`)
-	if b, err := os.ReadFile(filepath.Join(gen2, "etc/lab/secrets.json")); err != nil || string(b) != `{"db-password":{"restart_units":["app.service"]}}` {
+	gen2 := e.Build("n1", 2, "--arg", "secrets", `{ db-password = { mode = "0440"; restart_units = [ "app.service" ]; }; }`)
+	if b, err := os.ReadFile(filepath.Join(gen2, "etc/lab/secrets.json")); err != nil || string(b) != `{"db-password":{"mode":"0440","restart_units":["app.service"]}}` {
 		t.Fatalf("the new system's etc/lab/secrets.json: %q, %v", b, err)
 	}
 	n := e.NewNode("n1", []string{"web"}, gen1)
@@ -64,7 +65,16 @@ func TestRolloutWaitsForItsSecret(t *testing.T) {
 	if err := os.WriteFile(file, []byte(plain), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Set without the mode the system declares: in place, but the
+	// rollout waits on, saying what differs; set again as declared.
 	if code, _, _ := e.Labctl("secret", "set", "n1", "db-password", "--file", file, "--key", e.KeyFile, "--restart", "app.service"); code != 0 {
+		t.Fatalf("secret set exit %d", code)
+	}
+	eventually(t, 10*time.Second, "n1 waiting for db-password with mode 0440", func() bool {
+		s, ok := e.Watch().Status("n1")
+		return ok && s.Execution.State == proto.StateFetching && strings.Contains(s.Execution.Error, "with mode 0440, as the new system declares (it has mode 0400")
+	})
+	if code, _, _ := e.Labctl("secret", "set", "n1", "db-password", "--file", file, "--key", e.KeyFile, "--restart", "app.service", "--mode", "0440"); code != 0 {
 		t.Fatalf("secret set exit %d", code)
 	}
 	if err := os.Remove(file); err != nil { // from here on, only labd's copy holds it
@@ -78,8 +88,11 @@ func TestRolloutWaitsForItsSecret(t *testing.T) {
 		t.Errorf("secret file: %q, %v", b, err)
 	}
 	t.Logf("waited, got the secret and rolled out in %s", time.Since(start).Round(time.Millisecond))
-	if b, _ := os.ReadFile(filepath.Join(n.Dir, "restarts")); string(b) != "app.service\n" {
-		t.Errorf("units restarted: %q, want app.service once", b)
+	if fi, err := os.Stat(filepath.Join(secrets, "db-password")); err != nil || fi.Mode().Perm() != 0o440 {
+		t.Errorf("secret file: %v, %v; want mode 0440", fi, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(n.Dir, "restarts")); string(b) != "app.service\napp.service\n" {
+		t.Errorf("units restarted: %q, want app.service for each version", b)
 	}
 	// Nor anywhere else the test's processes write: the broker's data
 	// directory, labd's state directory and logs (all under e.Dir); only

@@ -44,10 +44,10 @@ type state struct {
 	// still fetching, before it activates ("" when it does not wait).
 	Needs      []need `json:"needs,omitempty"`
 	WaitSecret string `json:"wait_secret,omitempty"`
-	// Present are the secrets in place now (name → path), as the secret
+	// Present are the secrets in place now (by name), as the secret
 	// keeper last said (evSecrets); not persisted: it says so again at
 	// every start.
-	Present map[string]string `json:"-"`
+	Present map[string]held `json:"-"`
 }
 
 type gate struct {

@@ -173,7 +173,8 @@ func (k *secretKeeper) write(ctx context.Context, m *proto.Secret, path string, 
 	if have && rec.Path != "" && rec.Path != path && !rec.Removed {
 		_ = os.Remove(rec.Path) // the secret moved
 	}
-	rec = secretRecord{Version: m.Version, Path: path, State: proto.SecretPresent, At: k.now().UnixMilli()}
+	rec = secretRecord{Version: m.Version, Path: path, State: proto.SecretPresent, At: k.now().UnixMilli(),
+		Owner: m.Owner, Group: m.Group, Mode: fileMode(m.Mode)}
 	k.save(m.Name, rec)
 	k.log.Info("secret in place", "secret", m.Name, "version", m.Version, "path", path)
 	var failed []string
@@ -216,8 +217,8 @@ func (k *secretKeeper) save(name string, rec secretRecord) {
 	k.problem(err)
 }
 
-// present lists the secrets in place now (name → path).
-func (k *secretKeeper) present() map[string]string {
+// present lists the secrets in place now, by name.
+func (k *secretKeeper) present() map[string]held {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return presentSecrets(k.recs, func(p string) bool { _, err := os.Lstat(p); return err == nil })
@@ -256,13 +257,19 @@ func (k *secretKeeper) report() (string, []proto.SecretState) {
 	return k.id.Recipient, out
 }
 
+// fileMode is the mode writeSecretFile gives a secret of mode m.
+func fileMode(m uint32) uint32 {
+	if m == 0 {
+		return 0o400
+	}
+	return m
+}
+
 // writeSecretFile writes content to path atomically: a temporary file in
 // the same directory, owner, group and mode set before the content is
 // visible under path, fsync, rename, fsync of the directory.
 func writeSecretFile(path string, content []byte, owner, group string, mode uint32) error {
-	if mode == 0 {
-		mode = 0o400
-	}
+	mode = fileMode(mode)
 	uid, gid, err := lookupOwner(owner, group)
 	if err != nil {
 		return err

@@ -58,6 +58,12 @@ type secretRecord struct {
 	Error   string `json:"error,omitempty"`
 	Removed bool   `json:"removed,omitempty"` // the operator removed it: the file is gone, the mark stays
 	At      int64  `json:"at"`                // Unix ms
+	// Owner, Group and Mode are what the file was given (Mode 0: written
+	// before labd recorded it), checked against what a new system
+	// declares (secrets_needed.go).
+	Owner string `json:"owner,omitempty"`
+	Group string `json:"group,omitempty"`
+	Mode  uint32 `json:"mode,omitempty"`
 }
 
 // secretInput is one message on a secret topic, decoded and verified by

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sort"
+	"strconv"
 
 	"github.com/lab-fleet/lab/proto"
 )
@@ -14,8 +15,9 @@ import (
 // lab.machine.secrets says what it expects in its own
 // etc/lab/secrets.json. After fetching it and before activating it, labd
 // reads that file (fetch, steps.go); the execution stays fetching, with
-// "waiting for secret NAME", until every declared secret is present at
-// the path the system expects, under the fetch deadline. Which secrets
+// "waiting for secret NAME", until every declared secret is present with
+// the path, owner, group and mode the system gives (those it gives), under
+// the fetch deadline. Which secrets
 // are present is a fact the secret keeper's goroutine sends the loop
 // (evSecrets); the transitions here are pure, part of next (machine.go).
 
@@ -31,11 +33,21 @@ type declaredSecret struct {
 	RestartUnits []string `json:"restart_units,omitempty"`
 }
 
-// need is what an execution waits for: a secret by name, and the path
-// the system expects it at ("" for wherever it is).
+// need is what an execution waits for: a secret by name, and what the
+// system declares of its file: path, owner, group and mode ("" and 0: any).
 type need struct {
-	Name string `json:"name"`
-	Path string `json:"path,omitempty"`
+	Name  string `json:"name"`
+	Path  string `json:"path,omitempty"`
+	Owner string `json:"owner,omitempty"`
+	Group string `json:"group,omitempty"`
+	Mode  uint32 `json:"mode,omitempty"`
+}
+
+// held is a secret in place: its file, and the owner, group and mode the
+// Secret gave it (Mode 0: not recorded).
+type held struct {
+	Path, Owner, Group string
+	Mode               uint32
 }
 
 // parseDeclared reads a system's etc/lab/secrets.json; b nil (the file
@@ -61,7 +73,15 @@ func parseDeclared(b []byte) ([]need, error) {
 				return nil, fmt.Errorf("%s: secret %s: path: %w", declaredSecretsFile, name, err)
 			}
 		}
-		out = append(out, need{Name: name, Path: d.Path})
+		n := need{Name: name, Path: d.Path, Owner: d.Owner, Group: d.Group}
+		if d.Mode != "" {
+			mode, err := strconv.ParseUint(d.Mode, 8, 32)
+			if err != nil || mode > 0o777 {
+				return nil, fmt.Errorf("%s: secret %s: mode %q is not an octal mode such as 0400", declaredSecretsFile, name, d.Mode)
+			}
+			n.Mode = uint32(mode)
+		}
+		out = append(out, n)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -82,22 +102,39 @@ func readDeclared(read func(toplevel, name string) ([]byte, error), toplevel str
 	return parseDeclared(b)
 }
 
-// evSecrets: the secrets present on the machine now (name → path), sent
+// evSecrets: the secrets present on the machine now (by name), sent
 // by the secret keeper whenever they change, and once at start.
-type evSecrets struct{ present map[string]string }
+type evSecrets struct{ present map[string]held }
 
 // missing is the first need that is not met, and why ("" when all are).
-func missing(needs []need, present map[string]string) (string, string) {
+func missing(needs []need, present map[string]held) (string, string) {
 	for _, n := range needs {
-		p, ok := present[n.Name]
-		switch {
-		case !ok:
+		h, ok := present[n.Name]
+		if !ok {
 			return n.Name, "waiting for secret " + n.Name
-		case n.Path != "" && p != n.Path:
-			return n.Name, fmt.Sprintf("waiting for secret %s at %s, where the new system expects it (it is at %s: set it again with --path %s)", n.Name, n.Path, p, n.Path)
+		}
+		differs := func(what, want, has string) (string, string) {
+			return n.Name, fmt.Sprintf("waiting for secret %s with %s %s, as the new system declares (it has %s %s: set it again with --%s %s)", n.Name, what, want, what, has, what, want)
+		}
+		switch {
+		case n.Path != "" && h.Path != n.Path:
+			return differs("path", n.Path, h.Path)
+		case n.Owner != "" && h.Owner != n.Owner:
+			return differs("owner", n.Owner, orNone(h.Owner))
+		case n.Group != "" && h.Group != n.Group:
+			return differs("group", n.Group, orNone(h.Group))
+		case n.Mode != 0 && h.Mode != 0 && h.Mode != n.Mode:
+			return differs("mode", fmt.Sprintf("%04o", n.Mode), fmt.Sprintf("%04o", h.Mode))
 		}
 	}
 	return "", ""
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none (labd's own)"
+	}
+	return s
 }
 
 // fetched continues a fetched execution: it activates when every secret
@@ -129,11 +166,11 @@ func (m machine) onSecrets(s state, e evSecrets) (state, []effect) {
 
 // presentSecrets lists the secrets in place: recorded present and their
 // file exists (exists is os.Lstat's verdict, injected for tests).
-func presentSecrets(recs map[string]secretRecord, exists func(path string) bool) map[string]string {
-	out := map[string]string{}
+func presentSecrets(recs map[string]secretRecord, exists func(path string) bool) map[string]held {
+	out := map[string]held{}
 	for n, r := range recs {
 		if !r.Removed && r.State == proto.SecretPresent && r.Path != "" && exists(r.Path) {
-			out[n] = r.Path
+			out[n] = held{Path: r.Path, Owner: r.Owner, Group: r.Group, Mode: r.Mode}
 		}
 	}
 	return out

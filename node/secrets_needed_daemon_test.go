@@ -16,7 +16,7 @@ func secretWaitEnv(t *testing.T, fetchTimeout time.Duration) (e *secretEnv, fake
 	t.Helper()
 	fake = nixsystest.New()
 	fake.SetCurrent(tlOld)
-	fake.SetSystemFile(tlNew, declaredSecretsFile, []byte(`{"db-password":{"owner":"","mode":"0400","restart_units":["app.service"]}}`))
+	fake.SetSystemFile(tlNew, declaredSecretsFile, []byte(`{"db-password":{"mode":"0440","restart_units":["app.service"]}}`))
 	e = newSecretEnvWith(t, fake, func(c *Config) { c.FetchTimeout = fetchTimeout })
 	recipient = e.recipient()
 	publishDesired(t, e.br, e.key, "r-1", tlNew)

@@ -21,7 +21,9 @@ func TestParseDeclared(t *testing.T) {
 		{name: "empty object", json: `{}`},
 		{name: "two, sorted, with and without a path",
 			json: `{"tls":{},"db-password":{"path":"/run/lab-secrets/db","owner":"postgres","group":"","mode":"0400","restart_units":["postgresql.service"]}}`,
-			want: []need{{Name: "db-password", Path: "/run/lab-secrets/db"}, {Name: "tls"}}},
+			want: []need{{Name: "db-password", Path: "/run/lab-secrets/db", Owner: "postgres", Mode: 0o400}, {Name: "tls"}}},
+		{name: "mode not octal", json: `{"db":{"mode":"rw"}}`, err: `mode "rw" is not an octal mode`},
+		{name: "mode too wide", json: `{"db":{"mode":"4755"}}`, err: "not an octal mode"},
 		{name: "not json", json: `{"db":`, err: "etc/lab/secrets.json"},
 		{name: "not an object", json: `["db"]`, err: "cannot unmarshal"},
 		{name: "bad name", json: `{"../etc":{}}`, err: `secret name "../etc"`},
@@ -58,13 +60,13 @@ func TestParseDeclared(t *testing.T) {
 
 func TestPresentSecrets(t *testing.T) {
 	recs := map[string]secretRecord{
-		"db":      {Path: "/run/lab-secrets/db", State: proto.SecretPresent},
+		"db":      {Path: "/run/lab-secrets/db", State: proto.SecretPresent, Owner: "app", Mode: 0o440},
 		"gone":    {Path: "/run/lab-secrets/gone", State: proto.SecretPresent}, // its file vanished (a reboot)
 		"removed": {Path: "/run/lab-secrets/removed", State: proto.SecretPresent, Removed: true},
 		"broken":  {State: proto.SecretError, Error: "not for this machine"},
 	}
 	got := presentSecrets(recs, func(p string) bool { return p != "/run/lab-secrets/gone" })
-	if want := map[string]string{"db": "/run/lab-secrets/db"}; !reflect.DeepEqual(got, want) {
+	if want := map[string]held{"db": {Path: "/run/lab-secrets/db", Owner: "app", Mode: 0o440}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("present %v, want %v", got, want)
 	}
 }
@@ -75,7 +77,7 @@ func TestSecretWaitTransitions(t *testing.T) {
 	d := desired(10, 0, proto.ActionSwitch)
 	db := need{Name: "db-password"}
 	tls := need{Name: "tls", Path: "/run/lab-secrets/tls.pem"}
-	waiting := func(name, why string, present map[string]string) state {
+	waiting := func(name, why string, present map[string]held) state {
 		s := at(proto.StateFetching, d)
 		s.Needs, s.WaitSecret, s.Exec.Error, s.Present = []need{db, tls}, name, why, present
 		return s
@@ -95,21 +97,21 @@ func TestSecretWaitTransitions(t *testing.T) {
 		{name: "fetched, secrets present: activate",
 			s: func() state {
 				s := at(proto.StateFetching, d)
-				s.Present = map[string]string{"db-password": "/x/db", "tls": tls.Path}
+				s.Present = map[string]held{"db-password": {Path: "/x/db"}, "tls": {Path: tls.Path}}
 				return s
 			}(),
 			ev: evFetched{gen: 10, current: tlOld, needs: []need{db, tls}}, want: proto.StateActivating, effects: []string{"Activate", "Timer"}},
 		{name: "fetched, secrets present, pre_activate hooks: they run", hooks: true,
 			s: func() state {
 				s := at(proto.StateFetching, d)
-				s.Present = map[string]string{"db-password": "/x/db", "tls": tls.Path}
+				s.Present = map[string]held{"db-password": {Path: "/x/db"}, "tls": {Path: tls.Path}}
 				return s
 			}(),
 			ev: evFetched{gen: 10, current: tlOld, needs: []need{db, tls}}, want: proto.StateActivating, effects: []string{"Hooks", "Timer"}},
 		{name: "fetched, one missing: wait for it, still fetching, no new timer",
 			s: func() state {
 				s := at(proto.StateFetching, d)
-				s.Present = map[string]string{"tls": tls.Path}
+				s.Present = map[string]held{"tls": {Path: tls.Path}}
 				return s
 			}(),
 			ev: evFetched{gen: 10, current: tlOld, needs: []need{db, tls}}, want: proto.StateFetching, wait: "db-password",
@@ -117,25 +119,57 @@ func TestSecretWaitTransitions(t *testing.T) {
 		{name: "fetched, present elsewhere than declared: wait, saying where",
 			s: func() state {
 				s := at(proto.StateFetching, d)
-				s.Present = map[string]string{"db-password": "/x/db", "tls": "/run/lab-secrets/tls"}
+				s.Present = map[string]held{"db-password": {Path: "/x/db"}, "tls": {Path: "/run/lab-secrets/tls"}}
 				return s
 			}(),
 			ev: evFetched{gen: 10, current: tlOld, needs: []need{db, tls}}, want: proto.StateFetching, wait: "tls",
-			detail: "at /run/lab-secrets/tls.pem, where the new system expects it (it is at /run/lab-secrets/tls"},
+			detail: "waiting for secret tls with path /run/lab-secrets/tls.pem, as the new system declares (it has path /run/lab-secrets/tls: set it again with --path /run/lab-secrets/tls.pem)"},
+		{name: "fetched, present with another owner: wait, saying which",
+			s: func() state {
+				s := at(proto.StateFetching, d)
+				s.Present = map[string]held{"db-password": {Path: "/x/db", Owner: "root"}}
+				return s
+			}(),
+			ev: evFetched{gen: 10, current: tlOld, needs: []need{{Name: "db-password", Owner: "postgres", Group: "postgres", Mode: 0o440}}}, want: proto.StateFetching, wait: "db-password",
+			detail: "with owner postgres, as the new system declares (it has owner root: set it again with --owner postgres)"},
+		{name: "fetched, present without a group the system declares",
+			s: func() state {
+				s := at(proto.StateFetching, d)
+				s.Present = map[string]held{"db-password": {Path: "/x/db", Owner: "postgres"}}
+				return s
+			}(),
+			ev: evFetched{gen: 10, current: tlOld, needs: []need{{Name: "db-password", Owner: "postgres", Group: "postgres"}}}, want: proto.StateFetching, wait: "db-password",
+			detail: "with group postgres, as the new system declares (it has group none (labd's own)"},
+		{name: "fetched, present with another mode",
+			s: func() state {
+				s := at(proto.StateFetching, d)
+				s.Present = map[string]held{"db-password": {Path: "/x/db", Mode: 0o400}}
+				return s
+			}(),
+			ev: evFetched{gen: 10, current: tlOld, needs: []need{{Name: "db-password", Mode: 0o440}}}, want: proto.StateFetching, wait: "db-password",
+			detail: "with mode 0440, as the new system declares (it has mode 0400: set it again with --mode 0440)"},
+		{name: "fetched, all as declared: activate",
+			s: func() state {
+				s := at(proto.StateFetching, d)
+				s.Present = map[string]held{"db-password": {Path: "/x/db", Owner: "postgres", Group: "pg", Mode: 0o440}}
+				return s
+			}(),
+			ev: evFetched{gen: 10, current: tlOld, needs: []need{{Name: "db-password", Path: "/x/db", Owner: "postgres", Group: "pg", Mode: 0o440}}}, want: proto.StateActivating,
+			effects: []string{"Activate", "Timer"}},
 		{name: "fetched, declaration malformed: failed, nothing changed", s: at(proto.StateFetching, d),
 			ev: evFetched{gen: 10, current: tlOld, declErr: errors.New("etc/lab/secrets.json: unexpected end of JSON input")}, want: proto.StateFailed,
 			detail: "secret declaration is malformed, so nothing was changed: etc/lab/secrets.json"},
 		{name: "the awaited one arrives, another is missing: wait for that one",
-			s:    waiting("db-password", "waiting for secret db-password", map[string]string{}),
-			ev:   evSecrets{present: map[string]string{"db-password": "/x/db"}},
+			s:    waiting("db-password", "waiting for secret db-password", map[string]held{}),
+			ev:   evSecrets{present: map[string]held{"db-password": {Path: "/x/db"}}},
 			want: proto.StateFetching, wait: "tls", detail: "waiting for secret tls"},
-		{name: "the last one arrives: activate", s: waiting("tls", "waiting for secret tls", map[string]string{"db-password": "/x/db"}),
-			ev:   evSecrets{present: map[string]string{"db-password": "/x/db", "tls": tls.Path}},
+		{name: "the last one arrives: activate", s: waiting("tls", "waiting for secret tls", map[string]held{"db-password": {Path: "/x/db"}}),
+			ev:   evSecrets{present: map[string]held{"db-password": {Path: "/x/db"}, "tls": {Path: tls.Path}}},
 			want: proto.StateActivating, effects: []string{"Activate", "Timer"}},
-		{name: "another secret changes, still missing: nothing said again", s: waiting("db-password", "waiting for secret db-password", map[string]string{}),
-			ev: evSecrets{present: map[string]string{"other": "/x/other"}}, want: proto.StateFetching, wait: "db-password"},
+		{name: "another secret changes, still missing: nothing said again", s: waiting("db-password", "waiting for secret db-password", map[string]held{}),
+			ev: evSecrets{present: map[string]held{"other": {Path: "/x/other"}}}, want: proto.StateFetching, wait: "db-password"},
 		{name: "secrets change while nobody waits: recorded only", s: at(proto.StateVerifying, d),
-			ev: evSecrets{present: map[string]string{"db-password": "/x/db"}}, want: proto.StateVerifying},
+			ev: evSecrets{present: map[string]held{"db-password": {Path: "/x/db"}}}, want: proto.StateVerifying},
 		{name: "fetch deadline while waiting: timed out, naming the secret", s: waiting("db-password", "waiting for secret db-password", nil),
 			ev: evTimeout{gen: 10, phase: proto.StateFetching}, want: proto.StateTimedOut,
 			detail: "secret db-password never arrived within the fetch timeout, so nothing was changed"},
@@ -200,7 +234,7 @@ func TestSecretWaitTransitions(t *testing.T) {
 // present does not (the keeper says so again at start).
 func TestSecretWaitPersisted(t *testing.T) {
 	s := at(proto.StateFetching, desired(10, 0, proto.ActionSwitch))
-	s.Needs, s.WaitSecret, s.Present = []need{{Name: "db-password", Path: "/run/lab-secrets/db"}}, "db-password", map[string]string{"x": "/run/lab-secrets/x"}
+	s.Needs, s.WaitSecret, s.Present = []need{{Name: "db-password", Path: "/run/lab-secrets/db"}}, "db-password", map[string]held{"x": {Path: "/run/lab-secrets/x"}}
 	dir := t.TempDir()
 	if err := saveState(dir, s); err != nil {
 		t.Fatal(err)

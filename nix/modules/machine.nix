@@ -39,10 +39,10 @@ let
   secret = types.submodule {
     options = {
       path = mkOption { type = types.nullOr types.str; default = null; example = "/run/lab-secrets/db-password"; description = "Where the system expects the file (under labd's secrets.dir). labd waits until the secret is in place there; null: wherever labctl secret set put it (default <secrets.dir>/<name>)."; };
-      owner = mkOption { type = types.nullOr types.str; default = null; example = "postgres"; description = "The file's owner to give labctl secret set --owner (documentation for the operator; labd takes it from the secret)."; };
-      group = mkOption { type = types.nullOr types.str; default = null; example = "postgres"; description = "The file's group (labctl secret set --group)."; };
-      mode = mkOption { type = types.nullOr (types.strMatching "0?[0-7]{3}"); default = null; example = "0440"; description = "The file's mode (labctl secret set --mode; labd's default 0400)."; };
-      restartUnits = mkOption { type = types.listOf types.str; default = [ ]; example = [ "postgresql.service" ]; description = "Units restarted when the secret changes (labctl secret set --restart)."; };
+      owner = mkOption { type = types.nullOr types.str; default = null; example = "postgres"; description = "The file's owner (labctl secret set --owner): a rollout waits until the secret was set with this owner."; };
+      group = mkOption { type = types.nullOr types.str; default = null; example = "postgres"; description = "The file's group (labctl secret set --group): a rollout waits until the secret was set with it."; };
+      mode = mkOption { type = types.nullOr (types.strMatching "0?[0-7]{3}"); default = null; example = "0440"; description = "The file's mode (labctl secret set --mode; labd's default 0400): a rollout waits until the secret has it."; };
+      restartUnits = mkOption { type = types.listOf types.str; default = [ ]; example = [ "postgresql.service" ]; description = "Units to restart when the secret changes, for labctl secret set --restart (not checked: labd restarts what the secret names)."; };
     };
   };
   # What the system says it needs, in the system itself: labd reads
@@ -99,7 +99,7 @@ in {
       example = lib.literalExpression ''
         { db-password = { path = "/run/lab-secrets/db-password"; owner = "postgres"; mode = "0400"; restartUnits = [ "postgresql.service" ]; }; }
       '';
-      description = "Secrets this system needs (names as in labctl secret set NODE NAME). They are written into the system as /etc/lab/secrets.json (names and metadata, never content); a rollout of it waits on the machine, before activating, until each is in place (at its path, when one is given), at most the fetch timeout, and then times out naming the one that never arrived.";
+      description = "Secrets this system needs (names as in labctl secret set NODE NAME). They are written into the system as /etc/lab/secrets.json (names and metadata, never content); a rollout of it waits on the machine, before activating, until each is in place with the path, owner, group and mode given here (those given), at most the fetch timeout, and then times out naming the one that never arrived.";
     };
     # Deploy hooks (docs/labd.md, "Deploy hooks"): from this configuration
     # only, never from the network.
