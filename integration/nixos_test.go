@@ -198,6 +198,9 @@ func TestNixOSModulesGenerateAWorkingLabd(t *testing.T) {
 	if m, _ := cfg["metrics"].(map[string]any); len(m) != 1 || m["textfile_dir"] != "/var/lib/prometheus-node-exporter/textfile" {
 		t.Errorf("metrics (services.labd.metrics.textfileDir): %v", cfg["metrics"])
 	}
+	if cfg["ssh_host_keys"] != "/persist/etc/ssh/ssh_host_*_key.pub" {
+		t.Errorf("ssh_host_keys (services.labd.sshHostKeys): %v", cfg["ssh_host_keys"])
+	}
 	if cfg["check_interval"] != "15m" {
 		t.Errorf("check_interval (services.labd.checkInterval): %v", cfg["check_interval"])
 	}

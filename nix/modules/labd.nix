@@ -25,6 +25,7 @@ let
     labd_path = "${cfg.package}/bin/labd";
     timeouts = nonNull { inherit (cfg.timeouts) fetch activate confirm; };
     check_interval = cfg.checkInterval;
+    ssh_host_keys = cfg.sshHostKeys;
     metrics = if cfg.metrics.textfileDir == null then null else nonNull {
       textfile_dir = cfg.metrics.textfileDir;
       textfile_interval = cfg.metrics.textfileInterval;
@@ -111,6 +112,12 @@ in {
         description = "node_exporter's textfile directory (its --collector.textfile.directory): labd writes its metrics to labd.prom in it (docs/labd.md, \"Metrics for node_exporter\"). null: no file.";
       };
       textfileInterval = mkOption { type = types.nullOr types.str; default = null; example = "1m"; description = "How often labd.prom is rewritten when nothing changes (labd default 30s)."; };
+    };
+    sshHostKeys = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/persist/etc/ssh/ssh_host_*_key.pub";
+      description = "Glob of the SSH host public keys labd reports (ssh_host_keys; labd default /etc/ssh/ssh_host_*_key.pub, as services.openssh writes them; \"off\": none), for labctl inventory --known-hosts.";
     };
     checkInterval = mkOption {
       type = types.nullOr types.str;

@@ -52,6 +52,7 @@ let
       timeouts.fetch = "45m";
       metrics.textfileDir = "/var/lib/prometheus-node-exporter/textfile";
       checkInterval = "15m";
+      sshHostKeys = "/persist/etc/ssh/ssh_host_*_key.pub";
     };
     services.lab-broker = {
       enable = true; package = fakeLab; port = 8883; openFirewall = true; jsonMirror = false;
