@@ -16,6 +16,7 @@ const (
 	RankBroken  = iota // its last execution failed or could not roll back; problems on the node itself
 	RankRolled         // it rolled itself back
 	RankChecks         // a health check fails
+	RankWaiting        // its execution waits for something only someone can give (a secret its new system declares)
 	RankOffline        // offline while it should run another system
 	RankReboot         // it needs a reboot to run what it switched to
 	RankDrift          // online, idle, and not on the system it should run
@@ -38,6 +39,9 @@ func Attention(r StatusRow) (string, int) {
 	}
 	if failing := FailingChecks(r.Checks); len(failing) > 0 {
 		return "health check failing: " + strings.Join(failing, ", "), RankChecks
+	}
+	if r.State == proto.StateFetching && strings.HasPrefix(r.Error, "waiting for secret ") {
+		return oneLine(r.Error, 160), RankWaiting
 	}
 	wrong := r.Desired != "" && r.Current != "" && r.Desired != r.Current
 	switch {

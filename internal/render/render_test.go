@@ -84,6 +84,13 @@ func TestWriteStatus(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	// A machine waiting for a secret says which, in the attention list.
+	waiting := &proto.NodeStatus{Current: path, Execution: proto.Execution{Rollout: "r-2", State: proto.StateFetching, Error: "waiting for secret db-password"}}
+	b.Reset()
+	_ = WriteStatus(&b, StatusRows([]controller.NodeView{{Name: "db", Online: true, Status: waiting}}), now)
+	if !strings.Contains(b.String(), "attention: db: waiting for secret db-password\n") {
+		t.Errorf("a machine waiting for a secret:\n%s", b.String())
+	}
 	bad := &proto.NodeStatus{Current: path, Execution: proto.Execution{Rollout: "r-1", State: proto.StateRollbackFailed, Error: "switch failed"}}
 	b.Reset()
 	checking := &proto.NodeStatus{Current: path, Checks: proto.CheckResults{"db": {OK: false, At: 1}}}
