@@ -625,7 +625,8 @@ func (s *Service) respond(ctx context.Context, m RequestMessage, r *Response) {
 var ErrNoMachine = errors.New("no such machine")
 
 // forget clears what the broker retains of a machine that is gone: its
-// status, presence and desired state (the JSON mirror follows). Every view
+// desired state, the secrets it reported, its status and presence (the
+// JSON mirror follows). Every view
 // of the fleet then drops it. A machine that is online, or that a running
 // rollout drives, is refused: it would come back with its next status.
 func (s *Service) forget(ctx context.Context, node, who string) error {
@@ -642,7 +643,17 @@ func (s *Service) forget(ctx context.Context, node, who string) error {
 		}
 	}
 	t := s.cfg.Topics
-	for _, topic := range []string{t.NodeDesired(node), t.NodeStatus(node), t.NodePresence(node)} {
+	topics := []string{t.NodeDesired(node)}
+	if v.Status != nil {
+		for _, sec := range v.Status.Secrets { // its secrets, as it reported them: ciphertext nobody else can use
+			if proto.ValidID(sec.Name) == nil {
+				topics = append(topics, t.NodeSecret(node, sec.Name))
+			}
+		}
+	}
+	// Status and presence last: once they are gone the machine leaves the view.
+	topics = append(topics, t.NodeStatus(node), t.NodePresence(node))
+	for _, topic := range topics {
 		if err := s.cfg.Bus.Publish(ctx, topic, nil, true); err != nil {
 			return fmt.Errorf("clear %s: %w (on an external broker the controller identity may not write a node's status and presence: clear them as the broker's administrator, e.g. mosquitto_pub -r -n -t %s)", topic, err, topic)
 		}

@@ -464,8 +464,12 @@ func TestServiceForgetsAMachine(t *testing.T) {
 	tp := proto.DefaultTopics
 	now := time.Now()
 	for name, online := range map[string]bool{"old": false, "live": true} {
-		st := &proto.NodeStatus{Node: name, UpdatedAt: now.UnixMilli()}
+		st := &proto.NodeStatus{Node: name, UpdatedAt: now.UnixMilli(),
+			Secrets: []proto.SecretState{{Name: "db", Version: 1, State: proto.SecretPresent, At: now.UnixMilli()}}}
 		st.Stamp(name, now)
+		if err := r.b.Server.Publish(tp.NodeSecret(name, "db"), []byte("ciphertext of "+name), true, 1); err != nil {
+			t.Fatal(err)
+		}
 		p := &proto.Presence{Node: name, Online: online, Since: now.UnixMilli()}
 		p.Stamp(name, now)
 		for topic, m := range map[string]proto.Message{tp.NodeStatus(name): st, tp.NodePresence(name): p} {
@@ -511,13 +515,28 @@ func TestServiceForgetsAMachine(t *testing.T) {
 			t.Fatalf("the requester's view still shows %v, want only live", names)
 		}
 	}
-	// A new client gets nothing retained of it.
+	// A new client gets nothing retained of it, its secrets included.
 	fresh := NewFleet(tp, nil)
-	c := dial(t, r.b.URL(), "fresh", func(m bus.Message) { fresh.Handle(m.Topic, m.Payload) })
-	if err := fresh.Subscribe(context.Background(), c); err != nil {
+	var secretsMu sync.Mutex
+	secrets := map[string]bool{}
+	c := dial(t, r.b.URL(), "fresh", func(m bus.Message) {
+		if strings.Contains(m.Topic, "/secret/") {
+			secretsMu.Lock()
+			secrets[m.Topic] = true
+			secretsMu.Unlock()
+			return
+		}
+		fresh.Handle(m.Topic, m.Payload)
+	})
+	if err := c.Subscribe(context.Background(), append(fresh.Filters(), tp.AllSecrets())...); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
+	secretsMu.Lock()
+	if secrets[tp.NodeSecret("old", "db")] || !secrets[tp.NodeSecret("live", "db")] {
+		t.Errorf("retained secrets after forgetting old: %v, want live's only", secrets)
+	}
+	secretsMu.Unlock()
 	if v, ok := fresh.Get("old"); ok && (v.Status != nil || v.Seen) {
 		t.Errorf("the broker still retains old: %+v", v)
 	}

@@ -18,8 +18,8 @@ func newNodeRemoveCmd(g *globals) *cobra.Command {
 		Use:   "remove NAME [--identities FILE]",
 		Short: "Forget a machine that is gone: its retained state, and its identity",
 		Long: `remove forgets a machine that is gone for good. The controller service clears
-what the broker retains of it — its status, presence and desired state (and
-their JSON copies) — so that labctl status, labctl watch, the dashboard,
+what the broker retains of it — its status, presence, desired state and the
+secrets it reported (and their JSON copies) — so that labctl status, labctl watch, the dashboard,
 /metrics and Home Assistant drop it at once. With --identities, its identity
 is also removed from the broker's identities file (the broker reloads it
 within 2 s): it can no longer log in. Its password file is left alone.
