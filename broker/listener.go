@@ -27,9 +27,10 @@ type listener struct {
 	guard   *guard.Guard
 	log     *slog.Logger
 
-	mu  sync.Mutex
-	ln  net.Listener
-	end atomic.Bool
+	mu    sync.Mutex
+	ln    net.Listener
+	end   atomic.Bool
+	conns tracker
 }
 
 var _ listeners.Listener = (*listener)(nil)
@@ -93,7 +94,12 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		if l.tls != nil {
 			conn = tls.Server(gc, l.tls)
 		}
+		if !l.conns.add() {
+			_ = conn.Close()
+			return
+		}
 		go func() {
+			defer l.conns.done()
 			// Refused logins are logged by the access hook, timeouts by the
 			// guard; what ends here is routine (EOF, a client's disconnect).
 			if err := establish(l.id, conn); err != nil {
@@ -115,8 +121,53 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 	if ln != nil {
 		_ = ln.Close()
 	}
+	l.conns.stop()
 	l.guard.ClosePending()
 	closeClients(l.id)
+	l.conns.wait(l.log, l.id)
+}
+
+// tracker counts a listener's goroutines that hand a connection to mochi,
+// so that the listener's Close waits for them: mochi v2.7.9 races its
+// Close against an EstablishConnection still running (seen under -race).
+type tracker struct {
+	mu      sync.Mutex
+	stopped bool // no goroutine is added once Close waits
+	wg      sync.WaitGroup
+}
+
+// add counts one more goroutine; false once the listener closes.
+func (t *tracker) add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return false
+	}
+	t.wg.Add(1)
+	return true
+}
+
+func (t *tracker) done() { t.wg.Done() }
+
+func (t *tracker) stop() {
+	t.mu.Lock()
+	t.stopped = true
+	t.mu.Unlock()
+}
+
+// wait waits for the counted goroutines. Every connection is closed by
+// then (logging in: by the guard; clients: by mochi), so they end at once;
+// a stuck one holds the shutdown 5 s at most.
+func (t *tracker) wait(log *slog.Logger, id string) {
+	waited := make(chan struct{})
+	go func() { t.wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		if log != nil {
+			log.Warn("connections still ending after 5s; closing anyway", "listener", id)
+		}
+	}
 }
 
 // guardConn returns the guard's connection under a client's network

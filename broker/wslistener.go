@@ -37,6 +37,7 @@ type wsListener struct {
 	establish listeners.EstablishFn
 	end       atomic.Bool
 	upgrader  websocket.Upgrader
+	conns     tracker
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
@@ -89,6 +90,11 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 }
 
 func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
+	if !l.conns.add() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer l.conns.done()
 	c, err := l.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered the request
@@ -111,6 +117,7 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	l.mu.Lock()
 	srv := l.srv
 	l.mu.Unlock()
+	l.conns.stop()
 	if srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -118,6 +125,7 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	}
 	l.guard.ClosePending()
 	closeClients(l.id)
+	l.conns.wait(l.log, l.id)
 }
 
 // guardedAccept admits each accepted connection through the guard,
