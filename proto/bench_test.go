@@ -37,7 +37,7 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// signables are the fixtures that carry a signature: Desired, Gate, Command.
+// signables are the fixtures that carry a signature: Desired, Gate, Command, Secret.
 func signables(b *testing.B) []struct {
 	name string
 	msg  Message
@@ -51,8 +51,8 @@ func signables(b *testing.B) []struct {
 			out = append(out, f)
 		}
 	}
-	if len(out) != 3 {
-		b.Fatalf("%d signable fixtures, want desired, gate and command", len(out))
+	if len(out) != 4 {
+		b.Fatalf("%d signable fixtures, want desired, gate, command and secret", len(out))
 	}
 	return out
 }
