@@ -153,28 +153,15 @@ func retainedPresence(t *testing.T, br *testbroker.Broker) proto.Presence {
 func subscribePresence(t *testing.T, br *testbroker.Broker, id string) (*bus.Client, <-chan proto.Presence) {
 	t.Helper()
 	presences := make(chan proto.Presence, 100)
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: id, CleanStart: true,
-		OnMessage: func(m bus.Message) {
-			var p proto.Presence
-			if proto.Decode(m.Payload, &p) == nil {
-				select {
-				case presences <- p:
-				default:
-				}
+	c := listen(t, br, id, func(m bus.Message) {
+		var p proto.Presence
+		if proto.Decode(m.Payload, &p) == nil {
+			select {
+			case presences <- p:
+			default:
 			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Subscribe(ctx, proto.DefaultTopics.NodePresence("n1")); err != nil {
-		t.Fatal(err)
-	}
+		}
+	}, proto.DefaultTopics.NodePresence("n1"))
 	return c, presences
 }
 
@@ -214,26 +201,33 @@ func testNodeWith(t *testing.T, fake *nixsystest.Fake, key proto.PrivateKey, pre
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	statuses = make(chan proto.NodeStatus, 100)
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: "ctl", CleanStart: true,
-		OnMessage: func(m bus.Message) {
-			var s proto.NodeStatus
-			if proto.Decode(m.Payload, &s) == nil {
-				statuses <- s
-			}
-		}})
+	listen(t, br, "ctl", func(m bus.Message) {
+		var s proto.NodeStatus
+		if proto.Decode(m.Payload, &s) == nil {
+			statuses <- s
+		}
+	}, proto.DefaultTopics.NodeStatus("n1"))
+	return br, statuses, stop
+}
+
+// listen connects a test client (id) to br, subscribed to filters; every
+// message goes to onMessage. It is closed when the test ends.
+func listen(t *testing.T, br *testbroker.Broker, id string, onMessage func(bus.Message), filters ...string) *bus.Client {
+	t.Helper()
+	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: id, CleanStart: true, OnMessage: onMessage})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer wcancel()
-	if err := c.AwaitConnection(wctx); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Subscribe(wctx, proto.DefaultTopics.NodeStatus("n1")); err != nil {
+	if err := c.Subscribe(ctx, filters...); err != nil {
 		t.Fatal(err)
 	}
-	return br, statuses, stop
+	return c
 }
 
 // publishDesired publishes a signed Desired of toplevel for n1.

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,27 +40,14 @@ func watchEvents(t *testing.T, br *testbroker.Broker) func() []proto.Event {
 	t.Helper()
 	var mu sync.Mutex
 	var got []proto.Event
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: "events", CleanStart: true,
-		OnMessage: func(m bus.Message) {
-			var e proto.Event
-			if proto.Decode(m.Payload, &e) == nil {
-				mu.Lock()
-				got = append(got, e)
-				mu.Unlock()
-			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Subscribe(ctx, proto.DefaultTopics.NodeEvents("n1")); err != nil {
-		t.Fatal(err)
-	}
+	listen(t, br, "events", func(m bus.Message) {
+		var e proto.Event
+		if proto.Decode(m.Payload, &e) == nil {
+			mu.Lock()
+			got = append(got, e)
+			mu.Unlock()
+		}
+	}, proto.DefaultTopics.NodeEvents("n1"))
 	return func() []proto.Event {
 		mu.Lock()
 		defer mu.Unlock()

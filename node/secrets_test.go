@@ -104,32 +104,19 @@ func newSecretEnvWith(t *testing.T, fake *nixsystest.Fake, edit func(*Config)) *
 	e := &secretEnv{t: t, br: testbroker.Start(t), dir: filepath.Join(root, "secrets"), state: filepath.Join(root, "state"),
 		restarts: filepath.Join(root, "restarts"), key: key, logs: &syncBuffer{},
 		statuses: make(chan proto.NodeStatus, 100), events: make(chan proto.Event, 100), fake: fake, edit: edit}
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{e.br.URL()}, ClientID: "spy", CleanStart: true,
-		OnMessage: func(m bus.Message) {
-			e.mu.Lock()
-			e.seen = append(e.seen, append([]byte(m.Topic+" "), m.Payload...))
-			e.mu.Unlock()
-			var s proto.NodeStatus
-			var ev proto.Event
-			switch {
-			case proto.Decode(m.Payload, &s) == nil:
-				e.statuses <- s
-			case proto.Decode(m.Payload, &ev) == nil:
-				e.events <- ev
-			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(wctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Subscribe(wctx, "#"); err != nil {
-		t.Fatal(err)
-	}
+	listen(t, e.br, "spy", func(m bus.Message) {
+		e.mu.Lock()
+		e.seen = append(e.seen, append([]byte(m.Topic+" "), m.Payload...))
+		e.mu.Unlock()
+		var s proto.NodeStatus
+		var ev proto.Event
+		switch {
+		case proto.Decode(m.Payload, &s) == nil:
+			e.statuses <- s
+		case proto.Decode(m.Payload, &ev) == nil:
+			e.events <- ev
+		}
+	}, "#")
 	e.start()
 	return e
 }
