@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/bustest"
 	"github.com/lab-fleet/lab/internal/testbroker"
 	"github.com/lab-fleet/lab/proto"
 )
@@ -19,17 +20,7 @@ const (
 
 func dial(t *testing.T, url, id string, onMsg func(bus.Message)) *bus.Client {
 	t.Helper()
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{url}, ClientID: id, CleanStart: true, OnMessage: onMsg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return bustest.Dial(t, url, id, onMsg, bus.Config{})
 }
 
 // simNode answers every Desired it receives with a status in final state,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/bustest"
 	"github.com/lab-fleet/lab/internal/testbroker"
 	"github.com/lab-fleet/lab/node/nixsys/nixsystest"
 	"github.com/lab-fleet/lab/proto"
@@ -210,24 +211,10 @@ func testNodeWith(t *testing.T, fake *nixsystest.Fake, key proto.PrivateKey, pre
 	return br, statuses, stop
 }
 
-// listen connects a test client (id) to br, subscribed to filters; every
-// message goes to onMessage. It is closed when the test ends.
+// listen connects a test client (id) to br, subscribed to filters.
 func listen(t *testing.T, br *testbroker.Broker, id string, onMessage func(bus.Message), filters ...string) *bus.Client {
 	t.Helper()
-	c, err := bus.Dial(context.Background(), bus.Config{URLs: []string{br.URL()}, ClientID: id, CleanStart: true, OnMessage: onMessage})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Subscribe(ctx, filters...); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return bustest.Dial(t, br.URL(), id, onMessage, bus.Config{}, filters...)
 }
 
 // publishDesired publishes a signed Desired of toplevel for n1.

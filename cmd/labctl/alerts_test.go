@@ -16,6 +16,7 @@ import (
 
 	"github.com/lab-fleet/lab/internal/alert"
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/bustest"
 	"github.com/lab-fleet/lab/internal/configkeys"
 	"github.com/lab-fleet/lab/proto"
 )
@@ -103,16 +104,7 @@ func TestBrokerPostsSignedAlerts(t *testing.T) {
 			t.Fatalf("no alerts log:\n%s", errOut.String())
 		}
 	}
-	c, err := bus.Dial(ctx, bus.Config{URLs: []string{"mqtt://" + addr}, ClientID: "web", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer wcancel()
-	if err := c.AwaitConnection(wctx); err != nil {
-		t.Fatal(err)
-	}
+	c := bustest.Dial(t, "mqtt://"+addr, "web", nil, bus.Config{})
 	topics, _ := proto.NewTopics(proto.DefaultPrefix)
 	status := func(state proto.ExecState, errText string) {
 		now := time.Now()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lab-fleet/lab/broker/access"
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/bustest"
 	"github.com/lab-fleet/lab/internal/configkeys"
 	"github.com/lab-fleet/lab/internal/homeassistant"
 	"github.com/lab-fleet/lab/internal/testbroker"
@@ -135,18 +136,7 @@ func TestBrokerHomeAssistant(t *testing.T) {
 	addr := awaitListening(t, errOut.String)
 	dial := func(user, clientID string, onMessage func(bus.Message)) *bus.Client {
 		t.Helper()
-		c, err := bus.Dial(ctx, bus.Config{URLs: []string{"mqtt://" + addr}, ClientID: clientID, Username: user, Password: password(user),
-			CleanStart: true, OnMessage: onMessage})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close(context.Background()) })
-		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-		defer wcancel()
-		if err := c.AwaitConnection(wctx); err != nil {
-			t.Fatalf("%s: %v", user, err)
-		}
-		return c
+		return bustest.Dial(t, "mqtt://"+addr, clientID, onMessage, bus.Config{Username: user, Password: password(user)})
 	}
 
 	// A node reports: online, running sysA, its last rollout succeeded.
@@ -271,17 +261,7 @@ func TestControllerHomeAssistant(t *testing.T) {
 	}
 	dial := func(id string, onMessage func(bus.Message)) *bus.Client {
 		t.Helper()
-		c, err := bus.Dial(ctx, bus.Config{URLs: []string{b.URL()}, ClientID: id, CleanStart: true, OnMessage: onMessage})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close(context.Background()) })
-		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-		defer wcancel()
-		if err := c.AwaitConnection(wctx); err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return bustest.Dial(t, b.URL(), id, onMessage, bus.Config{})
 	}
 	node := dial("web", nil)
 	tp := proto.DefaultTopics

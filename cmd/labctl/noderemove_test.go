@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/bustest"
 	"github.com/lab-fleet/lab/proto"
 )
 
@@ -27,15 +28,7 @@ func TestNodeRemove(t *testing.T) {
 	tp := proto.DefaultTopics
 	// Both machines report as themselves; old then says goodbye (offline).
 	report := func(name string, online bool) *bus.Client {
-		c, err := bus.Dial(ctx, bus.Config{URLs: []string{url}, ClientID: name, Username: name, Password: []byte(pw(name)), CleanStart: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-		defer wcancel()
-		if err := c.AwaitConnection(wctx); err != nil {
-			t.Fatal(err)
-		}
+		c := bustest.Dial(t, url, name, nil, bus.Config{Username: name, Password: []byte(pw(name))})
 		now := time.Now()
 		st := &proto.NodeStatus{Node: name, UpdatedAt: now.UnixMilli()}
 		st.Stamp(name, now)

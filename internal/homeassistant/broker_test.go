@@ -11,23 +11,14 @@ import (
 
 	"github.com/lab-fleet/lab/controller"
 	"github.com/lab-fleet/lab/internal/bus"
+	"github.com/lab-fleet/lab/internal/bustest"
 	"github.com/lab-fleet/lab/internal/testbroker"
 	"github.com/lab-fleet/lab/proto"
 )
 
-func dialT(t *testing.T, ctx context.Context, url, id string, onMessage func(bus.Message)) *bus.Client {
+func dialT(t *testing.T, _ context.Context, url, id string, onMessage func(bus.Message)) *bus.Client {
 	t.Helper()
-	c, err := bus.Dial(ctx, bus.Config{URLs: []string{url}, ClientID: id, CleanStart: true, OnMessage: onMessage})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer wcancel()
-	if err := c.AwaitConnection(wctx); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return bustest.Dial(t, url, id, onMessage, bus.Config{})
 }
 
 func sealT(t *testing.T, node string, m interface {
