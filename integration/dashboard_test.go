@@ -140,4 +140,19 @@ func TestDashboardInABrowser(t *testing.T) {
 		 document.querySelector("#generations tbody tr").textContent.includes("current") &&
 		 document.querySelectorAll(".timeline tr").length >= 2`, gen2))
 	screenshot(t, ctx, "dashboard-machine.png")
+
+	// A phone's width: the fleet page still reads, for a look at the
+	// screenshot.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844), chromedp.Navigate(url+"#/")); err != nil {
+		t.Fatal(err)
+	}
+	browserEventually(t, ctx, 15*time.Second, "the fleet page at a phone's width, no wider than the screen",
+		`document.querySelectorAll("tr[data-node]").length === 3 && document.documentElement.scrollWidth <= window.innerWidth`)
+	screenshot(t, ctx, "dashboard-fleet-narrow.png")
+	if err := chromedp.Do(ctx, chromedp.Navigate(url+"#/rollout/r-dash")); err != nil {
+		t.Fatal(err)
+	}
+	browserEventually(t, ctx, 15*time.Second, "the rollout page at a phone's width, no wider than the screen",
+		`document.querySelectorAll(".wave").length === 3 && document.documentElement.scrollWidth <= window.innerWidth`)
+	screenshot(t, ctx, "dashboard-rollout-narrow.png")
 }
