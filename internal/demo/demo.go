@@ -76,12 +76,21 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if w.key, err = proto.GenerateKey("demo-operator"); err != nil {
 		return err
 	}
+	// The operator subscribes before the nodes start: mochi v2.7.9 reads
+	// retained topics without a lock while it answers a new subscription,
+	// so a subscription made while the nodes publish their first status
+	// races with them (seen under -race).
+	op, err := w.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer op.close()
 	stop, err := w.startNodes(ctx)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	res, err := w.rollout(ctx)
+	res, err := w.rollout(ctx, op)
 	if err != nil {
 		return err
 	}

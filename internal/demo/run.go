@@ -103,9 +103,20 @@ func (w *world) startNodes(ctx context.Context) (stop func(), err error) {
 	return stop, nil
 }
 
-// rollout connects as the operator, waits until every node is online and
-// publishes generation 2 to all of them, signed.
-func (w *world) rollout(ctx context.Context) (*controller.Result, error) {
+// operator is the demo's operator connection and its view of the fleet.
+type operator struct {
+	c     *bus.Client
+	fleet *controller.Fleet
+}
+
+func (o operator) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = o.c.Close(ctx)
+}
+
+// connect connects as the operator and subscribes to the fleet's topics.
+func (w *world) connect(ctx context.Context) (operator, error) {
 	topics := proto.DefaultTopics
 	fleet := controller.NewFleet(topics, w.quiet())
 	c, err := bus.Dial(ctx, bus.Config{
@@ -114,19 +125,25 @@ func (w *world) rollout(ctx context.Context) (*controller.Result, error) {
 		Logger:    w.quiet(),
 	})
 	if err != nil {
-		return nil, err
+		return operator{}, err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		_ = c.Close(cctx)
-	}()
+	op := operator{c: c, fleet: fleet}
 	if err := c.AwaitConnection(ctx); err != nil {
-		return nil, fmt.Errorf("connect to the demo broker: %w", err)
+		op.close()
+		return operator{}, fmt.Errorf("connect to the demo broker: %w", err)
 	}
 	if err := fleet.Subscribe(ctx, c); err != nil {
-		return nil, err
+		op.close()
+		return operator{}, err
 	}
+	return op, nil
+}
+
+// rollout waits until every node is online and publishes generation 2 to
+// all of them, signed.
+func (w *world) rollout(ctx context.Context, op operator) (*controller.Result, error) {
+	topics := proto.DefaultTopics
+	c, fleet := op.c, op.fleet
 	if err := w.awaitOnline(ctx, fleet); err != nil {
 		return nil, err
 	}
